@@ -1,0 +1,80 @@
+"""The composition root: builds the database, broker, MQTT link, handlers and platform."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from anfang.accounts import ensure_service_accounts
+from anfang.config import Settings
+from anfang.mqtt_link import MqttLink
+from anfang.service import Platform
+from broker.embedded import EmbeddedBroker, split_bind
+from registry.db import CORE_MODELS, open_database
+from registry.migrate import is_postgres
+from registry.store import Registry, TwinStore
+from twins.document import Limits
+from twins.hooks import PlatformHandler
+
+log = logging.getLogger(__name__)
+
+HandlerFactory = Callable[[Settings, Registry], Sequence[PlatformHandler]]
+
+
+@asynccontextmanager
+async def open_registry(settings: Settings) -> AsyncIterator[tuple[Registry, TwinStore]]:
+    """The registry and twin store on the configured database (migrated first)."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    async with open_database(settings.db_url, model_modules()) as conn:
+        yield Registry(settings.broker.hash_iterations), TwinStore(conn, is_postgres(settings.db_url))
+
+
+def model_modules() -> list[str]:
+    modules = list(CORE_MODELS)
+    try:
+        import community.models  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        modules.append("community.models")
+    return modules
+
+
+@asynccontextmanager
+async def build_platform(
+    settings: Settings, handler_factory: HandlerFactory | None = None
+) -> AsyncIterator[Platform]:
+    """Everything the platform needs, started and ready for ``Platform.run``; closed at exit."""
+    async with AsyncExitStack() as stack:
+        registry, store = await stack.enter_async_context(open_registry(settings))
+        await registry.ensure_site(settings.site)
+        password, _ = await ensure_service_accounts(
+            registry, settings.secrets_dir, settings.mqtt.username, settings.mqtt.password
+        )
+        if settings.broker.embedded:
+            broker = await stack.enter_async_context(EmbeddedBroker(settings.broker.bind, registry))
+            host, port = split_bind(settings.broker.bind)
+            host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+            mqtt5 = False  # amqtt speaks MQTT 3.1.1 only
+            log.info("embedded broker on %s:%d", broker.host, broker.port)
+        else:
+            host, port = settings.mqtt.host, settings.mqtt.port
+            mqtt5 = settings.mqtt.protocol != "3.1.1"
+        link = MqttLink(
+            host=host, port=port, client_id=settings.mqtt.client_id, username=settings.mqtt.username,
+            password=password, mqtt5=mqtt5, keepalive=settings.mqtt.keepalive,
+            shared_group=settings.mqtt.shared_group,
+        )
+        handlers = list(handler_factory(settings, registry)) if handler_factory else []
+        limits = Limits(settings.limits.max_document_bytes, settings.limits.max_depth)
+        platform = Platform(
+            registry=registry, store=store, link=link, handlers=handlers, sites=[settings.site],
+            features=["twins"], limits=limits, max_payload=settings.limits.max_payload_bytes,
+            inbox_size=settings.limits.ingest_queue, batch_max=settings.limits.batch_max,
+            command_timeout=settings.limits.command_timeout_s,
+        )
+        try:
+            yield platform
+        finally:
+            await link.stop()

@@ -1,0 +1,280 @@
+"""The ``anfang`` command: run the platform, manage devices and twins, the database and the broker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import json
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from anfang import logs
+from anfang.accounts import OPERATOR_USER, read_or_create_secret
+from anfang.config import ConfigError, Settings, load_settings
+from twins.errors import TwinError
+
+app = typer.Typer(help="anfang (安防): smart-security community platform — device twins over MQTT.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+devices_app = typer.Typer(help="Register and inspect devices.", no_args_is_help=True)
+twin_app = typer.Typer(help="Read and change device twins through the platform's MQTT API.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+broker_app = typer.Typer(help="MQTT broker configuration.", no_args_is_help=True)
+app.add_typer(devices_app, name="devices")
+app.add_typer(twin_app, name="twin")
+app.add_typer(db_app, name="db")
+app.add_typer(broker_app, name="broker")
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file (default: ./anfang.yaml)")]
+T = TypeVar("T")
+
+
+def _settings(config: Path | None) -> Settings:
+    try:
+        return load_settings(config)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _run(coro: Awaitable[T]) -> T:
+    try:
+        return asyncio.run(coro)  # type: ignore[arg-type]
+    except TwinError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def run(
+    config: ConfigOpt = None,
+    site: Annotated[str | None, typer.Option(help="Site id (overrides config)")] = None,
+    broker_bind: Annotated[str | None, typer.Option(help="Embedded broker host:port")] = None,
+    external_broker: Annotated[
+        str | None, typer.Option(help="Use this broker host:port instead of the embedded one")
+    ] = None,
+) -> None:
+    """Run the platform (embedded broker and SQLite by default)."""
+    settings = _settings(config)
+    if site:
+        settings.site = site
+    if broker_bind:
+        settings.broker.bind = broker_bind
+    if external_broker:
+        host, _, port = external_broker.rpartition(":")
+        settings.broker.embedded, settings.mqtt.host, settings.mqtt.port = False, host, int(port)
+    logs.configure(settings.log_level, settings.log_format)
+    from anfang.app import build_platform
+    from anfang.handlers import default_handlers
+    from anfang.mqtt_link import MqttLinkError
+    from broker.embedded import BrokerError
+
+    async def main() -> None:
+        async with build_platform(settings, default_handlers) as platform:
+            await platform.run()
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        pass
+    except (BrokerError, MqttLinkError, ExceptionGroup) as exc:
+        errors = exc.exceptions if isinstance(exc, ExceptionGroup) else (exc,)
+        if not all(isinstance(e, BrokerError | MqttLinkError) for e in errors):
+            raise
+        for err in errors:
+            typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from None
+
+
+@db_app.command("upgrade")
+def db_upgrade(config: ConfigOpt = None) -> None:
+    """Apply pending migrations from migrations/."""
+    settings = _settings(config)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    from registry.migrate import apply_migrations
+
+    applied = _run(apply_migrations(settings.db_url))
+    typer.echo(f"applied: {', '.join(applied)}" if applied else "database is up to date")
+
+
+def _with_registry(settings: Settings, fn: Callable[[Any], Awaitable[T]]) -> T:
+    from anfang.app import open_registry
+
+    async def main() -> T:
+        async with open_registry(settings) as (registry, _store):
+            return await fn(registry)
+
+    return _run(main())
+
+
+@devices_app.command("add")
+def devices_add(
+    device_id: str,
+    kind: Annotated[str, typer.Option("--kind", "-k", help="Device kind, e.g. door_lock or vehicle_gate")],
+    name: Annotated[str | None, typer.Option(help="Display name")] = None,
+    x: Annotated[float | None, typer.Option(help="Position east on the site plan, metres")] = None,
+    y: Annotated[float | None, typer.Option(help="Position north on the site plan, metres")] = None,
+    site: Annotated[str | None, typer.Option(help="Site id (default from config)")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Register a device and print its secret (shown only this once)."""
+    settings = _settings(config)
+    position = (x, y) if x is not None and y is not None else None
+    secret = _with_registry(settings, lambda r: r.add_device(site or settings.site, device_id, kind, name, position))
+    typer.echo(f"added {device_id} ({kind}) at site {site or settings.site}")
+    if secret:
+        typer.echo(f"secret: {secret}")
+        typer.echo("store it on the device now: it is kept only as a hash and cannot be shown again", err=True)
+
+
+@devices_app.command("list")
+def devices_list(site: Annotated[str | None, typer.Option()] = None, config: ConfigOpt = None) -> None:
+    """List registered devices."""
+    settings = _settings(config)
+    for d in _with_registry(settings, lambda r: r.list_devices(site)):
+        pos = f"({d.position[0]:.1f}, {d.position[1]:.1f})" if d.position else "-"
+        typer.echo(f"{d.id:24} {d.kind:13} {d.site:12} {pos:18} {d.name}")
+
+
+@devices_app.command("show")
+def devices_show(device_id: str, config: ConfigOpt = None) -> None:
+    """Show a device's registration and its stored twin."""
+    settings = _settings(config)
+    from anfang.app import open_registry
+
+    async def main() -> dict[str, Any] | None:
+        async with open_registry(settings) as (registry, store):
+            info = await registry.get_device(device_id)
+            if info is None:
+                return None
+            twin = await store.load(device_id)
+            return {"id": info.id, "kind": info.kind, "site": info.site, "name": info.name,
+                    "position": info.position, "twin": twin.to_json() if twin else None}
+
+    shown = _run(main())
+    if shown is None:
+        typer.echo(f"error: unknown device {device_id}", err=True)
+        raise typer.Exit(1)
+    typer.echo(json.dumps(shown, ensure_ascii=False, indent=2))
+
+
+@devices_app.command("rotate-secret")
+def devices_rotate(device_id: str, config: ConfigOpt = None) -> None:
+    """Give a device a new secret (the old one stops working) and print it once."""
+    settings = _settings(config)
+    secret = _with_registry(settings, lambda r: r.rotate_secret(device_id))
+    typer.echo(f"secret: {secret}")
+
+
+def _operator(settings: Settings) -> Any:
+    from anfang.operator_client import OperatorClient, OperatorError
+
+    if settings.broker.embedded:
+        host, _, port = settings.broker.bind.rpartition(":")
+        host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    else:
+        host, port = settings.mqtt.host, str(settings.mqtt.port)
+    password = read_or_create_secret(settings.secrets_dir, OPERATOR_USER)
+    try:
+        return OperatorClient(host, int(port), OPERATOR_USER, password)
+    except OperatorError as exc:
+        typer.echo(f"error: {exc} (is `anfang run` running?)", err=True)
+        raise typer.Exit(1) from None
+
+
+@twin_app.command("get")
+def twin_get(device_id: str, site: Annotated[str | None, typer.Option()] = None, config: ConfigOpt = None) -> None:
+    """Print a device's twin document (desired, reported, delta, metadata, version)."""
+    from anfang.operator_client import OperatorError
+
+    settings = _settings(config)
+    client = _operator(settings)
+    try:
+        doc = client.get(site or settings.site, device_id)
+    except OperatorError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        client.close()
+    doc.pop("client_token", None)
+    typer.echo(json.dumps(doc, ensure_ascii=False, indent=2))
+
+
+@twin_app.command("set")
+def twin_set(
+    device_id: str,
+    assignments: Annotated[list[str], typer.Argument(help="key=value pairs; values are JSON or strings")],
+    version: Annotated[int | None, typer.Option(help="Only apply if the twin is at this version (else 409)")] = None,
+    site: Annotated[str | None, typer.Option()] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Change a device's desired state, e.g. ``anfang twin set door-b1-u1 lock=unlocked hold_seconds=5``."""
+    from anfang.operator_client import OperatorError, parse_assignments
+
+    settings = _settings(config)
+    try:
+        desired = parse_assignments(assignments)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    client = _operator(settings)
+    try:
+        answer = client.update(site or settings.site, device_id, desired, version)
+    except OperatorError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        client.close()
+    typer.echo(f"accepted: version {answer['version']}, delta {json.dumps(answer.get('delta'), ensure_ascii=False)}")
+
+
+@broker_app.command("mosquitto-config")
+def broker_mosquitto_config(
+    out: Annotated[Path, typer.Option(help="Directory for passwd, acl and mosquitto.conf")] = Path("mosquitto"),
+    listener: Annotated[str, typer.Option(help="Mosquitto listener, e.g. 1883 or '1883 0.0.0.0'")] = "1883",
+    config: ConfigOpt = None,
+) -> None:
+    """Write Mosquitto password and ACL files with the same rules as the embedded broker."""
+    settings = _settings(config)
+    from anfang.accounts import ensure_service_accounts
+    from broker.mosquitto import write_config
+
+    async def collect(registry: Any) -> Any:
+        await ensure_service_accounts(registry, settings.secrets_dir, settings.mqtt.username, settings.mqtt.password)
+        return await registry.credential_hashes()
+
+    entries = _with_registry(settings, collect)
+    for path in write_config(out, entries, listener):
+        typer.echo(f"wrote {path}")
+    typer.echo("reload Mosquitto (SIGHUP) after adding devices or rotating secrets", err=True)
+
+
+_PLUGINS = {
+    "rules": "rules.cli",
+    "sim": "firmware_sim.cli",
+    "vision": "vision.cli",
+    "dashboards": "telemetry.cli",
+    "community": "community.cli",
+}
+
+
+def _mount_plugins() -> None:
+    for name, module in _PLUGINS.items():
+        with contextlib.suppress(ImportError):
+            sub = importlib.import_module(module)
+            app.add_typer(sub.app, name=name)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING)
+    _mount_plugins()
+    app(prog_name="anfang")
+
+
+if __name__ == "__main__":
+    main()

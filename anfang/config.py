@@ -1,0 +1,144 @@
+"""Settings: defaults that work with no file, one YAML file, and ``ANFANG_*`` environment overrides."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class ConfigError(Exception):
+    """The configuration file or an override is invalid; the message says which key and why."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MqttSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=1883, ge=1, le=65535)
+    username: str = "anfang-platform"
+    password: str | None = None
+    client_id: str = "anfang-platform"
+    keepalive: int = 30
+    protocol: Literal["auto", "3.1.1", "5"] = "auto"
+    shared_group: str | None = None
+
+
+class BrokerSettings(_Section):
+    embedded: bool = True
+    bind: str = "127.0.0.1:1883"
+    hash_iterations: int = Field(default=10_000, ge=1000)
+
+
+class LimitSettings(_Section):
+    max_payload_bytes: int = 256 * 1024
+    max_document_bytes: int = 128 * 1024
+    max_depth: int = 8
+    command_timeout_s: float = 10.0
+    ingest_queue: int = 10_000
+    batch_max: int = 500
+
+
+class TelemetryConfig(_Section):
+    influx_url: str | None = None
+    influx_token: str | None = None
+    influx_org: str = "anfang"
+    influx_bucket: str = "anfang"
+    file: Path | None = None
+    spool_dir: Path | None = None
+    spool_max_mb: int = 512
+
+
+class Settings(_Section):
+    site: str = "youzheng"
+    data_dir: Path = Path("data")
+    database_url: str | None = None
+    log_level: str = "INFO"
+    log_format: Literal["json", "text"] = "text"
+    secret_key: str | None = None
+    rules_dir: Path | None = None
+    community_file: Path | None = None
+    api_bind: str | None = None
+    mqtt: MqttSettings = MqttSettings()
+    broker: BrokerSettings = BrokerSettings()
+    limits: LimitSettings = LimitSettings()
+    telemetry: TelemetryConfig = TelemetryConfig()
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite://{self.data_dir / 'anfang.db'}"
+
+    @property
+    def secrets_dir(self) -> Path:
+        return self.data_dir / "secrets"
+
+
+# ANFANG_* variable -> dotted settings key. The docker-compose file may only use these.
+_ENV_KEYS: dict[str, str] = {
+    "ANFANG_SITE": "site",
+    "ANFANG_DATA_DIR": "data_dir",
+    "ANFANG_DATABASE_URL": "database_url",
+    "ANFANG_LOG_LEVEL": "log_level",
+    "ANFANG_LOG_FORMAT": "log_format",
+    "ANFANG_SECRET_KEY": "secret_key",
+    "ANFANG_RULES_DIR": "rules_dir",
+    "ANFANG_COMMUNITY_FILE": "community_file",
+    "ANFANG_API_BIND": "api_bind",
+    "ANFANG_MQTT_HOST": "mqtt.host",
+    "ANFANG_MQTT_PORT": "mqtt.port",
+    "ANFANG_MQTT_USERNAME": "mqtt.username",
+    "ANFANG_MQTT_PASSWORD": "mqtt.password",
+    "ANFANG_MQTT_CLIENT_ID": "mqtt.client_id",
+    "ANFANG_MQTT_PROTOCOL": "mqtt.protocol",
+    "ANFANG_MQTT_SHARED_GROUP": "mqtt.shared_group",
+    "ANFANG_EMBEDDED_BROKER": "broker.embedded",
+    "ANFANG_BROKER_BIND": "broker.bind",
+    "ANFANG_INFLUX_URL": "telemetry.influx_url",
+    "ANFANG_INFLUX_TOKEN": "telemetry.influx_token",
+    "ANFANG_INFLUX_ORG": "telemetry.influx_org",
+    "ANFANG_INFLUX_BUCKET": "telemetry.influx_bucket",
+    "ANFANG_TELEMETRY_FILE": "telemetry.file",
+    "ANFANG_TELEMETRY_SPOOL_DIR": "telemetry.spool_dir",
+    "ANFANG_TELEMETRY_SPOOL_MAX_MB": "telemetry.spool_max_mb",
+}
+ENV_VARS: frozenset[str] = frozenset(_ENV_KEYS) | {"ANFANG_CONFIG"}
+
+
+def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        tree = tree.setdefault(key, {})
+    tree[leaf] = value
+
+
+def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Load settings from ``path`` (or ``$ANFANG_CONFIG``, or ``./anfang.yaml`` if present) and env."""
+    env = os.environ if environ is None else environ
+    if path is None and env.get("ANFANG_CONFIG"):
+        path = Path(env["ANFANG_CONFIG"])
+    if path is None and Path("anfang.yaml").exists():
+        path = Path("anfang.yaml")
+    tree: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping")
+        tree = loaded
+    for name, dotted in _ENV_KEYS.items():
+        if name in env:
+            _set(tree, dotted, env[name])
+    try:
+        return Settings.model_validate(tree)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        raise ConfigError(f"invalid setting {key}: {err['msg']}") from None

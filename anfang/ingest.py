@@ -1,0 +1,241 @@
+"""Turning a batch of inbound MQTT messages into twin changes, replies and dispatches. Pure.
+
+The IO around it (``anfang.service``) pre-loads the devices and twins a batch touches, calls
+:func:`process_batch`, commits the outcome in one transaction, then publishes and dispatches.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, MutableMapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from registry.store import DeviceInfo, StoredEvent
+from twins import messages
+from twins.document import Limits, TwinDocument, apply_desired, apply_reported, apply_status
+from twins.errors import BadRequest, NotFound, TooLarge, TwinError
+from twins.hooks import DeviceEvent, TwinChange
+from twins.kinds import TELEMETRY_METRICS, validate_desired, validate_event, validate_reported
+from twins.topics import (
+    Channel,
+    DeviceTopic,
+    delta_topic,
+    desired_topic,
+    document_topic,
+    errors_topic,
+    update_reply_topic,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    raw_topic: str
+    topic: DeviceTopic | None
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    topic: str
+    payload: dict[str, Any] | str
+    retain: bool = False
+    qos: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    device_id: str | None
+    topic: str
+    code: int
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class CommandAnswer:
+    device_id: str
+    name: str
+    reply: messages.CommandReply
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetrySample:
+    site: str
+    device_id: str
+    kind: str
+    ts: float
+    metrics: dict[str, float]
+
+
+@dataclass
+class Outcome:
+    twins: dict[str, TwinDocument] = field(default_factory=dict)
+    events: list[StoredEvent] = field(default_factory=list)
+    publishes: list[Publish] = field(default_factory=list)
+    dispatch: list[DeviceEvent | TwinChange] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+    answers: list[CommandAnswer] = field(default_factory=list)
+    telemetry: list[TelemetrySample] = field(default_factory=list)
+    duplicates: int = 0
+    accepted: int = 0
+
+
+def desired_publishes(doc: TwinDocument, now: float) -> list[Publish]:
+    """The retained full desired document and, if anything differs, the delta."""
+    out = [Publish(desired_topic(doc.site, doc.device_id), {"version": doc.version, "desired": doc.desired, "ts": now},
+                   retain=True)]
+    delta = doc.delta
+    if delta:
+        out.append(Publish(delta_topic(doc.site, doc.device_id), {"version": doc.version, "delta": delta, "ts": now}))
+    return out
+
+
+def _ref(msg: Inbound) -> Any:
+    """The sender's reference (report seq or event id) for an error answer, if it can be read."""
+    try:
+        data = json.loads(msg.payload)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if isinstance(data, dict):
+        for key in ("seq", "id", "client_token"):
+            if isinstance(data.get(key), str | int) and not isinstance(data.get(key), bool):
+                return data[key]
+    return None
+
+
+def _reject(out: Outcome, msg: Inbound, err: TwinError) -> None:
+    topic = msg.topic
+    device_id = topic.device_id if topic else None
+    out.rejections.append(Rejection(device_id, msg.raw_topic, err.code, err.message))
+    if topic is None:
+        return
+    body: dict[str, Any] = {"code": err.code, "message": err.message, "topic": msg.raw_topic}
+    if topic.channel in (Channel.UPDATE, Channel.GET):
+        token = _ref(msg)
+        body["client_token"] = token if isinstance(token, str) else None
+        reply = update_reply_topic(topic.site, topic.device_id, accepted=False)
+        out.publishes.append(Publish(reply, body))
+    else:
+        body["ref"] = _ref(msg)
+        out.publishes.append(Publish(errors_topic(topic.site, topic.device_id), body))
+
+
+def _device(devices: Mapping[str, DeviceInfo], topic: DeviceTopic) -> DeviceInfo:
+    info = devices.get(topic.device_id)
+    if info is None or info.site != topic.site:
+        raise NotFound(f"unknown device {topic.device_id} at site {topic.site}", device_id=topic.device_id)
+    return info
+
+
+def _twin(twins: MutableMapping[str, TwinDocument], info: DeviceInfo) -> TwinDocument:
+    doc = twins.get(info.id)
+    if doc is None:
+        doc = TwinDocument(device_id=info.id, kind=info.kind, site=info.site)
+        twins[info.id] = doc
+    return doc
+
+
+def process_batch(
+    batch: Sequence[Inbound],
+    devices: Mapping[str, DeviceInfo],
+    twins: MutableMapping[str, TwinDocument],
+    seen_events: set[tuple[str, str]],
+    *,
+    now: float,
+    limits: Limits,
+    max_payload: int = messages.MAX_PAYLOAD_BYTES,
+) -> Outcome:
+    """Apply a batch in order. ``twins`` is updated in place; ``seen_events`` grows with new events."""
+    out = Outcome()
+    for msg in batch:
+        try:
+            _process_one(msg, devices, twins, seen_events, out, now=now, limits=limits, max_payload=max_payload)
+        except TwinError as err:
+            _reject(out, msg, err)
+    return out
+
+
+def _process_one(
+    msg: Inbound,
+    devices: Mapping[str, DeviceInfo],
+    twins: MutableMapping[str, TwinDocument],
+    seen_events: set[tuple[str, str]],
+    out: Outcome,
+    *,
+    now: float,
+    limits: Limits,
+    max_payload: int,
+) -> None:
+    topic = msg.topic
+    if topic is None:
+        raise BadRequest(f"not a platform topic: {msg.raw_topic[:200]!r}")
+    if len(msg.payload) > max_payload:
+        raise TooLarge(f"payload is {len(msg.payload)} bytes, over the limit of {max_payload}")
+    info = _device(devices, topic)
+    if info.virtual and topic.channel not in (Channel.UPDATE, Channel.GET):
+        raise BadRequest(f"{info.id} is a virtual {info.kind}; its state is derived by the platform")
+    match topic.channel:
+        case Channel.REPORTED:
+            report = messages.parse_report(msg.payload)
+            validate_reported(info.kind, report.state)
+            before = _twin(twins, info)
+            applied = apply_reported(before, report.state, now=now, seq=report.seq, ts=report.ts, limits=limits)
+            twins[info.id] = applied.document
+            out.twins[info.id] = applied.document
+            if applied.is_change:
+                out.dispatch.append(_change(before, applied.document, applied.changed, now))
+        case Channel.EVENT:
+            assert topic.name is not None
+            event = messages.parse_event(msg.payload)
+            validate_event(info.kind, topic.name, event.data)
+            key = (info.id, event.id)
+            if key in seen_events:
+                out.duplicates += 1
+            else:
+                seen_events.add(key)
+                out.events.append(StoredEvent(info.id, event.id, topic.name, event.ts, now, event.data))
+                out.dispatch.append(
+                    DeviceEvent(info.site, info.id, info.kind, topic.name, event.id, event.ts or now, event.data)
+                )
+        case Channel.TELEMETRY:
+            sample = messages.parse_telemetry(msg.payload, TELEMETRY_METRICS)
+            out.telemetry.append(TelemetrySample(info.site, info.id, info.kind, sample.ts or now, sample.metrics))
+        case Channel.STATUS:
+            status = messages.parse_status(msg.payload)
+            before = _twin(twins, info)
+            after = apply_status(before, status, now=now)
+            if after is not before:
+                twins[info.id] = after
+                out.twins[info.id] = after
+                out.dispatch.append(
+                    DeviceEvent(info.site, info.id, info.kind, "status", f"status-{after.version}", now,
+                                {"state": status})
+                )
+        case Channel.CMD_RESULT:
+            assert topic.name is not None
+            out.answers.append(CommandAnswer(info.id, topic.name, messages.parse_command_reply(msg.payload)))
+        case Channel.UPDATE:
+            update = messages.parse_update(msg.payload)
+            validate_desired(info.kind, update.desired)
+            before = _twin(twins, info)
+            applied = apply_desired(before, update.desired, now=now, expected_version=update.version, limits=limits)
+            doc = applied.document
+            twins[info.id] = doc
+            out.twins[info.id] = doc
+            reply = {"version": doc.version, "desired": doc.desired, "delta": doc.delta,
+                     "client_token": update.client_token, "ts": now}
+            out.publishes.append(Publish(update_reply_topic(info.site, info.id, accepted=True), reply))
+            if applied.is_change:
+                out.publishes.extend(desired_publishes(doc, now))
+        case Channel.GET:
+            token = messages.parse_client_token(msg.payload)
+            doc = _twin(twins, info)
+            out.publishes.append(Publish(document_topic(info.site, info.id), {**doc.to_json(), "client_token": token}))
+    out.accepted += 1
+
+
+def _change(before: TwinDocument, after: TwinDocument, changed: dict[str, Any], now: float) -> TwinChange:
+    return TwinChange(
+        site=after.site, device_id=after.device_id, kind=after.kind, version=after.version, ts=now,
+        reported=after.reported, previous_reported=before.reported, desired=after.desired, changed=changed,
+    )

@@ -1,0 +1,85 @@
+"""The platform's one MQTT client (gmqtt): persistent session, QoS 1, acknowledged after commit.
+
+With ``optimistic_acknowledgement=False`` gmqtt sends PUBACK only when the async message
+callback returns, so a message is acknowledged to the broker only after the platform has
+committed it; a crash before that leaves it with the broker, which redelivers it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import gmqtt
+from gmqtt.mqtt.constants import MQTTv50, MQTTv311
+
+log = logging.getLogger(__name__)
+
+MessageHandler = Callable[[str, bytes, bool], Awaitable[None]]
+
+
+class MqttLinkError(Exception):
+    """The broker refused or could not be reached."""
+
+
+class MqttLink:
+    """Connects, subscribes (optionally as an MQTT 5 shared-subscription group) and publishes."""
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        client_id: str,
+        username: str,
+        password: str,
+        mqtt5: bool,
+        keepalive: int = 30,
+        shared_group: str | None = None,
+    ) -> None:
+        self._host, self._port, self._keepalive = host, port, keepalive
+        self._mqtt5 = mqtt5
+        self._shared_group = shared_group if mqtt5 else None
+        props: dict[str, Any] = {"session_expiry_interval": 0xFFFFFFFF} if mqtt5 else {}
+        self._client = gmqtt.Client(client_id, clean_session=False, optimistic_acknowledgement=False, **props)
+        self._client.set_auth_credentials(username, password)
+        self._client.set_config({"reconnect_retries": -1, "reconnect_delay": 1})
+        self._handler: MessageHandler | None = None
+        self._client.on_message = self._on_message
+        self.published = 0
+        self._connected = False
+
+    async def start(self, subscriptions: Sequence[str], handler: MessageHandler) -> None:
+        self._handler = handler
+        try:
+            await self._client.connect(
+                self._host, self._port, keepalive=self._keepalive, version=MQTTv50 if self._mqtt5 else MQTTv311
+            )
+        except Exception as exc:
+            raise MqttLinkError(f"cannot connect to MQTT broker {self._host}:{self._port}: {exc}") from exc
+        self._connected = True
+        for topic in subscriptions:
+            full = f"$share/{self._shared_group}/{topic}" if self._shared_group else topic
+            self._client.subscribe(full, qos=1)
+        log.info("connected to MQTT broker %s:%d (MQTT %s)", self._host, self._port, "5" if self._mqtt5 else "3.1.1")
+
+    async def _on_message(self, client: Any, topic: str, payload: bytes, qos: int, properties: dict[str, Any]) -> int:
+        assert self._handler is not None
+        retained = bool(properties.get("retain"))
+        await self._handler(topic, payload, retained)
+        return 0
+
+    def publish(self, topic: str, payload: dict[str, Any] | str | bytes, *, qos: int = 1, retain: bool = False) -> None:
+        if isinstance(payload, dict):
+            body: bytes | str = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+        else:
+            body = payload
+        self._client.publish(topic, body, qos=qos, retain=retain)
+        self.published += 1
+
+    async def stop(self) -> None:
+        if self._connected:
+            self._connected = False
+            await self._client.disconnect()

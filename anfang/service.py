@@ -1,0 +1,330 @@
+"""The platform service: ingest loop with group commit, desired-state writes, commands, dispatch.
+
+Data flow: broker -> :class:`MqttLink` callback -> bounded inbox -> ingest loop (batch, pure
+:func:`process_batch`, one transaction, publish replies) -> PUBACK -> per-handler dispatch queues.
+Every write to twins happens under one lock, so per-device order holds and a handler's
+``set_desired`` never interleaves with a batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections import Counter, OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from anfang.ingest import Inbound, Outcome, desired_publishes, process_batch
+from anfang.mqtt_link import MqttLink
+from registry.store import CommandRecord, DeviceInfo, Registry, TwinStore
+from twins import topics
+from twins.document import Limits, TwinDocument, apply_desired, apply_reported
+from twins.errors import BadRequest, NotFound
+from twins.hooks import CommandResult, DeviceEvent, PlatformHandler, TwinChange
+from twins.kinds import validate_desired, validate_reported
+
+log = logging.getLogger(__name__)
+
+_RECENT_EVENTS = 100_000
+_DISPATCH_QUEUE = 10_000
+
+
+@runtime_checkable
+class TelemetryRecorder(Protocol):
+    def record_telemetry(self, site: str, device_id: str, kind: str, ts: float, metrics: dict[str, float]) -> None: ...
+
+
+@dataclass
+class Counters:
+    """What the platform has seen; published on ``_platform/health`` and to telemetry."""
+
+    received: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: Counter[int] = field(default_factory=Counter)
+    dispatch_dropped: int = 0
+    handler_errors: int = 0
+    batches: int = 0
+    commands_sent: int = 0
+    commands_timed_out: int = 0
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "received": self.received, "accepted": self.accepted, "duplicates": self.duplicates,
+            "rejected": sum(self.rejected.values()), "rejected_by_code": {str(k): v for k, v in self.rejected.items()},
+            "dispatch_dropped": self.dispatch_dropped, "handler_errors": self.handler_errors,
+            "batches": self.batches, "commands_sent": self.commands_sent,
+            "commands_timed_out": self.commands_timed_out,
+        }
+
+
+class Platform:
+    """One platform worker. Implements :class:`twins.hooks.PlatformActions` for its handlers."""
+
+    def __init__(
+        self,
+        *,
+        registry: Registry,
+        store: TwinStore,
+        link: MqttLink,
+        handlers: Sequence[PlatformHandler] = (),
+        sites: Sequence[str] = (),
+        features: Sequence[str] = ("twins",),
+        limits: Limits | None = None,
+        max_payload: int = 256 * 1024,
+        inbox_size: int = 10_000,
+        batch_max: int = 500,
+        command_timeout: float = 10.0,
+    ) -> None:
+        self.registry, self.store, self.link = registry, store, link
+        self.handlers = list(handlers)
+        self.counters = Counters()
+        self._sites, self._features = list(sites), list(features)
+        self._limits, self._max_payload = limits or Limits(), max_payload
+        self._batch_max, self._command_timeout = batch_max, command_timeout
+        self._inbox: asyncio.Queue[tuple[Inbound, asyncio.Future[None]]] = asyncio.Queue(inbox_size)
+        self._write_lock = asyncio.Lock()
+        self._devices: dict[str, DeviceInfo] = {}
+        self._twins: dict[str, TwinDocument] = {}
+        self._recent_events: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._pending: dict[str, tuple[asyncio.Future[CommandResult], CommandRecord]] = {}
+        self._queues: list[asyncio.Queue[DeviceEvent | TwinChange]] = [
+            asyncio.Queue(_DISPATCH_QUEUE) for _ in self.handlers
+        ]
+        self.ready = asyncio.Event()
+
+    # ---- running -------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run until cancelled: ingest loop, one dispatcher per handler, health publisher."""
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._ingest_loop(), name="ingest")
+            for handler, queue in zip(self.handlers, self._queues, strict=True):
+                tg.create_task(self._dispatch_loop(handler, queue), name=f"dispatch-{type(handler).__name__}")
+            await self.link.start(topics.PLATFORM_SUBSCRIPTIONS, self._on_message)
+            for site in self._sites:
+                self.link.publish(topics.platform_topic(site, "features"), {"features": self._features}, retain=True)
+            tg.create_task(self._health_loop(), name="health")
+            self.ready.set()
+            log.info("platform ready")
+
+    async def _on_message(self, raw_topic: str, payload: bytes, retained: bool) -> None:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        await self._inbox.put((Inbound(raw_topic, topics.parse(raw_topic), payload), done))
+        await done
+
+    async def _ingest_loop(self) -> None:
+        while True:
+            batch = [await self._inbox.get()]
+            while len(batch) < self._batch_max and not self._inbox.empty():
+                batch.append(self._inbox.get_nowait())
+            outcome = await self._apply_batch([msg for msg, _ in batch])
+            for _, done in batch:
+                done.set_result(None)
+            await self._dispatch(outcome.dispatch)
+
+    async def _apply_batch(self, batch: list[Inbound]) -> Outcome:
+        async with self._write_lock:
+            await self._preload(batch)
+            seen = await self._seen_events(batch)
+            now = time.time()
+            outcome = process_batch(
+                batch, self._devices, self._twins, seen, now=now, limits=self._limits, max_payload=self._max_payload
+            )
+            finished = self._finish_commands(outcome, now)
+            # a failed commit propagates and stops the worker: nothing was acknowledged, the broker redelivers
+            await self.store.commit(outcome.twins.values(), outcome.events, finished)
+            for event in outcome.events:
+                self._remember_event((event.device_id, event.event_id))
+            for pub in outcome.publishes:
+                self.link.publish(pub.topic, pub.payload, qos=pub.qos, retain=pub.retain)
+        self._count(outcome, len(batch))
+        self._forward_telemetry(outcome)
+        return outcome
+
+    def _count(self, outcome: Outcome, size: int) -> None:
+        c = self.counters
+        c.batches += 1
+        c.received += size
+        c.accepted += outcome.accepted
+        c.duplicates += outcome.duplicates
+        for rej in outcome.rejections:
+            c.rejected[rej.code] += 1
+            log.warning("rejected %s from device=%s: %d %s", rej.topic[:200], rej.device_id, rej.code, rej.message)
+
+    def _forward_telemetry(self, outcome: Outcome) -> None:
+        for sample in outcome.telemetry:
+            for handler in self.handlers:
+                if isinstance(handler, TelemetryRecorder):
+                    handler.record_telemetry(sample.site, sample.device_id, sample.kind, sample.ts, sample.metrics)
+            outcome.dispatch.append(
+                DeviceEvent(sample.site, sample.device_id, sample.kind, "telemetry", f"t-{sample.ts}", sample.ts,
+                            dict(sample.metrics))
+            )
+
+    async def _preload(self, batch: list[Inbound]) -> None:
+        wanted = {m.topic.device_id for m in batch if m.topic is not None}
+        for device_id in wanted - self._devices.keys():
+            info = await self.registry.get_device(device_id)
+            if info is not None:
+                self._devices[device_id] = info
+        for device_id in (wanted & self._devices.keys()) - self._twins.keys():
+            doc = await self.store.load(device_id)
+            if doc is not None:
+                self._twins[device_id] = doc
+
+    async def _seen_events(self, batch: list[Inbound]) -> set[tuple[str, str]]:
+        keys: list[tuple[str, str]] = []
+        for msg in batch:
+            if msg.topic is not None and msg.topic.channel is topics.Channel.EVENT:
+                event_id = _peek_event_id(msg.payload)
+                if event_id is not None:
+                    keys.append((msg.topic.device_id, event_id))
+        seen = {k for k in keys if k in self._recent_events}
+        seen |= await self.store.seen_events([k for k in keys if k not in seen])
+        return seen
+
+    def _remember_event(self, key: tuple[str, str]) -> None:
+        self._recent_events[key] = None
+        if len(self._recent_events) > _RECENT_EVENTS:
+            self._recent_events.popitem(last=False)
+
+    def _finish_commands(self, outcome: Outcome, now: float) -> list[CommandRecord]:
+        records = []
+        for answer in outcome.answers:
+            pending = self._pending.pop(answer.reply.id, None)
+            if pending is None:
+                log.info("result for unknown or finished command %s from %s", answer.reply.id, answer.device_id)
+                continue
+            future, sent = pending
+            status = "ok" if answer.reply.ok else "error"
+            records.append(CommandRecord(sent.id, sent.device_id, sent.name, sent.args, status,
+                                         answer.reply.result, sent.created_at, now))
+            if not future.done():
+                future.set_result(CommandResult(sent.id, answer.reply.ok, answer.reply.result, answer.reply.error))
+        return records
+
+    async def _dispatch(self, items: list[DeviceEvent | TwinChange]) -> None:
+        for item in items:
+            for queue in self._queues:
+                await queue.put(item)  # back-pressure: a slow handler slows intake, never loses an event
+
+    def _dispatch_nowait(self, item: DeviceEvent | TwinChange) -> None:
+        for queue in self._queues:
+            try:
+                queue.put_nowait(item)
+            except asyncio.QueueFull:
+                self.counters.dispatch_dropped += 1
+                log.error("dispatch queue full: dropped %s for %s", type(item).__name__, item.device_id)
+
+    async def _dispatch_loop(self, handler: PlatformHandler, queue: asyncio.Queue[DeviceEvent | TwinChange]) -> None:
+        while True:
+            item = await queue.get()
+            try:
+                if isinstance(item, DeviceEvent):
+                    await handler.on_event(item, self)
+                else:
+                    await handler.on_twin_change(item, self)
+            except Exception:
+                self.counters.handler_errors += 1
+                log.exception("handler %s failed on %s from %s", type(handler).__name__, type(item).__name__,
+                              item.device_id)
+
+    async def _health_loop(self, interval: float = 10.0) -> None:
+        while True:
+            for site in self._sites:
+                self.link.publish(topics.platform_topic(site, "health"),
+                                  {"ts": time.time(), **self.counters.as_json()}, retain=True, qos=0)
+            await asyncio.sleep(interval)
+
+    # ---- PlatformActions -----------------------------------------------------------------------
+
+    def now(self) -> float:
+        return time.time()
+
+    async def _load(self, device_id: str) -> tuple[DeviceInfo, TwinDocument]:
+        info = self._devices.get(device_id) or await self.registry.get_device(device_id)
+        if info is None:
+            raise NotFound(f"unknown device {device_id}", device_id=device_id)
+        self._devices[device_id] = info
+        doc = self._twins.get(device_id) or await self.store.load(device_id)
+        return info, doc or TwinDocument(device_id=info.id, kind=info.kind, site=info.site)
+
+    async def twin(self, device_id: str) -> TwinDocument:
+        """The current twin document of a device."""
+        return (await self._load(device_id))[1]
+
+    async def set_desired(self, device_id: str, patch: dict[str, Any], expected_version: int | None = None) -> int:
+        async with self._write_lock:
+            info, doc = await self._load(device_id)
+            validate_desired(info.kind, patch)
+            now = time.time()
+            applied = apply_desired(doc, patch, now=now, expected_version=expected_version, limits=self._limits)
+            if applied.is_change:
+                await self.store.commit([applied.document])
+                self._twins[device_id] = applied.document
+                for pub in desired_publishes(applied.document, now):
+                    self.link.publish(pub.topic, pub.payload, qos=pub.qos, retain=pub.retain)
+            return applied.document.version
+
+    async def report_virtual(self, device_id: str, state: dict[str, Any]) -> None:
+        async with self._write_lock:
+            info, before = await self._load(device_id)
+            if not info.virtual:
+                raise BadRequest(f"{device_id} is a {info.kind}, not a virtual device")
+            validate_reported(info.kind, state)
+            now = time.time()
+            applied = apply_reported(before, state, now=now, limits=self._limits)
+            if not applied.is_change:
+                return
+            await self.store.commit([applied.document])
+            self._twins[device_id] = applied.document
+        doc = applied.document
+        self._dispatch_nowait(TwinChange(doc.site, doc.device_id, doc.kind, doc.version, now, doc.reported,
+                                         before.reported, doc.desired, applied.changed))
+
+    async def send_command(
+        self, device_id: str, name: str, args: dict[str, Any], timeout: float | None = None
+    ) -> CommandResult:
+        info, _ = await self._load(device_id)
+        if not topics.ID_RE.match(name):
+            raise BadRequest(f"invalid command name {name!r}")
+        wait = self._command_timeout if timeout is None else timeout
+        now = time.time()
+        record = CommandRecord(uuid.uuid4().hex, device_id, name, args, "sent", None, now, None)
+        await self.store.commit([], commands=[record])
+        future: asyncio.Future[CommandResult] = asyncio.get_running_loop().create_future()
+        self._pending[record.id] = (future, record)
+        self.link.publish(topics.command_topic(info.site, device_id, name),
+                          {"id": record.id, "args": args, "ts": now, "timeout": wait})
+        self.counters.commands_sent += 1
+        try:
+            return await asyncio.wait_for(future, wait)
+        except TimeoutError:
+            self._pending.pop(record.id, None)
+            self.counters.commands_timed_out += 1
+            log.warning("command %s %s to %s timed out after %.1fs", name, record.id, device_id, wait)
+            done = time.time()
+            await self.store.commit([], commands=[CommandRecord(record.id, device_id, name, args, "timeout",
+                                                                None, now, done)])
+            self.link.publish(topics.platform_topic(info.site, f"commands/{record.id}"),
+                              {"id": record.id, "device_id": device_id, "name": name, "status": "timeout",
+                               "ts": done})
+            return CommandResult(record.id, False, {}, "timed out", timed_out=True)
+
+    async def publish(self, topic: str, payload: dict[str, Any] | str, *, retain: bool = False, qos: int = 1) -> None:
+        self.link.publish(topic, payload, qos=qos, retain=retain)
+
+
+def _peek_event_id(payload: bytes) -> str | None:
+    """The event id, read before the full parse (which may still reject the event)."""
+    try:
+        data = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    value = data.get("id") if isinstance(data, dict) else None
+    return value if isinstance(value, str) else None

@@ -1,0 +1,154 @@
+"""The embedded amqtt broker with per-device authentication and topic access control.
+
+amqtt loads plugins by dotted path, so the plugins are bound to the platform's
+:class:`Authenticator` after the broker is built (``bind``), not through globals.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from amqtt.broker import Broker
+from amqtt.contexts import Action, BaseContext
+from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
+from amqtt.session import Session
+
+from broker.acl import Identity, may_publish, may_subscribe
+
+log = logging.getLogger(__name__)
+
+
+class BrokerError(Exception):
+    """The embedded broker could not start (e.g. its port is taken)."""
+
+
+class Authenticator(Protocol):
+    async def authenticate(self, username: str | None, password: str | None) -> Identity | None: ...
+
+
+@dataclass
+class BrokerStats:
+    """Counters of refused connections and denied publishes/subscriptions."""
+
+    auth_refused: int = 0
+    publish_denied: int = 0
+    subscribe_denied: int = 0
+    identities: dict[str, Identity] = field(default_factory=dict)
+
+
+class DeviceAuthPlugin(BaseAuthPlugin):  # type: ignore[misc]  # amqtt ships no type information
+    """Accepts a client only if its username and secret match a device or service account."""
+
+    authenticator: Authenticator | None = None
+    stats: BrokerStats | None = None
+
+    def __init__(self, context: BaseContext) -> None:
+        super().__init__(context)
+
+    def bind(self, authenticator: Authenticator, stats: BrokerStats) -> None:
+        self.authenticator, self.stats = authenticator, stats
+
+    async def authenticate(self, *, session: Session) -> bool:
+        if self.authenticator is None or self.stats is None:
+            return False
+        identity = await self.authenticator.authenticate(session.username, session.password)
+        if identity is None:
+            self.stats.auth_refused += 1
+            log.warning("refused MQTT connection: user=%r client=%r", session.username, session.client_id)
+            return False
+        self.stats.identities[session.client_id] = identity
+        return True
+
+
+class DeviceTopicPlugin(BaseTopicPlugin):  # type: ignore[misc]  # amqtt ships no type information
+    """Lets each identity publish and subscribe only where :mod:`broker.acl` allows."""
+
+    stats: BrokerStats | None = None
+
+    def __init__(self, context: BaseContext) -> None:
+        super().__init__(context)
+
+    def bind(self, stats: BrokerStats) -> None:
+        self.stats = stats
+
+    async def topic_filtering(
+        self, *, session: Session | None = None, topic: str | None = None, action: Action | None = None
+    ) -> bool:
+        if self.stats is None or session is None or topic is None:
+            return False
+        if action == Action.RECEIVE:
+            return True
+        identity = self.stats.identities.get(session.client_id)
+        if identity is None:
+            return False
+        if action == Action.PUBLISH:
+            if may_publish(identity, topic):
+                return True
+            self.stats.publish_denied += 1
+            log.warning("denied publish: user=%s topic=%s", identity.username, topic)
+            return False
+        if may_subscribe(identity, topic):
+            return True
+        self.stats.subscribe_denied += 1
+        log.warning("denied subscribe: user=%s filter=%s", identity.username, topic)
+        return False
+
+
+def _check_port_free(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise BrokerError(
+                    f"cannot start the embedded MQTT broker: {host}:{port} is already in use "
+                    "(another broker running? set broker.bind / ANFANG_BROKER_BIND, or use an external "
+                    "broker with broker.embedded: false)"
+                ) from None
+            raise BrokerError(f"cannot bind the embedded MQTT broker to {host}:{port}: {exc}") from None
+
+
+def split_bind(bind: str) -> tuple[str, int]:
+    host, _, port = bind.rpartition(":")
+    if not host or not port.isdigit():
+        raise BrokerError(f"invalid broker bind address {bind!r}; expected host:port")
+    return host, int(port)
+
+
+class EmbeddedBroker:
+    """amqtt on ``bind`` with device authentication; use as an async context manager."""
+
+    def __init__(self, bind: str, authenticator: Authenticator) -> None:
+        self.host, self.port = split_bind(bind)
+        self.stats = BrokerStats()
+        self._authenticator = authenticator
+        config: dict[str, Any] = {
+            "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}", "max_connections": 0}},
+            "plugins": {
+                f"{__name__}.DeviceAuthPlugin": {},
+                f"{__name__}.DeviceTopicPlugin": {},
+            },
+        }
+        self._broker = Broker(config)
+
+    async def __aenter__(self) -> EmbeddedBroker:
+        _check_port_free(self.host, self.port)
+        for plugin in self._broker.plugins_manager._plugins:  # amqtt offers no public accessor
+            if isinstance(plugin, DeviceAuthPlugin):
+                plugin.bind(self._authenticator, self.stats)
+            elif isinstance(plugin, DeviceTopicPlugin):
+                plugin.bind(self.stats)
+        try:
+            await self._broker.start()
+        except Exception as exc:
+            raise BrokerError(f"embedded MQTT broker failed to start on {self.host}:{self.port}: {exc}") from exc
+        log.info("embedded MQTT broker listening on %s:%d", self.host, self.port)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._broker.shutdown()

@@ -1,0 +1,30 @@
+"""Opening the database: migrations first, then Tortoise on the same URL."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+from tortoise import Tortoise, connections
+from tortoise.backends.base.client import BaseDBAsyncClient
+
+from registry.migrate import apply_migrations, is_postgres
+
+CORE_MODELS = ("registry.models",)
+
+
+@asynccontextmanager
+async def open_database(
+    db_url: str, models: Sequence[str] = CORE_MODELS, *, migrate: bool = True
+) -> AsyncIterator[BaseDBAsyncClient]:
+    """Apply pending migrations, init Tortoise, yield the default connection, close at exit."""
+    if migrate:
+        await apply_migrations(db_url)
+    url = db_url
+    if is_postgres(db_url) and db_url.startswith("postgresql://"):
+        url = "postgres://" + db_url.split("://", 1)[1]
+    await Tortoise.init(db_url=url, modules={"models": list(models)})
+    try:
+        yield connections.get("default")
+    finally:
+        await Tortoise.close_connections()

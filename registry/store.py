@@ -1,0 +1,262 @@
+"""The registry (sites, devices, service accounts) and the durable twin store.
+
+Device and account records go through Tortoise models. The twin path writes raw SQL in one
+transaction per batch (group commit): twins, de-duplicated events and command records together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.transactions import in_transaction
+
+from broker.acl import Identity, Role
+from broker.credentials import DEFAULT_ITERATIONS, hash_secret, new_secret, verify_secret
+from registry.models import Device, ServiceAccount, Site
+from twins.document import TwinDocument
+from twins.errors import BadRequest, NotFound
+from twins.kinds import KINDS, VIRTUAL_KINDS
+from twins.topics import valid_id
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceInfo:
+    id: str
+    site: str
+    kind: str
+    name: str
+    position: tuple[float, float] | None
+
+    @property
+    def virtual(self) -> bool:
+        return self.kind in VIRTUAL_KINDS
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    device_id: str
+    event_id: str
+    type: str
+    ts: float | None
+    received_at: float
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class CommandRecord:
+    id: str
+    device_id: str
+    name: str
+    args: dict[str, Any]
+    status: str  # sent | ok | error | timeout
+    result: dict[str, Any] | None
+    created_at: float
+    finished_at: float | None
+
+
+def _info(device: Device) -> DeviceInfo:
+    pos = (device.x, device.y) if device.x is not None and device.y is not None else None
+    return DeviceInfo(device.id, device.site_id, device.kind, device.name, pos)
+
+
+class Registry:
+    """Sites, devices and service accounts."""
+
+    def __init__(self, hash_iterations: int = DEFAULT_ITERATIONS) -> None:
+        self._iterations = hash_iterations
+
+    async def ensure_site(self, site: str, name: str | None = None, origin: tuple[float, float] | None = None) -> None:
+        if not valid_id(site):
+            raise BadRequest(f"invalid site id {site!r}")
+        lat, lon = origin if origin else (None, None)
+        existing = await Site.get_or_none(id=site)
+        if existing is None:
+            await Site.create(id=site, name=name or site, origin_lat=lat, origin_lon=lon, created_at=time.time())
+        elif name or origin:
+            existing.name = name or existing.name
+            if origin:
+                existing.origin_lat, existing.origin_lon = lat, lon
+            await existing.save()
+
+    async def add_device(
+        self,
+        site: str,
+        device_id: str,
+        kind: str,
+        name: str | None = None,
+        position: tuple[float, float] | None = None,
+    ) -> str | None:
+        """Register a device; returns its secret (``None`` for virtual devices, which never connect)."""
+        if not valid_id(device_id):
+            raise BadRequest(f"invalid device id {device_id!r}: use lowercase letters, digits, '-' or '_'")
+        if kind not in KINDS:
+            raise BadRequest(f"unknown device kind {kind!r}; known: {', '.join(KINDS)}")
+        if await Device.exists(id=device_id) or await ServiceAccount.exists(username=device_id):
+            raise BadRequest(f"device {device_id} already exists")
+        await self.ensure_site(site)
+        secret = None if kind in VIRTUAL_KINDS else new_secret()
+        hashed = await self._hash(secret) if secret else None
+        now = time.time()
+        x, y = position if position else (None, None)
+        await Device.create(
+            id=device_id, site_id=site, kind=kind, name=name or device_id, x=x, y=y,
+            secret_hash=hashed, created_at=now, updated_at=now,
+        )
+        return secret
+
+    async def rotate_secret(self, device_id: str) -> str:
+        device = await Device.get_or_none(id=device_id)
+        if device is None:
+            raise NotFound(f"unknown device {device_id}")
+        if device.kind in VIRTUAL_KINDS:
+            raise BadRequest(f"{device_id} is a virtual {device.kind}; it has no secret")
+        secret = new_secret()
+        device.secret_hash = await self._hash(secret)
+        device.updated_at = time.time()
+        await device.save()
+        return secret
+
+    async def get_device(self, device_id: str) -> DeviceInfo | None:
+        device = await Device.get_or_none(id=device_id)
+        return _info(device) if device else None
+
+    async def list_devices(self, site: str | None = None) -> list[DeviceInfo]:
+        query = Device.filter(site_id=site) if site else Device.all()
+        return [_info(d) for d in await query.order_by("id")]
+
+    async def ensure_service_account(self, username: str, role: Role, secret: str) -> None:
+        """Create or update a service account so that ``secret`` authenticates it."""
+        account = await ServiceAccount.get_or_none(username=username)
+        if account is not None and account.role == role.value and await self._verify(secret, account.secret_hash):
+            return
+        hashed = await self._hash(secret)
+        if account is None:
+            await ServiceAccount.create(username=username, role=role.value, secret_hash=hashed, created_at=time.time())
+        else:
+            account.role, account.secret_hash = role.value, hashed
+            await account.save()
+
+    async def authenticate(self, username: str | None, password: str | None) -> Identity | None:
+        """The identity for a username and secret, or ``None`` (unknown user, wrong secret)."""
+        if not username or not password:
+            return None
+        device = await Device.get_or_none(id=username)
+        if device is not None:
+            if device.secret_hash and await self._verify(password, device.secret_hash):
+                return Identity(username, Role.DEVICE, device.site_id)
+            return None
+        account = await ServiceAccount.get_or_none(username=username)
+        if account is not None and await self._verify(password, account.secret_hash):
+            return Identity(username, Role(account.role))
+        return None
+
+    async def credential_hashes(self) -> list[tuple[Identity, str]]:
+        """Every identity with its stored hash, for writing Mosquitto's password and ACL files."""
+        out = [
+            (Identity(d.id, Role.DEVICE, d.site_id), d.secret_hash)
+            for d in await Device.all().order_by("id")
+            if d.secret_hash
+        ]
+        out += [(Identity(a.username, Role(a.role)), a.secret_hash) for a in await ServiceAccount.all()]
+        return out
+
+    async def _hash(self, secret: str) -> str:
+        return await asyncio.to_thread(hash_secret, secret, self._iterations)
+
+    async def _verify(self, secret: str, stored: str) -> bool:
+        return await asyncio.to_thread(verify_secret, secret, stored)
+
+
+class TwinStore:
+    """Durable twin documents, events and commands; one transaction per batch."""
+
+    def __init__(self, conn: BaseDBAsyncClient, postgres: bool) -> None:
+        self._conn = conn
+        self._pg = postgres
+
+    def _q(self, sql: str) -> str:
+        if not self._pg:
+            return sql
+        parts = sql.split("?")
+        return "".join(p + (f"${i + 1}" if i < len(parts) - 1 else "") for i, p in enumerate(parts))
+
+    async def load(self, device_id: str) -> TwinDocument | None:
+        rows = await self._conn.execute_query_dict(self._q("SELECT doc FROM twins WHERE device_id = ?"), [device_id])
+        return TwinDocument.from_json(json.loads(rows[0]["doc"])) if rows else None
+
+    async def load_all(self) -> list[TwinDocument]:
+        rows = await self._conn.execute_query_dict("SELECT doc FROM twins")
+        return [TwinDocument.from_json(json.loads(r["doc"])) for r in rows]
+
+    async def seen_events(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which (device, event id) pairs are already stored."""
+        seen: set[tuple[str, str]] = set()
+        for device_id, event_id in keys:
+            rows = await self._conn.execute_query_dict(
+                self._q("SELECT 1 AS hit FROM device_events WHERE device_id = ? AND event_id = ?"),
+                [device_id, event_id],
+            )
+            if rows:
+                seen.add((device_id, event_id))
+        return seen
+
+    async def commit(
+        self,
+        twins: Iterable[TwinDocument],
+        events: Sequence[StoredEvent] = (),
+        commands: Sequence[CommandRecord] = (),
+    ) -> None:
+        """Write a batch atomically. A twin row is only replaced by a document of the same or newer version."""
+        now = time.time()
+        twin_rows = [
+            [t.device_id, t.version, json.dumps(t.to_json(), separators=(",", ":"), ensure_ascii=False), now]
+            for t in twins
+        ]
+        event_rows = [
+            [e.device_id, e.event_id, e.type, e.ts, e.received_at, json.dumps(e.data, ensure_ascii=False)]
+            for e in events
+        ]
+        command_rows = [
+            [c.id, c.device_id, c.name, json.dumps(c.args), c.status,
+             None if c.result is None else json.dumps(c.result), c.created_at, c.finished_at]
+            for c in commands
+        ]
+        async with in_transaction() as tx:
+            if twin_rows:
+                await tx.execute_many(
+                    self._q(
+                        "INSERT INTO twins(device_id, version, doc, updated_at) VALUES (?, ?, ?, ?) "
+                        "ON CONFLICT(device_id) DO UPDATE SET version = excluded.version, doc = excluded.doc, "
+                        "updated_at = excluded.updated_at WHERE twins.version <= excluded.version"
+                    ),
+                    twin_rows,
+                )
+            if event_rows:
+                await tx.execute_many(
+                    self._q(
+                        "INSERT INTO device_events(device_id, event_id, type, ts, received_at, data) "
+                        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+                    ),
+                    event_rows,
+                )
+            if command_rows:
+                await tx.execute_many(
+                    self._q(
+                        "INSERT INTO commands(id, device_id, name, args, status, result, created_at, finished_at) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET status = excluded.status, "
+                        "result = excluded.result, finished_at = excluded.finished_at"
+                    ),
+                    command_rows,
+                )
+
+    async def command(self, command_id: str) -> dict[str, Any] | None:
+        rows = await self._conn.execute_query_dict(
+            self._q("SELECT id, device_id, name, status, result FROM commands WHERE id = ?"), [command_id]
+        )
+        return dict(rows[0]) if rows else None

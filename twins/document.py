@@ -1,0 +1,280 @@
+"""Twin documents: desired and reported state, delta, metadata, versions. Pure: no IO, no clock.
+
+A document holds ``desired`` and ``reported`` JSON objects, per-field ``metadata`` timestamps
+(flat dotted paths), a ``version`` that grows by one on every accepted change, and the last
+applied report ``seq`` so a redelivered or reordered report never overwrites newer state.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from twins.errors import BadRequest, StaleReport, TooLarge, VersionConflict
+
+JSON = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Size limits of one twin document."""
+
+    max_document_bytes: int = 128 * 1024
+    max_depth: int = 8
+
+
+@dataclass(frozen=True, slots=True)
+class TwinDocument:
+    """One device's twin. Immutable: every change returns a new document."""
+
+    device_id: str
+    kind: str
+    site: str
+    desired: JSON = field(default_factory=dict)
+    reported: JSON = field(default_factory=dict)
+    metadata: dict[str, dict[str, float]] = field(default_factory=lambda: {"desired": {}, "reported": {}})
+    version: int = 0
+    last_seq: int | None = None
+    status: str = "unknown"
+    status_ts: float | None = None
+
+    @property
+    def delta(self) -> JSON:
+        return compute_delta(self.desired, self.reported)
+
+    def to_json(self) -> JSON:
+        """The document as sent on ``twin/document`` and stored."""
+        return {
+            "device_id": self.device_id,
+            "kind": self.kind,
+            "site": self.site,
+            "version": self.version,
+            "desired": self.desired,
+            "reported": self.reported,
+            "delta": self.delta,
+            "metadata": self.metadata,
+            "last_seq": self.last_seq,
+            "status": self.status,
+            "status_ts": self.status_ts,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> TwinDocument:
+        meta = data.get("metadata") or {}
+        return cls(
+            device_id=data["device_id"],
+            kind=data["kind"],
+            site=data["site"],
+            desired=dict(data.get("desired") or {}),
+            reported=dict(data.get("reported") or {}),
+            metadata={"desired": dict(meta.get("desired", {})), "reported": dict(meta.get("reported", {}))},
+            version=int(data.get("version", 0)),
+            last_seq=data.get("last_seq"),
+            status=data.get("status", "unknown"),
+            status_ts=data.get("status_ts"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """Result of applying a patch: the new document and the part of the patch that took effect."""
+
+    document: TwinDocument
+    changed: JSON
+
+    @property
+    def is_change(self) -> bool:
+        return bool(self.changed)
+
+
+def merge(state: Mapping[str, Any], patch: Mapping[str, Any]) -> JSON:
+    """Merge ``patch`` into ``state``: nested objects merge, ``None`` deletes, anything else replaces."""
+    out = dict(state)
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict):
+            current = out.get(key)
+            out[key] = merge(current if isinstance(current, dict) else {}, value)
+        else:
+            out[key] = value
+    return out
+
+
+def inverse_patch(state: Mapping[str, Any], patch: Mapping[str, Any]) -> JSON:
+    """The patch that undoes ``patch`` when applied to ``merge(state, patch)``."""
+    inverse: JSON = {}
+    for key, value in patch.items():
+        if key not in state:
+            inverse[key] = None
+        elif isinstance(value, dict) and isinstance(state[key], dict):
+            inverse[key] = inverse_patch(state[key], value)
+        else:
+            inverse[key] = state[key]
+    return inverse
+
+
+def compute_delta(desired: Mapping[str, Any], reported: Mapping[str, Any]) -> JSON:
+    """Desired fields whose reported value differs (recursively for nested objects)."""
+    delta: JSON = {}
+    for key, want in desired.items():
+        have = reported.get(key)
+        if isinstance(want, dict) and isinstance(have, dict):
+            sub = compute_delta(want, have)
+            if sub:
+                delta[key] = sub
+        elif want != have:
+            delta[key] = want
+    return delta
+
+
+def effective_changes(state: Mapping[str, Any], patch: Mapping[str, Any]) -> JSON:
+    """The sub-patch that actually changes ``state`` (drops no-op sets and deletes)."""
+    changes: JSON = {}
+    for key, value in patch.items():
+        if value is None:
+            if key in state:
+                changes[key] = None
+        elif isinstance(value, dict) and isinstance(state.get(key), dict):
+            sub = effective_changes(state[key], value)
+            if sub:
+                changes[key] = sub
+        elif isinstance(value, dict) or state.get(key, _MISSING) != value:
+            changes[key] = value
+    return changes
+
+
+_MISSING = object()
+
+
+def leaf_paths(patch: Mapping[str, Any], prefix: str = "") -> Iterator[str]:
+    """Dotted paths of the leaves a patch touches (a deleted or replaced object counts as a leaf)."""
+    for key, value in patch.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            yield from leaf_paths(value, path + ".")
+        else:
+            yield path
+
+
+def check_patch(patch: object, limits: Limits, *, what: str) -> JSON:
+    """Validate a patch's shape: an object, string keys without dots, depth within the limit."""
+    if not isinstance(patch, dict):
+        raise BadRequest(f"{what} must be a JSON object, got {type(patch).__name__}")
+    _check_depth(patch, limits.max_depth, what)
+    return patch
+
+
+def _check_depth(value: Mapping[str, Any], depth_left: int, path: str) -> None:
+    if depth_left <= 0:
+        raise BadRequest(f"{path} nests deeper than the limit")
+    for key, sub in value.items():
+        if not key or "." in key or key.startswith("$"):
+            raise BadRequest(f"{path}: invalid key {key!r} (keys are non-empty and contain no '.')")
+        if isinstance(sub, dict):
+            _check_depth(sub, depth_left - 1, f"{path}.{key}")
+
+
+def _check_size(doc: TwinDocument, limits: Limits) -> None:
+    size = len(json.dumps([doc.desired, doc.reported], separators=(",", ":"), ensure_ascii=False).encode())
+    if size > limits.max_document_bytes:
+        raise TooLarge(
+            f"document would be {size} bytes, over the limit of {limits.max_document_bytes}",
+            device_id=doc.device_id,
+        )
+
+
+def _drop_older_fields(patch: JSON, meta: Mapping[str, float], ts: float, prefix: str = "") -> JSON:
+    """Keep only the parts of ``patch`` not older than what the document already holds."""
+    kept: JSON = {}
+    for key, value in patch.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            sub = _drop_older_fields(value, meta, ts, path + ".")
+            if sub:
+                kept[key] = sub
+        elif meta.get(path, float("-inf")) <= ts:
+            kept[key] = value
+    return kept
+
+
+def _stamp(meta: Mapping[str, float], patch: JSON, ts: float) -> dict[str, float]:
+    stamped = dict(meta)
+    for path in leaf_paths(patch):
+        # a replaced or deleted object invalidates the stamps of its old children
+        for old in [p for p in stamped if p.startswith(path + ".")]:
+            del stamped[old]
+        stamped[path] = ts
+    return stamped
+
+
+def apply_reported(
+    doc: TwinDocument,
+    patch: JSON,
+    *,
+    now: float,
+    seq: int | None = None,
+    ts: float | None = None,
+    limits: Limits = Limits(),
+) -> Applied:
+    """Apply a device's partial reported state.
+
+    A report whose ``seq`` is not above the last applied one is stale (409); with a ``ts``, a
+    field whose stored value is newer than the report is left alone.
+    """
+    check_patch(patch, limits, what="state")
+    if seq is not None and doc.last_seq is not None and seq <= doc.last_seq:
+        raise StaleReport(f"stale report: seq {seq} <= last applied {doc.last_seq}", device_id=doc.device_id)
+    stamp_ts = now if ts is None else ts
+    if ts is not None:
+        patch = _drop_older_fields(patch, doc.metadata["reported"], ts)
+    changed = effective_changes(doc.reported, patch)
+    new_seq = doc.last_seq if seq is None else seq
+    if not changed:
+        return Applied(replace(doc, last_seq=new_seq), {})
+    new = replace(
+        doc,
+        reported=merge(doc.reported, changed),
+        metadata={"desired": doc.metadata["desired"], "reported": _stamp(doc.metadata["reported"], changed, stamp_ts)},
+        version=doc.version + 1,
+        last_seq=new_seq,
+    )
+    _check_size(new, limits)
+    return Applied(new, changed)
+
+
+def apply_desired(
+    doc: TwinDocument,
+    patch: JSON,
+    *,
+    now: float,
+    expected_version: int | None = None,
+    limits: Limits = Limits(),
+) -> Applied:
+    """Apply a service's desired-state update with optimistic concurrency."""
+    check_patch(patch, limits, what="desired")
+    if expected_version is not None and expected_version != doc.version:
+        raise VersionConflict(
+            f"version conflict: update names version {expected_version}, current is {doc.version}",
+            device_id=doc.device_id,
+        )
+    changed = effective_changes(doc.desired, patch)
+    if not changed:
+        return Applied(doc, {})
+    new = replace(
+        doc,
+        desired=merge(doc.desired, changed),
+        metadata={"desired": _stamp(doc.metadata["desired"], changed, now), "reported": doc.metadata["reported"]},
+        version=doc.version + 1,
+    )
+    _check_size(new, limits)
+    return Applied(new, changed)
+
+
+def apply_status(doc: TwinDocument, status: str, *, now: float) -> TwinDocument:
+    """Record the device's connection status (``online``/``offline``) from its status topic."""
+    if status == doc.status:
+        return doc
+    return replace(doc, status=status, status_ts=now, version=doc.version + 1)

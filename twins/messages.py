@@ -1,0 +1,160 @@
+"""Inbound payloads decoded and checked into value objects. Pure."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from twins.errors import BadRequest, TooLarge
+from twins.topics import ID_RE
+
+MAX_PAYLOAD_BYTES = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    state: dict[str, Any]
+    seq: int | None
+    ts: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    id: str
+    ts: float | None
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Telemetry:
+    ts: float | None
+    metrics: dict[str, float]
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    desired: dict[str, Any]
+    version: int | None
+    client_token: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CommandReply:
+    id: str
+    ok: bool
+    result: dict[str, Any]
+    error: str | None
+
+
+def decode_json(payload: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> dict[str, Any]:
+    """Decode a JSON object payload, with the size limit checked first."""
+    if len(payload) > max_bytes:
+        raise TooLarge(f"payload is {len(payload)} bytes, over the limit of {max_bytes}")
+    try:
+        data = json.loads(payload)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BadRequest(f"malformed JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadRequest(f"payload must be a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _number(data: dict[str, Any], key: str) -> float | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise BadRequest(f"{key} must be a number")
+    return float(value)
+
+
+def _only(data: dict[str, Any], allowed: set[str], what: str) -> None:
+    extra = set(data) - allowed
+    if extra:
+        raise BadRequest(f"unknown field(s) in {what}: {', '.join(sorted(extra))}")
+
+
+def parse_report(payload: bytes) -> Report:
+    data = decode_json(payload)
+    _only(data, {"state", "seq", "ts"}, "report")
+    state = data.get("state")
+    if not isinstance(state, dict):
+        raise BadRequest("report needs a 'state' object")
+    seq = data.get("seq")
+    if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int) or seq < 0):
+        raise BadRequest("seq must be a non-negative integer")
+    return Report(state, seq, _number(data, "ts"))
+
+
+def parse_event(payload: bytes) -> Event:
+    data = decode_json(payload)
+    _only(data, {"id", "ts", "data"}, "event")
+    event_id = data.get("id")
+    if not isinstance(event_id, str) or not 1 <= len(event_id) <= 64:
+        raise BadRequest("event needs an 'id' string of 1-64 characters")
+    body = data.get("data", {})
+    if not isinstance(body, dict):
+        raise BadRequest("event 'data' must be an object")
+    return Event(event_id, _number(data, "ts"), body)
+
+
+def parse_telemetry(payload: bytes, allowed_metrics: frozenset[str]) -> Telemetry:
+    data = decode_json(payload, max_bytes=16 * 1024)
+    _only(data, {"ts", "metrics"}, "telemetry")
+    metrics = data.get("metrics")
+    if not isinstance(metrics, dict) or not metrics:
+        raise BadRequest("telemetry needs a non-empty 'metrics' object")
+    out: dict[str, float] = {}
+    for key in metrics:
+        if key not in allowed_metrics:
+            raise BadRequest(f"unknown metric {key!r} (known: {', '.join(sorted(allowed_metrics))})")
+        value = _number(metrics, key)
+        if value is None:
+            raise BadRequest(f"metric {key} must be a number")
+        out[key] = value
+    return Telemetry(_number(data, "ts"), out)
+
+
+def parse_status(payload: bytes) -> str:
+    text = payload.decode("utf-8", errors="replace").strip().strip('"')
+    if text not in ("online", "offline"):
+        raise BadRequest("status must be 'online' or 'offline'")
+    return text
+
+
+def parse_update(payload: bytes) -> Update:
+    data = decode_json(payload)
+    _only(data, {"desired", "version", "client_token"}, "update")
+    desired = data.get("desired")
+    if not isinstance(desired, dict):
+        raise BadRequest("update needs a 'desired' object")
+    version = data.get("version")
+    if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
+        raise BadRequest("version must be an integer")
+    token = data.get("client_token")
+    if token is not None and (not isinstance(token, str) or len(token) > 128):
+        raise BadRequest("client_token must be a string of at most 128 characters")
+    return Update(desired, version, token)
+
+
+def parse_client_token(payload: bytes) -> str | None:
+    if not payload.strip():
+        return None
+    token = decode_json(payload, max_bytes=4096).get("client_token")
+    return token if isinstance(token, str) else None
+
+
+def parse_command_reply(payload: bytes) -> CommandReply:
+    data = decode_json(payload)
+    cid = data.get("id")
+    if not isinstance(cid, str) or not ID_RE.match(cid.lower()):
+        raise BadRequest("command result needs the command's 'id'")
+    ok = data.get("ok")
+    if not isinstance(ok, bool):
+        raise BadRequest("command result needs 'ok' true or false")
+    result = data.get("result") or {}
+    if not isinstance(result, dict):
+        raise BadRequest("command 'result' must be an object")
+    error = data.get("error")
+    return CommandReply(cid, ok, result, None if error is None else str(error))
