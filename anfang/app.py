@@ -16,6 +16,7 @@ from registry.migrate import is_postgres
 from registry.store import Registry, TwinStore
 from twins.document import Limits
 from twins.hooks import PlatformHandler
+from twins.topics import PLATFORM_SUBSCRIPTIONS, STATUS_SUBSCRIPTION
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ async def build_platform(
         password, _ = await ensure_service_accounts(
             registry, settings.secrets_dir, settings.mqtt.username, settings.mqtt.password
         )
+        broker: EmbeddedBroker | None = None
         if settings.broker.embedded:
             broker = await stack.enter_async_context(EmbeddedBroker(settings.broker.bind, registry))
             host, port = split_bind(settings.broker.bind)
@@ -67,13 +69,18 @@ async def build_platform(
             shared_group=settings.mqtt.shared_group,
         )
         handlers = list(handler_factory(settings, registry)) if handler_factory else []
+        # with the embedded broker, device messages reach the platform inside the broker, committed
+        # before they are acknowledged; only wills (status) still come over MQTT
+        subscriptions = [STATUS_SUBSCRIPTION] if settings.broker.embedded else list(PLATFORM_SUBSCRIPTIONS)
         limits = Limits(settings.limits.max_document_bytes, settings.limits.max_depth)
         platform = Platform(
             registry=registry, store=store, link=link, handlers=handlers, sites=[settings.site],
             features=["twins"], limits=limits, max_payload=settings.limits.max_payload_bytes,
             inbox_size=settings.limits.ingest_queue, batch_max=settings.limits.batch_max,
-            command_timeout=settings.limits.command_timeout_s,
+            command_timeout=settings.limits.command_timeout_s, subscriptions=subscriptions,
         )
+        if broker is not None:
+            broker.ingest_directly(platform.ingest)
         try:
             yield platform
         finally:

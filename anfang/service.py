@@ -79,6 +79,7 @@ class Platform:
         inbox_size: int = 10_000,
         batch_max: int = 500,
         command_timeout: float = 10.0,
+        subscriptions: Sequence[str] = topics.PLATFORM_SUBSCRIPTIONS,
     ) -> None:
         self.registry, self.store, self.link = registry, store, link
         self.handlers = list(handlers)
@@ -95,6 +96,7 @@ class Platform:
         self._queues: list[asyncio.Queue[DeviceEvent | TwinChange]] = [
             asyncio.Queue(_DISPATCH_QUEUE) for _ in self.handlers
         ]
+        self._subscriptions = list(subscriptions)
         self.ready = asyncio.Event()
 
     # ---- running -------------------------------------------------------------------------------
@@ -105,14 +107,15 @@ class Platform:
             tg.create_task(self._ingest_loop(), name="ingest")
             for handler, queue in zip(self.handlers, self._queues, strict=True):
                 tg.create_task(self._dispatch_loop(handler, queue), name=f"dispatch-{type(handler).__name__}")
-            await self.link.start(topics.PLATFORM_SUBSCRIPTIONS, self._on_message)
+            await self.link.start(self._subscriptions, self.ingest)
             for site in self._sites:
                 self.link.publish(topics.platform_topic(site, "features"), {"features": self._features}, retain=True)
             tg.create_task(self._health_loop(), name="health")
             self.ready.set()
             log.info("platform ready")
 
-    async def _on_message(self, raw_topic: str, payload: bytes, retained: bool) -> None:
+    async def ingest(self, raw_topic: str, payload: bytes, retained: bool) -> None:
+        """Take one inbound message; returns once it is committed (or rejected)."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         await self._inbox.put((Inbound(raw_topic, topics.parse(raw_topic), payload), done))
         await done

@@ -10,14 +10,18 @@ import errno
 import logging
 import socket
 from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from amqtt.broker import Broker
 from amqtt.contexts import Action, BaseContext
+from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
+from amqtt.mqtt.publish import PublishPacket
 from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import Session
 
-from broker.acl import Identity, may_publish, may_subscribe
+from broker.acl import Identity, Role, may_publish, may_subscribe
+from twins.topics import parse
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +32,26 @@ class BrokerError(Exception):
 
 class Authenticator(Protocol):
     async def authenticate(self, username: str | None, password: str | None) -> Identity | None: ...
+
+
+DirectIngest = Callable[[str, bytes, bool], Awaitable[None]]
+_HOOK_ATTR = "anfang_direct_ingest"
+_original_handle_publish = BrokerProtocolHandler.handle_publish
+
+
+async def _handle_publish_after_commit(self: BrokerProtocolHandler, packet: PublishPacket) -> None:
+    """amqtt acknowledges a PUBLISH as soon as it is queued in memory; a crash right after would lose it.
+
+    For platform-bound topics the embedded broker first hands the message to the platform and
+    waits until it is committed, then lets amqtt acknowledge and route it as usual.
+    """
+    hook = getattr(self.plugins_manager, _HOOK_ATTR, None)
+    if hook is not None and self.session is not None and packet.topic_name is not None and packet.data is not None:
+        await hook(self.session.client_id, packet.topic_name, bytes(packet.data))
+    await _original_handle_publish(self, packet)
+
+
+BrokerProtocolHandler.handle_publish = _handle_publish_after_commit
 
 
 @dataclass
@@ -152,3 +176,15 @@ class EmbeddedBroker:
 
     async def __aexit__(self, *exc: object) -> None:
         await self._broker.shutdown()
+
+    def ingest_directly(self, ingest: DirectIngest) -> None:
+        """Feed device messages to ``ingest`` (awaited to commit) before amqtt acknowledges them."""
+
+        async def hook(client_id: str, topic: str, payload: bytes) -> None:
+            identity = self.stats.identities.get(client_id)
+            if identity is None or identity.role is Role.PLATFORM or parse(topic) is None:
+                return
+            if may_publish(identity, topic):  # denied publishes are counted by the topic plugin
+                await ingest(topic, payload, False)
+
+        setattr(self._broker.plugins_manager, _HOOK_ATTR, hook)

@@ -96,6 +96,9 @@ class Device:
             self.client.will_set(self.topic("status"), "offline", qos=1, retain=True)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
+        self.client.on_publish = self._on_publish
+        self._acked: set[int] = set()
+        self._ack_event = asyncio.Event()
         self.host, self.port = host, port
 
     def topic(self, suffix: str) -> str:
@@ -104,6 +107,13 @@ class Device:
     def _on_connect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
         code = rc.value if hasattr(rc, "value") else int(rc)
         self.loop.call_soon_threadsafe(lambda: self._connack.done() or self._connack.set_result(code))
+
+    def _on_publish(self, client: Any, userdata: Any, mid: int, rc: Any, props: Any) -> None:
+        def mark() -> None:
+            self._acked.add(mid)
+            self._ack_event.set()
+
+        self.loop.call_soon_threadsafe(mark)
 
     def _on_message(self, client: Any, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         item = (msg.topic, bytes(msg.payload), bool(msg.retain))
@@ -130,8 +140,11 @@ class Device:
         return self.client.publish(topic, body, qos=qos, retain=retain)
 
     async def published(self, info: mqtt.MQTTMessageInfo, timeout: float = 10.0) -> None:
-        """Wait until the broker acknowledged a QoS 1 publish."""
-        await asyncio.wait_for(asyncio.to_thread(info.wait_for_publish, timeout), timeout + 1)
+        """Wait until the broker acknowledged a QoS 1 publish (also one queued while disconnected)."""
+        async with asyncio.timeout(timeout):
+            while info.mid not in self._acked:
+                self._ack_event.clear()
+                await self._ack_event.wait()
 
     async def expect(self, pattern: str, timeout: float = 10.0) -> tuple[str, Any]:
         """The next message whose topic matches ``pattern`` (regex), JSON-decoded when possible."""

@@ -100,6 +100,8 @@ def platform_topic(site: str, name: str) -> str:
     return f"{ROOT}/{site}/_platform/{name}"
 
 
+STATUS_SUBSCRIPTION = f"{ROOT}/+/+/status"
+
 # What the platform subscribes to (all QoS 1).
 PLATFORM_SUBSCRIPTIONS = (
     f"{ROOT}/+/+/twin/reported",
