@@ -7,7 +7,6 @@ import contextlib
 import importlib
 import json
 import logging
-import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar

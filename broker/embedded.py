@@ -9,8 +9,8 @@ from __future__ import annotations
 import errno
 import logging
 import socket
-from dataclasses import dataclass, field
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from amqtt.broker import Broker

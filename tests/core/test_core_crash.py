@@ -101,7 +101,7 @@ async def test_sigkill_and_restart_loses_nothing_and_applies_once(
                 await dev.published(infos[-1])
                 platform.kill()  # the embedded broker dies with it; the device queues what follows
             infos.append(dev.publish("twin/reported", {"seq": i, "state": {"hold_seconds": i}}))
-            infos.append(dev.publish(f"events/door_opened", {"id": f"open-{i}", "data": {"by": "access"}}))
+            infos.append(dev.publish("events/door_opened", {"id": f"open-{i}", "data": {"by": "access"}}))
         platform.start()
         for info in infos:
             await dev.published(info, timeout=30)

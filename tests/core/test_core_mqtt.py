@@ -153,7 +153,7 @@ async def test_command_result_and_timeout(platform_stack: Stack) -> None:
     await dev.subscribe(dev.topic("cmd/#"))
 
     async def answer() -> None:
-        topic, cmd = await dev.expect(r"/cmd/open$")
+        _topic, cmd = await dev.expect(r"/cmd/open$")
         dev.publish("cmd/open/result", {"id": cmd["id"], "ok": True, "result": {"opened": True}})
 
     responder = asyncio.create_task(answer())
