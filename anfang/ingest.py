@@ -25,6 +25,7 @@ from twins.topics import (
     document_topic,
     errors_topic,
     update_reply_topic,
+    valid_id,
 )
 
 
@@ -107,9 +108,12 @@ def _reject(out: Outcome, msg: Inbound, err: TwinError) -> None:
     topic = msg.topic
     device_id = topic.device_id if topic else None
     out.rejections.append(Rejection(device_id, msg.raw_topic, err.code, err.message))
-    if topic is None:
-        return
     body: dict[str, Any] = {"code": err.code, "message": err.message, "topic": msg.raw_topic}
+    if topic is None:
+        parts = msg.raw_topic.split("/")
+        if len(parts) > 3 and parts[0] == "anfang" and valid_id(parts[1]) and valid_id(parts[2]):
+            out.publishes.append(Publish(errors_topic(parts[1], parts[2]), {**body, "ref": None}))
+        return
     if topic.channel in (Channel.UPDATE, Channel.GET):
         token = _ref(msg)
         body["client_token"] = token if isinstance(token, str) else None

@@ -145,7 +145,7 @@ class Platform:
                 self._remember_event((event.device_id, event.event_id))
             for pub in outcome.publishes:
                 self.link.publish(pub.topic, pub.payload, qos=pub.qos, retain=pub.retain)
-        self._count(outcome, len(batch))
+            self._count(outcome, len(batch))
         self._forward_telemetry(outcome)
         return outcome
 
@@ -258,8 +258,9 @@ class Platform:
         return info, doc or TwinDocument(device_id=info.id, kind=info.kind, site=info.site)
 
     async def twin(self, device_id: str) -> TwinDocument:
-        """The current twin document of a device."""
-        return (await self._load(device_id))[1]
+        """The current, committed twin document of a device."""
+        async with self._write_lock:
+            return (await self._load(device_id))[1]
 
     async def set_desired(self, device_id: str, patch: dict[str, Any], expected_version: int | None = None) -> int:
         async with self._write_lock:

@@ -182,7 +182,9 @@ class EmbeddedBroker:
 
         async def hook(client_id: str, topic: str, payload: bytes) -> None:
             identity = self.stats.identities.get(client_id)
-            if identity is None or identity.role is Role.PLATFORM or parse(topic) is None:
+            if identity is None or identity.role is Role.PLATFORM:
+                return
+            if parse(topic) is None and identity.role is not Role.DEVICE:
                 return
             if may_publish(identity, topic):  # denied publishes are counted by the topic plugin
                 await ingest(topic, payload, False)

@@ -23,8 +23,14 @@ async def open_database(
     url = db_url
     if is_postgres(db_url) and db_url.startswith("postgresql://"):
         url = "postgres://" + db_url.split("://", 1)[1]
-    await Tortoise.init(db_url=url, modules={"models": list(models)})
+    # tortoise caches generated SQL per connection name: name it after the dialect
+    name = "postgres" if is_postgres(db_url) else "sqlite"
+    await Tortoise.init(config={
+        "connections": {name: url},
+        "apps": {"models": {"models": list(models), "default_connection": name}},
+    })
     try:
-        yield connections.get("default")
+        yield connections.get(name)
     finally:
         await Tortoise.close_connections()
+        await Tortoise._reset_apps()  # a later init (another database, as in tests) must rebind the models

@@ -105,7 +105,7 @@ STATUS_SUBSCRIPTION = f"{ROOT}/+/+/status"
 # What the platform subscribes to (all QoS 1).
 PLATFORM_SUBSCRIPTIONS = (
     f"{ROOT}/+/+/twin/reported",
-    f"{ROOT}/+/+/events/+",
+    f"{ROOT}/+/+/events/#",
     f"{ROOT}/+/+/telemetry",
     f"{ROOT}/+/+/status",
     f"{ROOT}/+/+/cmd/+/result",
