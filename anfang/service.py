@@ -14,7 +14,7 @@ import logging
 import time
 import uuid
 from collections import Counter, OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -97,6 +97,7 @@ class Platform:
             asyncio.Queue(_DISPATCH_QUEUE) for _ in self.handlers
         ]
         self._subscriptions = list(subscriptions)
+        self._committed = asyncio.Condition(self._write_lock)
         self.ready = asyncio.Event()
 
     # ---- running -------------------------------------------------------------------------------
@@ -146,6 +147,7 @@ class Platform:
             for pub in outcome.publishes:
                 self.link.publish(pub.topic, pub.payload, qos=pub.qos, retain=pub.retain)
             self._count(outcome, len(batch))
+            self._committed.notify_all()
         self._forward_telemetry(outcome)
         return outcome
 
@@ -257,6 +259,15 @@ class Platform:
         doc = self._twins.get(device_id) or await self.store.load(device_id)
         return info, doc or TwinDocument(device_id=info.id, kind=info.kind, site=info.site)
 
+    async def wait_until(self, predicate: Callable[[Platform], bool], timeout: float = 10.0) -> None:
+        """Wait until ``predicate(self)`` holds after some commit (for tests and tools)."""
+        async with asyncio.timeout(timeout), self._committed:
+            await self._committed.wait_for(lambda: predicate(self))
+
+    def cached_twin(self, device_id: str) -> TwinDocument | None:
+        """The last committed twin this worker holds in memory, if any (no IO)."""
+        return self._twins.get(device_id)
+
     async def twin(self, device_id: str) -> TwinDocument:
         """The current, committed twin document of a device."""
         async with self._write_lock:
@@ -273,6 +284,7 @@ class Platform:
                 self._twins[device_id] = applied.document
                 for pub in desired_publishes(applied.document, now):
                     self.link.publish(pub.topic, pub.payload, qos=pub.qos, retain=pub.retain)
+                self._committed.notify_all()
             return applied.document.version
 
     async def report_virtual(self, device_id: str, state: dict[str, Any]) -> None:
@@ -287,6 +299,7 @@ class Platform:
                 return
             await self.store.commit([applied.document])
             self._twins[device_id] = applied.document
+            self._committed.notify_all()
         doc = applied.document
         self._dispatch_nowait(TwinChange(doc.site, doc.device_id, doc.kind, doc.version, now, doc.reported,
                                          before.reported, doc.desired, applied.changed))

@@ -54,7 +54,9 @@ def test_applying_a_patch_twice_equals_once(state: dict[str, Any], patch: dict[s
 
 
 @given(states, states)
-def test_delta_is_empty_exactly_when_reported_matches_desired(desired: dict[str, Any], reported: dict[str, Any]) -> None:
+def test_delta_is_empty_exactly_when_reported_matches_desired(
+    desired: dict[str, Any], reported: dict[str, Any]
+) -> None:
     desired = merge({}, desired)
     reported = merge({}, reported)
 

@@ -4,19 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 
 from conftest import Stack
 from testkit import Device
 
+from anfang.service import Platform
+from twins.document import TwinDocument
 
-async def _wait_twin(stack: Stack, device_id: str, predicate, timeout: float = 10.0):  # type: ignore[no-untyped-def]
-    """Poll the platform's twin until ``predicate`` holds (the platform has no 'stored' event to wait on)."""
-    async with asyncio.timeout(timeout):
-        while True:
-            doc = await stack.platform.twin(device_id)
-            if predicate(doc):
-                return doc
-            await asyncio.sleep(0.02)
+
+async def _wait_twin(
+    stack: Stack, device_id: str, predicate: Callable[[TwinDocument], bool], timeout: float = 10.0
+) -> TwinDocument:
+    """Wait for the commit after which the device's twin satisfies ``predicate``."""
+
+    def holds(platform: Platform) -> bool:
+        doc = platform.cached_twin(device_id)
+        return doc is not None and predicate(doc)
+
+    await stack.platform.wait_until(holds, timeout)
+    return await stack.platform.twin(device_id)
 
 
 async def test_wrong_secret_is_refused(platform_stack: Stack) -> None:
