@@ -6,6 +6,7 @@ import asyncio
 import json
 from collections.abc import Callable
 
+import pytest
 from conftest import Stack
 from testkit import Device
 
@@ -172,3 +173,28 @@ async def test_command_result_and_timeout(platform_stack: Stack) -> None:
     stored = await platform_stack.platform.store.command(silent.id)
     assert stored is not None and stored["status"] == "timeout"
     assert json.loads((await platform_stack.platform.store.command(result.id) or {})["result"]) == {"opened": True}
+
+
+async def test_twin_cli_goes_through_the_mqtt_api(platform_stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from anfang.cli import app
+
+    await platform_stack.add_device("door-b6-u1", "door_lock")
+    monkeypatch.setenv("ANFANG_DATA_DIR", str(platform_stack.settings.data_dir))
+    if platform_stack.broker == "amqtt":
+        monkeypatch.setenv("ANFANG_BROKER_BIND", platform_stack.settings.broker.bind)
+    else:
+        monkeypatch.setenv("ANFANG_EMBEDDED_BROKER", "false")
+        monkeypatch.setenv("ANFANG_MQTT_PORT", str(platform_stack.port))
+    runner = CliRunner()
+    args = ["twin", "set", "door-b6-u1", "lock=unlocked", "hold_seconds=7"]
+    result = await asyncio.to_thread(runner.invoke, app, args)
+    assert result.exit_code == 0, result.output
+    assert "accepted: version 1" in result.output
+    stale = await asyncio.to_thread(runner.invoke, app, ["twin", "set", "door-b6-u1", "lock=locked", "--version", "0"])
+    assert stale.exit_code == 1 and "409" in stale.output
+    bad = await asyncio.to_thread(runner.invoke, app, ["twin", "set", "door-b6-u1", "lock=ajar"])
+    assert bad.exit_code == 1 and "422" in bad.output and "$.desired.lock" in bad.output
+    shown = await asyncio.to_thread(runner.invoke, app, ["twin", "get", "door-b6-u1"])
+    assert shown.exit_code == 0 and '"hold_seconds": 7' in shown.output

@@ -1,0 +1,83 @@
+"""The anfang command: config loading, device management, broker files, clear errors."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from anfang.cli import app
+from anfang.config import ENV_VARS, ConfigError, load_settings
+
+runner = CliRunner()
+
+
+def test_defaults_need_no_file_and_env_overrides(tmp_path: Path) -> None:
+    settings = load_settings(None, environ={})
+    assert settings.broker.embedded and settings.broker.bind == "127.0.0.1:1883"
+    assert settings.db_url.startswith("sqlite://")
+    cfg = tmp_path / "a.yaml"
+    cfg.write_text("site: demo\nmqtt:\n  port: 2883\n")
+    settings = load_settings(cfg, environ={"ANFANG_MQTT_PORT": "3883", "ANFANG_EMBEDDED_BROKER": "false"})
+    assert settings.site == "demo" and settings.mqtt.port == 3883 and not settings.broker.embedded
+    assert "ANFANG_DATABASE_URL" in ENV_VARS
+
+
+def test_bad_config_is_a_clear_error(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("mqtt:\n  port: not-a-port\n")
+    with pytest.raises(ConfigError, match=r"mqtt\.port"):
+        load_settings(cfg, environ={})
+    cfg.write_text("mqtt:\n  hots: x\n")
+    with pytest.raises(ConfigError, match=r"mqtt\.hots"):
+        load_settings(cfg, environ={})
+
+
+def test_devices_add_list_show_rotate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANFANG_DATA_DIR", str(tmp_path / "data"))
+    added = runner.invoke(app, ["devices", "add", "gate-north", "--kind", "vehicle_gate", "--x", "130", "--y", "180"])
+    assert added.exit_code == 0, added.output
+    assert "secret: " in added.output
+    dup = runner.invoke(app, ["devices", "add", "gate-north", "--kind", "vehicle_gate"])
+    assert dup.exit_code == 1 and "already exists" in dup.output
+    bad = runner.invoke(app, ["devices", "add", "x", "--kind", "toaster"])
+    assert bad.exit_code == 1 and "unknown device kind" in bad.output
+    listed = runner.invoke(app, ["devices", "list"])
+    assert "gate-north" in listed.output and "vehicle_gate" in listed.output
+    shown = runner.invoke(app, ["devices", "show", "gate-north"])
+    assert '"kind": "vehicle_gate"' in shown.output and "secret" not in shown.output
+    assert runner.invoke(app, ["devices", "show", "nope"]).exit_code == 1
+    rotated = runner.invoke(app, ["devices", "rotate-secret", "gate-north"])
+    assert rotated.exit_code == 0 and "secret: " in rotated.output
+    out = tmp_path / "mq"
+    written = runner.invoke(app, ["broker", "mosquitto-config", "--out", str(out)])
+    assert written.exit_code == 0, written.output
+    acl = (out / "acl").read_text()
+    assert "user gate-north" in acl and "topic write anfang/youzheng/gate-north/twin/reported" in acl
+    assert "gate-north:$7$" in (out / "passwd").read_text()
+    assert (out / "passwd").stat().st_mode & 0o077 == 0
+
+
+def test_run_on_a_taken_port_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANFANG_DATA_DIR", str(tmp_path / "data"))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = runner.invoke(app, ["run", "--broker-bind", f"127.0.0.1:{port}"])
+    assert result.exit_code == 1
+    assert f"127.0.0.1:{port} is already in use" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_twin_commands_without_a_running_platform_explain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANFANG_DATA_DIR", str(tmp_path / "data"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("ANFANG_BROKER_BIND", f"127.0.0.1:{port}")
+    result = runner.invoke(app, ["twin", "get", "door-1"])
+    assert result.exit_code == 1 and "anfang run" in result.output
+    assert runner.invoke(app, ["twin", "set", "door-1", "novalue"]).exit_code == 2
