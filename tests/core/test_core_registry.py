@@ -25,7 +25,10 @@ async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
         yield f"sqlite://{tmp_path / 'registry.db'}"
         return
     name = f"anfang_test_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(PG_ADMIN)
+    try:
+        admin = await asyncpg.connect(PG_ADMIN)
+    except (OSError, asyncpg.PostgresError) as exc:
+        pytest.skip(f"no PostgreSQL server at 127.0.0.1:5432 ({exc})")
     await admin.execute(f'CREATE DATABASE "{name}"')
     try:
         yield f"postgres://postgres@127.0.0.1:5432/{name}"
