@@ -34,6 +34,7 @@ class Inbound:
     raw_topic: str
     topic: DeviceTopic | None
     payload: bytes
+    reply_to: tuple[str, bytes | None] | None = None  # MQTT 5 response topic + correlation data
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +43,14 @@ class Publish:
     payload: dict[str, Any] | str
     retain: bool = False
     qos: int = 1
+    correlation: bytes | None = None
+
+
+def _answer(out: Outcome, msg: Inbound, topic: str, body: dict[str, Any]) -> None:
+    """Answer a service request on its fixed topic and, for MQTT 5 requesters, on their response topic."""
+    out.publishes.append(Publish(topic, body))
+    if msg.reply_to is not None and msg.reply_to[0].startswith("anfang/"):
+        out.publishes.append(Publish(msg.reply_to[0], body, correlation=msg.reply_to[1]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,8 +126,7 @@ def _reject(out: Outcome, msg: Inbound, err: TwinError) -> None:
     if topic.channel in (Channel.UPDATE, Channel.GET):
         token = _ref(msg)
         body["client_token"] = token if isinstance(token, str) else None
-        reply = update_reply_topic(topic.site, topic.device_id, accepted=False)
-        out.publishes.append(Publish(reply, body))
+        _answer(out, msg, update_reply_topic(topic.site, topic.device_id, accepted=False), body)
     else:
         body["ref"] = _ref(msg)
         out.publishes.append(Publish(errors_topic(topic.site, topic.device_id), body))
@@ -228,13 +236,13 @@ def _process_one(
             out.twins[info.id] = doc
             reply = {"version": doc.version, "desired": doc.desired, "delta": doc.delta,
                      "client_token": update.client_token, "ts": now}
-            out.publishes.append(Publish(update_reply_topic(info.site, info.id, accepted=True), reply))
+            _answer(out, msg, update_reply_topic(info.site, info.id, accepted=True), reply)
             if applied.is_change:
                 out.publishes.extend(desired_publishes(doc, now))
         case Channel.GET:
             token = messages.parse_client_token(msg.payload)
             doc = _twin(twins, info)
-            out.publishes.append(Publish(document_topic(info.site, info.id), {**doc.to_json(), "client_token": token}))
+            _answer(out, msg, document_topic(info.site, info.id), {**doc.to_json(), "client_token": token})
     out.accepted += 1
 
 

@@ -17,7 +17,8 @@ from gmqtt.mqtt.constants import MQTTv50, MQTTv311
 
 log = logging.getLogger(__name__)
 
-MessageHandler = Callable[[str, bytes, bool], Awaitable[None]]
+ReplyTo = tuple[str, bytes | None]  # MQTT 5 response topic and correlation data
+MessageHandler = Callable[[str, bytes, bool, ReplyTo | None], Awaitable[None]]
 
 
 class MqttLinkError(Exception):
@@ -68,15 +69,28 @@ class MqttLink:
     async def _on_message(self, client: Any, topic: str, payload: bytes, qos: int, properties: dict[str, Any]) -> int:
         assert self._handler is not None
         retained = bool(properties.get("retain"))
-        await self._handler(topic, payload, retained)
+        reply_to: ReplyTo | None = None
+        if properties.get("response_topic"):
+            correlation = properties.get("correlation_data")
+            reply_to = (str(properties["response_topic"][0]), bytes(correlation[0]) if correlation else None)
+        await self._handler(topic, payload, retained, reply_to)
         return 0
 
-    def publish(self, topic: str, payload: dict[str, Any] | str | bytes, *, qos: int = 1, retain: bool = False) -> None:
+    def publish(
+        self,
+        topic: str,
+        payload: dict[str, Any] | str | bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        correlation: bytes | None = None,
+    ) -> None:
         if isinstance(payload, dict):
             body: bytes | str = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
         else:
             body = payload
-        self._client.publish(topic, body, qos=qos, retain=retain)
+        props: dict[str, Any] = {"correlation_data": correlation} if correlation is not None and self._mqtt5 else {}
+        self._client.publish(topic, body, qos=qos, retain=retain, **props)
         self.published += 1
 
     async def stop(self) -> None:

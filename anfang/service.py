@@ -115,10 +115,12 @@ class Platform:
             self.ready.set()
             log.info("platform ready")
 
-    async def ingest(self, raw_topic: str, payload: bytes, retained: bool) -> None:
+    async def ingest(
+        self, raw_topic: str, payload: bytes, retained: bool = False, reply_to: tuple[str, bytes | None] | None = None
+    ) -> None:
         """Take one inbound message; returns once it is committed (or rejected)."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        await self._inbox.put((Inbound(raw_topic, topics.parse(raw_topic), payload), done))
+        await self._inbox.put((Inbound(raw_topic, topics.parse(raw_topic), payload, reply_to), done))
         await done
 
     async def _ingest_loop(self) -> None:
@@ -145,7 +147,7 @@ class Platform:
             for event in outcome.events:
                 self._remember_event((event.device_id, event.event_id))
             for pub in outcome.publishes:
-                self.link.publish(pub.topic, pub.payload, qos=pub.qos, retain=pub.retain)
+                self.link.publish(pub.topic, pub.payload, qos=pub.qos, retain=pub.retain, correlation=pub.correlation)
             self._count(outcome, len(batch))
             self._committed.notify_all()
         self._forward_telemetry(outcome)

@@ -34,7 +34,7 @@ class Authenticator(Protocol):
     async def authenticate(self, username: str | None, password: str | None) -> Identity | None: ...
 
 
-DirectIngest = Callable[[str, bytes, bool], Awaitable[None]]
+DirectIngest = Callable[[str, bytes], Awaitable[None]]
 _HOOK_ATTR = "anfang_direct_ingest"
 _original_handle_publish = BrokerProtocolHandler.handle_publish
 
@@ -187,6 +187,6 @@ class EmbeddedBroker:
             if parse(topic) is None and identity.role is not Role.DEVICE:
                 return
             if may_publish(identity, topic):  # denied publishes are counted by the topic plugin
-                await ingest(topic, payload, False)
+                await ingest(topic, payload)
 
         setattr(self._broker.plugins_manager, _HOOK_ATTR, hook)

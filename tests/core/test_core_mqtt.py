@@ -198,3 +198,30 @@ async def test_twin_cli_goes_through_the_mqtt_api(platform_stack: Stack, monkeyp
     assert bad.exit_code == 1 and "422" in bad.output and "$.desired.lock" in bad.output
     shown = await asyncio.to_thread(runner.invoke, app, ["twin", "get", "door-b6-u1"])
     assert shown.exit_code == 0 and '"hold_seconds": 7' in shown.output
+
+
+@pytest.mark.parametrize("broker_kind", ["mosquitto"], indirect=True)
+async def test_mqtt5_requester_gets_answer_on_its_response_topic(platform_stack: Stack) -> None:
+    import gmqtt
+
+    await platform_stack.add_device("door-b7-u1", "door_lock")
+    user, password = platform_stack.operator_credentials
+    answers: asyncio.Queue[tuple[str, bytes, dict[str, object]]] = asyncio.Queue()
+    client = gmqtt.Client("op-mqtt5")
+    client.set_auth_credentials(user, password)
+    client.on_message = lambda c, topic, payload, qos, props: answers.put_nowait((topic, payload, props)) or 0
+    await client.connect(platform_stack.host, platform_stack.port, version=gmqtt.constants.MQTTv50)
+    reply_topic = "anfang/youzheng/_replies/op-mqtt5"
+    subscribed = asyncio.Event()
+    client.on_subscribe = lambda *args: subscribed.set()
+    client.subscribe(reply_topic, qos=1)
+    await asyncio.wait_for(subscribed.wait(), 10)
+    client.publish("anfang/youzheng/door-b7-u1/twin/get", b"{}", qos=1, response_topic=reply_topic,
+                   correlation_data=b"req-1")
+    try:
+        topic, payload, props = await asyncio.wait_for(answers.get(), 10)
+    finally:
+        await client.disconnect()
+    assert topic == reply_topic
+    assert json.loads(payload)["device_id"] == "door-b7-u1"
+    assert props["correlation_data"] == [b"req-1"]
