@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import random
 
-from conftest import Stack
+from platform_kit import Stack
 
 from anfang.service import Platform
 

@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable
 
 import pytest
-from conftest import Stack
+from platform_kit import Stack
 from testkit import Device
 
 from anfang.service import Platform

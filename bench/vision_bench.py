@@ -1,0 +1,240 @@
+"""Vision benchmark: per-frame latency of the face and plate pipelines, and throughput under load.
+
+Run from the repo root after ``bash scripts/fetch-vision-testdata.sh``::
+
+    python -m bench.vision_bench [--quick] [--out bench/results/vision.json]
+
+Measures
+  * face: detect + align + embed + match against galleries of 1,000 and 100,000 templates (p50/p99);
+  * gallery match alone at both sizes;
+  * plates: whole 640x480 gate frame (detect + read) and tight plate crop (read only), and accuracy;
+  * load: frames/s through :class:`vision.service.VisionService` (default worker pool) while the
+    asyncio loop keeps running a stream of small tasks; loop lag p99 under load vs idle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from vision.face import FacePipeline
+from vision.gallery import FaceGallery
+from vision.images import BgrImage, encode_jpeg
+from vision.plate_synth import SceneParams, random_plate, render_plate, render_scene
+from vision.plates import PlateReader
+from vision.service import VisionService, default_workers
+
+FACE_DIR = Path(".cache/testdata/faces")
+FACE_FILES = ["obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg", "t1.jpg", "obama_partial_face.jpg"]
+
+
+def pct(values: list[float], q: float) -> float:
+    """q-th percentile (0-100) in milliseconds of values given in seconds."""
+    return float(np.percentile(np.asarray(values), q) * 1000.0)
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    """p50/p99/mean in ms."""
+    return {"p50_ms": round(pct(values, 50), 2), "p99_ms": round(pct(values, 99), 2),
+            "mean_ms": round(statistics.fmean(values) * 1000.0, 2), "n": len(values)}
+
+
+def load_faces() -> list[BgrImage]:
+    """Face frames at gate-camera size (longest side 640)."""
+    frames = []
+    for name in FACE_FILES:
+        img = cv2.imread(str(FACE_DIR / name), cv2.IMREAD_COLOR)
+        if img is None:
+            sys.exit(f"missing {FACE_DIR / name}: run `bash scripts/fetch-vision-testdata.sh` first")
+        s = 640 / max(img.shape[:2])
+        frames.append(np.asarray(cv2.resize(img, None, fx=s, fy=s, interpolation=cv2.INTER_AREA), np.uint8))
+    return frames
+
+
+def random_gallery(size: int, rng: np.random.Generator) -> FaceGallery:
+    """A gallery of ``size`` random templates."""
+    g = FaceGallery(capacity=size)
+    g.add_many([f"p{i}" for i in range(size)], rng.standard_normal((size, 128)).astype(np.float32))
+    return g
+
+
+def bench_faces(frames: list[BgrImage], rounds: int) -> dict[str, Any]:
+    """Face latency (single thread) for 1k and 100k galleries."""
+    pipeline = FacePipeline()
+    pipeline.warm_up()
+    rng = np.random.default_rng(0)
+    out: dict[str, Any] = {}
+    for size in (1_000, 100_000):
+        gallery = random_gallery(size, rng)
+        gallery.add("obama", pipeline.largest_face(frames[0]).embedding)
+        total: list[float] = []
+        match_only: list[float] = []
+        hits = 0
+        for i in range(rounds):
+            frame = frames[i % len(frames)]
+            t0 = time.perf_counter()
+            face = pipeline.largest_face(frame)
+            t1 = time.perf_counter()
+            m = gallery.best_match(face.embedding)
+            t2 = time.perf_counter()
+            total.append(t2 - t0)
+            match_only.append(t2 - t1)
+            hits += m.subject == "obama"
+        out[f"gallery_{size}"] = {"frame": summary(total), "match_only": summary(match_only)}
+    return out
+
+
+def bench_plates(rounds: int) -> dict[str, Any]:
+    """Plate latency and accuracy on rendered 640x480 gate frames and tight crops."""
+    reader = PlateReader()
+    reader.warm_up()
+    rng = random.Random(11)
+    plates = ["赣G12345"] + [random_plate(rng, green=(i % 4 == 3)) for i in range(1, rounds)]
+    frame_t: list[float] = []
+    crop_t: list[float] = []
+    exact_frames = exact_crops = 0
+    for plate in plates:
+        frame = render_scene(plate, rng, SceneParams())
+        t0 = time.perf_counter()
+        r = reader.read(frame)
+        frame_t.append(time.perf_counter() - t0)
+        exact_frames += r is not None and r.plate == plate
+        crop = np.asarray(cv2.resize(render_plate(plate), (220, 70), interpolation=cv2.INTER_AREA), np.uint8)
+        t0 = time.perf_counter()
+        r = reader.read(crop)
+        crop_t.append(time.perf_counter() - t0)
+        exact_crops += r is not None and r.plate == plate
+    return {
+        "frame_640x480": {**summary(frame_t), "exact": exact_frames, "total": len(plates)},
+        "crop_220x70": {**summary(crop_t), "exact": exact_crops, "total": len(plates)},
+    }
+
+
+async def _loop_lag(stop: asyncio.Event, interval: float = 0.002) -> list[float]:
+    """Run a stream of small tasks (tiny JSON twin patches) and record how late each one starts."""
+    lags: list[float] = []
+    doc = json.dumps({"seq": 1, "state": {"lock": "locked", "door": "closed"}})
+    while not stop.is_set():
+        t0 = time.perf_counter()
+        await asyncio.sleep(interval)
+        lags.append(max(0.0, time.perf_counter() - t0 - interval))
+        json.loads(doc)
+    return lags
+
+
+async def _feed(fn: Any, jpegs: list[bytes], start: int, step: int, deadline: float) -> int:
+    """Submit frames back to back until ``deadline``; returns how many were recognised."""
+    done = 0
+    i = start
+    while time.perf_counter() < deadline:
+        await fn(jpegs[i % len(jpegs)])
+        done += 1
+        i += step
+    return done
+
+
+async def bench_load(
+    face_jpegs: list[bytes], plate_jpegs: list[bytes], seconds: float, workers: int
+) -> dict[str, Any]:
+    """Frames/s through a pool of ``workers`` threads and loop lag under load vs idle."""
+    idle_stop = asyncio.Event()
+    async with asyncio.TaskGroup() as tg:
+        idle_task = tg.create_task(_loop_lag(idle_stop))
+        await asyncio.sleep(min(3.0, seconds / 2))
+        idle_stop.set()
+    idle = idle_task.result()
+
+    results: dict[str, Any] = {"workers": workers}
+    async with VisionService(workers=workers) as svc:
+        await svc.warm_up()
+        kinds: list[tuple[str, list[bytes], Any]] = [
+            ("face", face_jpegs, svc.identify_face),
+            ("plate", plate_jpegs, svc.read_plate),
+        ]
+        for label, jpegs, fn in kinds:
+            stop = asyncio.Event()
+            deadline = time.perf_counter() + seconds
+            feeders_n = svc.workers * 2
+            t0 = time.perf_counter()
+            async with asyncio.TaskGroup() as tg:
+                lag_task = tg.create_task(_loop_lag(stop))
+                feeders = [tg.create_task(_feed(fn, jpegs, k, feeders_n, deadline)) for k in range(feeders_n)]
+                done = sum(await asyncio.gather(*feeders))
+                stop.set()
+            elapsed = time.perf_counter() - t0
+            loaded = lag_task.result()
+            results[label] = {
+                "frames_per_s": round(done / elapsed, 2),
+                "frames": done,
+                "loop_lag_p99_ms_loaded": round(pct(loaded, 99), 3),
+                "loop_lag_p99_ms_idle": round(pct(idle, 99), 3),
+                "lag_ratio_p99_loaded_vs_idle": round(pct(loaded, 99) / max(pct(idle, 99), 1e-3), 2),
+            }
+    return results
+
+
+def print_table(res: dict[str, Any]) -> None:
+    """Human-readable summary."""
+    rows = []
+    for size in ("1000", "100000"):
+        g = res["face"][f"gallery_{size}"]
+        rows.append((f"face frame, gallery {int(size):,}", g["frame"]["p50_ms"], g["frame"]["p99_ms"], ""))
+        m = g["match_only"]
+        rows.append((f"  match only, {int(size):,}", m["p50_ms"], m["p99_ms"], ""))
+    for key, label in (("frame_640x480", "plate 640x480 frame"), ("crop_220x70", "plate crop 220x70")):
+        p = res["plate"][key]
+        rows.append((label, p["p50_ms"], p["p99_ms"], f"{p['exact']}/{p['total']} exact"))
+    print(f"{'measure':34} {'p50 ms':>9} {'p99 ms':>9}  note")
+    for name, p50, p99, note in rows:
+        print(f"{name:34} {p50:9.2f} {p99:9.2f}  {note}")
+    print(f"\nload (worker pool on {os.cpu_count()} cores; default {default_workers()} threads)")
+    print(f"{'load':18} {'frames/s':>9} {'lag p99 idle':>13} {'lag p99 load':>13} {'ratio':>7}")
+    for load in res["load"]:
+        for label in ("face", "plate"):
+            x = load[label]
+            name = f"{label}, {load['workers']} worker(s)"
+            print(f"{name:18} {x['frames_per_s']:9.2f} {x['loop_lag_p99_ms_idle']:11.3f}ms "
+                  f"{x['loop_lag_p99_ms_loaded']:11.3f}ms {x['lag_ratio_p99_loaded_vs_idle']:7.2f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="fewer rounds, shorter load phase")
+    ap.add_argument("--out", type=Path, default=Path("bench/results/vision.json"))
+    args = ap.parse_args(argv)
+    rounds, plate_rounds, seconds = (20, 10, 4.0) if args.quick else (100, 40, 10.0)
+
+    frames = load_faces()
+    res: dict[str, Any] = {
+        "machine": {"cores": os.cpu_count(), "python": platform.python_version(),
+                    "platform": platform.platform()},
+        "face": bench_faces(frames, rounds),
+        "plate": bench_plates(plate_rounds),
+    }
+    face_jpegs = [encode_jpeg(f) for f in frames]
+    prng = random.Random(5)
+    plate_jpegs = [encode_jpeg(render_scene(random_plate(prng), prng)) for _ in range(8)]
+    pools = sorted({default_workers(), 1}, reverse=True)
+    res["load"] = [asyncio.run(bench_load(face_jpegs, plate_jpegs, seconds, w)) for w in pools]
+    print_table(res)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(res, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,152 @@
+"""The platform running in-process against a real broker (embedded amqtt or Mosquitto), for tests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from testkit import Device, Mosquitto, free_port
+
+from anfang.accounts import OPERATOR_USER, read_or_create_secret
+from anfang.app import HandlerFactory, build_platform
+from anfang.config import Settings
+from anfang.service import Platform
+from anfang.wiring import Registrar
+from broker.mosquitto import acl_file, password_file
+
+SITE = "youzheng"
+
+
+@dataclass
+class Stack:
+    """A running platform and its broker, as the tests and simulator scenarios see it."""
+
+    settings: Settings
+    platform: Platform
+    host: str
+    port: int
+    site: str
+    broker: str
+    mosquitto: Mosquitto | None = None
+    devices: list[Device] = field(default_factory=list)
+
+    @property
+    def registrar(self) -> Registrar:
+        return _ReloadingRegistrar(self)
+
+    @property
+    def operator_credentials(self) -> tuple[str, str]:
+        return OPERATOR_USER, read_or_create_secret(self.settings.secrets_dir, OPERATOR_USER)
+
+    async def sync_broker(self) -> None:
+        """For Mosquitto: rewrite its password/ACL files from the registry and reload it."""
+        if self.mosquitto is None:
+            return
+        entries = await self.platform.registry.credential_hashes()
+        (self.mosquitto.workdir / "passwd").write_text(password_file(entries))
+        (self.mosquitto.workdir / "acl").write_text(acl_file(i for i, _ in entries))
+        self.mosquitto.reload()
+
+    async def add_device(self, device_id: str, kind: str, position: tuple[float, float] | None = None) -> str:
+        secret = await self.platform.registry.add_device(self.site, device_id, kind, device_id, position)
+        await self.sync_broker()
+        if secret:
+            await self._wait_credentials(device_id, secret)
+        return secret or ""
+
+    async def _wait_credentials(self, username: str, secret: str) -> None:
+        """Mosquitto reloads asynchronously: retry a probe connection until the new secret works."""
+        async with asyncio.timeout(10):
+            while True:
+                probe = Device(self.host, self.port, username, secret, client_id=f"probe-{username}", will=False)
+                code = await probe.connect()
+                probe.close()
+                if code == 0:
+                    return
+                await asyncio.sleep(0.05)  # polling Mosquitto's reload; there is no event to wait on
+
+    async def device(self, device_id: str, secret: str, **kwargs: Any) -> Device:
+        dev = Device(self.host, self.port, device_id, secret, site=self.site, **kwargs)
+        code = await dev.connect()
+        assert code == 0, f"{device_id} refused: {code}"
+        self.devices.append(dev)
+        return dev
+
+    async def operator(self) -> Device:
+        user, password = self.operator_credentials
+        dev = Device(self.host, self.port, user, password, site=self.site, client_id=f"op-{free_port()}", will=False)
+        assert await dev.connect() == 0
+        self.devices.append(dev)
+        return dev
+
+
+class _ReloadingRegistrar(Registrar):
+    def __init__(self, stack: Stack) -> None:
+        super().__init__(stack.platform.registry)
+        self._stack = stack
+
+    async def ensure_device(self, site: str, device_id: str, kind: str, name: str,
+                            position: tuple[float, float] | None) -> str:
+        secret = await super().ensure_device(site, device_id, kind, name, position)
+        await self._stack.sync_broker()
+        if secret:
+            await self._stack._wait_credentials(device_id, secret)
+        return secret
+
+
+def make_settings(tmp: Path, *, embedded: bool, port: int) -> Settings:
+    settings = Settings(site=SITE, data_dir=tmp / "data")
+    if embedded:
+        settings.broker.bind = f"127.0.0.1:{port}"
+    else:
+        settings.broker.embedded = False
+        settings.mqtt.host, settings.mqtt.port = "127.0.0.1", port
+    settings.broker.hash_iterations = 1000  # keep per-connection hashing cheap in tests
+    return settings
+
+
+@contextlib.asynccontextmanager
+async def running_platform(
+    tmp: Path, broker: str, handler_factory: HandlerFactory | None = None, settings: Settings | None = None
+) -> AsyncIterator[Stack]:
+    """Start the platform in this event loop against ``broker`` ('amqtt' or 'mosquitto')."""
+    port = free_port()
+    settings = settings or make_settings(tmp, embedded=broker == "amqtt", port=port)
+    server: Mosquitto | None = None
+    if broker == "mosquitto":
+        workdir = tmp / "mosquitto"
+        workdir.mkdir(exist_ok=True)
+        (workdir / "passwd").write_text("")
+        (workdir / "acl").write_text("")
+        server = Mosquitto(workdir, port=settings.mqtt.port)
+    try:
+        async with build_platform(settings, handler_factory) as platform:
+            stack = Stack(settings, platform, "127.0.0.1", port if broker == "amqtt" else settings.mqtt.port,
+                          settings.site, broker, server)
+            if server is not None:
+                entries = await platform.registry.credential_hashes()
+                (server.workdir / "passwd").write_text(password_file(entries))
+                (server.workdir / "acl").write_text(acl_file(i for i, _ in entries))
+                server.start()
+            task = asyncio.create_task(platform.run(), name="platform")
+            ready = asyncio.create_task(platform.ready.wait())
+            await asyncio.wait({task, ready}, timeout=20, return_when=asyncio.FIRST_COMPLETED)
+            if task.done():
+                task.result()
+            assert platform.ready.is_set(), "platform did not become ready"
+            try:
+                yield stack
+            finally:
+                for dev in stack.devices:
+                    with contextlib.suppress(Exception):
+                        dev.close()
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+    finally:
+        if server is not None:
+            server.stop()

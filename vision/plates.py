@@ -1,0 +1,151 @@
+"""Plate pipeline: find and read Chinese plates in a gate-camera frame with PP-OCR (RapidOCR).
+
+The PP-OCRv6 small text detector and recogniser ship inside the ``rapidocr==3.10.0`` wheel; their
+paths are given explicitly so RapidOCR never selects a model it would have to download. A RapidOCR
+engine keeps per-call options as state, so every worker thread gets its own engine.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vision.images import BgrImage
+from vision.models import find_ocr_models
+from vision.plate_text import PlateFormatError, candidate_tails, fold_plate_text, normalize_plate
+
+__all__ = ["PlateReader", "PlateReading", "choose_plate"]
+
+#: Longest frame side the text detector works at (larger frames are shrunk, smaller kept).
+DET_MAX_SIDE = 960
+#: A tight plate crop (what smart cameras send) is read without the detector.
+CROP_MAX_HEIGHT = 240
+CROP_ASPECT = (2.0, 6.0)
+
+Box = tuple[tuple[float, float], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PlateReading:
+    """What the reader saw.
+
+    Attributes:
+        text: the recognised text, folded (separators removed, uppercase).
+        plate: the normalised plate when ``text`` is a valid plate, else ``None`` (e.g. the
+            province character was misread — :func:`vision.plate_text.match_plate` still
+            matches such a reading by the rest of the plate).
+        score: recogniser confidence 0..1.
+        box: 4 corner points (x, y) in the frame, or ``None`` for a crop read whole.
+    """
+
+    text: str
+    plate: str | None
+    score: float
+    box: Box | None = None
+
+    @property
+    def color(self) -> str | None:
+        """``"blue"``/``"green"`` for a valid plate, else ``None``."""
+        if self.plate is None:
+            return None
+        return "green" if len(self.plate) == 8 else "blue"
+
+
+def choose_plate(lines: Sequence[tuple[str, float, Box | None]]) -> PlateReading | None:
+    """Pick the plate among recognised text lines: valid plates first, then plate-like readings
+    (a wrong or lost province character, with at least one digit).
+
+    Pure: ``lines`` are (text, score, box) as produced by the OCR.
+    """
+    best_valid: PlateReading | None = None
+    best_partial: PlateReading | None = None
+    for text, score, box in lines:
+        folded = fold_plate_text(text)
+        try:
+            plate: str | None = normalize_plate(text)
+        except PlateFormatError:
+            plate = None
+        reading = PlateReading(text=plate or folded, plate=plate, score=float(score), box=box)
+        if plate is not None:
+            if best_valid is None or reading.score > best_valid.score:
+                best_valid = reading
+        elif (
+            candidate_tails(folded)
+            and any(c.isdigit() for c in folded)  # signs ("WELCOME") are plate-shaped too
+            and (best_partial is None or reading.score > best_partial.score)
+        ):
+            best_partial = reading
+    return best_valid or best_partial
+
+
+class PlateReader:
+    """Reads the plate in a frame (or a tight plate crop). Thread-safe; models load lazily."""
+
+    def __init__(self, det_path: Path | None = None, rec_path: Path | None = None) -> None:
+        self._det_path = det_path
+        self._rec_path = rec_path
+        self._local = threading.local()
+
+    def _engine(self) -> Any:
+        eng = getattr(self._local, "engine", None)
+        if eng is None:
+            from rapidocr import RapidOCR  # heavy import, only when plates are read
+
+            if self._det_path is None or self._rec_path is None:
+                det, rec = find_ocr_models()
+                self._det_path = self._det_path or det
+                self._rec_path = self._rec_path or rec
+            eng = RapidOCR(
+                params={
+                    "Global.log_level": "error",
+                    "Global.use_cls": False,
+                    "Det.model_path": str(self._det_path),
+                    "Det.limit_type": "max",
+                    "Det.limit_side_len": DET_MAX_SIDE,
+                    "Rec.model_path": str(self._rec_path),
+                    "EngineConfig.onnxruntime.intra_op_num_threads": 1,
+                    "EngineConfig.onnxruntime.inter_op_num_threads": 1,
+                }
+            )
+            logging.getLogger("RapidOCR").setLevel(logging.ERROR)
+            self._local.engine = eng
+        return eng
+
+    def warm_up(self) -> None:
+        """Load the OCR models in the calling thread."""
+        self.read(np.zeros((64, 256, 3), np.uint8))
+
+    @staticmethod
+    def _is_crop(image: BgrImage) -> bool:
+        h, w = image.shape[:2]
+        return bool(h <= CROP_MAX_HEIGHT and CROP_ASPECT[0] <= w / max(h, 1) <= CROP_ASPECT[1])
+
+    def read_crop(self, image: BgrImage) -> PlateReading | None:
+        """Read a tight plate crop without the text detector."""
+        # All three flags every call: RapidOCR remembers the previous call's options.
+        out = self._engine()(image, use_det=False, use_cls=False, use_rec=True)
+        txts = out.txts or ()
+        scores = out.scores or ()
+        return choose_plate([(t, float(s), None) for t, s in zip(txts, scores, strict=False)])
+
+    def read(self, image: BgrImage) -> PlateReading | None:
+        """The most plausible plate in ``image``, or ``None`` when none is readable."""
+        if self._is_crop(image):
+            reading = self.read_crop(image)
+            if reading is not None and reading.plate is not None:
+                return reading
+        out = self._engine()(image, use_det=True, use_cls=False, use_rec=True)
+        txts = out.txts or ()
+        scores = out.scores or ()
+        boxes = out.boxes if out.boxes is not None else [None] * len(txts)
+        lines: list[tuple[str, float, Box | None]] = []
+        for t, s, b in zip(txts, scores, boxes, strict=False):
+            box = None if b is None else tuple((float(p[0]), float(p[1])) for p in np.asarray(b))
+            lines.append((t, float(s), box))
+        return choose_plate(lines)
