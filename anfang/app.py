@@ -78,6 +78,7 @@ async def build_platform(
             features=["twins"], limits=limits, max_payload=settings.limits.max_payload_bytes,
             inbox_size=settings.limits.ingest_queue, batch_max=settings.limits.batch_max,
             command_timeout=settings.limits.command_timeout_s, subscriptions=subscriptions,
+            health_interval=settings.limits.health_interval_s,
         )
         if broker is not None:
             broker.ingest_directly(platform.ingest)

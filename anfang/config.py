@@ -43,6 +43,7 @@ class LimitSettings(_Section):
     command_timeout_s: float = 10.0
     ingest_queue: int = 10_000
     batch_max: int = 500
+    health_interval_s: float = Field(default=10.0, gt=0)
 
 
 class TelemetryConfig(_Section):

@@ -88,6 +88,7 @@ class Outcome:
     telemetry: list[TelemetrySample] = field(default_factory=list)
     duplicates: int = 0
     accepted: int = 0
+    sent_at: list[float] = field(default_factory=list)  # device timestamps of accepted reports, for latency
 
 
 def desired_publishes(doc: TwinDocument, now: float) -> list[Publish]:
@@ -192,6 +193,8 @@ def _process_one(
             validate_reported(info.kind, report.state)
             before = _twin(twins, info)
             applied = apply_reported(before, report.state, now=now, seq=report.seq, ts=report.ts, limits=limits)
+            if report.ts is not None:
+                out.sent_at.append(report.ts)
             twins[info.id] = applied.document
             out.twins[info.id] = applied.document
             if applied.is_change:

@@ -13,7 +13,7 @@ import json
 import logging
 import time
 import uuid
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -51,9 +51,21 @@ class Counters:
     batches: int = 0
     commands_sent: int = 0
     commands_timed_out: int = 0
+    latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=20_000))
+
+    def latency_percentiles(self) -> dict[str, float | None]:
+        """p50/p99 of device report timestamp -> committed, over the last 20,000 reports with ``ts``."""
+        if not self.latencies_ms:
+            return {"ingest_latency_ms_p50": None, "ingest_latency_ms_p99": None}
+        ordered = sorted(self.latencies_ms)
+
+        def pick(q: float) -> float:
+            return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
+
+        return {"ingest_latency_ms_p50": pick(0.50), "ingest_latency_ms_p99": pick(0.99)}
 
     def as_json(self) -> dict[str, Any]:
-        return {
+        return {**self.latency_percentiles(),
             "received": self.received, "accepted": self.accepted, "duplicates": self.duplicates,
             "rejected": sum(self.rejected.values()), "rejected_by_code": {str(k): v for k, v in self.rejected.items()},
             "dispatch_dropped": self.dispatch_dropped, "handler_errors": self.handler_errors,
@@ -79,6 +91,7 @@ class Platform:
         inbox_size: int = 10_000,
         batch_max: int = 500,
         command_timeout: float = 10.0,
+        health_interval: float = 10.0,
         subscriptions: Sequence[str] = topics.PLATFORM_SUBSCRIPTIONS,
     ) -> None:
         self.registry, self.store, self.link = registry, store, link
@@ -97,6 +110,7 @@ class Platform:
             asyncio.Queue(_DISPATCH_QUEUE) for _ in self.handlers
         ]
         self._subscriptions = list(subscriptions)
+        self._health_interval = health_interval
         self._committed = asyncio.Condition(self._write_lock)
         self.ready = asyncio.Event()
 
@@ -149,6 +163,8 @@ class Platform:
             for pub in outcome.publishes:
                 self.link.publish(pub.topic, pub.payload, qos=pub.qos, retain=pub.retain, correlation=pub.correlation)
             self._count(outcome, len(batch))
+            committed_at = time.time()
+            self.counters.latencies_ms.extend((committed_at - ts) * 1000 for ts in outcome.sent_at)
             self._committed.notify_all()
         self._forward_telemetry(outcome)
         return outcome
@@ -241,7 +257,8 @@ class Platform:
                 log.exception("handler %s failed on %s from %s", type(handler).__name__, type(item).__name__,
                               item.device_id)
 
-    async def _health_loop(self, interval: float = 10.0) -> None:
+    async def _health_loop(self) -> None:
+        interval = self._health_interval
         while True:
             for site in self._sites:
                 self.link.publish(topics.platform_topic(site, "health"),
