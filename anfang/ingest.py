@@ -122,7 +122,7 @@ def _reject(out: Outcome, msg: Inbound, err: TwinError) -> None:
     if topic is None:
         parts = msg.raw_topic.split("/")
         if len(parts) > 3 and parts[0] == "anfang" and valid_id(parts[1]) and valid_id(parts[2]):
-            out.publishes.append(Publish(errors_topic(parts[1], parts[2]), {**body, "ref": None}))
+            out.publishes.append(Publish(errors_topic(parts[1], parts[2]), {**body, "ref": None}, qos=0))
         return
     if topic.channel in (Channel.UPDATE, Channel.GET):
         token = _ref(msg)
@@ -130,7 +130,9 @@ def _reject(out: Outcome, msg: Inbound, err: TwinError) -> None:
         _answer(out, msg, update_reply_topic(topic.site, topic.device_id, accepted=False), body)
     else:
         body["ref"] = _ref(msg)
-        out.publishes.append(Publish(errors_topic(topic.site, topic.device_id), body))
+        # QoS 0: an error answer is advice to the sender; a flood of bad input must not fill the
+        # platform's QoS 1 window (65,535 packet ids) with answers nobody may be listening to
+        out.publishes.append(Publish(errors_topic(topic.site, topic.device_id), body, qos=0))
 
 
 def _device(devices: Mapping[str, DeviceInfo], topic: DeviceTopic) -> DeviceInfo:

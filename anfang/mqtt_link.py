@@ -39,17 +39,23 @@ class MqttLink:
         mqtt5: bool,
         keepalive: int = 30,
         shared_group: str | None = None,
+        receive_maximum: int = 4000,
     ) -> None:
         self._host, self._port, self._keepalive = host, port, keepalive
         self._mqtt5 = mqtt5
         self._shared_group = shared_group if mqtt5 else None
-        props: dict[str, Any] = {"session_expiry_interval": 0xFFFFFFFF} if mqtt5 else {}
+        # MQTT 5: a session that outlives restarts, and a receive maximum that bounds unacknowledged
+        # deliveries (the platform acknowledges only after commit)
+        props: dict[str, Any] = (
+            {"session_expiry_interval": 0xFFFFFFFF, "receive_maximum": receive_maximum} if mqtt5 else {}
+        )
         self._client = gmqtt.Client(client_id, clean_session=False, optimistic_acknowledgement=False, **props)
         self._client.set_auth_credentials(username, password)
         self._client.set_config({"reconnect_retries": -1, "reconnect_delay": 1})
         self._handler: MessageHandler | None = None
         self._client.on_message = self._on_message
         self.published = 0
+        self.dropped = 0
         self._connected = False
 
     async def start(self, subscriptions: Sequence[str], handler: MessageHandler) -> None:
@@ -90,7 +96,13 @@ class MqttLink:
         else:
             body = payload
         props: dict[str, Any] = {"correlation_data": correlation} if correlation is not None and self._mqtt5 else {}
-        self._client.publish(topic, body, qos=qos, retain=retain, **props)
+        try:
+            self._client.publish(topic, body, qos=qos, retain=retain, **props)
+        except OverflowError:
+            # every QoS 1 packet id is in flight: the broker is not acknowledging; drop, count, go on
+            self.dropped += 1
+            log.error("MQTT publish window full: dropped a message to %s (%d dropped so far)", topic, self.dropped)
+            return
         self.published += 1
 
     async def stop(self) -> None:

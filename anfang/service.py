@@ -100,7 +100,9 @@ class Platform:
         self._sites, self._features = list(sites), list(features)
         self._limits, self._max_payload = limits or Limits(), max_payload
         self._batch_max, self._command_timeout = batch_max, command_timeout
-        self._inbox: asyncio.Queue[tuple[Inbound, asyncio.Future[None]]] = asyncio.Queue(inbox_size)
+        self._arrivals: deque[tuple[Inbound, asyncio.Future[None]]] = deque()
+        self._arrived = asyncio.Event()
+        self._inbox_warn, self._warned_at = inbox_size, 0.0
         self._write_lock = asyncio.Lock()
         self._devices: dict[str, DeviceInfo] = {}
         self._twins: dict[str, TwinDocument] = {}
@@ -134,14 +136,23 @@ class Platform:
     ) -> None:
         """Take one inbound message; returns once it is committed (or rejected)."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        await self._inbox.put((Inbound(raw_topic, topics.parse(raw_topic), payload, reply_to), done))
+        # appended synchronously, so arrival order is kept (an awaiting Queue.put can be overtaken).
+        # Bounded by MQTT flow control rather than by dropping: nothing is acknowledged before its
+        # commit, so the broker's in-flight window (receive maximum) caps what can wait here.
+        self._arrivals.append((Inbound(raw_topic, topics.parse(raw_topic), payload, reply_to), done))
+        self._arrived.set()
+        if len(self._arrivals) > self._inbox_warn and time.monotonic() - self._warned_at > 10:
+            self._warned_at = time.monotonic()
+            log.warning("%d messages wait for ingest (warning level %d): the platform is behind the broker",
+                        len(self._arrivals), self._inbox_warn)
         await done
 
     async def _ingest_loop(self) -> None:
         while True:
-            batch = [await self._inbox.get()]
-            while len(batch) < self._batch_max and not self._inbox.empty():
-                batch.append(self._inbox.get_nowait())
+            while not self._arrivals:
+                self._arrived.clear()
+                await self._arrived.wait()
+            batch = [self._arrivals.popleft() for _ in range(min(len(self._arrivals), self._batch_max))]
             outcome = await self._apply_batch([msg for msg, _ in batch])
             for _, done in batch:
                 done.set_result(None)

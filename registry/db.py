@@ -23,6 +23,10 @@ async def open_database(
     url = db_url
     if is_postgres(db_url) and db_url.startswith("postgresql://"):
         url = "postgres://" + db_url.split("://", 1)[1]
+    if not is_postgres(db_url) and "synchronous" not in url:
+        # WAL + synchronous=NORMAL: a commit survives a crash of the process (what "acknowledged means
+        # committed" needs) without an fsync per commit; power-loss durability needs PostgreSQL
+        url += ("&" if "?" in url else "?") + "synchronous=NORMAL"
     # tortoise caches generated SQL per connection name: name it after the dialect
     name = "postgres" if is_postgres(db_url) else "sqlite"
     await Tortoise.init(config={
