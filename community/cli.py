@@ -1,0 +1,238 @@
+"""Operator commands for community access control (mounted as ``anfang community``)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import getpass
+import json
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+import yaml
+from tortoise import Tortoise
+
+from community.crypto import FieldCipher, load_master_key
+from community.db import init_db
+from community.errors import CommunityError
+from community.importer import import_community
+from community.records import AccessRecords, Retention
+from community.store import CommunityStore, NewPerson
+
+__all__ = ["app"]
+
+app = typer.Typer(help="Community access control: registry, visitor passes, decisions, watchlist.",
+                  no_args_is_help=True)
+person_app = typer.Typer(help="Residents, staff and police.", no_args_is_help=True)
+tenant_app = typer.Typer(help="Tenants (leases).", no_args_is_help=True)
+vehicle_app = typer.Typer(help="Vehicles.", no_args_is_help=True)
+pass_app = typer.Typer(help="Visitor passes.", no_args_is_help=True)
+decisions_app = typer.Typer(help="Access decisions.", no_args_is_help=True)
+watch_app = typer.Typer(help="Police watchlist.", no_args_is_help=True)
+token_app = typer.Typer(help="API tokens.", no_args_is_help=True)
+for _name, _sub in (("person", person_app), ("tenant", tenant_app), ("vehicle", vehicle_app), ("pass", pass_app),
+                    ("decisions", decisions_app), ("watchlist", watch_app), ("token", token_app)):
+    app.add_typer(_sub, name=_name)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Where the registry lives."""
+
+    db_url: str
+    data_dir: Path
+    site: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ctx:
+    """What a command body gets."""
+
+    store: CommunityStore
+    records: AccessRecords
+    operator: str
+    now: float
+
+
+@app.callback()
+def _main(ctx: typer.Context,
+          db: Annotated[str | None, typer.Option(envvar="ANFANG_DATABASE_URL", help="Database URL")] = None,
+          data_dir: Annotated[Path, typer.Option(envvar="ANFANG_DATA_DIR", help="Data directory")] = Path("data"),
+          site: Annotated[str, typer.Option(envvar="ANFANG_SITE", help="Site id")] = "default") -> None:
+    """Community access control."""
+    ctx.obj = Settings(db or f"sqlite://{data_dir / 'anfang.db'}", data_dir, site)
+
+
+def _run(ctx: typer.Context, body: Callable[[Ctx], Awaitable[T]]) -> T:
+    settings: Settings = ctx.obj
+
+    async def go() -> T:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        key = load_master_key(os.environ.get("ANFANG_SECRET_KEY"), settings.data_dir)
+        await init_db(settings.db_url)
+        try:
+            store = CommunityStore(FieldCipher(key), settings.site)
+            return await body(Ctx(store, AccessRecords(settings.site), f"cli:{getpass.getuser()}", time.time()))
+        finally:
+            await Tortoise.close_connections()
+
+    try:
+        return asyncio.run(go())
+    except CommunityError as exc:
+        typer.echo(f"error: {exc.code}: {exc.message}", err=True)
+        raise typer.Exit(2) from exc
+
+
+def _echo(obj: Any) -> None:
+    typer.echo(json.dumps(obj, ensure_ascii=False, indent=2, default=str))
+
+
+@app.command("import")
+def import_cmd(ctx: typer.Context, path: Path) -> None:
+    """Load buildings, households, devices, people and vehicles from a community YAML file."""
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+
+    async def body(c: Ctx) -> None:
+        rep = await import_community(data, c.store, now=c.now, operator=c.operator)
+        _echo({"buildings": rep.buildings, "households": rep.households, "devices": rep.devices,
+               "people": rep.people, "vehicles": rep.vehicles, "faces": rep.faces, "generated_pins": rep.pins})
+
+    _run(ctx, body)
+
+
+@person_app.command("add")
+def person_add(ctx: typer.Context, role: str, household: Annotated[str | None, typer.Option()] = None,
+               id: Annotated[str | None, typer.Option("--id")] = None, name: str | None = None,
+               phone: str | None = None, id_number: str | None = None, face_consent: bool = False,
+               card: str | None = None) -> None:
+    """Register a resident (owner, family, elderly_alone, child), staff member or police officer."""
+    async def body(c: Ctx) -> None:
+        pid = await c.store.add_person(NewPerson(id, role, household, name, phone, id_number, face_consent),
+                                       registered_by=c.operator, now=c.now)
+        if card:
+            await c.store.add_credential(pid, "card", card, now=c.now)
+        pin = None if face_consent else await c.store.ensure_alternative_credential(pid, now=c.now)
+        await c.records.audit(actor=c.operator, actor_role="operator", action="register_person", target=pid,
+                              now=c.now)
+        _echo({"id": pid, "pin": pin})
+
+    _run(ctx, body)
+
+
+@tenant_app.command("add")
+def tenant_add(ctx: typer.Context, household: str, lease_start: str, lease_end: str,
+               by: Annotated[str, typer.Option(help="Registering staff member's person id")],
+               id: Annotated[str | None, typer.Option("--id")] = None, name: str | None = None,
+               phone: str | None = None, id_number: str | None = None, card: str | None = None) -> None:
+    """Register a tenant against a room with a lease (dates YYYY-MM-DD, end inclusive)."""
+    async def body(c: Ctx) -> None:
+        new = NewPerson(id, "tenant", household, name, phone, id_number, False,
+                        dt.date.fromisoformat(lease_start), dt.date.fromisoformat(lease_end))
+        pid = await c.store.add_tenant(new, registered_by=by, now=c.now)
+        if card:
+            await c.store.add_credential(pid, "card", card, now=c.now)
+        pin = await c.store.ensure_alternative_credential(pid, now=c.now)
+        _echo({"id": pid, "pin": pin})
+
+    _run(ctx, body)
+
+
+@vehicle_app.command("add")
+def vehicle_add(ctx: typer.Context, plate: str, owner: Annotated[str, typer.Option()]) -> None:
+    """Register a vehicle (blue 7-character or green 8-character plate) to a person."""
+    async def body(c: Ctx) -> None:
+        _echo({"plate": await c.store.add_vehicle(plate, owner, now=c.now), "owner": owner})
+
+    _run(ctx, body)
+
+
+@pass_app.command("issue")
+def pass_issue(ctx: typer.Context, issuer: Annotated[str, typer.Option()], hours: float = 24.0,
+               door: Annotated[list[str] | None, typer.Option(help="Door/gate id (repeatable)")] = None,
+               uses: int = 1, plate: str | None = None, phone: str | None = None, name: str | None = None) -> None:
+    """Issue a visitor pass for a resident; prints the signed QR payload."""
+    async def body(c: Ctx) -> None:
+        row, payload = await c.store.issue_pass(issuer, valid_from=c.now, valid_until=c.now + hours * 3600,
+                                                doors=door, max_uses=uses, now=c.now, visitor_name=name,
+                                                visitor_phone=phone, plate=plate)
+        _echo({"id": row.id, "payload": payload, "valid_until": row.valid_until, "doors": json.loads(row.doors)})
+
+    _run(ctx, body)
+
+
+@decisions_app.command("list")
+def decisions_list(ctx: typer.Context, since_hours: float = 24.0, device: str | None = None,
+                   plate: str | None = None, subject: str | None = None, limit: int = 50) -> None:
+    """List recent access decisions (the read is written to the audit log)."""
+    async def body(c: Ctx) -> None:
+        rows = await c.records.search_decisions(since=c.now - since_hours * 3600, device=device, plate=plate,
+                                                subject=subject, limit=limit)
+        await c.records.audit(actor=c.operator, actor_role="operator", action="search_decisions",
+                              target=subject or plate, now=c.now, detail={"results": len(rows)})
+        _echo([{"ts": r.ts, "device": r.device_id, "mode": r.mode, "allowed": r.allowed, "reason": r.reason,
+                "subject": r.subject_id, "role": r.subject_role, "credential": r.credential_kind,
+                "ref": r.credential_ref, "score": r.score} for r in rows])
+
+    _run(ctx, body)
+
+
+@watch_app.command("add")
+def watch_add(ctx: typer.Context, reason: Annotated[str, typer.Option()], by: Annotated[str, typer.Option()],
+              plate: str | None = None,
+              template: Annotated[Path | None, typer.Option(help="JSON file with 128 floats")] = None,
+              label: str | None = None) -> None:
+    """Add a plate or a face template of interest to the police watchlist."""
+    if (plate is None) == (template is None):
+        raise typer.BadParameter("give exactly one of --plate or --template")
+    tpl = json.loads(template.read_text()) if template is not None else None
+
+    async def body(c: Ctx) -> None:
+        wid = await c.store.add_watch(kind="plate" if plate else "face", reason=reason, added_by=by, now=c.now,
+                                      plate=plate, template=tpl, label=label)
+        _echo({"id": wid})
+
+    _run(ctx, body)
+
+
+@watch_app.command("list")
+def watch_list(ctx: typer.Context) -> None:
+    """List the active watchlist."""
+    from community.models import WatchRow
+
+    async def body(c: Ctx) -> None:
+        rows = await WatchRow.filter(site=c.store.site, active=True).order_by("created_at")
+        await c.records.audit(actor=c.operator, actor_role="operator", action="view_watchlist", target=None,
+                              now=c.now)
+        _echo([{"id": r.id, "kind": r.kind, "plate": r.plate, "label": r.label, "reason": r.reason,
+                "added_by": r.added_by} for r in rows])
+
+    _run(ctx, body)
+
+
+@app.command("purge")
+def purge(ctx: typer.Context, captures_days: float = 30.0, decisions_days: float = 90.0,
+          alarms_days: float = 365.0, audit_days: float = 365.0, passes_days: float = 30.0) -> None:
+    """Delete captures, decisions, alarms, expired passes and audit rows past their retention."""
+    retention = Retention(captures_days, decisions_days, alarms_days, audit_days, passes_days)
+
+    async def body(c: Ctx) -> None:
+        _echo(await c.records.purge(c.now, retention))
+
+    _run(ctx, body)
+
+
+@token_app.command("create")
+def token_create(ctx: typer.Context, person: str, label: str | None = None) -> None:
+    """Create an API bearer token for a person (printed once; only its hash is stored)."""
+    async def body(c: Ctx) -> None:
+        token = await c.records.create_token(person, label=label, now=c.now)
+        _echo({"person": person, "token": token})
+
+    _run(ctx, body)

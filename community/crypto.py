@@ -1,0 +1,116 @@
+"""Field-level encryption and keyed look-up hashes for personal data.
+
+:class:`FieldCipher` derives independent sub-keys from one 32-byte master key with HKDF-SHA256:
+one AES-256-GCM key to encrypt fields (ID-card numbers, phones, names, face templates), one HMAC
+key for deterministic look-up hashes (so an encrypted phone can still be found by equality) and one
+HMAC key for signing visitor passes.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import secrets
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+__all__ = ["CryptoError", "FieldCipher", "load_master_key"]
+
+_NONCE_LEN = 12
+_PREFIX = "v1:"
+
+
+class CryptoError(ValueError):
+    """A key or ciphertext is unusable.
+
+    Attributes:
+        reason: what is wrong.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _derive(master: bytes, info: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=b"anfang-community", info=info).derive(master)
+
+
+class FieldCipher:
+    """Encrypts and hashes personal-data fields with sub-keys of one master key."""
+
+    def __init__(self, master_key: bytes) -> None:
+        if len(master_key) != 32:
+            raise CryptoError(f"master key must be 32 bytes, got {len(master_key)}")
+        self._aead = AESGCM(_derive(master_key, b"field-encryption"))
+        self._lookup_key = _derive(master_key, b"lookup-hash")
+        self.pass_key = _derive(master_key, b"visitor-pass-signing")
+
+    def encrypt_bytes(self, plain: bytes, context: str = "") -> str:
+        """AES-GCM encrypt; returns ``v1:<base64(nonce|ciphertext)>``. ``context`` is bound as AAD."""
+        nonce = os.urandom(_NONCE_LEN)
+        ct = self._aead.encrypt(nonce, plain, context.encode())
+        return _PREFIX + base64.b64encode(nonce + ct).decode("ascii")
+
+    def decrypt_bytes(self, token: str, context: str = "") -> bytes:
+        """Inverse of :meth:`encrypt_bytes`.
+
+        Raises:
+            CryptoError: wrong key, wrong context or tampered ciphertext.
+        """
+        if not token.startswith(_PREFIX):
+            raise CryptoError("unknown ciphertext format")
+        try:
+            raw = base64.b64decode(token[len(_PREFIX):], validate=True)
+            return self._aead.decrypt(raw[:_NONCE_LEN], raw[_NONCE_LEN:], context.encode())
+        except (InvalidTag, ValueError) as exc:
+            raise CryptoError("ciphertext does not authenticate") from exc
+
+    def encrypt(self, plain: str, context: str = "") -> str:
+        """Encrypt a text field."""
+        return self.encrypt_bytes(plain.encode("utf-8"), context)
+
+    def decrypt(self, token: str, context: str = "") -> str:
+        """Decrypt a text field."""
+        return self.decrypt_bytes(token, context).decode("utf-8")
+
+    def lookup_hash(self, value: str, namespace: str) -> str:
+        """Deterministic keyed hash (HMAC-SHA256 hex) of a normalised value, per namespace."""
+        msg = namespace.encode() + b"\x00" + value.encode("utf-8")
+        return hmac.new(self._lookup_key, msg, hashlib.sha256).hexdigest()
+
+
+def load_master_key(env_value: str | None, data_dir: Path) -> bytes:
+    """The master key from ``ANFANG_SECRET_KEY`` (base64) or ``{data_dir}/secret.key``.
+
+    The key file is created (mode 0600) with a fresh random key when neither exists.
+
+    Raises:
+        CryptoError: the configured key does not decode to 32 bytes.
+    """
+    if env_value:
+        try:
+            key = base64.b64decode(env_value, validate=True)
+        except ValueError as exc:
+            raise CryptoError("ANFANG_SECRET_KEY is not valid base64") from exc
+        if len(key) != 32:
+            raise CryptoError("ANFANG_SECRET_KEY must decode to 32 bytes")
+        return key
+    path = data_dir / "secret.key"
+    if path.exists():
+        key = base64.b64decode(path.read_text().strip())
+        if len(key) != 32:
+            raise CryptoError(f"{path} must hold 32 base64-encoded bytes")
+        return key
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_bytes(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(base64.b64encode(key).decode("ascii") + "\n")
+    return key

@@ -1,0 +1,316 @@
+"""Access control as a platform handler: captures in, open commands, records and alarms out.
+
+:class:`AccessHandler` implements :class:`twins.hooks.PlatformHandler`. Central mode: a device sends a
+capture event, the handler decides with :func:`community.decisions.decide`, commands ``open`` and
+records the decision. Edge mode: the handler keeps each edge door's allow-list in its desired twin
+and records the ``access_decided`` events the door reports. Watchlist matches raise police alarms in
+both modes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from tortoise.exceptions import BaseORMException
+
+from community.allowlist import allow_list_digest, build_allow_list, next_boundary
+from community.decisions import Capture, CredentialKind, Decision, decide, watchlist_hits
+from community.errors import CommunityError
+from community.records import AccessRecords, Retention
+from community.snapshot import RegistrySnapshot, WatchEntry
+from community.store import CommunityStore
+from twins.hooks import DeviceEvent, PlatformActions, TwinChange
+
+__all__ = ["AccessConfig", "AccessHandler"]
+
+log = logging.getLogger(__name__)
+
+EmbedImage = Callable[[bytes], Awaitable[np.ndarray]]
+PlatformEventSink = Callable[[DeviceEvent], Awaitable[None]]
+
+_CAPTURE_TYPES: dict[str, CredentialKind] = {
+    "plate_captured": "plate", "face_captured": "face", "qr_scanned": "qr", "card_presented": "card",
+    "pin_entered": "pin",
+}
+_CREDENTIAL_FIELD = {"plate": "plate", "qr": "payload", "card": "card", "pin": "pin"}
+
+
+@dataclass(frozen=True, slots=True)
+class AccessConfig:
+    """Access-control settings."""
+
+    site: str
+    open_seconds: int = 5
+    liveness_threshold: float = 0.8
+    face_threshold: float = 0.363
+    command_timeout: float = 10.0
+    retention: Retention = field(default_factory=Retention)
+    purge_interval: float = 3600.0
+    reload_interval: float = 60.0
+    edge_devices: frozenset[str] = frozenset()
+    workers: int = 16
+    queue_size: int = 1000
+
+
+class AccessHandler:
+    """The community access-control service (see module docstring)."""
+
+    def __init__(self, store: CommunityStore, records: AccessRecords, config: AccessConfig, *,
+                 embed_image: EmbedImage | None = None, on_platform_event: PlatformEventSink | None = None,
+                 actions: PlatformActions | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.records = records
+        self.config = config
+        self._embed_image = embed_image
+        self._on_platform_event = on_platform_event
+        self._actions = actions
+        self._clock = clock
+        self._snap: RegistrySnapshot | None = None
+        self._snap_generation = -1
+        self._reload_lock = asyncio.Lock()
+        self._pass_lock = asyncio.Lock()
+        self.edge_devices: set[str] = set(config.edge_devices)
+        self._pushed: dict[str, tuple[int, str]] = {}
+        self._inbox: asyncio.Queue[tuple[DeviceEvent, PlatformActions]] | None = None
+
+    # --- snapshot ---------------------------------------------------------------------------------
+    async def snapshot(self, *, force: bool = False) -> RegistrySnapshot:
+        """The current registry snapshot, reloaded when the store changed (or ``force``)."""
+        async with self._reload_lock:
+            if force or self._snap is None or self._snap_generation != self.store.generation:
+                generation = self.store.generation
+                self._snap = await self.store.snapshot(liveness_threshold=self.config.liveness_threshold,
+                                                       face_threshold=self.config.face_threshold)
+                self._snap_generation = generation
+            return self._snap
+
+    # --- PlatformHandler --------------------------------------------------------------------------
+    async def on_event(self, event: DeviceEvent, actions: PlatformActions) -> None:
+        """Handle captures and edge decisions; other events are ignored.
+
+        While :meth:`run` is running, events are queued (bounded; a full queue slows the caller) for its
+        workers, so a gate slow to answer its ``open`` command does not hold up the next capture;
+        otherwise they are processed inline.
+        """
+        self._actions = actions
+        if event.type not in _CAPTURE_TYPES and event.type != "access_decided":
+            return
+        if self._inbox is not None:
+            await self._inbox.put((event, actions))
+            return
+        await self.process_event(event, actions)
+
+    async def process_event(self, event: DeviceEvent, actions: PlatformActions) -> None:
+        """Process one capture or edge decision now."""
+        try:
+            if event.type in _CAPTURE_TYPES:
+                capture = await self._capture_from(event, _CAPTURE_TYPES[event.type])
+                if capture is not None:
+                    await self.handle_capture(capture, actions)
+            elif event.type == "access_decided":
+                await self._record_edge_decision(event, actions)
+        except (CommunityError, ValueError, TypeError, KeyError, OverflowError) as exc:
+            log.warning("access event %s/%s from %s rejected: %s", event.type, event.id, event.device_id, exc)
+
+    async def on_twin_change(self, change: TwinChange, actions: PlatformActions) -> None:
+        """Track which doors run in edge mode and push their allow-list when they switch to it."""
+        self._actions = actions
+        if change.kind not in ("door_lock", "vehicle_gate"):
+            return
+        mode = change.reported.get("access_mode")
+        if mode == "edge" and change.device_id not in self.edge_devices:
+            self.edge_devices.add(change.device_id)
+            await self.refresh_edge_allow_lists(actions, only=change.device_id, force=True)
+        elif mode == "central" and change.device_id not in self.config.edge_devices:
+            self.edge_devices.discard(change.device_id)
+
+    # --- central decisions ------------------------------------------------------------------------
+    async def _capture_from(self, event: DeviceEvent, kind: CredentialKind) -> Capture | None:
+        data = event.data
+        snapshot_ref = f"{event.site}/{event.device_id}/{event.id}" if data.get("image_jpeg_b64") else None
+        camera = data.get("camera")
+        if kind == "face":
+            embedding: np.ndarray | None = None
+            if data.get("embedding") is not None:
+                embedding = np.asarray(data["embedding"], dtype=np.float32)
+            elif data.get("image_jpeg_b64") and self._embed_image is not None:
+                try:
+                    image = base64.b64decode(data["image_jpeg_b64"], validate=True)
+                except binascii.Error as exc:
+                    raise ValueError("image_jpeg_b64 is not base64") from exc
+                embedding = await self._embed_image(image)
+            liveness = data.get("liveness")
+            return Capture(event.device_id, event.kind, "face", embedding=embedding,
+                           liveness=None if liveness is None else float(liveness), camera=camera,
+                           snapshot_ref=snapshot_ref)
+        value = data.get(_CREDENTIAL_FIELD[kind])
+        confidence = data.get("confidence")
+        return Capture(event.device_id, event.kind, kind, credential=None if value is None else str(value),
+                       confidence=None if confidence is None else float(confidence), camera=camera,
+                       snapshot_ref=snapshot_ref)
+
+    async def handle_capture(self, capture: Capture, actions: PlatformActions) -> Decision:
+        """Decide, open, record, and alarm on watchlist matches. Returns the decision."""
+        snap = await self.snapshot()
+        now = actions.now()
+        hits = watchlist_hits(capture, snap)
+        decision = decide(capture, snap, now)
+        command_ok: bool | None = None
+        target = decision.target
+        edge = target is not None and target in self.edge_devices
+        if target is not None and not edge:
+            if decision.allowed and decision.pass_id is not None:
+                decision = await self._consume_pass(decision, snap)
+            if decision.allowed:
+                args = {"seconds": self.config.open_seconds, "subject": decision.subject or decision.pass_id,
+                        "reason": decision.reason}
+                result = await actions.send_command(target, "open", args, self.config.command_timeout)
+                command_ok = result.ok
+        capture_id = await self.records.record_capture(capture, ts=now, subject=decision.subject,
+                                                       score=decision.score)
+        if target is not None and not edge:
+            await self.records.record_decision(decision, ts=now, mode="central", device_id=target,
+                                               capture_id=capture_id, command_ok=command_ok)
+            await self._emit(capture.device_id, "access_decided", now, _decision_data(decision))
+        for entry, score in hits:
+            await self._raise_alarm(entry, score, capture, decision, snap, actions, now)
+        return decision
+
+    async def _consume_pass(self, decision: Decision, snap: RegistrySnapshot) -> Decision:
+        assert decision.pass_id is not None
+        async with self._pass_lock:
+            if not await self.store.record_pass_use(decision.pass_id):
+                return Decision(False, "uses_exhausted", decision.target, decision.credential_kind, None,
+                                "visitor", decision.credential_ref, None, decision.pass_id)
+            snap.register_use(decision.pass_id)
+        return decision
+
+    async def _raise_alarm(self, entry: WatchEntry, score: float | None, capture: Capture, decision: Decision,
+                           snap: RegistrySnapshot, actions: PlatformActions, now: float) -> None:
+        alarm_id = "wl-" + uuid.uuid4().hex[:16]
+        device = snap.devices.get(capture.device_id)
+        place = device.name if device is not None and device.name else capture.device_id
+        subject = entry.plate or entry.label or decision.subject
+        payload: dict[str, Any] = {
+            "id": alarm_id, "type": "watchlist_match", "severity": "high", "audience": "police",
+            "site": self.config.site, "device": capture.device_id, "place": place, "camera": capture.camera,
+            "subject": subject, "watch_id": entry.id, "list_reason": entry.reason,
+            "snapshot_ref": capture.snapshot_ref, "score": score, "door_opened": decision.allowed,
+            "ts": now, "active": True,
+        }
+        await actions.publish(f"anfang/{self.config.site}/alarms/{alarm_id}", payload, retain=True)
+        await self.records.record_alarm(alarm_id, ts=now, device_id=capture.device_id, camera=capture.camera,
+                                        watch_id=entry.id, subject=subject, reason=entry.reason,
+                                        snapshot_ref=capture.snapshot_ref, score=score)
+        await self._emit(capture.device_id, "watchlist_match", now, {
+            "device": capture.device_id, "subject": subject, "list_reason": entry.reason,
+            "snapshot_ref": capture.snapshot_ref, "camera": capture.camera, "alarm_id": alarm_id})
+
+    async def _emit(self, device_id: str, type_: str, now: float, data: dict[str, Any]) -> None:
+        if self._on_platform_event is not None:
+            await self._on_platform_event(DeviceEvent(self.config.site, device_id, "platform", type_,
+                                                      uuid.uuid4().hex, now, data))
+
+    # --- edge mode --------------------------------------------------------------------------------
+    async def _record_edge_decision(self, event: DeviceEvent, actions: PlatformActions) -> None:
+        data = event.data
+        subject = data.get("subject")
+        pass_id = subject.removeprefix("visitor:") if isinstance(subject, str) and subject.startswith(
+            "visitor:") else None
+        snap = await self.snapshot()
+        person = snap.people.get(subject) if isinstance(subject, str) else None
+        role = "visitor" if pass_id else (person.role if person else None)
+        decision = Decision(bool(data["allowed"]), str(data.get("reason") or ""), event.device_id,
+                            str(data.get("credential_kind") or "unknown"), None if pass_id else subject, role,
+                            None, None, pass_id)
+        if decision.allowed and pass_id is not None:
+            await self.store.record_pass_use(pass_id)
+            snap.register_use(pass_id)
+        await self.records.record_decision(decision, ts=event.ts, mode="edge", device_id=event.device_id)
+        await self._emit(event.device_id, "access_decided", event.ts, _decision_data(decision))
+
+    async def refresh_edge_allow_lists(self, actions: PlatformActions, *, only: str | None = None,
+                                       force: bool = False) -> list[str]:
+        """Push changed allow-lists to edge-mode doors; returns the devices updated."""
+        snap = await self.snapshot()
+        now = actions.now()
+        updated = []
+        for device_id in sorted(self.edge_devices if only is None else {only}):
+            allow = build_allow_list(snap, device_id, now)
+            digest = allow_list_digest(allow)
+            prev_version, prev_digest = self._pushed.get(device_id, (0, ""))
+            if digest == prev_digest and not force:
+                continue
+            version = max(prev_version + 1, int(now))
+            await actions.set_desired(device_id, {"access_mode": "edge",
+                                                  "allow_list": {"version": version, "entries": allow["entries"]}})
+            self._pushed[device_id] = (version, digest)
+            updated.append(device_id)
+        return updated
+
+    async def next_edge_boundary(self, now: float) -> float | None:
+        """The earliest future validity boundary in any edge door's allow-list."""
+        snap = await self.snapshot()
+        times = [t for d in self.edge_devices if (t := next_boundary(build_allow_list(snap, d, now), now))]
+        return min(times) if times else None
+
+    # --- housekeeping -----------------------------------------------------------------------------
+    async def purge(self, now: float) -> dict[str, int]:
+        """Enforce the retention periods (captures, decisions, alarms, expired passes, audit)."""
+        counts = await self.records.purge(now, self.config.retention)
+        if counts.get("passes"):
+            self.store.generation += 1
+        return counts
+
+    async def run(self) -> None:
+        """Event workers plus periodic purge, snapshot reload and edge allow-list refresh; until cancelled."""
+        self._inbox = asyncio.Queue(self.config.queue_size)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for i in range(self.config.workers):
+                    tg.create_task(self._worker(self._inbox), name=f"access-worker-{i}")
+                tg.create_task(self._housekeeping(), name="access-housekeeping")
+        finally:
+            self._inbox = None
+
+    async def _worker(self, inbox: asyncio.Queue[tuple[DeviceEvent, PlatformActions]]) -> None:
+        while True:
+            event, actions = await inbox.get()
+            try:
+                await self.process_event(event, actions)
+            except (BaseORMException, OSError):
+                # A database hiccup loses this record, not the worker.
+                log.exception("access event %s from %s failed", event.id, event.device_id)
+            finally:
+                inbox.task_done()
+
+    async def _housekeeping(self) -> None:
+        next_purge = 0.0
+        while True:
+            now = self._actions.now() if self._actions is not None else self._clock()
+            if now >= next_purge:
+                await self.purge(now)
+                next_purge = now + self.config.purge_interval
+            await self.snapshot(force=True)
+            wake = min(next_purge, now + self.config.reload_interval)
+            if self._actions is not None and self.edge_devices:
+                await self.refresh_edge_allow_lists(self._actions)
+                boundary = await self.next_edge_boundary(now)
+                if boundary is not None:
+                    wake = min(wake, boundary + 1.0)
+            await asyncio.sleep(max(wake - now, 1.0))
+
+
+def _decision_data(d: Decision) -> dict[str, Any]:
+    return {"device": d.target, "allowed": d.allowed, "subject": d.subject or d.pass_id,
+            "subject_role": d.subject_role, "credential_kind": d.credential_kind, "reason": d.reason,
+            "score": d.score}

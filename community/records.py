@@ -1,0 +1,158 @@
+"""Access records: captures, decisions, alarms, API tokens, the personal-data audit log and retention.
+
+Thin IO adapter over the Tortoise models; the clock is passed in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from community.decisions import Capture, Decision
+from community.errors import NotFound
+from community.models import AccessDecisionRow, AlarmRow, ApiTokenRow, AuditRow, CaptureRow, PassRow, PersonRow
+
+__all__ = ["AccessRecords", "Retention", "hash_token"]
+
+_DAY = 86400.0
+
+
+def hash_token(token: str) -> str:
+    """SHA-256 hex of an API token (tokens are random, so no key is needed)."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """How long records are kept, in days."""
+
+    captures_days: float = 30.0
+    decisions_days: float = 90.0
+    alarms_days: float = 365.0
+    audit_days: float = 365.0
+    passes_days: float = 30.0
+
+
+class AccessRecords:
+    """Writes and searches of access records for one site."""
+
+    def __init__(self, site: str) -> None:
+        self.site = site
+
+    async def record_capture(self, capture: Capture, *, ts: float, subject: str | None, score: float | None) -> str:
+        """Store a capture (plate text, matched subject, snapshot reference — never the image)."""
+        cid = uuid.uuid4().hex
+        await CaptureRow.create(id=cid, site=self.site, ts=ts, device_id=capture.device_id, camera=capture.camera,
+                                credential_kind=capture.kind,
+                                plate=capture.credential if capture.kind == "plate" else None,
+                                subject_id=subject, score=score, snapshot_ref=capture.snapshot_ref)
+        return cid
+
+    async def record_decision(self, decision: Decision, *, ts: float, mode: str, device_id: str,
+                              capture_id: str | None = None, command_ok: bool | None = None) -> str:
+        """Store one access decision."""
+        did = uuid.uuid4().hex
+        await AccessDecisionRow.create(
+            id=did, site=self.site, ts=ts, device_id=device_id, mode=mode, allowed=decision.allowed,
+            reason=decision.reason, subject_id=decision.subject, subject_role=decision.subject_role,
+            credential_kind=decision.credential_kind, credential_ref=decision.credential_ref, score=decision.score,
+            pass_id=decision.pass_id, capture_id=capture_id, command_ok=command_ok)
+        return did
+
+    async def search_decisions(self, *, since: float | None = None, until: float | None = None,
+                               device: str | None = None, plate: str | None = None, subject: str | None = None,
+                               allowed: bool | None = None, limit: int = 100) -> list[AccessDecisionRow]:
+        """Decisions filtered by time, place, plate and person, newest first."""
+        q = AccessDecisionRow.filter(site=self.site)
+        if since is not None:
+            q = q.filter(ts__gte=since)
+        if until is not None:
+            q = q.filter(ts__lt=until)
+        if device:
+            q = q.filter(device_id=device)
+        if plate:
+            q = q.filter(credential_kind="plate", credential_ref=plate)
+        if subject:
+            q = q.filter(subject_id=subject)
+        if allowed is not None:
+            q = q.filter(allowed=allowed)
+        return await q.order_by("-ts").limit(limit)
+
+    async def search_captures(self, *, since: float | None = None, until: float | None = None,
+                              device: str | None = None, plate: str | None = None, subject: str | None = None,
+                              limit: int = 100) -> list[CaptureRow]:
+        """Captures filtered by time, place, plate and person, newest first."""
+        q = CaptureRow.filter(site=self.site)
+        if since is not None:
+            q = q.filter(ts__gte=since)
+        if until is not None:
+            q = q.filter(ts__lt=until)
+        if device:
+            q = q.filter(device_id=device)
+        if plate:
+            q = q.filter(plate=plate)
+        if subject:
+            q = q.filter(subject_id=subject)
+        return await q.order_by("-ts").limit(limit)
+
+    async def record_alarm(self, alarm_id: str, *, ts: float, device_id: str, camera: str | None, watch_id: str,
+                           subject: str | None, reason: str, snapshot_ref: str | None, score: float | None) -> None:
+        """Store a watchlist alarm."""
+        await AlarmRow.create(id=alarm_id, site=self.site, ts=ts, kind="watchlist_match", device_id=device_id,
+                              camera=camera, watch_id=watch_id, subject=subject, reason=reason,
+                              snapshot_ref=snapshot_ref, score=score)
+
+    async def list_alarms(self, *, open_only: bool = False, limit: int = 100) -> list[AlarmRow]:
+        """Watchlist alarms, newest first."""
+        q = AlarmRow.filter(site=self.site)
+        if open_only:
+            q = q.filter(acknowledged_at__isnull=True)
+        return await q.order_by("-ts").limit(limit)
+
+    async def ack_alarm(self, alarm_id: str, *, by: str, now: float) -> AlarmRow:
+        """Acknowledge an alarm (idempotent: the first acknowledgement stands)."""
+        row = await AlarmRow.get_or_none(id=alarm_id, site=self.site)
+        if row is None:
+            raise NotFound("alarm_not_found", f"no alarm {alarm_id}")
+        if row.acknowledged_at is None:
+            row.acknowledged_by, row.acknowledged_at = by, now
+            await row.save(update_fields=["acknowledged_by", "acknowledged_at"])
+        return row
+
+    async def audit(self, *, actor: str, actor_role: str | None, action: str, target: str | None, now: float,
+                    detail: dict[str, Any] | None = None) -> None:
+        """Append to the audit log of personal-data access."""
+        await AuditRow.create(id=uuid.uuid4().hex, ts=now, actor=actor, actor_role=actor_role, action=action,
+                              target=target, detail=json.dumps(detail, ensure_ascii=False) if detail else None)
+
+    async def create_token(self, person_id: str, *, label: str | None, now: float) -> str:
+        """Issue an API bearer token for a person; only its hash is stored. Returns the token."""
+        if not await PersonRow.filter(id=person_id).exists():
+            raise NotFound("person_not_found", f"no person {person_id}")
+        token = "afc_" + secrets.token_urlsafe(32)
+        await ApiTokenRow.create(token_hash=hash_token(token), person_id=person_id, label=label, created_at=now)
+        return token
+
+    async def person_for_token(self, token: str) -> PersonRow | None:
+        """The person a valid, unrevoked token belongs to."""
+        row = await ApiTokenRow.get_or_none(token_hash=hash_token(token), revoked=False)
+        if row is None:
+            return None
+        return await PersonRow.get_or_none(id=row.person_id, active=True)
+
+    async def purge(self, now: float, retention: Retention) -> dict[str, int]:
+        """Delete records older than their retention period; returns counts per table."""
+        out = {
+            "captures": await CaptureRow.filter(site=self.site, ts__lt=now - retention.captures_days * _DAY).delete(),
+            "decisions": await AccessDecisionRow.filter(
+                site=self.site, ts__lt=now - retention.decisions_days * _DAY).delete(),
+            "alarms": await AlarmRow.filter(site=self.site, ts__lt=now - retention.alarms_days * _DAY).delete(),
+            "passes": await PassRow.filter(
+                site=self.site, valid_until__lt=now - retention.passes_days * _DAY).delete(),
+            "audit": await AuditRow.filter(ts__lt=now - retention.audit_days * _DAY).delete(),
+        }
+        return out
