@@ -1,0 +1,94 @@
+"""Register a community's devices (and optionally its people) with the platform; keep device secrets.
+
+``provision`` is IO-free apart from the registrar it is given; :func:`save_secrets` and
+:func:`load_secrets` handle ``{data_dir}/sim/{site}-secrets.json`` (mode 0600).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Protocol
+
+from firmware_sim.community import Community
+
+
+class DeviceRegistrar(Protocol):
+    """The platform's device registry, as the simulator needs it."""
+
+    async def ensure_device(
+        self, site: str, device_id: str, kind: str, name: str, position: tuple[float, float]
+    ) -> str:
+        """Create the device if needed (or rotate its secret) and return its current secret."""
+        ...
+
+
+class PeopleRegistrar(Protocol):
+    """Residents and vehicles for access control (implemented by the access-control service)."""
+
+    async def ensure_person(self, site: str, person: dict[str, object]) -> None:
+        """Create or update a person from a community ``people`` entry (as a plain dict)."""
+        ...
+
+    async def ensure_vehicle(self, site: str, plate: str, owner: str) -> None:
+        """Create or update a vehicle by normalised plate."""
+        ...
+
+
+class SecretsError(OSError):
+    """The secrets file is missing, unreadable or too widely readable."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+async def provision(
+    community: Community, registrar: DeviceRegistrar, people: PeopleRegistrar | None = None
+) -> dict[str, str]:
+    """Register every physical device (and, with ``people``, residents and vehicles).
+
+    Returns ``{device_id: secret}``.  RFID tags are virtual twins the platform derives, so they get no
+    secret.
+    """
+    secrets: dict[str, str] = {}
+    for d in community.devices:
+        secrets[d.id] = await registrar.ensure_device(community.site, d.id, d.kind, d.name,
+                                                      (d.position[0], d.position[1]))
+    if people is not None:
+        for p in community.people:
+            await people.ensure_person(community.site, p.model_dump(mode="json"))
+        for v in community.vehicles:
+            await people.ensure_vehicle(community.site, v.plate, v.owner)
+    return secrets
+
+
+def secrets_path(data_dir: Path, site: str) -> Path:
+    """Where the simulator keeps a site's device secrets."""
+    return data_dir / "sim" / f"{site}-secrets.json"
+
+
+def save_secrets(path: Path, secrets: dict[str, str]) -> None:
+    """Write secrets atomically with mode 0600 (never world- or group-readable, even briefly)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(secrets, f, indent=1, sort_keys=True)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def load_secrets(path: Path) -> dict[str, str]:
+    """Read a secrets file written by :func:`save_secrets`."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SecretsError(path, "not found; run `anfang sim provision` first") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SecretsError(path, str(exc)) from exc
+    if not isinstance(doc, dict) or not all(isinstance(v, str) for v in doc.values()):
+        raise SecretsError(path, "must map device ids to secret strings")
+    return {str(k): v for k, v in doc.items()}
