@@ -1,0 +1,207 @@
+"""TelemetryHandler: turns platform happenings into points and hands them to the writer.
+
+Implements :class:`twins.hooks.PlatformHandler` plus direct ``record_*`` calls. Every method is
+non-blocking: it builds a point and submits it to the writer's bounded buffer.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any
+
+from telemetry import schema
+from telemetry.dwell import DwellTracker
+from telemetry.lineproto import Point
+from telemetry.schema import GeoOrigin
+from telemetry.writer import TelemetryWriter
+from twins.hooks import DeviceEvent, PlatformActions, TwinChange
+
+log = logging.getLogger(__name__)
+
+_DOOR_OPENED_DIRECTION = {"access": "in", "key": "in", "exit_button": "out"}
+_MAX_TRACKED = 100_000  # devices / alarms remembered for online and active-alarm state
+
+
+class TelemetryHandler:
+    """Feeds a :class:`TelemetryWriter` from events, twin changes and direct platform calls.
+
+    ``tag_groups`` maps an ``rfid_tag`` device id to its group (elderly/child/staff/asset) from the
+    community file; ``origin`` is the site plan's lat/lon origin for map positions.
+    """
+
+    def __init__(
+        self,
+        writer: TelemetryWriter,
+        *,
+        site: str,
+        worker: str = "platform",
+        tag_groups: Mapping[str, str] | None = None,
+        origin: GeoOrigin | None = None,
+        max_plates: int = 10_000,
+    ) -> None:
+        self.writer = writer
+        self.site = site
+        self.worker = worker
+        self.tag_groups = dict(tag_groups or {})
+        self.origin = origin
+        self.dwell = DwellTracker(max_plates)
+        self._online: dict[tuple[str, str], bool] = {}
+        self._active_alarms: dict[str, set[str]] = {}
+
+    def _submit(self, point: Point | None) -> None:
+        if point is not None:
+            self.writer.submit(point)
+
+    # -- PlatformHandler --------------------------------------------------------------------
+    async def on_event(self, event: DeviceEvent, actions: PlatformActions) -> None:
+        """Access decisions, passages and plate captures become points; other events are ignored."""
+        self.handle_event(event)
+
+    async def on_twin_change(self, change: TwinChange, actions: PlatformActions) -> None:
+        """Charted reported fields → ``twin_state``; an ``rfid_tag`` position → ``tag_position``."""
+        self.handle_twin_change(change)
+
+    def handle_event(self, event: DeviceEvent) -> None:
+        """Synchronous body of :meth:`on_event`."""
+        data = event.data
+        if event.type == "access_decided":
+            self.record_access(
+                event.site, event.device_id, event.ts,
+                allowed=bool(data.get("allowed")),
+                credential_kind=_str(data.get("credential_kind")),
+                reason=_str(data.get("reason")),
+                direction=_str(data.get("direction")) or "in",
+                kind=event.kind,
+            )  # fmt: skip
+        elif event.type == "door_opened":
+            by = _str(data.get("by")) or "access"
+            direction = _DOOR_OPENED_DIRECTION.get(by, "in")
+            self._submit(
+                schema.passage_point(event.site, event.device_id, event.kind, event.ts, direction=direction, via=by)
+            )
+        elif event.type == "plate_captured":
+            self._plate_captured(event)
+
+    def _plate_captured(self, event: DeviceEvent) -> None:
+        data = event.data
+        direction = _str(data.get("direction")) or "in"
+        plate = _str(data.get("plate"))
+        confidence = data.get("confidence")
+        self._submit(
+            schema.vehicle_point(
+                event.site, event.device_id, event.ts, direction=direction, plate=plate,
+                confidence=confidence if isinstance(confidence, int | float) else None,
+            )
+        )  # fmt: skip
+        if event.kind == "vehicle_gate":
+            self._submit(
+                schema.passage_point(
+                    event.site, event.device_id, event.kind, event.ts, direction=direction, via="plate"
+                )
+            )
+        if plate:
+            dwell = self.dwell.observe(plate, direction, event.ts)
+            if dwell is not None:
+                self._submit(schema.dwell_point(event.site, event.device_id, event.ts, dwell))
+
+    def handle_twin_change(self, change: TwinChange) -> None:
+        """Synchronous body of :meth:`on_twin_change`."""
+        if change.kind == "rfid_tag":
+            position = change.changed.get("position")
+            if isinstance(position, Mapping) and _is_num(position.get("x")) and _is_num(position.get("y")):
+                rssi = change.reported.get("rssi")
+                reader = change.reported.get("reader")
+                self._submit(
+                    schema.tag_position_point(
+                        change.site, change.device_id, self.tag_groups.get(change.device_id), change.ts,
+                        x=float(position["x"]), y=float(position["y"]), origin=self.origin,
+                        rssi=rssi if isinstance(rssi, int | float) else None,
+                        reader=reader if isinstance(reader, str) else None,
+                    )
+                )  # fmt: skip
+            return
+        self._submit(schema.twin_state_point(change.site, change.device_id, change.kind, change.ts, change.changed))
+
+    # -- direct calls from the platform -----------------------------------------------------
+    def record_telemetry(self, site: str, device_id: str, kind: str, ts: float, metrics: dict[str, float]) -> None:
+        """A device's ``telemetry`` message."""
+        self._submit(schema.telemetry_point(site, device_id, kind, ts, metrics))
+
+    def record_status(self, site: str, device_id: str, kind: str, ts: float, online: bool) -> None:
+        """A device's retained ``status`` (online/offline); a return after offline counts a reconnect."""
+        key = (site, device_id)
+        was = self._online.get(key)
+        if was is None and len(self._online) >= _MAX_TRACKED:
+            self._online.clear()
+        self._online[key] = online
+        self._submit(schema.status_point(site, device_id, kind, ts, online, was))
+
+    def record_health(self, ts: float, counters: dict[str, float]) -> None:
+        """Platform health counters (cumulative totals and gauges), plus the writer's own."""
+        merged: dict[str, Any] = dict(counters)
+        merged.update(self.writer.stats.as_counters())
+        self._submit(schema.health_point(self.site, self.worker, ts, merged))
+
+    def record_access(
+        self,
+        site: str,
+        device_id: str,
+        ts: float,
+        allowed: bool,
+        credential_kind: str | None,
+        reason: str | None,
+        direction: str | None,
+        *,
+        kind: str = "door_lock",
+        score: float | None = None,
+    ) -> None:
+        """An access decision (central or edge); who it was is never recorded."""
+        self._submit(
+            schema.access_point(
+                site, device_id, kind, ts, allowed=allowed, credential_kind=credential_kind,
+                reason=reason, direction=direction, score=score,
+            )
+        )  # fmt: skip
+
+    def record_alarm(
+        self, site: str, alarm_id: str, rule_id: str, kind: str, severity: str, state: str, ts: float
+    ) -> None:
+        """An alarm was raised, acknowledged or cleared; tracks the site's active count."""
+        active = self._active_alarms.setdefault(site, set())
+        if state == "cleared":
+            active.discard(alarm_id)
+        elif len(active) < _MAX_TRACKED:
+            active.add(alarm_id)
+        self._submit(schema.alarm_point(site, alarm_id, rule_id, kind, severity, state, ts, len(active)))
+
+    def record_rule_firing(self, site: str, rule_id: str, ts: float) -> None:
+        """A rule fired."""
+        self._submit(schema.rule_firing_point(site, rule_id, ts))
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    async def run(self) -> None:
+        """The writer loop; put it in the platform's TaskGroup and call :meth:`stop` to end it."""
+        await self.writer.run()
+
+    def stop(self) -> None:
+        """Flush and end :meth:`run`."""
+        self.writer.stop()
+
+    async def __aenter__(self) -> TelemetryHandler:
+        await self.writer.__aenter__()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.writer.__aexit__(exc_type, exc, tb)
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _is_num(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
