@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
 
 from anfang.accounts import ensure_service_accounts
 from anfang.config import Settings
@@ -15,12 +17,23 @@ from registry.db import CORE_MODELS, open_database
 from registry.migrate import is_postgres
 from registry.store import Registry, TwinStore
 from twins.document import Limits
-from twins.hooks import PlatformHandler
+from twins.hooks import PlatformActions, PlatformHandler
 from twins.topics import PLATFORM_SUBSCRIPTIONS, STATUS_SUBSCRIPTION
 
 log = logging.getLogger(__name__)
 
-HandlerFactory = Callable[[Settings, Registry], Sequence[PlatformHandler]]
+@dataclass
+class Services:
+    """What the platform runs besides its own loops: handlers, long-running tasks, taps."""
+
+    handlers: list[PlatformHandler] = field(default_factory=list)
+    tasks: list[Callable[[PlatformActions], Coroutine[Any, Any, None]]] = field(default_factory=list)
+    features: list[str] = field(default_factory=lambda: ["twins"])
+    health_sinks: list[Callable[[float, dict[str, float]], None]] = field(default_factory=list)
+    publish_taps: list[Callable[[str, dict[str, Any] | str], None]] = field(default_factory=list)
+
+
+ServicesFactory = Callable[[Settings, Registry], AbstractAsyncContextManager[Services]]
 
 
 @asynccontextmanager
@@ -44,7 +57,7 @@ def model_modules() -> list[str]:
 
 @asynccontextmanager
 async def build_platform(
-    settings: Settings, handler_factory: HandlerFactory | None = None
+    settings: Settings, services_factory: ServicesFactory | None = None
 ) -> AsyncIterator[Platform]:
     """Everything the platform needs, started and ready for ``Platform.run``; closed at exit."""
     async with AsyncExitStack() as stack:
@@ -68,14 +81,16 @@ async def build_platform(
             password=password, mqtt5=mqtt5, keepalive=settings.mqtt.keepalive,
             shared_group=settings.mqtt.shared_group,
         )
-        handlers = list(handler_factory(settings, registry)) if handler_factory else []
+        services = await stack.enter_async_context(services_factory(settings, registry)) if services_factory \
+            else Services()
         # with the embedded broker, device messages reach the platform inside the broker, committed
         # before they are acknowledged; only wills (status) still come over MQTT
         subscriptions = [STATUS_SUBSCRIPTION] if settings.broker.embedded else list(PLATFORM_SUBSCRIPTIONS)
         limits = Limits(settings.limits.max_document_bytes, settings.limits.max_depth)
         platform = Platform(
-            registry=registry, store=store, link=link, handlers=handlers, sites=[settings.site],
-            features=["twins"], limits=limits, max_payload=settings.limits.max_payload_bytes,
+            registry=registry, store=store, link=link, handlers=services.handlers, sites=[settings.site],
+            features=services.features, limits=limits, tasks=services.tasks, health_sinks=services.health_sinks,
+            publish_taps=services.publish_taps, max_payload=settings.limits.max_payload_bytes,
             inbox_size=settings.limits.ingest_queue, batch_max=settings.limits.batch_max,
             command_timeout=settings.limits.command_timeout_s, subscriptions=subscriptions,
             health_interval=settings.limits.health_interval_s,

@@ -69,12 +69,12 @@ def run(
         settings.broker.embedded, settings.mqtt.host, settings.mqtt.port = False, host, int(port)
     logs.configure(settings.log_level, settings.log_format)
     from anfang.app import build_platform
-    from anfang.handlers import default_handlers
     from anfang.mqtt_link import MqttLinkError
+    from anfang.services import open_services
     from broker.embedded import BrokerError
 
     async def main() -> None:
-        async with build_platform(settings, default_handlers) as platform:
+        async with build_platform(settings, open_services) as platform:
             await platform.run()
 
     try:

@@ -14,7 +14,7 @@ import logging
 import time
 import uuid
 from collections import Counter, OrderedDict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -93,6 +93,9 @@ class Platform:
         command_timeout: float = 10.0,
         health_interval: float = 10.0,
         subscriptions: Sequence[str] = topics.PLATFORM_SUBSCRIPTIONS,
+        tasks: Sequence[Callable[[Platform], Coroutine[Any, Any, None]]] = (),
+        health_sinks: Sequence[Callable[[float, dict[str, float]], None]] = (),
+        publish_taps: Sequence[Callable[[str, dict[str, Any] | str], None]] = (),
     ) -> None:
         self.registry, self.store, self.link = registry, store, link
         self.handlers = list(handlers)
@@ -112,6 +115,7 @@ class Platform:
             asyncio.Queue(_DISPATCH_QUEUE) for _ in self.handlers
         ]
         self._subscriptions = list(subscriptions)
+        self._tasks, self._health_sinks, self._publish_taps = list(tasks), list(health_sinks), list(publish_taps)
         self._health_interval = health_interval
         self._committed = asyncio.Condition(self._write_lock)
         self.ready = asyncio.Event()
@@ -128,6 +132,8 @@ class Platform:
             for site in self._sites:
                 self.link.publish(topics.platform_topic(site, "features"), {"features": self._features}, retain=True)
             tg.create_task(self._health_loop(), name="health")
+            for i, task in enumerate(self._tasks):
+                tg.create_task(task(self), name=f"service-{i}")
             self.ready.set()
             log.info("platform ready")
 
@@ -271,9 +277,13 @@ class Platform:
     async def _health_loop(self) -> None:
         interval = self._health_interval
         while True:
+            now = time.time()
+            health = self.counters.as_json()
             for site in self._sites:
-                self.link.publish(topics.platform_topic(site, "health"),
-                                  {"ts": time.time(), **self.counters.as_json()}, retain=True, qos=0)
+                self.link.publish(topics.platform_topic(site, "health"), {"ts": now, **health}, retain=True, qos=0)
+            numbers = {k: float(v) for k, v in health.items() if isinstance(v, int | float)}
+            for sink in self._health_sinks:
+                sink(now, numbers)
             await asyncio.sleep(interval)
 
     # ---- PlatformActions -----------------------------------------------------------------------
@@ -365,6 +375,8 @@ class Platform:
 
     async def publish(self, topic: str, payload: dict[str, Any] | str, *, retain: bool = False, qos: int = 1) -> None:
         self.link.publish(topic, payload, qos=qos, retain=retain)
+        for tap in self._publish_taps:
+            tap(topic, payload)
 
 
 def _peek_event_id(payload: bytes) -> str | None:

@@ -12,7 +12,7 @@ from typing import Any
 from testkit import Device, Mosquitto, free_port
 
 from anfang.accounts import OPERATOR_USER, read_or_create_secret
-from anfang.app import HandlerFactory, build_platform
+from anfang.app import ServicesFactory, build_platform
 from anfang.config import Settings
 from anfang.service import Platform
 from anfang.wiring import Registrar
@@ -111,7 +111,7 @@ def make_settings(tmp: Path, *, embedded: bool, port: int) -> Settings:
 
 @contextlib.asynccontextmanager
 async def running_platform(
-    tmp: Path, broker: str, handler_factory: HandlerFactory | None = None, settings: Settings | None = None
+    tmp: Path, broker: str, services_factory: ServicesFactory | None = None, settings: Settings | None = None
 ) -> AsyncIterator[Stack]:
     """Start the platform in this event loop against ``broker`` ('amqtt' or 'mosquitto')."""
     port = free_port()
@@ -124,7 +124,7 @@ async def running_platform(
         (workdir / "acl").write_text("")
         server = Mosquitto(workdir, port=settings.mqtt.port)
     try:
-        async with build_platform(settings, handler_factory) as platform:
+        async with build_platform(settings, services_factory) as platform:
             stack = Stack(settings, platform, "127.0.0.1", port if broker == "amqtt" else settings.mqtt.port,
                           settings.site, broker, server)
             if server is not None:

@@ -1,0 +1,180 @@
+"""The services the platform feeds — rules engine, access control, vision, telemetry — built from settings.
+
+Each service implements :class:`twins.hooks.PlatformHandler`. Small adapters here translate the
+platform's synthetic events (``status``, ``telemetry``) into each service's own entry points, so the
+services stay independent of one another and of the platform.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from anfang.app import Services
+from anfang.config import Settings
+from community.crypto import FieldCipher, load_master_key
+from community.handler import AccessConfig, AccessHandler
+from community.records import AccessRecords
+from community.store import CommunityStore
+from firmware_sim.community import Community, bundled_community_path, load_community
+from registry.store import Registry
+from rules.alarms import SqliteAlarmStore
+from rules.engine import RulesEngine
+from rules.loader import load_rules
+from rules.sinks import HttpxWebhookSender, JsonlAuditLog
+from rules.site import SitePlan
+from rules.timers import JsonFileTimerStore
+from telemetry.config import settings_from_platform
+from telemetry.factory import build_handler
+from telemetry.handler import TelemetryHandler
+from twins.hooks import DeviceEvent, PlatformActions, TwinChange
+from vision.service import VisionService
+
+log = logging.getLogger(__name__)
+
+BUILTIN_RULES = Path(__file__).resolve().parent.parent / "rules" / "builtin"
+
+
+class RulesFeed:
+    """Feeds the rules engine: device events, twin changes, and the platform's status/telemetry."""
+
+    def __init__(self, engine: RulesEngine) -> None:
+        self.engine = engine
+
+    async def on_event(self, event: DeviceEvent, actions: PlatformActions) -> None:
+        if event.type == "status":
+            await self.engine.on_status(event.device_id, event.kind, str(event.data.get("state")), actions)
+        elif event.type == "telemetry":
+            await self.engine.on_telemetry(event.device_id, event.kind, event.data, actions)
+        else:
+            await self.engine.on_event(event, actions)
+
+    async def on_twin_change(self, change: TwinChange, actions: PlatformActions) -> None:
+        await self.engine.on_twin_change(change, actions)
+
+
+class AccessFeed:
+    """Feeds access control; a plate capture that carries only an image is read by vision first."""
+
+    def __init__(self, access: AccessHandler, vision: VisionService) -> None:
+        self.access, self.vision = access, vision
+
+    async def on_event(self, event: DeviceEvent, actions: PlatformActions) -> None:
+        if event.type in ("status", "telemetry"):
+            return
+        if event.type == "plate_captured" and not event.data.get("plate") and event.data.get("image_jpeg_b64"):
+            try:
+                image = base64.b64decode(event.data["image_jpeg_b64"], validate=True)
+                reading = await self.vision.read_plate(image)
+            except (binascii.Error, ValueError, RuntimeError) as exc:
+                log.warning("plate image from %s unreadable: %s", event.device_id, exc)
+                reading = None
+            if reading is not None:
+                text = reading.plate or reading.text
+                event = replace(event, data={**event.data, "plate": text, "confidence": reading.score})
+        await self.access.on_event(event, actions)
+
+    async def on_twin_change(self, change: TwinChange, actions: PlatformActions) -> None:
+        await self.access.on_twin_change(change, actions)
+
+
+class TelemetryFeed:
+    """Feeds telemetry: charted events and twin changes, device status."""
+
+    def __init__(self, telemetry: TelemetryHandler) -> None:
+        self.telemetry = telemetry
+
+    def record_telemetry(self, site: str, device_id: str, kind: str, ts: float, metrics: dict[str, float]) -> None:
+        self.telemetry.record_telemetry(site, device_id, kind, ts, metrics)
+
+    async def on_event(self, event: DeviceEvent, actions: PlatformActions) -> None:
+        if event.type == "status":
+            self.telemetry.record_status(event.site, event.device_id, event.kind, event.ts,
+                                         event.data.get("state") == "online")
+        elif event.type != "telemetry":
+            await self.telemetry.on_event(event, actions)
+
+    async def on_twin_change(self, change: TwinChange, actions: PlatformActions) -> None:
+        await self.telemetry.on_twin_change(change, actions)
+
+    def tap_alarm(self, topic: str, payload: dict[str, Any] | str) -> None:
+        """Alarm transitions published on ``anfang/{site}/alarms/{id}`` become alarm points."""
+        parts = topic.split("/")
+        if len(parts) != 4 or parts[2] != "alarms" or not isinstance(payload, dict):
+            return
+        self.telemetry.record_alarm(
+            parts[1], parts[3], str(payload.get("rule_id") or payload.get("rule") or "access"),
+            str(payload.get("kind", "unknown")), str(payload.get("severity", "major")),
+            str(payload.get("state", "raised")), float(payload.get("ts") or payload.get("raised_at") or 0.0),
+        )
+
+
+def community_for(settings: Settings) -> Community:
+    return load_community(settings.community_file or bundled_community_path("youzheng"))
+
+
+@asynccontextmanager
+async def open_services(settings: Settings, registry: Registry) -> AsyncIterator[Services]:
+    """Rules, access control, vision and telemetry for the configured site."""
+    community = community_for(settings)
+    site = settings.site
+    data = settings.data_dir
+    async with AsyncExitStack() as stack:
+        telemetry = build_handler(
+            settings_from_platform(settings.telemetry, data), site=site,
+            tag_groups={t.id: t.group for t in community.tags},
+            origin=(community.origin.lat, community.origin.lon),
+        )
+        await stack.enter_async_context(telemetry)
+        vision = VisionService()
+        stack.callback(vision.close)
+        telemetry_feed = TelemetryFeed(telemetry)
+
+        plan = SitePlan.from_community(community)
+        rules_path = settings.rules_dir or BUILTIN_RULES
+        loaded = load_rules(rules_path, plan)
+        for diag in loaded.diagnostics:
+            log.error("rule problem: %s", diag)
+        alarms = await SqliteAlarmStore(data / "alarms.db").open()
+        stack.push_async_callback(alarms.close)
+        http = await stack.enter_async_context(httpx.AsyncClient())
+        engine = RulesEngine(
+            loaded.rules, plan, alarm_store=alarms, timer_store=JsonFileTimerStore(data / "rule-timers.json"),
+            webhooks=HttpxWebhookSender(http), audit=JsonlAuditLog(data / "rule-audit.jsonl"), rules_path=rules_path,
+            observer=lambda firing: telemetry.record_rule_firing(site, firing.rule_id, firing.ts),
+        )
+        log.info("rules: %d loaded from %s, %d problems", len(loaded.rules), rules_path, len(loaded.diagnostics))
+
+        async def platform_event(event: DeviceEvent) -> None:
+            """Access control's own events (decisions, watchlist matches) go to rules and telemetry."""
+            if engine.actions is not None:
+                await engine.on_event(event, engine.actions)
+            telemetry.handle_event(event)
+
+        access = AccessHandler(
+            CommunityStore(FieldCipher(load_master_key(settings.secret_key, data)), site), AccessRecords(site),
+            AccessConfig(site=site), embed_image=vision.embed_face, on_platform_event=platform_event,
+        )
+
+        async def run_rules(actions: PlatformActions) -> None:
+            engine.actions = actions
+            await engine.run(actions)
+
+        async def run_access(actions: PlatformActions) -> None:
+            await access.run()
+
+        yield Services(
+            handlers=[RulesFeed(engine), AccessFeed(access, vision), telemetry_feed],
+            tasks=[run_rules, run_access],
+            features=["twins", "rules", "access", "vision", "telemetry"],
+            health_sinks=[telemetry.record_health],
+            publish_taps=[telemetry_feed.tap_alarm],
+        )
