@@ -90,6 +90,24 @@ def run(
         raise typer.Exit(1) from None
 
 
+@app.command()
+def demo(
+    community: Annotated[str, typer.Argument(help="community file or bundled name")] = "youzheng",
+    speed: Annotated[float, typer.Option(min=0.01, help="time acceleration (60 = an hour a minute)")] = 60.0,
+    config: ConfigOpt = None,
+) -> None:
+    """Run the platform on its embedded defaults with the simulated pilot community driving it."""
+    from anfang.demo import DemoError, run_demo
+
+    settings = _settings(config)
+    try:
+        code = run_demo(community, speed, settings.data_dir.resolve())
+    except DemoError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    raise typer.Exit(code)
+
+
 @db_app.command("upgrade")
 def db_upgrade(config: ConfigOpt = None) -> None:
     """Apply pending migrations from migrations/."""
@@ -173,14 +191,10 @@ def devices_rotate(device_id: str, config: ConfigOpt = None) -> None:
 def _operator(settings: Settings) -> Any:
     from anfang.operator_client import OperatorClient, OperatorError
 
-    if settings.broker.embedded:
-        host, _, port = settings.broker.bind.rpartition(":")
-        host = "127.0.0.1" if host in ("0.0.0.0", "") else host
-    else:
-        host, port = settings.mqtt.host, str(settings.mqtt.port)
+    host, port = settings.mqtt_address
     password = read_or_create_secret(settings.secrets_dir, OPERATOR_USER)
     try:
-        return OperatorClient(host, int(port), OPERATOR_USER, password)
+        return OperatorClient(host, port, OPERATOR_USER, password)
     except OperatorError as exc:
         typer.echo(f"error: {exc} (is `anfang run` running?)", err=True)
         raise typer.Exit(1) from None

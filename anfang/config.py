@@ -76,6 +76,14 @@ class Settings(_Section):
         return self.database_url or f"sqlite://{self.data_dir / 'anfang.db'}"
 
     @property
+    def mqtt_address(self) -> tuple[str, int]:
+        """Where clients reach the broker: the embedded one's bind address, or the external broker."""
+        if not self.broker.embedded:
+            return self.mqtt.host, self.mqtt.port
+        host, _, port = self.broker.bind.rpartition(":")
+        return ("127.0.0.1" if host in ("", "0.0.0.0") else host), int(port)
+
+    @property
     def secrets_dir(self) -> Path:
         return self.data_dir / "secrets"
 

@@ -161,7 +161,8 @@ class Platform:
             batch = [self._arrivals.popleft() for _ in range(min(len(self._arrivals), self._batch_max))]
             outcome = await self._apply_batch([msg for msg, _ in batch])
             for _, done in batch:
-                done.set_result(None)
+                if not done.done():  # the sender may have gone (its connection closed) meanwhile
+                    done.set_result(None)
             await self._dispatch(outcome.dispatch)
 
     async def _apply_batch(self, batch: list[Inbound]) -> Outcome:

@@ -225,3 +225,15 @@ async def test_mqtt5_requester_gets_answer_on_its_response_topic(platform_stack:
     assert topic == reply_topic
     assert json.loads(payload)["device_id"] == "door-b7-u1"
     assert props["correlation_data"] == [b"req-1"]
+
+
+async def test_sender_gone_before_commit_does_not_stop_the_platform(platform_stack: Stack) -> None:
+    await platform_stack.add_device("door-b8-u1", "door_lock")
+    topic = "anfang/youzheng/door-b8-u1/twin/reported"
+    async with platform_stack.platform._write_lock:  # hold the ingest loop before its commit
+        gone = asyncio.create_task(platform_stack.platform.ingest(topic, b'{"seq": 1, "state": {"lock": "locked"}}'))
+        await asyncio.sleep(0)  # let the message reach the inbox
+        gone.cancel()  # as amqtt does when the device's connection closes
+    await platform_stack.platform.ingest(topic, b'{"seq": 2, "state": {"lock": "unlocked"}}')
+    doc = await platform_stack.platform.twin("door-b8-u1")
+    assert doc.reported == {"lock": "unlocked"} and doc.last_seq == 2

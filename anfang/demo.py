@@ -1,0 +1,79 @@
+"""``anfang demo``: the platform on its embedded defaults with the simulated pilot community driving it.
+
+Three processes, as a deployment would run them: the platform (``anfang run``: embedded broker,
+SQLite), provisioning of the community's devices and people (``anfang sim provision``), and the
+simulator playing the community's day (``anfang sim run --speed S``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+ANFANG = [sys.executable, "-m", "anfang.cli"]
+
+
+class DemoError(Exception):
+    """A step of the demo failed; the message says which and why."""
+
+
+def _start_platform(env: dict[str, str], log_to: Path, timeout: float = 60) -> subprocess.Popen[str]:
+    ready = threading.Event()
+    proc = subprocess.Popen([*ANFANG, "run"], env=env, stderr=subprocess.PIPE, text=True)
+    tail: list[str] = []
+
+    def follow() -> None:
+        assert proc.stderr is not None
+        with log_to.open("a", encoding="utf-8") as log:
+            for line in proc.stderr:
+                log.write(line)
+                log.flush()
+                tail.append(line)
+                del tail[:-20]
+                if "platform ready" in line:
+                    ready.set()
+
+    threading.Thread(target=follow, daemon=True).start()
+    while not ready.wait(0.5):
+        if proc.poll() is not None:
+            raise DemoError("the platform stopped while starting:\n" + "".join(tail))
+        timeout -= 0.5
+        if timeout <= 0:
+            proc.terminate()
+            raise DemoError("the platform did not become ready within a minute:\n" + "".join(tail))
+    return proc
+
+
+def run_demo(community: str, speed: float, data_dir: Path) -> int:
+    """Provision, start the platform, play the community; returns an exit code. Ctrl-C stops it."""
+    env = dict(os.environ)
+    env["ANFANG_DATA_DIR"] = str(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_file = data_dir / "platform.log"
+    print(f"provisioning {community} (devices, residents, vehicles, credentials) ...", flush=True)
+    provisioned = subprocess.run([*ANFANG, "sim", "provision", community], env=env, text=True,
+                                 capture_output=True)
+    if provisioned.returncode != 0:
+        raise DemoError(f"provisioning failed:\n{provisioned.stderr or provisioned.stdout}")
+    print(provisioned.stdout.strip(), flush=True)
+    platform = _start_platform(env, log_file)
+    print(f"platform ready (log: {log_file}); playing the community at {speed:g}x — Ctrl-C to stop", flush=True)
+    sim = subprocess.Popen([*ANFANG, "sim", "run", community, "--speed", str(speed)], env=env)
+    try:
+        return sim.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        for proc in (sim, platform):
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGINT)
+        for proc in (sim, platform):
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
