@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from community_testkit import KEY, community_data, noisy, template
-from conftest import running_platform
+from platform_kit import running_platform
 
+from anfang.app import Services
 from anfang.config import Settings
 from community.crypto import FieldCipher
 from community.handler import AccessConfig, AccessHandler
@@ -34,11 +37,12 @@ async def test_captures_over_mosquitto_open_gate_and_door_and_raise_alarm(tmp_pa
         if ev.type == "access_decided":
             decided.put_nowait(ev)
 
-    def factory(settings: Settings, registry: Registry) -> list[AccessHandler]:
+    @contextlib.asynccontextmanager
+    async def factory(settings: Settings, registry: Registry) -> AsyncIterator[Services]:
         store = CommunityStore(FieldCipher(KEY), settings.site)
         handlers.append(AccessHandler(store, AccessRecords(settings.site), AccessConfig(site=settings.site),
                                       on_platform_event=sink))
-        return handlers
+        yield Services(handlers=list(handlers), features=["twins", "access"])
 
     async with running_platform(tmp_path, "mosquitto", factory) as stack:
         handler = handlers[0]
