@@ -10,6 +10,7 @@ from typing import Any
 
 from anfang.accounts import ensure_service_accounts
 from anfang.config import Settings
+from anfang.lease import SiteLease
 from anfang.mqtt_link import MqttLink
 from anfang.service import Platform
 from broker.embedded import EmbeddedBroker, split_bind
@@ -62,6 +63,10 @@ async def build_platform(
     """Everything the platform needs, started and ready for ``Platform.run``; closed at exit."""
     async with AsyncExitStack() as stack:
         registry, store = await stack.enter_async_context(open_registry(settings))
+        lease: SiteLease | None = None
+        if not settings.broker.embedded:
+            # several workers may serve a site; the lease holder is the active one
+            lease = await stack.enter_async_context(SiteLease(settings.site, settings.db_url, settings.data_dir))
         await registry.ensure_site(settings.site)
         password, _ = await ensure_service_accounts(
             registry, settings.secrets_dir, settings.mqtt.username, settings.mqtt.password
@@ -87,6 +92,13 @@ async def build_platform(
         # before they are acknowledged; only wills (status) still come over MQTT
         subscriptions = [STATUS_SUBSCRIPTION] if settings.broker.embedded else list(PLATFORM_SUBSCRIPTIONS)
         limits = Limits(settings.limits.max_document_bytes, settings.limits.max_depth)
+        if lease is not None:
+            watch = lease.watch
+
+            async def watch_lease(actions: PlatformActions) -> None:
+                await watch()
+
+            services.tasks.append(watch_lease)
         platform = Platform(
             registry=registry, store=store, link=link, handlers=services.handlers, sites=[settings.site],
             features=services.features, limits=limits, tasks=services.tasks, health_sinks=services.health_sinks,

@@ -7,12 +7,9 @@ services stay independent of one another and of the platform.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -62,25 +59,14 @@ class RulesFeed:
 
 
 class AccessFeed:
-    """Feeds access control; a plate capture that carries only an image is read by vision first."""
+    """Feeds access control with device events (not the platform's status/telemetry)."""
 
     def __init__(self, access: AccessHandler, vision: VisionService) -> None:
-        self.access, self.vision = access, vision
+        self.access, self.vision = access, vision  # vision: the recogniser access control uses
 
     async def on_event(self, event: DeviceEvent, actions: PlatformActions) -> None:
-        if event.type in ("status", "telemetry"):
-            return
-        if event.type == "plate_captured" and not event.data.get("plate") and event.data.get("image_jpeg_b64"):
-            try:
-                image = base64.b64decode(event.data["image_jpeg_b64"], validate=True)
-                reading = await self.vision.read_plate(image)
-            except (binascii.Error, ValueError, RuntimeError) as exc:
-                log.warning("plate image from %s unreadable: %s", event.device_id, exc)
-                reading = None
-            if reading is not None:
-                text = reading.plate or reading.text
-                event = replace(event, data={**event.data, "plate": text, "confidence": reading.score})
-        await self.access.on_event(event, actions)
+        if event.type not in ("status", "telemetry"):
+            await self.access.on_event(event, actions)
 
     async def on_twin_change(self, change: TwinChange, actions: PlatformActions) -> None:
         await self.access.on_twin_change(change, actions)
@@ -134,8 +120,14 @@ async def open_services(settings: Settings, registry: Registry) -> AsyncIterator
             origin=(community.origin.lat, community.origin.lon),
         )
         await stack.enter_async_context(telemetry)
-        vision = VisionService()
-        stack.callback(vision.close)
+        access_config = AccessConfig(site=site)
+        # one pending recognition per access worker (and one spare), so a burst never overflows the pool
+        vision = await stack.enter_async_context(VisionService(max_pending=access_config.workers + 1))
+
+        async def read_plate_image(image: bytes) -> tuple[str, float | None] | None:
+            reading = await vision.read_plate(image)
+            return None if reading is None else (reading.plate or reading.text, reading.score)
+
         telemetry_feed = TelemetryFeed(telemetry)
 
         plan = SitePlan.from_community(community)
@@ -161,7 +153,8 @@ async def open_services(settings: Settings, registry: Registry) -> AsyncIterator
 
         access = AccessHandler(
             CommunityStore(FieldCipher(load_master_key(settings.secret_key, data)), site), AccessRecords(site),
-            AccessConfig(site=site), embed_image=vision.embed_face, on_platform_event=platform_event,
+            access_config, embed_image=vision.embed_face, read_plate_image=read_plate_image,
+            on_platform_event=platform_event,
         )
 
         async def run_rules(actions: PlatformActions) -> None:
@@ -171,9 +164,12 @@ async def open_services(settings: Settings, registry: Registry) -> AsyncIterator
         async def run_access(actions: PlatformActions) -> None:
             await access.run()
 
+        async def warm_up_vision(actions: PlatformActions) -> None:
+            await vision.warm_up()  # load the models now, not on the first capture
+
         yield Services(
             handlers=[RulesFeed(engine), AccessFeed(access, vision), telemetry_feed],
-            tasks=[run_rules, run_access],
+            tasks=[run_rules, run_access, warm_up_vision],
             features=["twins", "rules", "access", "vision", "telemetry"],
             health_sinks=[telemetry.record_health],
             publish_taps=[telemetry_feed.tap_alarm],

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from tortoise.exceptions import BaseORMException
 
 from community.allowlist import allow_list_digest, build_allow_list, next_boundary
 from community.decisions import Capture, CredentialKind, Decision, decide, watchlist_hits
@@ -35,6 +34,7 @@ __all__ = ["AccessConfig", "AccessHandler"]
 log = logging.getLogger(__name__)
 
 EmbedImage = Callable[[bytes], Awaitable[np.ndarray]]
+ReadPlateImage = Callable[[bytes], Awaitable[tuple[str, float | None] | None]]  # -> (plate text, confidence)
 PlatformEventSink = Callable[[DeviceEvent], Awaitable[None]]
 
 _CAPTURE_TYPES: dict[str, CredentialKind] = {
@@ -66,11 +66,13 @@ class AccessHandler:
 
     def __init__(self, store: CommunityStore, records: AccessRecords, config: AccessConfig, *,
                  embed_image: EmbedImage | None = None, on_platform_event: PlatformEventSink | None = None,
+                 read_plate_image: ReadPlateImage | None = None,
                  actions: PlatformActions | None = None, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.records = records
         self.config = config
         self._embed_image = embed_image
+        self._read_plate_image = read_plate_image
         self._on_platform_event = on_platform_event
         self._actions = actions
         self._clock = clock
@@ -154,6 +156,14 @@ class AccessHandler:
                            snapshot_ref=snapshot_ref)
         value = data.get(_CREDENTIAL_FIELD[kind])
         confidence = data.get("confidence")
+        if kind == "plate" and value is None and data.get("image_jpeg_b64") and self._read_plate_image is not None:
+            try:
+                image = base64.b64decode(data["image_jpeg_b64"], validate=True)
+            except binascii.Error as exc:
+                raise ValueError("image_jpeg_b64 is not base64") from exc
+            reading = await self._read_plate_image(image)
+            if reading is not None:
+                value, confidence = reading
         return Capture(event.device_id, event.kind, kind, credential=None if value is None else str(value),
                        confidence=None if confidence is None else float(confidence), camera=camera,
                        snapshot_ref=snapshot_ref)
@@ -287,8 +297,8 @@ class AccessHandler:
             event, actions = await inbox.get()
             try:
                 await self.process_event(event, actions)
-            except (BaseORMException, OSError):
-                # A database hiccup loses this record, not the worker.
+            except Exception:
+                # A database hiccup or a busy recogniser loses this capture, never the worker.
                 log.exception("access event %s from %s failed", event.id, event.device_id)
             finally:
                 inbox.task_done()

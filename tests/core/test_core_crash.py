@@ -5,63 +5,17 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import signal
 import sqlite3
-import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from process_kit import PlatformProcess, cli, operator_credentials
 from testkit import Device, Mosquitto, free_port
 
 ANFANG = str(Path(sys.executable).parent / "anfang")
 N = 60
-
-
-class PlatformProcess:
-    """``anfang run`` as a real process, with its log watched for readiness."""
-
-    def __init__(self, env: dict[str, str], cwd: Path) -> None:
-        self.env, self.cwd = env, cwd
-        self.proc: subprocess.Popen[str] | None = None
-        self.log: list[str] = []
-
-    def start(self, timeout: float = 30) -> None:
-        ready = threading.Event()
-        self.proc = subprocess.Popen([ANFANG, "run"], env=self.env, cwd=self.cwd, stderr=subprocess.PIPE,
-                                     stdout=subprocess.DEVNULL, text=True)
-
-        def watch(stream: object) -> None:
-            for line in stream:  # type: ignore[attr-defined]
-                self.log.append(line)
-                if "platform ready" in line:
-                    ready.set()
-
-        threading.Thread(target=watch, args=(self.proc.stderr,), daemon=True).start()
-        if not ready.wait(timeout):
-            self.kill()
-            raise AssertionError("platform did not start:\n" + "".join(self.log[-30:]))
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-
-
-def _cli(env: dict[str, str], cwd: Path, *args: str) -> str:
-    out = subprocess.run([ANFANG, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    return out.stdout
 
 
 @pytest.fixture
@@ -81,12 +35,12 @@ async def test_sigkill_and_restart_loses_nothing_and_applies_once(
         env["ANFANG_BROKER_BIND"] = f"127.0.0.1:{port}"
     else:
         env.update({"ANFANG_EMBEDDED_BROKER": "false", "ANFANG_MQTT_PORT": str(port)})
-    added = _cli(env, tmp_path, "devices", "add", "door-b1-u1", "--kind", "door_lock")
+    added = cli(env, tmp_path, "devices", "add", "door-b1-u1", "--kind", "door_lock")
     match = re.search(r"secret: (\S+)", added)
     assert match, added
     secret = match.group(1)
     if broker == "mosquitto":
-        _cli(env, tmp_path, "broker", "mosquitto-config", "--out", str(tmp_path / "mq"))
+        cli(env, tmp_path, "broker", "mosquitto-config", "--out", str(tmp_path / "mq"))
         server = Mosquitto(tmp_path / "mq", port=port)
         server.start()
     platform = PlatformProcess(env, tmp_path)
@@ -108,7 +62,7 @@ async def test_sigkill_and_restart_loses_nothing_and_applies_once(
         # the device also re-sends a few events (as after a lost PUBACK): they must not count twice
         for i in range(1, 4):
             await dev.published(dev.publish("events/door_opened", {"id": f"open-{i}", "data": {"by": "access"}}))
-        op = Device("127.0.0.1", port, *_operator(env), site="youzheng", client_id="op", will=False)
+        op = Device("127.0.0.1", port, *operator_credentials(env), site="youzheng", client_id="op", will=False)
         assert await op.connect() == 0
         await op.subscribe("anfang/youzheng/door-b1-u1/twin/document")
         async with asyncio.timeout(30):
@@ -131,8 +85,3 @@ async def test_sigkill_and_restart_loses_nothing_and_applies_once(
     (distinct,) = db.execute("SELECT COUNT(DISTINCT event_id) FROM device_events").fetchone()
     db.close()
     assert count == distinct == N
-
-
-def _operator(env: dict[str, str]) -> tuple[str, str]:
-    secret = (Path(env["ANFANG_DATA_DIR"]) / "secrets" / "anfang-operator.secret").read_text().strip()
-    return "anfang-operator", secret

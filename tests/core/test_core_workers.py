@@ -1,0 +1,96 @@
+"""Two workers for one site on Mosquitto and PostgreSQL: the active one is killed mid-stream, the
+standby takes the site's lease, resumes the MQTT session, and every report is applied exactly once,
+in order."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from process_kit import PlatformProcess, cli, operator_credentials
+from testkit import Device, Mosquitto, free_port
+
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
+N = 80
+
+
+@pytest.fixture
+async def pg_url() -> AsyncIterator[str]:
+    name = f"anfang_workers_{uuid.uuid4().hex[:10]}"
+    try:
+        admin = await asyncpg.connect(PG_ADMIN)
+    except (OSError, asyncpg.PostgresError) as exc:
+        pytest.skip(f"no PostgreSQL server at 127.0.0.1:5432 ({exc})")
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgres://postgres@127.0.0.1:5432/{name}"
+    finally:
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+@pytest.mark.postgres
+async def test_standby_worker_takes_over_and_applies_every_report_once_in_order(
+    tmp_path: Path, pg_url: str
+) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANFANG_")}
+    env.update({"ANFANG_DATA_DIR": str(tmp_path / "data"), "ANFANG_SITE": "youzheng", "ANFANG_DATABASE_URL": pg_url,
+                "ANFANG_EMBEDDED_BROKER": "false", "ANFANG_MQTT_PORT": str(port), "ANFANG_LOG_LEVEL": "INFO"})
+    match = re.search(r"secret: (\S+)", cli(env, tmp_path, "devices", "add", "door-b1-u1", "--kind", "door_lock"))
+    assert match
+    cli(env, tmp_path, "broker", "mosquitto-config", "--out", str(tmp_path / "mq"))
+    broker = Mosquitto(tmp_path / "mq", port=port)
+    broker.start()
+    first, second = PlatformProcess(env, tmp_path), PlatformProcess(env, tmp_path)
+    try:
+        first.start()
+        second.start(wait_ready=False)
+        assert await asyncio.to_thread(second.standing_by.wait, 30), "the second worker did not stand by"
+        assert not second.ready.is_set()
+
+        dev = Device("127.0.0.1", port, "door-b1-u1", match.group(1), site="youzheng", client_id="door-b1-u1")
+        assert await dev.connect() == 0
+        infos = []
+        for i in range(1, N + 1):
+            if i == N // 2:
+                await dev.published(infos[-1])
+                first.kill()
+            infos.append(dev.publish("twin/reported", {"seq": i, "state": {"hold_seconds": i}}))
+            infos.append(dev.publish("events/door_opened", {"id": f"open-{i}", "data": {"by": "access"}}))
+        for info in infos:
+            await dev.published(info, timeout=30)  # the broker holds them for the platform's session
+        assert await asyncio.to_thread(second.ready.wait, 30), "the standby did not take over"
+
+        op = Device("127.0.0.1", port, *operator_credentials(env), site="youzheng", client_id="op", will=False)
+        assert await op.connect() == 0
+        await op.subscribe("anfang/youzheng/door-b1-u1/twin/document")
+        async with asyncio.timeout(30):
+            while True:
+                op.publish("anfang/youzheng/door-b1-u1/twin/get", {"client_token": "x"}, raw_topic=True)
+                _, doc = await op.expect(r"/twin/document$")
+                if doc["last_seq"] == N:
+                    break
+                await asyncio.sleep(0.1)  # the new worker is still draining the session's backlog
+        op.close()
+        dev.close()
+    finally:
+        first.stop()
+        second.stop()
+        broker.stop()
+    # in order and exactly once: each report moved the twin one version forward, none was stale
+    assert doc["reported"] == {"hold_seconds": N} and doc["version"] == N
+    stale = [line for line in first.log + second.log if " 409 " in line]
+    assert not stale, stale[:3]
+    conn = await asyncpg.connect("postgresql://" + pg_url.split("://", 1)[1])
+    try:
+        events = await conn.fetchval("SELECT COUNT(*) FROM device_events WHERE device_id = 'door-b1-u1'")
+    finally:
+        await conn.close()
+    assert events == N
