@@ -279,7 +279,13 @@ class Platform:
         interval = self._health_interval
         while True:
             now = time.time()
-            health = self.counters.as_json()
+            health = {
+                **self.counters.as_json(),
+                "published": self.link.published,
+                "publish_dropped": self.link.dropped,
+                "inbox_depth": len(self._arrivals),
+                "dispatch_depth": max((q.qsize() for q in self._queues), default=0),
+            }
             for site in self._sites:
                 self.link.publish(topics.platform_topic(site, "health"), {"ts": now, **health}, retain=True, qos=0)
             numbers = {k: float(v) for k, v in health.items() if isinstance(v, int | float)}
