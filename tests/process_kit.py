@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import signal
 import subprocess
 import sys
 import threading
+import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from testkit import Device
+
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 
 ANFANG = str(Path(sys.executable).parent / "anfang")
 
@@ -65,3 +76,37 @@ def cli(env: dict[str, str], cwd: Path, *args: str) -> str:
 def operator_credentials(env: dict[str, str]) -> tuple[str, str]:
     secret = (Path(env["ANFANG_DATA_DIR"]) / "secrets" / "anfang-operator.secret").read_text().strip()
     return "anfang-operator", secret
+
+
+async def document_when(port: int, env: dict[str, str], device_id: str, last_seq: int,
+                        timeout: float = 30) -> dict[str, Any]:
+    """Ask the platform (as the operator, over MQTT) for a twin until it has applied ``last_seq``."""
+    op = Device("127.0.0.1", port, *operator_credentials(env), site="youzheng", client_id="op", will=False)
+    assert await op.connect() == 0
+    try:
+        await op.subscribe(f"anfang/youzheng/{device_id}/twin/document")
+        async with asyncio.timeout(timeout):
+            while True:
+                op.publish(f"anfang/youzheng/{device_id}/twin/get", {"client_token": "x"}, raw_topic=True)
+                _, doc = await op.expect(r"/twin/document$")
+                if doc["last_seq"] == last_seq:
+                    return dict(doc)
+                await asyncio.sleep(0.1)  # the platform in another process is still draining its backlog
+    finally:
+        op.close()
+
+
+@contextlib.asynccontextmanager
+async def fresh_postgres_database(prefix: str) -> AsyncIterator[str]:
+    """A new PostgreSQL database on 127.0.0.1:5432 for one test (skips when no server runs there)."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    try:
+        admin = await asyncpg.connect(PG_ADMIN)
+    except (OSError, asyncpg.PostgresError) as exc:
+        pytest.skip(f"no PostgreSQL server at 127.0.0.1:5432 ({exc})")
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgres://postgres@127.0.0.1:5432/{name}"
+    finally:
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        await admin.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import sqlite3
@@ -11,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from process_kit import PlatformProcess, cli, operator_credentials
+from process_kit import PlatformProcess, cli, document_when
 from testkit import Device, Mosquitto, free_port
 
 ANFANG = str(Path(sys.executable).parent / "anfang")
@@ -62,17 +61,7 @@ async def test_sigkill_and_restart_loses_nothing_and_applies_once(
         # the device also re-sends a few events (as after a lost PUBACK): they must not count twice
         for i in range(1, 4):
             await dev.published(dev.publish("events/door_opened", {"id": f"open-{i}", "data": {"by": "access"}}))
-        op = Device("127.0.0.1", port, *operator_credentials(env), site="youzheng", client_id="op", will=False)
-        assert await op.connect() == 0
-        await op.subscribe("anfang/youzheng/door-b1-u1/twin/document")
-        async with asyncio.timeout(30):
-            while True:
-                op.publish("anfang/youzheng/door-b1-u1/twin/get", {"client_token": "x"}, raw_topic=True)
-                _, doc = await op.expect(r"/twin/document$")
-                if doc["last_seq"] == N:
-                    break
-                await asyncio.sleep(0.1)  # the restarted platform is still draining its backlog
-        op.close()
+        doc = await document_when(port, env, "door-b1-u1", N)
         dev.close()
         assert doc["reported"] == {"hold_seconds": N}
         assert doc["version"] == N  # every report applied exactly once: one version step each

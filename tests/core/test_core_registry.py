@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import asyncpg
 import pytest
+from process_kit import fresh_postgres_database
 
 from broker.acl import Role
 from registry.db import open_database
@@ -24,17 +23,8 @@ async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
     if request.param == "sqlite":
         yield f"sqlite://{tmp_path / 'registry.db'}"
         return
-    name = f"anfang_test_{uuid.uuid4().hex[:10]}"
-    try:
-        admin = await asyncpg.connect(PG_ADMIN)
-    except (OSError, asyncpg.PostgresError) as exc:
-        pytest.skip(f"no PostgreSQL server at 127.0.0.1:5432 ({exc})")
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgres://postgres@127.0.0.1:5432/{name}"
-    finally:
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        await admin.close()
+    async with fresh_postgres_database("anfang_test") as url:
+        yield url
 
 
 async def test_migrations_apply_once(db_url: str) -> None:

@@ -7,32 +7,21 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
 import pytest
-from process_kit import PlatformProcess, cli, operator_credentials
+from process_kit import PlatformProcess, cli, document_when, fresh_postgres_database
 from testkit import Device, Mosquitto, free_port
 
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 N = 80
 
 
 @pytest.fixture
 async def pg_url() -> AsyncIterator[str]:
-    name = f"anfang_workers_{uuid.uuid4().hex[:10]}"
-    try:
-        admin = await asyncpg.connect(PG_ADMIN)
-    except (OSError, asyncpg.PostgresError) as exc:
-        pytest.skip(f"no PostgreSQL server at 127.0.0.1:5432 ({exc})")
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgres://postgres@127.0.0.1:5432/{name}"
-    finally:
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        await admin.close()
+    async with fresh_postgres_database("anfang_workers") as url:
+        yield url
 
 
 @pytest.mark.postgres
@@ -68,17 +57,7 @@ async def test_standby_worker_takes_over_and_applies_every_report_once_in_order(
             await dev.published(info, timeout=30)  # the broker holds them for the platform's session
         assert await asyncio.to_thread(second.ready.wait, 30), "the standby did not take over"
 
-        op = Device("127.0.0.1", port, *operator_credentials(env), site="youzheng", client_id="op", will=False)
-        assert await op.connect() == 0
-        await op.subscribe("anfang/youzheng/door-b1-u1/twin/document")
-        async with asyncio.timeout(30):
-            while True:
-                op.publish("anfang/youzheng/door-b1-u1/twin/get", {"client_token": "x"}, raw_topic=True)
-                _, doc = await op.expect(r"/twin/document$")
-                if doc["last_seq"] == N:
-                    break
-                await asyncio.sleep(0.1)  # the new worker is still draining the session's backlog
-        op.close()
+        doc = await document_when(port, env, "door-b1-u1", N)
         dev.close()
     finally:
         first.stop()
