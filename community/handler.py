@@ -37,6 +37,8 @@ EmbedImage = Callable[[bytes], Awaitable[np.ndarray]]
 ReadPlateImage = Callable[[bytes], Awaitable[tuple[str, float | None] | None]]  # -> (plate text, confidence)
 PlatformEventSink = Callable[[DeviceEvent], Awaitable[None]]
 
+_FORCED_RELOAD_EVERY = 5.0  # seconds; bounds the reloads an unknown credential can cause
+
 _CAPTURE_TYPES: dict[str, CredentialKind] = {
     "plate_captured": "plate", "face_captured": "face", "qr_scanned": "qr", "card_presented": "card",
     "pin_entered": "pin",
@@ -73,6 +75,7 @@ class AccessHandler:
         self.config = config
         self._embed_image = embed_image
         self._read_plate_image = read_plate_image
+        self._forced_reload_at = 0.0
         self._on_platform_event = on_platform_event
         self._actions = actions
         self._clock = clock
@@ -172,8 +175,14 @@ class AccessHandler:
         """Decide, open, record, and alarm on watchlist matches. Returns the decision."""
         snap = await self.snapshot()
         now = actions.now()
-        hits = watchlist_hits(capture, snap)
         decision = decide(capture, snap, now)
+        if not decision.allowed and decision.reason.startswith("unknown_") and \
+                time.monotonic() - self._forced_reload_at > _FORCED_RELOAD_EVERY:
+            # a credential registered by another process (CLI, provisioning) since the last reload
+            self._forced_reload_at = time.monotonic()
+            snap = await self.snapshot(force=True)
+            decision = decide(capture, snap, now)
+        hits = watchlist_hits(capture, snap)
         command_ok: bool | None = None
         target = decision.target
         edge = target is not None and target in self.edge_devices

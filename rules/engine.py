@@ -29,6 +29,7 @@ from rules.timerqueue import TimerQueue
 from rules.timers import InMemoryTimerStore, Timer, TimerStore
 from rules.trace import Firing, Trace, TraceEntry
 from rules.triggers import Input, Ref, TriggerIndex, device_allowed
+from twins.errors import TwinError
 from twins.hooks import DeviceEvent, PlatformActions, TwinChange
 
 log = logging.getLogger(__name__)
@@ -342,7 +343,11 @@ class RulesEngine:
         est = self.tracker.observe(tag, Reading(event.ts, event.device_id, pos[0], pos[1], float(rssi)))
         position = {"x": round(est.x, 2), "y": round(est.y, 2)}
         state = {"last_seen": event.ts, "reader": event.device_id, "rssi": float(rssi), "position": position}
-        await acts.report_virtual(tag, state)
+        try:
+            await acts.report_virtual(tag, state)
+        except TwinError as exc:
+            # an unregistered tag has no twin to update; its position still counts for the zones
+            self.trace.add(now, "-", f"tag_seen {event.id}", "no twin", exc.message)
         person = self.site.person_for_tag(tag)
         subject = person.id if person else tag
         for zone_id, refs in self._index.zones.items():

@@ -116,6 +116,7 @@ async def running_platform(
     """Start the platform in this event loop against ``broker`` ('amqtt' or 'mosquitto')."""
     port = free_port()
     settings = settings or make_settings(tmp, embedded=broker == "amqtt", port=port)
+    port = settings.mqtt_address[1]
     server: Mosquitto | None = None
     if broker == "mosquitto":
         workdir = tmp / "mosquitto"
