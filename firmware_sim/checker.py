@@ -56,13 +56,16 @@ def matches(e: Expect, site: str, m: Seen) -> bool:
         if not m.topic.startswith(f"anfang/{site}/alarms/"):
             return False
         doc = _json(m.payload)
-        if not isinstance(doc, dict):
-            return False
+        if not isinstance(doc, dict) or doc.get("state") == "cleared" or doc.get("active") is False:
+            return False  # a clearing is not the alarm being raised
         if e.name is not None and e.name not in (doc.get("kind"), doc.get("type")):
             return False
         return not e.subjects or any(doc.get(k) in e.subjects for k in _SUBJECT_KEYS)
     if e.kind == "command":
-        return m.topic == f"{dev}cmd/{e.name}"
+        if m.topic != f"{dev}cmd/{e.name}":
+            return False
+        doc = _json(m.payload) if e.match else None
+        return not e.match or (isinstance(doc, dict) and _contains(doc.get("args"), e.match))
     if e.kind == "status":
         return m.topic == f"{dev}status" and m.payload.decode("utf-8", "replace") == e.value
     if e.kind == "error":

@@ -46,7 +46,7 @@ def _connection(config: Path | None, host: str | None, port: int | None, usernam
         if config is not None:
             raise typer.BadParameter(str(exc), param_hint="--config") from exc
     else:
-        s_host, s_port, s_data = settings.mqtt.host, settings.mqtt.port, settings.data_dir
+        (s_host, s_port), s_data = settings.mqtt_address, settings.data_dir
         s_user, s_pw = settings.mqtt.username, settings.mqtt.password
     return _Conn(host or s_host, port or s_port, username or s_user, password if password is not None else s_pw,
                  data_dir or s_data)
@@ -89,26 +89,43 @@ def provision_cmd(
     community: Annotated[str, typer.Argument(help="community file or bundled name (youzheng)")],
     config: ConfigOpt = None,
     data_dir: Annotated[Path | None, typer.Option(help="default: platform config data_dir")] = None,
+    people: Annotated[bool, typer.Option(help="also register people, credentials, vehicles, watchlist")] = True,
 ) -> None:
-    """Register the community's devices with the platform and store their secrets (mode 0600)."""
+    """Register the community's devices (secrets stored with mode 0600) and, for access control, its people,
+    their cards and faces, vehicles and the police watchlist."""
+    import time
+
     from firmware_sim.provision import provision, save_secrets, secrets_path
 
     try:
+        from anfang.config import load_settings  # type: ignore[import-not-found,unused-ignore]
         from anfang.wiring import open_registrar  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
         typer.echo("the platform's registrar (anfang.wiring.open_registrar) is not available", err=True)
         raise typer.Exit(2) from None
     c = load_community(resolve_community(community))
     conn = _connection(config, None, None, None, None, data_dir)
+    settings = load_settings(config)
 
-    async def go() -> dict[str, str]:
-        async with open_registrar(config) as registrar:
-            return await provision(c, registrar)
+    async def go() -> tuple[dict[str, str], str]:
+        async with open_registrar(config, settings) as registrar:
+            if not people:
+                return await provision(c, registrar), ""
+            from community.crypto import FieldCipher, load_master_key
+            from community.store import CommunityStore
+            from firmware_sim.access_registry import people_registrars
 
-    secrets = asyncio.run(go())
+            store = CommunityStore(FieldCipher(load_master_key(settings.secret_key, settings.data_dir)), c.site)
+            persons, watch = people_registrars(c, store, time.time)
+            secrets = await provision(c, registrar, persons, watch)
+            rep = persons.report
+            return secrets, (f"; {rep.people} people ({rep.faces} faces), {rep.vehicles} vehicles, "
+                             f"{watch.added} watchlist entries registered for access control")
+
+    secrets, extra = asyncio.run(go())
     path = secrets_path(conn.data_dir, c.site)
     save_secrets(path, secrets)
-    typer.echo(f"provisioned {len(secrets)} devices of {c.site}; secrets in {path}")
+    typer.echo(f"provisioned {len(secrets)} devices of {c.site}; secrets in {path}{extra}")
 
 
 @app.command("scenarios")
@@ -140,12 +157,15 @@ def run_cmd(
     duration: Annotated[float, typer.Option(help="simulated seconds to run (community mode)")] = 3600.0,
     seed: int = 1,
     patience: Annotated[float, typer.Option(min=0.01, help="scale every expectation's time limit")] = 1.0,
+    visitor_pass: Annotated[str | None, typer.Option(
+        help="signed visitor QR payload for visitor-qr (`anfang community pass issue`)")] = None,
     verbose: bool = False,
 ) -> None:
     """Run a scenario (optionally checking the platform's reactions) or the whole community's day."""
     from firmware_sim.provision import SecretsError, load_secrets, secrets_path
     from firmware_sim.runner import RunError, run_community, run_scenario
-    from firmware_sim.scenarios.library import ScenarioError, build
+    from firmware_sim.scenarios import ScenarioParams
+    from firmware_sim.scenarios.library import ScenarioError, build, visitor_pass_request
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr)
     try:
@@ -173,7 +193,11 @@ def run_cmd(
                                                on_progress=progress))
             typer.echo(f"played {played} actions")
             return
-        s = build(scenario, c)
+        if scenario == "visitor-qr" and visitor_pass is None:
+            host_id, door_id = visitor_pass_request(c)
+            typer.echo(f"no --visitor-pass: playing an unsigned code; for the single-use check issue one with "
+                       f"`anfang community pass issue --issuer {host_id} --door {door_id} --uses 1`", err=True)
+        s = build(scenario, c, ScenarioParams(visitor_pass=visitor_pass))
         operator = (conn.username, conn.password or "") if conn.username else None
         report = asyncio.run(run_scenario(s, c, host=conn.host, port=conn.port, secrets=device_secrets,
                                           operator=operator, speed=speed, check=check, patience=patience,

@@ -39,6 +39,7 @@ class Params:
     trackers: int = 2
     sniffers: int = 4
     rfid_spacing: float = 40.0
+    rfid_outside_m: float = 20.0
     kindergarten: bool = True
     children: int | None = None
     origin: tuple[float, float] = (29.70, 116.00)
@@ -146,6 +147,12 @@ def _devices(p: Params, lay: dict[str, Any]) -> list[dict[str, Any]]:
     spots = _perimeter_points(lay["fence"], p.rfid_spacing)
     if p.kindergarten:
         spots += lay["kg"]
+    if p.rfid_outside_m > 0:
+        # Readers only on the fence estimate a tag walking away as still on the fence (the centroid of
+        # the readers that hear it): three readers just outside each gate see it leave.
+        for _, (gx, gy) in gate_spots[:p.gates]:
+            dy = p.rfid_outside_m if gy > 0 else -p.rfid_outside_m
+            spots += [(round(gx + dx, 1), round(gy + dy, 1)) for dx in (-20.0, 0.0, 20.0)]
     for r, (x, y) in enumerate(spots):
         devices.append({"id": f"rfid-{r + 1:02d}", "kind": "rfid_reader", "name": f"RFID {r + 1:02d}",
                         "position": (x, y)})

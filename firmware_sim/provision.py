@@ -1,4 +1,4 @@
-"""Register a community's devices (and optionally its people) with the platform; keep device secrets.
+"""Register a community's devices (and optionally its people and watchlist) with the platform; keep secrets.
 
 ``provision`` is IO-free apart from the registrar it is given; :func:`save_secrets` and
 :func:`load_secrets` handle ``{data_dir}/sim/{site}-secrets.json`` (mode 0600).
@@ -9,18 +9,20 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
-from firmware_sim.community import Community
+from firmware_sim.community import Community, Person
+from firmware_sim.identity import face_embedding
 
 
 class DeviceRegistrar(Protocol):
     """The platform's device registry, as the simulator needs it."""
 
     async def ensure_device(
-        self, site: str, device_id: str, kind: str, name: str, position: tuple[float, float]
+        self, site: str, device_id: str, kind: str, name: str, position: tuple[float, float] | None
     ) -> str:
-        """Create the device if needed (or rotate its secret) and return its current secret."""
+        """Create the device if needed (or rotate its secret) and return its current secret ("" for a
+        virtual device, which never connects)."""
         ...
 
 
@@ -36,6 +38,14 @@ class PeopleRegistrar(Protocol):
         ...
 
 
+class WatchlistRegistrar(Protocol):
+    """The police watchlist (implemented over the access-control registry)."""
+
+    async def ensure_watch(self, site: str, entry: dict[str, Any]) -> None:
+        """Create the entry (a face of interest, keyed by its ``id``) unless it exists."""
+        ...
+
+
 class SecretsError(OSError):
     """The secrets file is missing, unreadable or too widely readable."""
 
@@ -45,23 +55,43 @@ class SecretsError(OSError):
         self.reason = reason
 
 
-async def provision(
-    community: Community, registrar: DeviceRegistrar, people: PeopleRegistrar | None = None
-) -> dict[str, str]:
-    """Register every physical device (and, with ``people``, residents and vehicles).
+def person_entry(person: Person) -> dict[str, object]:
+    """A community ``people`` entry as a dict, with the face template the simulated cameras match
+    (:func:`firmware_sim.identity.face_embedding`) when the person consented to face recognition."""
+    entry: dict[str, object] = person.model_dump(mode="json")
+    if person.face_consent:
+        entry["face_template"] = face_embedding(person.id)
+    return entry
 
-    Returns ``{device_id: secret}``.  RFID tags are virtual twins the platform derives, so they get no
-    secret.
+
+async def provision(
+    community: Community,
+    registrar: DeviceRegistrar,
+    people: PeopleRegistrar | None = None,
+    watchlist: WatchlistRegistrar | None = None,
+    devices: set[str] | None = None,
+) -> dict[str, str]:
+    """Register the physical devices (all, or only ``devices``) and, with ``people``, residents with their
+    cards and face templates and vehicles; with ``watchlist``, the police watchlist's faces.
+
+    Returns ``{device_id: secret}``.  RFID tags are registered as virtual twins (the rules engine reports
+    their estimated positions into them); they never connect, so they get no secret.
     """
     secrets: dict[str, str] = {}
     for d in community.devices:
-        secrets[d.id] = await registrar.ensure_device(community.site, d.id, d.kind, d.name,
-                                                      (d.position[0], d.position[1]))
+        if devices is None or d.id in devices:
+            secrets[d.id] = await registrar.ensure_device(community.site, d.id, d.kind, d.name,
+                                                          (d.position[0], d.position[1]))
+    for t in community.tags:
+        await registrar.ensure_device(community.site, t.id, "rfid_tag", f"{t.group} tag of {t.person}", None)
     if people is not None:
         for p in community.people:
-            await people.ensure_person(community.site, p.model_dump(mode="json"))
+            await people.ensure_person(community.site, person_entry(p))
         for v in community.vehicles:
             await people.ensure_vehicle(community.site, v.plate, v.owner)
+    if watchlist is not None:
+        for w in community.watchlist:
+            await watchlist.ensure_watch(community.site, w.model_dump(mode="json"))
     return secrets
 
 

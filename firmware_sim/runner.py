@@ -216,6 +216,15 @@ class ScenarioReport:
     outcomes: list[Outcome]
     features: frozenset[str] | None
     ok: bool
+    seen: list[Seen] = field(default_factory=list)
+    t_start: float = 0.0
+    t_done: float = 0.0
+
+    def first(self, topic_suffix: str, after: float | None = None) -> Seen | None:
+        """The first live message seen on a topic ending with ``topic_suffix`` (times: ``time.monotonic``)."""
+        t0 = self.t_start if after is None else after
+        return next((m for m in self.seen if not m.retained and m.t >= t0 and m.topic.endswith(topic_suffix)),
+                    None)
 
     def text(self) -> str:
         """Human-readable report."""
@@ -263,7 +272,8 @@ async def run_scenario(
                                     patience=patience)
     finally:
         watcher.stop()
-    return ScenarioReport(scenario.name, outcomes, watcher.features, passed(outcomes) if check else True)
+    return ScenarioReport(scenario.name, outcomes, watcher.features, passed(outcomes) if check else True,
+                          list(watcher.seen), t_start, t_done)
 
 
 async def run_community(

@@ -36,7 +36,8 @@ class Expect:
 
     - ``alarm``: a message on ``anfang/{site}/alarms/+`` whose ``kind`` is ``name`` and whose
       ``subject`` (or ``device_id``/``device``/``person``/``tag``) is one of ``subjects``;
-    - ``command``: a ``cmd/{name}`` to ``device`` (``count`` exact, None = at least one; 0 = none);
+    - ``command``: a ``cmd/{name}`` to ``device`` whose ``args`` contain ``match`` (``count`` exact,
+      None = at least one; 0 = none);
     - ``status``: ``device``'s ``status`` becomes ``value`` (``online``/``offline``);
     - ``error``: an ``errors`` answer to ``device`` with ``code``;
     - ``event``: ``device`` publishes ``events/{name}`` whose data contains ``match``;
@@ -62,6 +63,16 @@ class Expect:
 
 
 @dataclass(frozen=True, slots=True)
+class ScenarioParams:
+    """What a scenario may take from outside the community file.
+
+    ``visitor_pass``: a signed visitor QR payload issued by the access service for ``visitor-qr``.
+    """
+
+    visitor_pass: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Scenario:
     """A scripted situation: devices to run, steps to play, reactions to expect."""
 
@@ -80,4 +91,4 @@ class Scenario:
         return max((s.at for s in self.steps), default=0.0)
 
 
-__all__ = ["Expect", "ExpectKind", "Scenario", "Step"]
+__all__ = ["Expect", "ExpectKind", "Scenario", "ScenarioParams", "Step"]

@@ -46,6 +46,10 @@ def test_rfid_readers_cover_perimeter_and_kindergarten(youzheng: Community) -> N
     readers = [Point(r.position) for r in youzheng.devices_of("rfid_reader")]
     assert sum(1 for r in readers if fence.exterior.distance(r) < 1.0) >= 8
     assert sum(1 for r in readers if kg.exterior.distance(r) < 1.0) >= 4
+    for gate in youzheng.devices_of("vehicle_gate"):  # so that a tag walking out is estimated outside
+        outside = [r for r in readers if not fence.covers(r) and 15 <= fence.exterior.distance(r) <= 25
+                   and r.distance(Point(gate.position)) <= 35]
+        assert len(outside) >= 2, gate.id
 
 
 def test_committed_file_is_the_generators_output() -> None:

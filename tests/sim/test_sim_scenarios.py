@@ -145,3 +145,11 @@ def test_community_mode_plays_the_morning(broker: Mosquitto, tmp_path: Path) -> 
     assert r.exit_code == 0, r.output
     played = int(r.output.split("played ")[1].split()[0])
     assert played > 100
+
+
+def test_visitor_qr_without_a_pass_says_which_pass_to_issue(broker: Mosquitto, tmp_path: Path) -> None:
+    r = CliRunner().invoke(app, ["run", "youzheng", "--scenario", "visitor-qr", "--check", "--host", broker.host,
+                                 "--port", str(broker.port), "--speed", "600", "--data-dir", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert "anfang community pass issue --issuer p0001 --door door-b1-u1 --uses 1" in r.output
+    assert "[SKIPPED] door stays shut for a code nobody signed" in r.output

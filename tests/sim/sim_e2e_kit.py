@@ -1,0 +1,136 @@
+"""The full platform (rules, access, vision, telemetry) with the pilot community provisioned, for the
+simulator's end-to-end tests (``tests/e2e``).
+
+Imported by name (``from sim_e2e_kit import ...``); not a conftest.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from platform_kit import Stack, make_settings, running_platform
+from testkit import free_port
+
+from anfang.app import Services
+from anfang.config import Settings
+from anfang.services import BUILTIN_RULES, AccessFeed, open_services
+from anfang.wiring import Registrar
+from community.handler import AccessHandler
+from community.store import CommunityStore
+from firmware_sim.access_registry import people_registrars
+from firmware_sim.community import Community, bundled_community_path, load_community
+from firmware_sim.provision import provision
+from firmware_sim.runner import ScenarioReport, run_scenario
+from firmware_sim.scenarios import ScenarioParams
+from firmware_sim.scenarios.library import build
+from registry.store import Registry
+from twins.hooks import DeviceEvent
+
+#: The rules' ``for:`` windows in the tests (the built-in 60 s and 10 s would make the suite slow).
+SHORT_FOR = {"elderly-left-fence": 3.0, "child-left-kindergarten": 2.0}
+SCENARIO_SPEED = 600.0
+
+
+def short_rules(folder: Path) -> Path:
+    """A copy of the built-in rules whose ``for:`` windows are :data:`SHORT_FOR` (nothing else changed)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for src in sorted(BUILTIN_RULES.glob("*.yaml")):
+        text = src.read_text(encoding="utf-8")
+        for rule_id, seconds in SHORT_FOR.items():
+            text = re.sub(rf"(- id: {re.escape(rule_id)}\n(?:(?!  - id:).*\n)*?    for: )\S+",
+                          rf"\g<1>{seconds:g}s", text)
+        (folder / src.name).write_text(text, encoding="utf-8")
+    return folder
+
+
+@dataclass
+class Observed:
+    """``open_services`` unchanged, plus a tap on the access decisions it makes (a refusal sends nothing to
+    the device, so the tests wait for its decision instead)."""
+
+    decisions: asyncio.Queue[DeviceEvent] = field(default_factory=asyncio.Queue)
+    feed: AccessFeed | None = None
+
+    @property
+    def access(self) -> AccessHandler:
+        """The platform's access handler."""
+        assert self.feed is not None, "platform not started"
+        return self.feed.access
+
+    @property
+    def store(self) -> CommunityStore:
+        """The access registry the platform decides from (changes through it are seen at once)."""
+        return self.access.store
+
+    @asynccontextmanager
+    async def factory(self, settings: Settings, registry: Registry) -> AsyncIterator[Services]:
+        """A ``ServicesFactory`` for ``running_platform``."""
+        async with open_services(settings, registry) as services:
+            self.feed = next(h for h in services.handlers if isinstance(h, AccessFeed))
+            downstream = self.access._on_platform_event
+
+            async def tee(event: DeviceEvent) -> None:
+                if event.type == "access_decided":
+                    self.decisions.put_nowait(event)
+                if downstream is not None:
+                    await downstream(event)
+
+            self.access._on_platform_event = tee
+            yield services
+
+    async def decision(self, device: str, timeout: float = 10.0) -> dict[str, Any]:
+        """The data of the next access decision at ``device`` (earlier ones elsewhere are skipped)."""
+        async with asyncio.timeout(timeout):
+            while True:
+                data = (await self.decisions.get()).data
+                if data.get("device") == device:
+                    return dict(data)
+
+
+class _BatchRegistrar(Registrar):
+    """Registers devices without reloading Mosquitto per device; :func:`full_platform` syncs once after."""
+
+
+@dataclass
+class FullPlatform:
+    """The running platform, its broker, the provisioned pilot community and the device secrets."""
+
+    stack: Stack
+    observed: Observed
+    community: Community
+    secrets: dict[str, str]
+
+    async def play(self, name: str, params: ScenarioParams | None = None,
+                   speed: float = SCENARIO_SPEED) -> ScenarioReport:
+        """``anfang sim run --scenario NAME --check`` against this platform (the function the CLI calls)."""
+        return await run_scenario(build(name, self.community, params), self.community, host=self.stack.host,
+                                  port=self.stack.port, secrets=self.secrets,
+                                  operator=self.stack.operator_credentials, speed=speed, check=True)
+
+
+@asynccontextmanager
+async def full_platform(tmp: Path, broker: str) -> AsyncIterator[FullPlatform]:
+    """The platform with ``open_services`` on ``broker`` ('mosquitto' or 'amqtt'), the pilot provisioned:
+    every device (secrets synced to the broker), people with cards and faces, vehicles, the watchlist."""
+    community = load_community(bundled_community_path("youzheng"))
+    settings = make_settings(tmp, embedded=broker == "amqtt", port=free_port())
+    settings.rules_dir = short_rules(tmp / "rules")
+    observed = Observed()
+    async with running_platform(tmp, broker, services_factory=observed.factory, settings=settings) as stack:
+        if broker == "amqtt":
+            # running_platform reports its own free port for amqtt even when the settings bind another
+            stack.port = int(settings.broker.bind.rsplit(":", 1)[1])
+        people, watch = people_registrars(community, observed.store, time.time)
+        secrets = await provision(community, _BatchRegistrar(stack.platform.registry), people, watch)
+        if stack.mosquitto is not None:  # the embedded broker checks the registry itself
+            await stack.sync_broker()
+            last = community.devices[-1].id
+            await stack._wait_credentials(last, secrets[last])
+        yield FullPlatform(stack, observed, community, secrets)
