@@ -8,6 +8,7 @@ simulator playing the community's day (``anfang sim run --speed S``).
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import signal
 import subprocess
@@ -63,7 +64,10 @@ def run_demo(community: str, speed: float, data_dir: Path) -> int:
     print(provisioned.stdout.strip(), flush=True)
     platform = _start_platform(env, log_file)
     print(f"platform ready (log: {log_file}); playing the community at {speed:g}x — Ctrl-C to stop", flush=True)
-    sim = subprocess.Popen([*ANFANG, "sim", "run", community, "--speed", str(speed)], env=env)
+    # a whole day from the morning rush (07:00 at the site, UTC+8), so there is something to see at once
+    morning = dt.datetime.now(dt.timezone(dt.timedelta(hours=8))).replace(hour=7, minute=0, second=0, microsecond=0)
+    sim = subprocess.Popen([*ANFANG, "sim", "run", community, "--speed", str(speed), "--start", morning.isoformat(),
+                            "--duration", "86400"], env=env)
     try:
         return sim.wait()
     except KeyboardInterrupt:
