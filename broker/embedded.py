@@ -53,6 +53,22 @@ async def _handle_publish_after_commit(self: BrokerProtocolHandler, packet: Publ
 
 BrokerProtocolHandler.handle_publish = _handle_publish_after_commit
 
+_original_retained_for = Broker._publish_retained_messages_for_subscription
+
+
+async def _retained_for_own_subscriptions(self: Broker, subscription: tuple[str, int], session: Session) -> None:
+    """amqtt 0.12 sends a connecting client the retained messages of *every* client's subscriptions.
+
+    That would hand a door the retained desired state and status of every other device (and alarms),
+    past the topic ACL; only the client's own (ACL-checked) subscriptions get their retained messages.
+    """
+    subscribers = self._subscriptions.get(subscription[0], [])
+    if any(sub.client_id == session.client_id for sub, _ in subscribers):
+        await _original_retained_for(self, subscription, session)
+
+
+Broker._publish_retained_messages_for_subscription = _retained_for_own_subscriptions
+
 
 @dataclass
 class BrokerStats:

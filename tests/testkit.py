@@ -88,6 +88,7 @@ class Device:
         self.loop = asyncio.get_running_loop()
         self.username, self.site = username, site
         self.messages: asyncio.Queue[tuple[str, bytes, bool]] = asyncio.Queue()
+        self.seen: list[str] = []  # every topic received, in order
         self._connack: asyncio.Future[int] = self.loop.create_future()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id or f"{username}",
                                   clean_session=clean)
@@ -117,6 +118,7 @@ class Device:
 
     def _on_message(self, client: Any, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         item = (msg.topic, bytes(msg.payload), bool(msg.retain))
+        self.seen.append(msg.topic)
         self.loop.call_soon_threadsafe(self.messages.put_nowait, item)
 
     async def connect(self, timeout: float = 10.0) -> int:

@@ -237,3 +237,22 @@ async def test_sender_gone_before_commit_does_not_stop_the_platform(platform_sta
     await platform_stack.platform.ingest(topic, b'{"seq": 2, "state": {"lock": "unlocked"}}')
     doc = await platform_stack.platform.twin("door-b8-u1")
     assert doc.reported == {"lock": "unlocked"} and doc.last_seq == 2
+
+
+async def test_device_never_receives_other_devices_retained_messages(platform_stack: Stack) -> None:
+    secret_a = await platform_stack.add_device("door-b9-u1", "door_lock")
+    secret_b = await platform_stack.add_device("door-b9-u2", "door_lock")
+    await platform_stack.platform.set_desired("door-b9-u2", {"lock": "unlocked"})  # retained for B
+    b = await platform_stack.device("door-b9-u2", secret_b)
+    await b.published(b.publish("status", "online", retain=True))
+    await platform_stack.platform.set_desired("door-b9-u1", {"hold_seconds": 4})
+    a = await platform_stack.device("door-b9-u1", secret_a)
+    await a.subscribe(a.topic("twin/desired"))
+    _, own = await a.expect(r"/twin/desired$")  # its own retained desired document arrives
+    assert own["desired"] == {"hold_seconds": 4}
+    # a second, ordered marker: nothing of B's may have arrived before or with it
+    await a.published(a.publish("twin/reported", {"seq": 1, "state": {"lock": "locked"}}))
+    await platform_stack.platform.set_desired("door-b9-u1", {"hold_seconds": 5})
+    _, marker = await a.expect(r"/twin/desired$")
+    assert marker["desired"]["hold_seconds"] == 5
+    assert not [t for t in a.seen if "door-b9-u2" in t], a.seen

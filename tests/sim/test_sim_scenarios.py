@@ -122,11 +122,6 @@ async def test_scenario_against_the_real_platform(platform_stack: Any, youzheng:
     lacks have their platform expectations skipped, with the reason in the report)."""
     from firmware_sim.provision import provision
 
-    if name == "power-cut" and getattr(platform_stack, "broker", "") == "amqtt":
-        # Seen here: after a device's abrupt loss and reconnect, amqtt 0.12 acks CONNECT and SUBSCRIBE but
-        # never acks or routes the device's publishes (it is stuck in _handle_client_session sending
-        # retained messages of *all* subscriptions, "Timeout waiting for PUBACK"); Mosquitto passes.
-        pytest.skip("embedded amqtt broker loses reconnecting devices' messages (see comment)")
     scenario = build(name, youzheng)
     device_ids = set(scenario.devices)
     subset = youzheng.model_copy(update={"devices": [d for d in youzheng.devices if d.id in device_ids]})
