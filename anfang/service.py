@@ -298,11 +298,15 @@ class Platform:
     def now(self) -> float:
         return time.time()
 
-    async def _load(self, device_id: str) -> tuple[DeviceInfo, TwinDocument]:
+    async def _device(self, device_id: str) -> DeviceInfo:
         info = self._devices.get(device_id) or await self.registry.get_device(device_id)
         if info is None:
             raise NotFound(f"unknown device {device_id}", device_id=device_id)
         self._devices[device_id] = info
+        return info
+
+    async def _load(self, device_id: str) -> tuple[DeviceInfo, TwinDocument]:
+        info = await self._device(device_id)
         doc = self._twins.get(device_id) or await self.store.load(device_id)
         return info, doc or TwinDocument(device_id=info.id, kind=info.kind, site=info.site)
 
@@ -354,19 +358,21 @@ class Platform:
     async def send_command(
         self, device_id: str, name: str, args: dict[str, Any], timeout: float | None = None
     ) -> CommandResult:
-        info, _ = await self._load(device_id)
+        info = await self._device(device_id)
         if not topics.ID_RE.match(name):
             raise BadRequest(f"invalid command name {name!r}")
         wait = self._command_timeout if timeout is None else timeout
         now = time.time()
         record = CommandRecord(uuid.uuid4().hex, device_id, name, args, "sent", None, now, None)
-        await self.store.commit([], commands=[record])
         future: asyncio.Future[CommandResult] = asyncio.get_running_loop().create_future()
         self._pending[record.id] = (future, record)
+        # publish first (a gate should not wait on the database to open); the record follows, and
+        # never overwrites an answer that was recorded before it
         self.link.publish(topics.command_topic(info.site, device_id, name),
                           {"id": record.id, "args": args, "ts": now, "timeout": wait})
         self.counters.commands_sent += 1
         try:
+            await self.store.record_command_sent(record)
             return await asyncio.wait_for(future, wait)
         except TimeoutError:
             self._pending.pop(record.id, None)

@@ -255,6 +255,17 @@ class TwinStore:
                     command_rows,
                 )
 
+    async def record_command_sent(self, record: CommandRecord) -> None:
+        """Record a command as sent, unless its outcome was recorded first."""
+        await self._conn.execute_query(
+            self._q(
+                "INSERT INTO commands(id, device_id, name, args, status, result, created_at, finished_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING"
+            ),
+            [record.id, record.device_id, record.name, json.dumps(record.args), record.status, None,
+             record.created_at, None],
+        )
+
     async def command(self, command_id: str) -> dict[str, Any] | None:
         rows = await self._conn.execute_query_dict(
             self._q("SELECT id, device_id, name, status, result FROM commands WHERE id = ?"), [command_id]
