@@ -3,9 +3,13 @@
 Each run measures, on the same machine and broker, with the same simulator fleet
 (``anfang sim fleet``, one process, QoS 1):
 
-* **baseline** — the fleet publishing to a subscriber that does nothing but acknowledge;
-* **platform** — the fleet publishing to ``anfang run`` (schema check, merge, dispatch to rules,
-  group-committed to SQLite or PostgreSQL; PUBACK only after commit);
+* **baseline** — the fleet publishing to a subscriber that does nothing but acknowledge, at a target
+  rate (``--baseline-rate``) well above what the platform takes, so it shows the broker+subscriber's
+  maximum rather than the fleet's cap;
+* **platform** — the fleet publishing to the platform (schema check, merge, dispatch,
+  group-committed to SQLite or PostgreSQL; PUBACK only after commit), per ``--variants``:
+  ``full`` is ``anfang run`` as shipped (rules, access control, vision and telemetry wired in),
+  ``bare`` is the same platform with no services (``bench/bare_platform.py``);
 * **latency** — the fleet at a fixed rate; the platform's own p50/p99 of device timestamp -> commit.
 
 Figures are medians over ``--runs``. ``python -m bench.ingest_bench --help``.
@@ -26,11 +30,12 @@ from pathlib import Path
 from typing import Any
 
 import gmqtt
+import psutil
 
+from bench.common import ANFANG, BARE, RESULTS, ROOT
 from firmware_sim.mosquitto import Mosquitto
 
-RESULTS = Path(__file__).resolve().parent / "results"
-ANFANG = str(Path(sys.executable).parent / "anfang")
+COMMANDS = {"full": [ANFANG, "run"], "bare": BARE}
 
 
 async def _register(data_dir: Path, devices: int) -> None:
@@ -46,6 +51,7 @@ async def _register(data_dir: Path, devices: int) -> None:
 
 
 def _fleet(port: int, devices: int, rate: float, duration: float, out: Path) -> dict[str, Any]:
+    duration = max(duration, 1.0)
     subprocess.run([ANFANG, "sim", "fleet", "--devices", str(devices), "--rate", str(rate), "--duration",
                     str(duration), "--host", "127.0.0.1", "--port", str(port), "--site", "fleet", "--json", str(out)],
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=duration + 300)
@@ -105,48 +111,76 @@ class _Counter:
         return float(grown[-1]["accepted"] - prev["accepted"]) / float(max(grown[-1]["t"] - prev["t"], 1e-6))
 
 
-async def _run_fleet(port: int, args: argparse.Namespace, rate: float, out: Path) -> dict[str, Any]:
-    return await asyncio.to_thread(_fleet, port, args.devices, rate, args.duration, out)
+async def _run_fleet(port: int, args: argparse.Namespace, rate: float, out: Path,
+                     duration: float | None = None) -> dict[str, Any]:
+    return await asyncio.to_thread(_fleet, port, args.devices, rate, duration or args.duration, out)
 
 
 async def one_run(args: argparse.Namespace, run: int) -> dict[str, Any]:
+    """One baseline phase, then each variant's throughput and latency phases, all on one broker."""
     with tempfile.TemporaryDirectory(prefix="anfang-bench-") as tmp_s, \
             Mosquitto(fleet=True, extra_config=["max_queued_messages 10000000"]) as broker:
         tmp = Path(tmp_s)
-        await _register(tmp / "data", args.devices)
         # baseline: the same fleet into a subscriber that does nothing
         async with _Counter(broker.port, "anfang/+/+/twin/reported", "baseline") as base:
-            fleet_base = await _run_fleet(broker.port, args, args.rate, tmp / "f1.json")
-        env = {**os.environ, "ANFANG_DATA_DIR": str(tmp / "data"), "ANFANG_SITE": "fleet",
-               "ANFANG_EMBEDDED_BROKER": "false", "ANFANG_MQTT_PORT": str(broker.port),
-               "ANFANG_LOG_LEVEL": "WARNING", "ANFANG_CONFIG": str(tmp / "anfang.yaml")}
-        if args.database_url:
-            env["ANFANG_DATABASE_URL"] = args.database_url
-        (tmp / "anfang.yaml").write_text("limits:\n  health_interval_s: 0.5\n")
-        RESULTS.mkdir(exist_ok=True)
-        log = (RESULTS / "ingest-platform.log").open("w")
-        platform = await asyncio.create_subprocess_exec(ANFANG, "run", env=env, stdout=subprocess.DEVNULL, stderr=log)
+            fleet_base = await _run_fleet(broker.port, args, args.baseline_rate, tmp / "f1.json",
+                                          args.baseline_duration)
+        result: dict[str, Any] = {"run": run, "baseline_fleet_rate": fleet_base["sustained_rate"],
+                                  "baseline_subscriber_rate": round(base.rate(), 1)}
+        for variant in args.variants.split(","):
+            result[variant] = await _platform_phases(args, run, variant, broker.port, tmp / variant)
+    return result
+
+
+async def _peak_rss(pid: int, peak: list[float]) -> None:
+    """Sample the platform's RSS (MiB) twice a second, keeping the peak in ``peak[0]``, until cancelled."""
+    proc = psutil.Process(pid)
+    while True:
         try:
-            async with _Counter(broker.port, "anfang/fleet/_platform/health", f"watch-{run}") as watch:
-                await watch.wait_health(lambda h: True, 60)
-                fleet_platform = await _run_fleet(broker.port, args, args.rate, tmp / "f2.json")
-                sent = fleet_platform["acked"]
-                try:  # let the platform drain what the broker queued
-                    await watch.wait_health(lambda h: h["accepted"] >= sent, 120)
-                except TimeoutError:
-                    raise SystemExit(f"platform accepted {watch.health[-1]} of {sent}") from None
-                accepted_rate = watch.accepted_rate()
-                watch.health.clear()
-                fleet_lat = await _run_fleet(broker.port, args, args.latency_rate, tmp / "f3.json")
-                latency = await watch.wait_health(lambda h: h["accepted"] >= sent + fleet_lat["acked"], 60)
-        finally:
-            platform.terminate()
-            await asyncio.wait_for(platform.wait(), 20)
-            log.close()
+            peak[0] = max(peak[0], proc.memory_info().rss / 2**20)
+        except psutil.Error:
+            return
+        await asyncio.sleep(0.5)
+
+
+async def _platform_phases(args: argparse.Namespace, run: int, variant: str, port: int, tmp: Path) -> dict[str, Any]:
+    os.mkdir(tmp)
+    await _register(tmp / "data", args.devices)
+    env = {**os.environ, "ANFANG_DATA_DIR": str(tmp / "data"), "ANFANG_SITE": "fleet",
+           "ANFANG_EMBEDDED_BROKER": "false", "ANFANG_MQTT_PORT": str(port),
+           "ANFANG_LOG_LEVEL": "WARNING", "ANFANG_CONFIG": str(tmp / "anfang.yaml")}
+    if args.database_url:
+        env["ANFANG_DATABASE_URL"] = args.database_url
+    (tmp / "anfang.yaml").write_text("limits:\n  health_interval_s: 0.5\n")
+    RESULTS.mkdir(exist_ok=True)
+    log = (RESULTS / f"ingest-platform-{variant}.log").open("w")
+    platform = await asyncio.create_subprocess_exec(*COMMANDS[variant], env=env, stdout=subprocess.DEVNULL,
+                                                    stderr=log, cwd=str(ROOT))
+    started = time.time()
+    peak = [0.0]
+    sampler = asyncio.create_task(_peak_rss(platform.pid, peak))
+    try:
+        async with _Counter(port, "anfang/fleet/_platform/health", f"watch-{variant}-{run}") as watch:
+            # the broker still holds the previous variant's retained health report: skip it
+            await watch.wait_health(lambda h: float(h["ts"]) >= started, 60)
+            watch.health = watch.health[-1:]
+            fleet_platform = await _run_fleet(port, args, args.rate, tmp / "f2.json")
+            sent = fleet_platform["acked"]
+            try:  # let the platform drain what the broker queued
+                await watch.wait_health(lambda h: h["accepted"] >= sent, 180)
+            except TimeoutError:
+                raise SystemExit(f"{variant}: platform accepted {watch.health[-1]} of {sent}") from None
+            accepted_rate = watch.accepted_rate()
+            watch.health.clear()
+            fleet_lat = await _run_fleet(port, args, args.latency_rate, tmp / "f3.json", args.latency_duration)
+            latency = await watch.wait_health(lambda h: h["accepted"] >= sent + fleet_lat["acked"], 60)
+    finally:
+        sampler.cancel()
+        platform.terminate()
+        await asyncio.wait_for(platform.wait(), 20)
+        log.close()
     return {
-        "run": run,
-        "baseline_fleet_rate": fleet_base["sustained_rate"],
-        "baseline_subscriber_rate": round(base.rate(), 1),
+        "peak_rss_mib": round(peak[0], 1),
         "platform_fleet_rate": fleet_platform["sustained_rate"],
         "platform_accepted_rate": round(accepted_rate, 1),
         "latency_rate": fleet_lat["sustained_rate"],
@@ -156,38 +190,65 @@ async def one_run(args: argparse.Namespace, run: int) -> dict[str, Any]:
     }
 
 
-def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    def med(key: str) -> float:
-        return round(float(statistics.median(r[key] for r in runs if r[key] is not None)), 1)
+def summarise(runs: list[dict[str, Any]], variants: list[str]) -> dict[str, Any]:
+    """Medians over the runs: the baseline, and per variant its rate, ratio to the baseline and latency."""
+    def med(values: list[Any]) -> float:
+        return round(float(statistics.median(v for v in values if v is not None)), 1)
 
-    base = med("baseline_subscriber_rate")
-    accepted = med("platform_accepted_rate")
-    return {"baseline_subscriber_rate": base, "platform_accepted_rate": accepted,
+    base = med([r["baseline_subscriber_rate"] for r in runs])
+    out: dict[str, Any] = {"baseline_subscriber_rate": base,
+                           "baseline_fleet_rate": med([r["baseline_fleet_rate"] for r in runs])}
+    for variant in variants:
+        rows = [r[variant] for r in runs]
+        accepted = med([r["platform_accepted_rate"] for r in rows])
+        out[variant] = {
+            "platform_accepted_rate": accepted,
             "ratio_to_baseline": round(accepted / base, 2) if base else None,
-            "latency_rate": med("latency_rate"), "latency_p50_ms": med("latency_p50_ms"),
-            "latency_p99_ms": med("latency_p99_ms")}
+            # the ratio within each run (same broker, same minute), then the median of those
+            "ratio_to_baseline_per_run_median": round(float(statistics.median(
+                r[variant]["platform_accepted_rate"] / r["baseline_subscriber_rate"] for r in runs)), 2),
+            "platform_fleet_rate": med([r["platform_fleet_rate"] for r in rows]),
+            "latency_rate": med([r["latency_rate"] for r in rows]),
+            "latency_p50_ms": med([r["latency_p50_ms"] for r in rows]),
+            "latency_p99_ms": med([r["latency_p99_ms"] for r in rows]),
+            "peak_rss_mib": med([r.get("peak_rss_mib") for r in rows]),
+        }
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--devices", type=int, default=1000)
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of sending per phase")
-    parser.add_argument("--rate", type=float, default=20_000, help="fleet target rate for the throughput phases")
+    parser.add_argument("--rate", type=float, default=20_000, help="fleet target rate for the platform phase")
+    parser.add_argument("--baseline-rate", type=float, default=100_000,
+                        help="fleet target rate for the baseline phase (above what broker+subscriber take)")
+    parser.add_argument("--baseline-duration", type=float, default=None, help="seconds (default: --duration)")
     parser.add_argument("--latency-rate", type=float, default=5000)
+    parser.add_argument("--latency-duration", type=float, default=None, help="seconds (default: --duration)")
+    parser.add_argument("--variants", default="full,bare", help="comma list of full (anfang run) and bare")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--database-url", default=None, help="e.g. postgres://postgres@127.0.0.1:5432/bench")
+    parser.add_argument("--out", type=Path, default=RESULTS / "ingest.json")
     args = parser.parse_args()
+    variants = args.variants.split(",")
+    if not set(variants) <= set(COMMANDS):
+        parser.error(f"--variants: choose from {', '.join(COMMANDS)}")
     runs = []
     for i in range(args.runs):
         print(f"run {i + 1}/{args.runs} ...", file=sys.stderr, flush=True)
         runs.append(asyncio.run(one_run(args, i)))
         print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
-    summary = summarise(runs)
+    summary = summarise(runs, variants)
     print(f"{'measure':38} {'median':>12}")
     for key, value in summary.items():
-        print(f"{key:38} {value!s:>12}")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "ingest.json").write_text(json.dumps({"args": vars(args), "runs": runs, "summary": summary}, indent=1))
+        for sub, val in (value.items() if isinstance(value, dict) else [("", value)]):
+            name = f"{key}.{sub}" if sub else key
+            print(f"{name:38} {val!s:>12}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, "runs": runs,
+           "summary": summary}
+    args.out.write_text(json.dumps(doc, indent=1))
 
 
 if __name__ == "__main__":

@@ -2,12 +2,13 @@
 
 Most rules cannot match the benchmark events (other event types, other devices, twin fields,
 telemetry metrics, zones); three always match. The engine's trigger index should keep the cost
-per event flat. Run from the repo root: ``python -m bench.rules_bench``; writes
-``bench/results/rules.json``.
+per event flat. Run from the repo root: ``python -m bench.rules_bench [--events N] [--runs N]
+[--out FILE]``; writes ``bench/results/rules.json``.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import platform
@@ -117,9 +118,10 @@ async def run_once(engine: RulesEngine, evs: list[DeviceEvent]) -> float:
     return len(evs) / (time.perf_counter() - t)
 
 
-async def main() -> dict[str, Any]:
+async def main(n_events: int = EVENTS, n_runs: int = RUNS) -> dict[str, Any]:
+    """Measure every size, interleaved; the result document."""
     site = load_site_plan(SITE)
-    evs = events(EVENTS)
+    evs = events(n_events)
     engines: dict[int, RulesEngine] = {}
     loads: dict[int, float] = {}
     for n in SIZES:
@@ -127,7 +129,7 @@ async def main() -> dict[str, Any]:
         await run_once(engines[n], evs[:200])  # warm-up
     # interleave the sizes run by run, so a noisy neighbour on the box hits them all alike
     rates: dict[int, list[float]] = {n: [] for n in SIZES}
-    for _ in range(RUNS):
+    for _ in range(n_runs):
         for n in SIZES:
             rates[n].append(await run_once(engines[n], evs))
     for engine in engines.values():
@@ -141,8 +143,8 @@ async def main() -> dict[str, Any]:
         row["cost_ratio_vs_10"] = base / row["events_per_s"]
     result = {
         "benchmark": "rules engine events/s (3 matching rules, the rest cannot match)",
-        "events_per_run": EVENTS,
-        "runs": RUNS,
+        "events_per_run": n_events,
+        "runs": n_runs,
         "python": sys.version.split()[0],
         "machine": platform.machine(),
         "rows": rows,
@@ -159,8 +161,13 @@ def print_table(result: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
-    res = asyncio.run(main())
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", type=int, default=EVENTS, help="events per run")
+    ap.add_argument("--runs", type=int, default=RUNS)
+    ap.add_argument("--out", type=Path, default=OUT)
+    cli = ap.parse_args()
+    res = asyncio.run(main(cli.events, cli.runs))
     print_table(res)
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(res, indent=2))
-    print(f"wrote {OUT}")
+    cli.out.parent.mkdir(parents=True, exist_ok=True)
+    cli.out.write_text(json.dumps(res, indent=2))
+    print(f"wrote {cli.out}")

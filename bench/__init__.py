@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m bench`` runs the suite (see bench/RESULTS.md)."""

@@ -1,0 +1,180 @@
+"""Memory and start time with a large registry: RSS per registered twin, time to ready, RSS once twins are loaded.
+
+Each run, against a private Mosquitto:
+
+* **empty** — ``anfang run`` on a registry with no devices: time from spawn to the retained
+  ``_platform/features`` message (published once the platform is ready), then its RSS;
+* **registered** — the same with ``--twins`` devices and stored twin documents bulk-inserted into
+  the ``devices`` and ``twins`` tables (the platform loads twins lazily, so this is the idle cost);
+* **loaded** — then a fleet of ``--loaded`` devices (``anfang sim fleet``) each reports once, which
+  pulls their twins into the platform's cache; RSS again, and the per-twin cost extrapolated to all
+  ``--twins`` (clearly labelled as extrapolated when ``--loaded`` < ``--twins``).
+
+``--platform bare`` runs the platform without services (``bench/bare_platform.py``) instead, to
+tell the twin core's memory from the services'. Figures are medians over ``--runs``.
+``python -m bench.memory_bench --help``; JSON to ``bench/results/memory.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from bench.common import ANFANG, BARE, RESULTS, ROOT, Watcher, machine, median, platform_env
+from firmware_sim.fleet import raise_fd_limit
+from firmware_sim.mosquitto import Mosquitto
+from twins.document import TwinDocument
+
+SITE = "fleet"
+FEATURES = f"anfang/{SITE}/_platform/features"
+HEALTH = f"anfang/{SITE}/_platform/health"
+
+
+async def _migrate(data_dir: Path) -> None:
+    from anfang.app import open_registry
+    from anfang.config import Settings
+
+    settings = Settings(site=SITE, data_dir=data_dir)
+    async with open_registry(settings) as (registry, _):
+        await registry.ensure_site(SITE)
+
+
+def make_registry(data_dir: Path, twins: int) -> float:
+    """A migrated registry with ``twins`` cameras and their stored twins; returns the seconds it took."""
+    t0 = time.perf_counter()
+    asyncio.run(_migrate(data_dir))
+    now = time.time()
+    devices, docs = [], []
+    for i in range(twins):
+        dev = f"fleet-{i:05d}" if i < 100_000 else f"fleet-{i}"
+        doc = TwinDocument(device_id=dev, kind="camera", site=SITE, desired={"fps": 25},
+                           reported={"recording": True, "fps": 25}, version=2, last_seq=1,
+                           metadata={"desired": {"fps": now}, "reported": {"recording": now, "fps": now}})
+        devices.append((dev, SITE, "camera", dev, float(i % 300), float(i // 300), None, now, now))
+        docs.append((dev, 2, json.dumps(doc.to_json(), separators=(",", ":")), now))
+    with sqlite3.connect(data_dir / "anfang.db") as db:
+        db.executemany("INSERT INTO devices(id, site_id, kind, name, x, y, secret_hash, created_at, updated_at) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", devices)
+        db.executemany("INSERT INTO twins(device_id, version, doc, updated_at) VALUES (?, ?, ?, ?)", docs)
+    return time.perf_counter() - t0
+
+
+async def _health_after(watch: Watcher, t: float, timeout: float = 60) -> dict[str, Any]:
+    await watch.wait(lambda latest: HEALTH in latest and latest[HEALTH][0] > t, timeout)
+    health: dict[str, Any] = watch.latest[HEALTH][1]
+    return health
+
+
+COMMANDS = {"full": [ANFANG, "run"], "bare": BARE}
+
+
+async def measure(data_dir: Path, loaded: int, label: str, command: list[str]) -> dict[str, Any]:
+    """Start the platform on ``data_dir``; time to ready, RSS idle, and (``loaded`` > 0) RSS after reports."""
+    out: dict[str, Any] = {}
+    with Mosquitto(fleet=True, extra_config=["max_queued_messages 10000000"]) as broker:
+        config = data_dir.parent / f"{label}.yaml"
+        config.write_text("limits:\n  health_interval_s: 0.5\n")
+        env = platform_env(data_dir, SITE, broker.port, config)
+        async with Watcher(broker.port, [FEATURES, HEALTH], f"memwatch-{label}") as watch:
+            t0 = time.monotonic()
+            proc = await asyncio.create_subprocess_exec(*command, env=env, cwd=str(ROOT),
+                                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                await watch.wait(lambda latest: FEATURES in latest, 120)
+                out["start_s"] = round(watch.latest[FEATURES][0] - t0, 3)
+                ready = watch.latest[FEATURES][0]
+                # two health reports after ready: the services' start-up tasks have run
+                await _health_after(watch, ready)
+                await _health_after(watch, watch.latest[HEALTH][0])
+                ps = psutil.Process(proc.pid)
+                out["rss_idle_mib"] = round(ps.memory_info().rss / 2**20, 1)
+                if loaded:
+                    fleet_json = data_dir.parent / f"{label}-fleet.json"
+                    await asyncio.to_thread(
+                        subprocess.run,
+                        [ANFANG, "sim", "fleet", "--devices", str(loaded), "--rate", str(loaded), "--duration", "1",
+                         "--host", "127.0.0.1", "--port", str(broker.port), "--site", SITE, "--json",
+                         str(fleet_json)],
+                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
+                    fleet = json.loads(fleet_json.read_text())
+                    acked = int(fleet["acked"])
+                    t_sent = time.monotonic()
+                    await watch.wait(lambda latest: HEALTH in latest and latest[HEALTH][0] > t_sent
+                                     and latest[HEALTH][1]["accepted"] >= acked, 300)
+                    out["loaded_reports_accepted"] = watch.latest[HEALTH][1]["accepted"]
+                    out["loaded_devices"] = loaded
+                    out["rss_loaded_mib"] = round(ps.memory_info().rss / 2**20, 1)
+            finally:
+                proc.terminate()
+                await asyncio.wait_for(proc.wait(), 30)
+    return out
+
+
+async def one_run(empty: Path, full: Path, loaded: int, run: int, command: list[str]) -> dict[str, Any]:
+    """Empty registry, then the full one (with the loaded phase)."""
+    return {"run": run, "empty": await measure(empty, 0, f"empty-{run}", command),
+            "registered": await measure(full, loaded, f"full-{run}", command)}
+
+
+def summarise(runs: list[dict[str, Any]], twins: int, loaded: int) -> dict[str, Any]:
+    """Medians and the per-twin figures the targets are stated in."""
+    def med(path: tuple[str, str]) -> float | None:
+        value = median([r[path[0]].get(path[1]) for r in runs])
+        return None if value is None else round(value, 3)
+
+    empty_rss, full_rss = med(("empty", "rss_idle_mib")), med(("registered", "rss_idle_mib"))
+    out: dict[str, Any] = {
+        "twins": twins, "start_empty_s": med(("empty", "start_s")),
+        "start_registered_s": med(("registered", "start_s")),
+        "rss_empty_mib": empty_rss, "rss_registered_idle_mib": full_rss,
+    }
+    if empty_rss is not None and full_rss is not None:
+        out["idle_bytes_per_twin"] = round((full_rss - empty_rss) * 2**20 / twins, 1)
+    loaded_rss = med(("registered", "rss_loaded_mib"))
+    if loaded and loaded_rss is not None and full_rss is not None:
+        per = (loaded_rss - full_rss) * 2**20 / loaded
+        out.update({"loaded_devices": loaded, "rss_loaded_mib": loaded_rss, "loaded_bytes_per_twin": round(per, 1),
+                    "rss_all_loaded_mib": round(full_rss + per * twins / 2**20, 1),
+                    "rss_all_loaded_is_extrapolated": loaded < twins})
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """CLI entry point."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--twins", type=int, default=100_000, help="registered devices with stored twins")
+    ap.add_argument("--loaded", type=int, default=10_000, help="devices that report once (0: skip)")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--platform", choices=list(COMMANDS), default="full", help="anfang run, or no services")
+    ap.add_argument("--out", type=Path, default=RESULTS / "memory.json")
+    args = ap.parse_args(argv)
+    raise_fd_limit(args.loaded * 2 + 4096)
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="anfang-mem-") as tmp_s:
+        tmp = Path(tmp_s)
+        make_registry(tmp / "empty", 0)
+        build_s = make_registry(tmp / "full", args.twins)
+        print(f"registry with {args.twins} twins built in {build_s:.1f} s", file=sys.stderr, flush=True)
+        for i in range(args.runs):
+            runs.append(asyncio.run(one_run(tmp / "empty", tmp / "full", args.loaded, i, COMMANDS[args.platform])))
+            print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
+    summary = {"platform": args.platform, **summarise(runs, args.twins, args.loaded)}
+    for key, value in summary.items():
+        print(f"{key:32} {value!s:>12}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"args": {**vars(args), "out": str(args.out)}, "machine": machine(),
+                                    "runs": runs, "summary": summary}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
