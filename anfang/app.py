@@ -18,7 +18,7 @@ from registry.db import CORE_MODELS, open_database
 from registry.migrate import is_postgres
 from registry.store import Registry, TwinStore
 from twins.document import Limits
-from twins.hooks import PlatformActions, PlatformHandler
+from twins.hooks import DeviceEvent, PlatformActions, PlatformHandler
 from twins.topics import PLATFORM_SUBSCRIPTIONS, STATUS_SUBSCRIPTION
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,8 @@ class Services:
     features: list[str] = field(default_factory=lambda: ["twins"])
     health_sinks: list[Callable[[float, dict[str, float]], None]] = field(default_factory=list)
     publish_taps: list[Callable[[str, dict[str, Any] | str], None]] = field(default_factory=list)
+    # observers of the platform's own events (access decisions, watchlist matches); for tools and tests
+    platform_event_taps: list[Callable[[DeviceEvent], None]] = field(default_factory=list)
 
 
 ServicesFactory = Callable[[Settings, Registry], AbstractAsyncContextManager[Services]]

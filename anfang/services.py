@@ -8,7 +8,7 @@ services stay independent of one another and of the platform.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -145,11 +145,15 @@ async def open_services(settings: Settings, registry: Registry) -> AsyncIterator
         )
         log.info("rules: %d loaded from %s, %d problems", len(loaded.rules), rules_path, len(loaded.diagnostics))
 
+        taps: list[Callable[[DeviceEvent], None]] = []
+
         async def platform_event(event: DeviceEvent) -> None:
             """Access control's own events (decisions, watchlist matches) go to rules and telemetry."""
             if engine.actions is not None:
                 await engine.on_event(event, engine.actions)
             telemetry.handle_event(event)
+            for tap in taps:
+                tap(event)
 
         access = AccessHandler(
             CommunityStore(FieldCipher(load_master_key(settings.secret_key, data)), site), AccessRecords(site),
@@ -173,4 +177,5 @@ async def open_services(settings: Settings, registry: Registry) -> AsyncIterator
             features=["twins", "rules", "access", "vision", "telemetry"],
             health_sinks=[telemetry.record_health],
             publish_taps=[telemetry_feed.tap_alarm],
+            platform_event_taps=taps,
         )

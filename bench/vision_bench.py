@@ -244,16 +244,10 @@ class _Decisions:
     async def factory(self, settings: Settings, registry: Registry) -> AsyncIterator[Services]:
         async with open_services(settings, registry) as services:
             feed = next(h for h in services.handlers if isinstance(h, AccessFeed))
-            access, self.vision = feed.access, feed.vision
-            downstream = access._on_platform_event
-
-            async def tee(event: DeviceEvent) -> None:
-                if event.type == "access_decided":
-                    self.queue.put_nowait(event)
-                if downstream is not None:
-                    await downstream(event)
-
-            access._on_platform_event = tee
+            self.vision = feed.vision
+            services.platform_event_taps.append(
+                lambda event: self.queue.put_nowait(event) if event.type == "access_decided" else None
+            )
             yield services
 
 

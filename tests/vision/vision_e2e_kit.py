@@ -81,15 +81,9 @@ class ObservedServices:
         """A ``ServicesFactory`` for ``running_platform``."""
         async with open_services(settings, registry) as services:
             self.feed = next(h for h in services.handlers if isinstance(h, AccessFeed))
-            downstream = self.access._on_platform_event
-
-            async def tee(event: DeviceEvent) -> None:
-                if event.type == "access_decided":
-                    self.decisions.put_nowait(event)
-                if downstream is not None:
-                    await downstream(event)
-
-            self.access._on_platform_event = tee
+            services.platform_event_taps.append(
+                lambda event: self.decisions.put_nowait(event) if event.type == "access_decided" else None
+            )
             yield services
 
     async def next_decisions(self, n: int, timeout: float = 20.0) -> list[dict[str, Any]]:
