@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from enum import StrEnum
@@ -38,6 +39,7 @@ def valid_id(value: str) -> bool:
     return bool(ID_RE.match(value)) and value not in RESERVED_IDS
 
 
+@functools.lru_cache(maxsize=65_536)  # a device's few topics repeat with every message
 def parse(topic: str) -> DeviceTopic | None:
     """Parse an inbound topic; ``None`` for anything that is not a platform-bound topic."""
     parts = topic.split("/")
