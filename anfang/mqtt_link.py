@@ -82,6 +82,21 @@ class MqttLink:
         await self._handler(topic, payload, retained, reply_to)
         return 0
 
+    def pause_reading(self, paused: bool) -> None:
+        """Stop (or resume) reading from the broker socket: TCP back-pressure for a backlog.
+
+        Brokers do not all honour the MQTT 5 receive maximum; not reading makes the broker keep
+        the messages (queued for this persistent session) instead of this process.
+        """
+        connection = getattr(self._client, "_connection", None)
+        transport = getattr(getattr(connection, "_protocol", None), "_transport", None)
+        if transport is None or transport.is_closing():
+            return
+        if paused:
+            transport.pause_reading()
+        else:
+            transport.resume_reading()
+
     def publish(
         self,
         topic: str,

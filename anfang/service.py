@@ -105,7 +105,7 @@ class Platform:
         self._batch_max, self._command_timeout = batch_max, command_timeout
         self._arrivals: deque[tuple[Inbound, asyncio.Future[None]]] = deque()
         self._arrived = asyncio.Event()
-        self._inbox_warn, self._warned_at = inbox_size, 0.0
+        self._inbox_warn, self._warned_at, self._reading_paused = inbox_size, 0.0, False
         self._write_lock = asyncio.Lock()
         self._devices: dict[str, DeviceInfo] = {}
         self._twins: dict[str, TwinDocument] = {}
@@ -147,10 +147,14 @@ class Platform:
         # commit, so the broker's in-flight window (receive maximum) caps what can wait here.
         self._arrivals.append((Inbound(raw_topic, topics.parse(raw_topic), payload, reply_to), done))
         self._arrived.set()
-        if len(self._arrivals) > self._inbox_warn and time.monotonic() - self._warned_at > 10:
-            self._warned_at = time.monotonic()
-            log.warning("%d messages wait for ingest (warning level %d): the platform is behind the broker",
-                        len(self._arrivals), self._inbox_warn)
+        if len(self._arrivals) > self._inbox_warn and not self._reading_paused:
+            # more than the inbox size waits: stop reading from the broker until the backlog halves
+            self._reading_paused = True
+            self.link.pause_reading(True)
+            if time.monotonic() - self._warned_at > 10:
+                self._warned_at = time.monotonic()
+                log.warning("%d messages wait for ingest: reading from the broker paused until they halve",
+                            len(self._arrivals))
         await done
 
     async def _ingest_loop(self) -> None:
@@ -159,6 +163,9 @@ class Platform:
                 self._arrived.clear()
                 await self._arrived.wait()
             batch = [self._arrivals.popleft() for _ in range(min(len(self._arrivals), self._batch_max))]
+            if self._reading_paused and len(self._arrivals) < self._inbox_warn // 2:
+                self._reading_paused = False
+                self.link.pause_reading(False)
             outcome = await self._apply_batch([msg for msg, _ in batch])
             for _, done in batch:
                 if not done.done():  # the sender may have gone (its connection closed) meanwhile
