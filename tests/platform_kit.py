@@ -7,16 +7,23 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from testkit import Device, Mosquitto, free_port
 
 from anfang.accounts import OPERATOR_USER, read_or_create_secret
-from anfang.app import ServicesFactory, build_platform
+from anfang.app import Services, ServicesFactory, build_platform
 from anfang.config import Settings
 from anfang.service import Platform
 from anfang.wiring import Registrar
 from broker.mosquitto import acl_file, password_file
+from registry.store import Registry
+from twins.hooks import DeviceEvent
+
+if TYPE_CHECKING:
+    from anfang.services import AccessFeed
+    from community.handler import AccessHandler
+    from community.store import CommunityStore
 
 SITE = "youzheng"
 
@@ -151,3 +158,43 @@ async def running_platform(
     finally:
         if server is not None:
             server.stop()
+
+
+@dataclass
+class ObservedServices:
+    """``open_services`` unchanged, plus a tap on the access decisions it makes (a refusal sends nothing to
+    the device, so the tests wait for its decision instead)."""
+
+    decisions: asyncio.Queue[DeviceEvent] = field(default_factory=asyncio.Queue)
+    feed: AccessFeed | None = None
+
+    @property
+    def access(self) -> AccessHandler:
+        """The platform's access handler."""
+        assert self.feed is not None, "platform not started"
+        return self.feed.access
+
+    @property
+    def store(self) -> CommunityStore:
+        """The access registry the platform decides from (changes through it are seen at once)."""
+        return self.access.store
+
+    @contextlib.asynccontextmanager
+    async def factory(self, settings: Settings, registry: Registry) -> AsyncIterator[Services]:
+        """A ``ServicesFactory`` for ``running_platform``."""
+        from anfang.services import AccessFeed, open_services  # the full platform: models load only here
+
+        async with open_services(settings, registry) as services:
+            self.feed = next(h for h in services.handlers if isinstance(h, AccessFeed))
+            services.platform_event_taps.append(
+                lambda event: self.decisions.put_nowait(event) if event.type == "access_decided" else None
+            )
+            yield services
+
+    async def decision(self, device: str, timeout: float = 10.0) -> dict[str, Any]:
+        """The data of the next access decision at ``device`` (earlier ones elsewhere are skipped)."""
+        async with asyncio.timeout(timeout):
+            while True:
+                data = (await self.decisions.get()).data
+                if data.get("device") == device:
+                    return dict(data)

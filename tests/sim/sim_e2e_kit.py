@@ -6,32 +6,24 @@ Imported by name (``from sim_e2e_kit import ...``); not a conftest.py.
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from platform_kit import Stack, make_settings, running_platform
+from platform_kit import ObservedServices, Stack, make_settings, running_platform
 from testkit import free_port
 
-from anfang.app import Services
-from anfang.config import Settings
-from anfang.services import BUILTIN_RULES, AccessFeed, open_services
+from anfang.services import BUILTIN_RULES
 from anfang.wiring import Registrar
-from community.handler import AccessHandler
-from community.store import CommunityStore
 from firmware_sim.access_registry import people_registrars
 from firmware_sim.community import Community, bundled_community_path, load_community
 from firmware_sim.provision import provision
 from firmware_sim.runner import ScenarioReport, run_scenario
 from firmware_sim.scenarios import ScenarioParams
 from firmware_sim.scenarios.library import build
-from registry.store import Registry
-from twins.hooks import DeviceEvent
 
 #: The rules' ``for:`` windows in the tests (the built-in 60 s and 10 s would make the suite slow).
 SHORT_FOR = {"elderly-left-fence": 3.0, "child-left-kindergarten": 2.0}
@@ -50,42 +42,7 @@ def short_rules(folder: Path) -> Path:
     return folder
 
 
-@dataclass
-class Observed:
-    """``open_services`` unchanged, plus a tap on the access decisions it makes (a refusal sends nothing to
-    the device, so the tests wait for its decision instead)."""
-
-    decisions: asyncio.Queue[DeviceEvent] = field(default_factory=asyncio.Queue)
-    feed: AccessFeed | None = None
-
-    @property
-    def access(self) -> AccessHandler:
-        """The platform's access handler."""
-        assert self.feed is not None, "platform not started"
-        return self.feed.access
-
-    @property
-    def store(self) -> CommunityStore:
-        """The access registry the platform decides from (changes through it are seen at once)."""
-        return self.access.store
-
-    @asynccontextmanager
-    async def factory(self, settings: Settings, registry: Registry) -> AsyncIterator[Services]:
-        """A ``ServicesFactory`` for ``running_platform``."""
-        async with open_services(settings, registry) as services:
-            self.feed = next(h for h in services.handlers if isinstance(h, AccessFeed))
-            services.platform_event_taps.append(
-                lambda event: self.decisions.put_nowait(event) if event.type == "access_decided" else None
-            )
-            yield services
-
-    async def decision(self, device: str, timeout: float = 10.0) -> dict[str, Any]:
-        """The data of the next access decision at ``device`` (earlier ones elsewhere are skipped)."""
-        async with asyncio.timeout(timeout):
-            while True:
-                data = (await self.decisions.get()).data
-                if data.get("device") == device:
-                    return dict(data)
+Observed = ObservedServices
 
 
 class _BatchRegistrar(Registrar):

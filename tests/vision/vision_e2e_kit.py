@@ -10,21 +10,13 @@ import base64
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
+import platform_kit
 
-from anfang.app import Services
-from anfang.config import Settings
-from anfang.services import AccessFeed, open_services
-from community.handler import AccessHandler
-from registry.store import Registry
-from twins.hooks import DeviceEvent
 from vision.enroll import pick_enrolment_face
 from vision.face import FacePipeline, FloatArray
 from vision.images import BgrImage, encode_jpeg
@@ -59,32 +51,9 @@ def capture_event(data: dict[str, Any]) -> dict[str, Any]:
     return {"id": uuid.uuid4().hex, "ts": time.time(), "data": data}
 
 
-@dataclass
-class ObservedServices:
-    """``open_services`` unchanged, plus a tap on the access decisions it makes.
-
-    Access decisions leave the access handler only as platform events for rules and telemetry (no MQTT
-    topic), so the tests tee that sink to know when a refusal — which sends nothing to the device — is done.
-    """
-
-    decisions: asyncio.Queue[DeviceEvent] = field(default_factory=asyncio.Queue)
-    feed: AccessFeed | None = None
-
-    @property
-    def access(self) -> AccessHandler:
-        """The platform's access handler."""
-        assert self.feed is not None, "platform not started"
-        return self.feed.access
-
-    @asynccontextmanager
-    async def factory(self, settings: Settings, registry: Registry) -> AsyncIterator[Services]:
-        """A ``ServicesFactory`` for ``running_platform``."""
-        async with open_services(settings, registry) as services:
-            self.feed = next(h for h in services.handlers if isinstance(h, AccessFeed))
-            services.platform_event_taps.append(
-                lambda event: self.decisions.put_nowait(event) if event.type == "access_decided" else None
-            )
-            yield services
+class ObservedServices(platform_kit.ObservedServices):
+    """The full platform's services with a tap on access decisions (a refusal sends nothing to the device,
+    so the tests wait for its decision), plus waiting for several at once."""
 
     async def next_decisions(self, n: int, timeout: float = 20.0) -> list[dict[str, Any]]:
         """The data of the next ``n`` access decisions, sorted by (device, allowed).
