@@ -101,7 +101,7 @@ def demo(
 
     settings = _settings(config)
     try:
-        code = run_demo(community, speed, settings.data_dir.resolve())
+        code = run_demo(community, speed, settings.data_dir.resolve(), settings.broker.bind)
     except DemoError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None

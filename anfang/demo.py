@@ -16,6 +16,8 @@ import sys
 import threading
 from pathlib import Path
 
+from broker.embedded import BrokerError, check_port_free, split_bind
+
 ANFANG = [sys.executable, "-m", "anfang.cli"]
 
 
@@ -50,10 +52,27 @@ def _start_platform(env: dict[str, str], log_to: Path, timeout: float = 60) -> s
     return proc
 
 
-def run_demo(community: str, speed: float, data_dir: Path) -> int:
+def _free_bind(bind: str) -> str:
+    """``bind`` if its port is free, else the first free port from 18830 (a system Mosquitto often holds 1883)."""
+    host, port = split_bind(bind)
+    for candidate in (port, *range(18830, 18930)):
+        try:
+            check_port_free(host, candidate)
+        except BrokerError:
+            continue
+        if candidate != port:
+            print(f"{host}:{port} is taken (another broker?); the demo's embedded broker uses {host}:{candidate}",
+                  flush=True)
+        return f"{host}:{candidate}"
+    raise DemoError(f"no free port for the embedded broker near {bind}")
+
+
+def run_demo(community: str, speed: float, data_dir: Path, broker_bind: str) -> int:
     """Provision, start the platform, play the community; returns an exit code. Ctrl-C stops it."""
     env = dict(os.environ)
     env["ANFANG_DATA_DIR"] = str(data_dir)
+    env["ANFANG_EMBEDDED_BROKER"] = "true"
+    env["ANFANG_BROKER_BIND"] = _free_bind(broker_bind)
     data_dir.mkdir(parents=True, exist_ok=True)
     log_file = data_dir / "platform.log"
     print(f"provisioning {community} (devices, residents, vehicles, credentials) ...", flush=True)

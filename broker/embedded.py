@@ -138,7 +138,8 @@ class DeviceTopicPlugin(BaseTopicPlugin):  # type: ignore[misc]  # amqtt ships n
         return False
 
 
-def _check_port_free(host: str, port: int) -> None:
+def check_port_free(host: str, port: int) -> None:
+    """Raise :class:`BrokerError` with a clear reason if ``host:port`` cannot be bound."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -177,7 +178,7 @@ class EmbeddedBroker:
         self._broker = Broker(config)
 
     async def __aenter__(self) -> EmbeddedBroker:
-        _check_port_free(self.host, self.port)
+        check_port_free(self.host, self.port)
         for plugin in self._broker.plugins_manager._plugins:  # amqtt offers no public accessor
             if isinstance(plugin, DeviceAuthPlugin):
                 plugin.bind(self._authenticator, self.stats)

@@ -1,0 +1,56 @@
+"""The README's run command (`scripts/run` = `anfang demo`): provisioning, platform and simulator together."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from testkit import free_port
+
+ANFANG = str(Path(sys.executable).parent / "anfang")
+
+
+def _count(db: Path, sql: str) -> int:
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            return int(conn.execute(sql).fetchone()[0])
+    except sqlite3.Error:
+        return 0
+
+
+def test_demo_plays_the_pilot_community_into_the_platform(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANFANG_")}
+    env.update({"ANFANG_DATA_DIR": str(tmp_path / "data"), "ANFANG_BROKER_BIND": f"127.0.0.1:{free_port()}"})
+    demo = subprocess.Popen([ANFANG, "demo", "--speed", "1200"], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    playing = threading.Event()
+
+    def follow() -> None:
+        assert demo.stdout is not None
+        for line in demo.stdout:
+            lines.append(line)
+            if "playing the community" in line:
+                playing.set()
+
+    threading.Thread(target=follow, daemon=True).start()
+    db = tmp_path / "data" / "anfang.db"
+    try:
+        assert playing.wait(90), "".join(lines)
+        deadline = time.monotonic() + 60
+        # the demo runs in other processes; its database is the only thing to watch
+        while _count(db, "SELECT COUNT(*) FROM access_decisions") == 0 and time.monotonic() < deadline:
+            time.sleep(0.5)
+    finally:
+        demo.send_signal(signal.SIGINT)
+        code = demo.wait(30)
+    assert "provisioned 60 devices" in "".join(lines)
+    assert _count(db, "SELECT COUNT(*) FROM device_events") > 0
+    assert _count(db, "SELECT COUNT(*) FROM access_decisions") > 0, "".join(lines)
+    assert code in (0, 130, -signal.SIGINT)
