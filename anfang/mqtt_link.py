@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 
 ReplyTo = tuple[str, bytes | None]  # MQTT 5 response topic and correlation data
 MessageHandler = Callable[[str, bytes, bool, ReplyTo | None], Awaitable[None]]
+AcceptQos1 = Callable[[str, bytes, ReplyTo | None, Callable[[], None]], None]
 
 
 class MqttLinkError(Exception):
@@ -58,8 +59,14 @@ class MqttLink:
         self.dropped = 0
         self._connected = False
 
-    async def start(self, subscriptions: Sequence[str], handler: MessageHandler) -> None:
+    async def start(
+        self, subscriptions: Sequence[str], handler: MessageHandler, accept_qos1: AcceptQos1 | None = None
+    ) -> None:
+        """Connect and subscribe. QoS 1 messages go to ``accept_qos1`` (if given) with a callable that
+        sends their PUBACK — no task per message; everything else to the async ``handler``."""
         self._handler = handler
+        if accept_qos1 is not None:
+            self._take_qos1_directly(accept_qos1)
         try:
             await self._client.connect(
                 self._host, self._port, keepalive=self._keepalive, version=MQTTv50 if self._mqtt5 else MQTTv311
@@ -72,14 +79,20 @@ class MqttLink:
             self._client.subscribe(full, qos=1)
         log.info("connected to MQTT broker %s:%d (MQTT %s)", self._host, self._port, "5" if self._mqtt5 else "3.1.1")
 
+    def _take_qos1_directly(self, accept: AcceptQos1) -> None:
+        # gmqtt wraps every QoS 1 message in a task whose completion sends the PUBACK; at tens of
+        # thousands of messages per second that task is most of the cost. Hand the message over
+        # synchronously with a callable that sends the PUBACK after the commit instead.
+        handler = self._client._package_handler
+
+        def on_qos1(mid: int, packet: bytes, print_topic: str, properties: dict[str, Any]) -> None:
+            accept(print_topic, packet, _reply_to(properties), lambda: handler._send_puback(mid))
+
+        handler._handle_qos_1_publish_packet = on_qos1
+
     async def _on_message(self, client: Any, topic: str, payload: bytes, qos: int, properties: dict[str, Any]) -> int:
         assert self._handler is not None
-        retained = bool(properties.get("retain"))
-        reply_to: ReplyTo | None = None
-        if properties.get("response_topic"):
-            correlation = properties.get("correlation_data")
-            reply_to = (str(properties["response_topic"][0]), bytes(correlation[0]) if correlation else None)
-        await self._handler(topic, payload, retained, reply_to)
+        await self._handler(topic, payload, bool(properties.get("retain")), _reply_to(properties))
         return 0
 
     def pause_reading(self, paused: bool) -> None:
@@ -124,3 +137,11 @@ class MqttLink:
         if self._connected:
             self._connected = False
             await self._client.disconnect()
+
+
+def _reply_to(properties: dict[str, Any]) -> ReplyTo | None:
+    """The MQTT 5 response topic and correlation data of a request, if it has them."""
+    if not properties.get("response_topic"):
+        return None
+    correlation = properties.get("correlation_data")
+    return str(properties["response_topic"][0]), bytes(correlation[0]) if correlation else None

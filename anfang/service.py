@@ -103,7 +103,7 @@ class Platform:
         self._sites, self._features = list(sites), list(features)
         self._limits, self._max_payload = limits or Limits(), max_payload
         self._batch_max, self._command_timeout = batch_max, command_timeout
-        self._arrivals: deque[tuple[Inbound, asyncio.Future[None]]] = deque()
+        self._arrivals: deque[tuple[Inbound, Callable[[], None]]] = deque()
         self._arrived = asyncio.Event()
         self._inbox_warn, self._warned_at, self._reading_paused = inbox_size, 0.0, False
         self._write_lock = asyncio.Lock()
@@ -128,7 +128,7 @@ class Platform:
             tg.create_task(self._ingest_loop(), name="ingest")
             for handler, queue in zip(self.handlers, self._queues, strict=True):
                 tg.create_task(self._dispatch_loop(handler, queue), name=f"dispatch-{type(handler).__name__}")
-            await self.link.start(self._subscriptions, self.ingest)
+            await self.link.start(self._subscriptions, self.ingest, self.accept)
             for site in self._sites:
                 self.link.publish(topics.platform_topic(site, "features"), {"features": self._features}, retain=True)
             tg.create_task(self._health_loop(), name="health")
@@ -137,24 +137,34 @@ class Platform:
             self.ready.set()
             log.info("platform ready")
 
-    async def ingest(
-        self, raw_topic: str, payload: bytes, retained: bool = False, reply_to: tuple[str, bytes | None] | None = None
+    def accept(
+        self, raw_topic: str, payload: bytes, reply_to: tuple[str, bytes | None] | None, ack: Callable[[], None]
     ) -> None:
-        """Take one inbound message; returns once it is committed (or rejected)."""
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        # appended synchronously, so arrival order is kept (an awaiting Queue.put can be overtaken).
-        # Bounded by MQTT flow control rather than by dropping: nothing is acknowledged before its
-        # commit, so the broker's in-flight window (receive maximum) caps what can wait here.
-        self._arrivals.append((Inbound(raw_topic, topics.parse(raw_topic), payload, reply_to), done))
+        """Take one inbound message; ``ack`` is called once it is committed (or rejected)."""
+        # appended synchronously, so arrival order is kept (an awaiting Queue.put can be overtaken)
+        self._arrivals.append((Inbound(raw_topic, topics.parse(raw_topic), payload, reply_to), ack))
         self._arrived.set()
         if len(self._arrivals) > self._inbox_warn and not self._reading_paused:
             # more than the inbox size waits: stop reading from the broker until the backlog halves
+            # (brokers do not all bound unacknowledged deliveries by the MQTT 5 receive maximum)
             self._reading_paused = True
             self.link.pause_reading(True)
             if time.monotonic() - self._warned_at > 10:
                 self._warned_at = time.monotonic()
                 log.warning("%d messages wait for ingest: reading from the broker paused until they halve",
                             len(self._arrivals))
+
+    async def ingest(
+        self, raw_topic: str, payload: bytes, retained: bool = False, reply_to: tuple[str, bytes | None] | None = None
+    ) -> None:
+        """Take one inbound message; returns once it is committed (or rejected)."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def ack() -> None:
+            if not done.done():  # the sender may have gone (its connection closed) meanwhile
+                done.set_result(None)
+
+        self.accept(raw_topic, payload, reply_to, ack)
         await done
 
     async def _ingest_loop(self) -> None:
@@ -167,9 +177,8 @@ class Platform:
                 self._reading_paused = False
                 self.link.pause_reading(False)
             outcome = await self._apply_batch([msg for msg, _ in batch])
-            for _, done in batch:
-                if not done.done():  # the sender may have gone (its connection closed) meanwhile
-                    done.set_result(None)
+            for _, ack in batch:
+                ack()
             await self._dispatch(outcome.dispatch)
 
     async def _apply_batch(self, batch: list[Inbound]) -> Outcome:
