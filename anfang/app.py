@@ -23,6 +23,8 @@ from twins.topics import PLATFORM_SUBSCRIPTIONS, STATUS_SUBSCRIPTION
 
 log = logging.getLogger(__name__)
 
+MODELS = (*CORE_MODELS, "community.models")  # the registry's tables and the access-control registry
+
 @dataclass
 class Services:
     """What the platform runs besides its own loops: handlers, long-running tasks, taps."""
@@ -43,19 +45,8 @@ ServicesFactory = Callable[[Settings, Registry], AbstractAsyncContextManager[Ser
 async def open_registry(settings: Settings) -> AsyncIterator[tuple[Registry, TwinStore]]:
     """The registry and twin store on the configured database (migrated first)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    async with open_database(settings.db_url, model_modules()) as conn:
+    async with open_database(settings.db_url, MODELS) as conn:
         yield Registry(settings.broker.hash_iterations), TwinStore(conn, is_postgres(settings.db_url))
-
-
-def model_modules() -> list[str]:
-    modules = list(CORE_MODELS)
-    try:
-        import community.models  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        modules.append("community.models")
-    return modules
 
 
 @asynccontextmanager

@@ -28,6 +28,7 @@ from community.records import AccessRecords, Retention
 from community.snapshot import RegistrySnapshot, WatchEntry
 from community.store import CommunityStore
 from twins.hooks import DeviceEvent, PlatformActions, TwinChange
+from twins.topics import alarm_topic
 
 __all__ = ["AccessConfig", "AccessHandler"]
 
@@ -226,7 +227,7 @@ class AccessHandler:
             "snapshot_ref": capture.snapshot_ref, "score": score, "door_opened": decision.allowed,
             "ts": now, "active": True,
         }
-        await actions.publish(f"anfang/{self.config.site}/alarms/{alarm_id}", payload, retain=True)
+        await actions.publish(alarm_topic(self.config.site, alarm_id), payload, retain=True)
         await self.records.record_alarm(alarm_id, ts=now, device_id=capture.device_id, camera=capture.camera,
                                         watch_id=entry.id, subject=subject, reason=entry.reason,
                                         snapshot_ref=capture.snapshot_ref, score=score)

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import aiosqlite
 
 from twins.hooks import PlatformActions
+from twins.topics import alarm_topic
 
 ACTIVE_STATES = ("active", "acknowledged")
 
@@ -170,11 +171,6 @@ class SqliteAlarmStore:
         async with self._conn().execute(sql, (limit,)) as cur:
             rows = await cur.fetchall()
         return [self._row(r[0]) for r in reversed(list(rows))]
-
-
-def alarm_topic(site: str, alarm_id: str) -> str:
-    """``anfang/{site}/alarms/{id}``."""
-    return f"anfang/{site}/alarms/{alarm_id}"
 
 
 class AlarmManager:

@@ -66,10 +66,6 @@ def parse(topic: str) -> DeviceTopic | None:
     return None
 
 
-def device_root(site: str, device_id: str) -> str:
-    return f"{ROOT}/{site}/{device_id}"
-
-
 def desired_topic(site: str, device_id: str) -> str:
     return f"{ROOT}/{site}/{device_id}/twin/desired"
 
