@@ -65,8 +65,14 @@ def run(
     if broker_bind:
         settings.broker.bind = broker_bind
     if external_broker:
-        host, _, port = external_broker.rpartition(":")
-        settings.broker.embedded, settings.mqtt.host, settings.mqtt.port = False, host, int(port)
+        from broker.embedded import BrokerError, split_bind
+
+        try:
+            host, port = split_bind(external_broker)
+        except BrokerError as exc:
+            typer.echo(f"error: --external-broker: {exc}", err=True)
+            raise typer.Exit(2) from None
+        settings.broker.embedded, settings.mqtt.host, settings.mqtt.port = False, host, port
     logs.configure(settings.log_level, settings.log_format)
     from anfang.app import build_platform
     from anfang.mqtt_link import MqttLinkError

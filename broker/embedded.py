@@ -156,8 +156,8 @@ def check_port_free(host: str, port: int) -> None:
 
 def split_bind(bind: str) -> tuple[str, int]:
     host, _, port = bind.rpartition(":")
-    if not host or not port.isdigit():
-        raise BrokerError(f"invalid broker bind address {bind!r}; expected host:port")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise BrokerError(f"invalid broker address {bind!r}; expected host:port")
     return host, int(port)
 
 

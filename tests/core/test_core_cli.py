@@ -81,3 +81,11 @@ def test_twin_commands_without_a_running_platform_explain(tmp_path: Path, monkey
     result = runner.invoke(app, ["twin", "get", "door-1"])
     assert result.exit_code == 1 and "anfang run" in result.output
     assert runner.invoke(app, ["twin", "set", "door-1", "novalue"]).exit_code == 2
+
+
+def test_run_with_a_malformed_broker_address_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANFANG_DATA_DIR", str(tmp_path / "data"))
+    for bad in (["--external-broker", "localhost"], ["--external-broker", "h:99999"], ["--broker-bind", "x:y"]):
+        result = runner.invoke(app, ["run", *bad])
+        assert result.exit_code in (1, 2) and "expected host:port" in result.output, result.output
+        assert "Traceback" not in result.output
