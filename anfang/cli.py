@@ -7,6 +7,7 @@ import contextlib
 import importlib
 import json
 import logging
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -57,9 +58,19 @@ def run(
     external_broker: Annotated[
         str | None, typer.Option(help="Use this broker host:port instead of the embedded one")
     ] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Start this many worker processes for the site (external broker, "
+                                             "PostgreSQL); devices are split between them")
+    ] = None,
 ) -> None:
     """Run the platform (embedded broker and SQLite by default)."""
     settings = _settings(config)
+    if workers is not None and workers > 1:
+        from anfang.supervisor import supervise, without_workers_option
+
+        logs.configure(settings.log_level, settings.log_format)
+        partitions = settings.workers.partitions if settings.workers.partitions > 1 else workers
+        raise typer.Exit(supervise(workers, partitions, without_workers_option(sys.argv[2:])))
     if site:
         settings.site = site
     if broker_bind:
@@ -77,9 +88,13 @@ def run(
     from anfang.app import build_platform
     from anfang.mqtt_link import MqttLinkError
     from anfang.services import open_services
+    from anfang.workers import run_partitioned_worker
     from broker.embedded import BrokerError
 
     async def main() -> None:
+        if settings.workers.partitions > 1:
+            await run_partitioned_worker(settings, open_services)
+            return
         async with build_platform(settings, open_services) as platform:
             await platform.run()
 
@@ -87,6 +102,9 @@ def run(
         asyncio.run(main())
     except KeyboardInterrupt:
         pass
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     except (BrokerError, MqttLinkError, ExceptionGroup) as exc:
         errors = exc.exceptions if isinstance(exc, ExceptionGroup) else (exc,)
         if not all(isinstance(e, BrokerError | MqttLinkError) for e in errors):

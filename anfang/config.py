@@ -46,6 +46,16 @@ class LimitSettings(_Section):
     health_interval_s: float = Field(default=10.0, gt=0)
 
 
+class WorkerSettings(_Section):
+    """Several active workers for one site: devices split into ``partitions`` (see docs/scaling.md)."""
+
+    partitions: int = Field(default=1, ge=1, le=256)
+    count: int = Field(default=1, ge=1, le=256)  # workers started for the site (for home partitions)
+    index: int = Field(default=0, ge=0)  # this worker's number, 0 .. count-1
+    takeover_after_s: float = Field(default=3.0, ge=0)  # wait before taking a partition that is not ours
+    refresh_s: float = Field(default=2.0, gt=0)  # how often a partition owner looks for new devices
+
+
 class TelemetryConfig(_Section):
     influx_url: str | None = None
     influx_token: str | None = None
@@ -70,6 +80,7 @@ class Settings(_Section):
     broker: BrokerSettings = BrokerSettings()
     limits: LimitSettings = LimitSettings()
     telemetry: TelemetryConfig = TelemetryConfig()
+    workers: WorkerSettings = WorkerSettings()
 
     @property
     def db_url(self) -> str:
@@ -108,6 +119,9 @@ _ENV_KEYS: dict[str, str] = {
     "ANFANG_MQTT_SHARED_GROUP": "mqtt.shared_group",
     "ANFANG_EMBEDDED_BROKER": "broker.embedded",
     "ANFANG_BROKER_BIND": "broker.bind",
+    "ANFANG_PARTITIONS": "workers.partitions",
+    "ANFANG_WORKERS": "workers.count",
+    "ANFANG_WORKER_INDEX": "workers.index",
     "ANFANG_INFLUX_URL": "telemetry.influx_url",
     "ANFANG_INFLUX_TOKEN": "telemetry.influx_token",
     "ANFANG_INFLUX_ORG": "telemetry.influx_org",

@@ -28,16 +28,25 @@ class LeaseLost(Exception):
     """The worker no longer holds its site's lease and must stop."""
 
 
-def lease_key(site: str) -> int:
-    """A stable signed 64-bit advisory-lock key for a site."""
-    return int.from_bytes(hashlib.sha256(f"anfang-site:{site}".encode()).digest()[:8], "big", signed=True)
+def lease_name(site: str, partition: int = 0) -> str:
+    """Partition 0 is the site's own lease, so a one-partition worker and a leader exclude each other."""
+    return site if partition == 0 else f"{site}.p{partition}"
+
+
+def lease_key(site: str, partition: int = 0) -> int:
+    """A stable signed 64-bit advisory-lock key for a site (or one of its partitions)."""
+    name = lease_name(site, partition)
+    return int.from_bytes(hashlib.sha256(f"anfang-site:{name}".encode()).digest()[:8], "big", signed=True)
 
 
 class SiteLease:
-    """Waits for and holds the site's lease; :meth:`watch` raises :class:`LeaseLost` if it is lost."""
+    """Waits for and holds the lease of a site (or of one partition of its devices); :meth:`watch`
+    raises :class:`LeaseLost` if it is lost."""
 
-    def __init__(self, site: str, db_url: str, data_dir: Path, poll: float = 0.5) -> None:
+    def __init__(self, site: str, db_url: str, data_dir: Path, poll: float = 0.5, partition: int = 0) -> None:
         self.site, self._db_url, self._data_dir, self._poll = site, db_url, data_dir, poll
+        self.partition = partition
+        self._name = lease_name(site, partition)
         self._conn: asyncpg.Connection | None = None
         self._fd: int | None = None
 
@@ -45,20 +54,26 @@ class SiteLease:
         announced = False
         while not await self._try():
             if not announced:
-                log.info("another worker holds the lease of site %s; standing by", self.site)
+                log.info("another worker holds the lease of %s; standing by", self._what)
                 announced = True
             await asyncio.sleep(self._poll)  # polling: neither flock nor advisory locks offer a wait we can cancel
-        log.info("holding the lease of site %s", self.site)
+        log.info("holding the lease of %s", self._what)
         return self
+
+    @property
+    def _what(self) -> str:
+        return f"site {self.site}" if self.partition == 0 else f"partition {self.partition} of site {self.site}"
 
     async def _try(self) -> bool:
         if is_postgres(self._db_url):
             if self._conn is None:
                 self._conn = await asyncpg.connect("postgresql://" + self._db_url.split("://", 1)[1])
-            return bool(await self._conn.fetchval("SELECT pg_try_advisory_lock($1)", lease_key(self.site)))
+            return bool(
+                await self._conn.fetchval("SELECT pg_try_advisory_lock($1)", lease_key(self.site, self.partition))
+            )
         self._data_dir.mkdir(parents=True, exist_ok=True)
         if self._fd is None:
-            self._fd = os.open(self._data_dir / f"{self.site}.lease", os.O_RDWR | os.O_CREAT, 0o600)
+            self._fd = os.open(self._data_dir / f"{self._name}.lease", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -73,7 +88,7 @@ class SiteLease:
                 try:
                     await self._conn.fetchval("SELECT 1")
                 except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                    raise LeaseLost(f"lost the lease of site {self.site}: {exc}") from exc
+                    raise LeaseLost(f"lost the lease of {self._what}: {exc}") from exc
 
     async def __aexit__(
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None

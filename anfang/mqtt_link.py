@@ -22,6 +22,9 @@ MessageHandler = Callable[[str, bytes, bool, ReplyTo | None], Awaitable[None]]
 AcceptQos1 = Callable[[str, bytes, ReplyTo | None, Callable[[], None]], None]
 
 
+_FILTERS_PER_PACKET = 200
+
+
 class MqttLinkError(Exception):
     """The broker refused or could not be reached."""
 
@@ -74,10 +77,15 @@ class MqttLink:
         except Exception as exc:
             raise MqttLinkError(f"cannot connect to MQTT broker {self._host}:{self._port}: {exc}") from exc
         self._connected = True
-        for topic in subscriptions:
-            full = f"$share/{self._shared_group}/{topic}" if self._shared_group else topic
-            self._client.subscribe(full, qos=1)
+        self.subscribe(subscriptions)
         log.info("connected to MQTT broker %s:%d (MQTT %s)", self._host, self._port, "5" if self._mqtt5 else "3.1.1")
+
+    def subscribe(self, filters: Sequence[str]) -> None:
+        """Subscribe (QoS 1) to more topic filters, a few hundred per SUBSCRIBE packet."""
+        full = [f"$share/{self._shared_group}/{t}" if self._shared_group else t for t in filters]
+        for start in range(0, len(full), _FILTERS_PER_PACKET):
+            chunk = full[start:start + _FILTERS_PER_PACKET]
+            self._client.subscribe([gmqtt.Subscription(t, qos=1) for t in chunk])
 
     def _take_qos1_directly(self, accept: AcceptQos1) -> None:
         # gmqtt wraps every QoS 1 message in a task whose completion sends the PUBACK; at tens of
@@ -118,12 +126,15 @@ class MqttLink:
         qos: int = 1,
         retain: bool = False,
         correlation: bytes | None = None,
+        response_topic: str | None = None,
     ) -> None:
         if isinstance(payload, dict):
             body: bytes | str = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
         else:
             body = payload
         props: dict[str, Any] = {"correlation_data": correlation} if correlation is not None and self._mqtt5 else {}
+        if response_topic is not None and self._mqtt5:
+            props["response_topic"] = response_topic
         try:
             self._client.publish(topic, body, qos=qos, retain=retain, **props)
         except OverflowError:

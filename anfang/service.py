@@ -18,8 +18,10 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from anfang.feed import FeedWriter
 from anfang.ingest import Inbound, Outcome, desired_publishes, process_batch
 from anfang.mqtt_link import MqttLink
+from anfang.remote_twins import RemoteTwins
 from registry.store import CommandRecord, DeviceInfo, Registry, TwinStore
 from twins import topics
 from twins.document import Limits, TwinDocument, apply_desired, apply_reported
@@ -96,8 +98,15 @@ class Platform:
         tasks: Sequence[Callable[[Platform], Coroutine[Any, Any, None]]] = (),
         health_sinks: Sequence[Callable[[float, dict[str, float]], None]] = (),
         publish_taps: Sequence[Callable[[str, dict[str, Any] | str], None]] = (),
+        feed: FeedWriter | None = None,
+        remote: RemoteTwins | None = None,
+        owns: Callable[[DeviceInfo], bool] | None = None,
+        health_name: str = "health",
     ) -> None:
+        """With several active workers per site, ``feed`` carries this partition's twin changes to the
+        leader, and the leader writes twins it does not ``own`` through ``remote``."""
         self.registry, self.store, self.link = registry, store, link
+        self._feed, self._remote, self._owns, self._health_name = feed, remote, owns, health_name
         self.handlers = list(handlers)
         self.counters = Counters()
         self._sites, self._features = list(sites), list(features)
@@ -129,7 +138,7 @@ class Platform:
             for handler, queue in zip(self.handlers, self._queues, strict=True):
                 tg.create_task(self._dispatch_loop(handler, queue), name=f"dispatch-{type(handler).__name__}")
             await self.link.start(self._subscriptions, self.ingest, self.accept)
-            for site in self._sites:
+            for site in self._sites if self._feed is None else ():  # a partition owner runs no services
                 self.link.publish(topics.platform_topic(site, "features"), {"features": self._features}, retain=True)
             tg.create_task(self._health_loop(), name="health")
             for i, task in enumerate(self._tasks):
@@ -141,6 +150,10 @@ class Platform:
         self, raw_topic: str, payload: bytes, reply_to: tuple[str, bytes | None] | None, ack: Callable[[], None]
     ) -> None:
         """Take one inbound message; ``ack`` is called once it is committed (or rejected)."""
+        if self._remote is not None and raw_topic == self._remote.reply_topic:
+            self._remote.on_reply(payload)
+            ack()
+            return
         # appended synchronously, so arrival order is kept (an awaiting Queue.put can be overtaken)
         self._arrivals.append((Inbound(raw_topic, topics.parse(raw_topic), payload, reply_to), ack))
         self._arrived.set()
@@ -190,8 +203,9 @@ class Platform:
                 batch, self._devices, self._twins, seen, now=now, limits=self._limits, max_payload=self._max_payload
             )
             finished = self._finish_commands(outcome, now)
+            feed = self._feed.rows(outcome.dispatch) if self._feed is not None else ()
             # a failed commit propagates and stops the worker: nothing was acknowledged, the broker redelivers
-            await self.store.commit(outcome.twins.values(), outcome.events, finished)
+            await self.store.commit(outcome.twins.values(), outcome.events, finished, feed)
             for event in outcome.events:
                 self._remember_event((event.device_id, event.event_id))
             for pub in outcome.publishes:
@@ -265,6 +279,10 @@ class Platform:
                 future.set_result(CommandResult(sent.id, answer.reply.ok, answer.reply.result, answer.reply.error))
         return records
 
+    async def deliver(self, items: list[DeviceEvent | TwinChange]) -> None:
+        """Hand changes committed by another worker of the site (the feed) to this worker's handlers."""
+        await self._dispatch(items)
+
     async def _dispatch(self, items: list[DeviceEvent | TwinChange]) -> None:
         for item in items:
             for queue in self._queues:
@@ -303,7 +321,8 @@ class Platform:
                 "dispatch_depth": max((q.qsize() for q in self._queues), default=0),
             }
             for site in self._sites:
-                self.link.publish(topics.platform_topic(site, "health"), {"ts": now, **health}, retain=True, qos=0)
+                self.link.publish(topics.platform_topic(site, self._health_name), {"ts": now, **health}, retain=True,
+                                  qos=0)
             numbers = {k: float(v) for k, v in health.items() if isinstance(v, int | float)}
             for sink in self._health_sinks:
                 sink(now, numbers)
@@ -341,6 +360,10 @@ class Platform:
             return (await self._load(device_id))[1]
 
     async def set_desired(self, device_id: str, patch: dict[str, Any], expected_version: int | None = None) -> int:
+        if self._remote is not None and self._owns is not None:
+            info = await self._device(device_id)
+            if not self._owns(info):
+                return await self._remote.set_desired(info.site, device_id, patch, expected_version)
         async with self._write_lock:
             info, doc = await self._load(device_id)
             validate_desired(info.kind, patch)

@@ -60,6 +60,9 @@ class CommandRecord:
     finished_at: float | None
 
 
+FeedRow = tuple[str, int, int, str]  # site, partition, sequence number, encoded change
+
+
 def _info(device: Device) -> DeviceInfo:
     pos = (device.x, device.y) if device.x is not None and device.y is not None else None
     return DeviceInfo(device.id, device.site_id, device.kind, device.name, pos)
@@ -211,8 +214,12 @@ class TwinStore:
         twins: Iterable[TwinDocument],
         events: Sequence[StoredEvent] = (),
         commands: Sequence[CommandRecord] = (),
+        feed: Sequence[FeedRow] = (),
     ) -> None:
-        """Write a batch atomically. A twin row is only replaced by a document of the same or newer version."""
+        """Write a batch atomically. A twin row is only replaced by a document of the same or newer version.
+
+        ``feed`` rows (a partition owner's twin changes for the site's leader) commit with the twins.
+        """
         now = time.time()
         twin_rows = [
             [t.device_id, t.version, json.dumps(t.to_json(), separators=(",", ":"), ensure_ascii=False), now]
@@ -254,6 +261,46 @@ class TwinStore:
                     ),
                     command_rows,
                 )
+            if feed:
+                await tx.execute_many(
+                    self._q("INSERT INTO twin_feed(site, part, seq, body) VALUES (?, ?, ?, ?)"),
+                    [list(row) for row in feed],
+                )
+
+    async def feed_head(self, site: str, part: int) -> int:
+        """The last sequence number a partition's feed has used (0 for none)."""
+        rows = await self._conn.execute_query_dict(
+            self._q("SELECT MAX(seq) AS seq FROM twin_feed WHERE site = ? AND part = ?"), [site, part]
+        )
+        written = rows[0]["seq"] if rows and rows[0]["seq"] is not None else 0
+        return max(int(written), await self.feed_cursor(site, part))
+
+    async def read_feed(self, site: str, part: int, after: int, limit: int) -> list[tuple[int, str]]:
+        rows = await self._conn.execute_query_dict(
+            self._q("SELECT seq, body FROM twin_feed WHERE site = ? AND part = ? AND seq > ? ORDER BY seq LIMIT ?"),
+            [site, part, after, limit],
+        )
+        return [(int(r["seq"]), str(r["body"])) for r in rows]
+
+    async def feed_cursor(self, site: str, part: int) -> int:
+        rows = await self._conn.execute_query_dict(
+            self._q("SELECT seq FROM twin_feed_cursors WHERE site = ? AND part = ?"), [site, part]
+        )
+        return int(rows[0]["seq"]) if rows else 0
+
+    async def advance_feed(self, site: str, part: int, seq: int) -> None:
+        """Remember that the leader has taken a partition's feed up to ``seq``; drop what it no longer needs."""
+        async with in_transaction() as tx:
+            await tx.execute_query(
+                self._q(
+                    "INSERT INTO twin_feed_cursors(site, part, seq) VALUES (?, ?, ?) "
+                    "ON CONFLICT(site, part) DO UPDATE SET seq = excluded.seq"
+                ),
+                [site, part, seq],
+            )
+            await tx.execute_query(
+                self._q("DELETE FROM twin_feed WHERE site = ? AND part = ? AND seq <= ?"), [site, part, seq]
+            )
 
     async def record_command_sent(self, record: CommandRecord) -> None:
         """Record a command as sent, unless its outcome was recorded first."""

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -79,8 +79,9 @@ def operator_credentials(env: dict[str, str]) -> tuple[str, str]:
 
 
 async def document_when(port: int, env: dict[str, str], device_id: str, last_seq: int,
-                        timeout: float = 30) -> dict[str, Any]:
-    """Ask the platform (as the operator, over MQTT) for a twin until it has applied ``last_seq``."""
+                        timeout: float = 30, until: Callable[[dict[str, Any]], bool] | None = None) -> dict[str, Any]:
+    """Ask the platform (as the operator, over MQTT) for a twin until it has applied ``last_seq``
+    (and ``until`` holds for it)."""
     op = Device("127.0.0.1", port, *operator_credentials(env), site="youzheng", client_id="op", will=False)
     assert await op.connect() == 0
     try:
@@ -89,7 +90,7 @@ async def document_when(port: int, env: dict[str, str], device_id: str, last_seq
             while True:
                 op.publish(f"anfang/youzheng/{device_id}/twin/get", {"client_token": "x"}, raw_topic=True)
                 _, doc = await op.expect(r"/twin/document$")
-                if doc["last_seq"] == last_seq:
+                if doc["last_seq"] == last_seq and (until is None or until(doc)):
                     return dict(doc)
                 await asyncio.sleep(0.1)  # the platform in another process is still draining its backlog
     finally:

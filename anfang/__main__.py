@@ -1,0 +1,3 @@
+from anfang.cli import main
+
+main()

@@ -1,0 +1,142 @@
+"""Several *active* workers for one site: each serves the partitions of devices whose lease it holds.
+
+A worker process runs one :class:`~anfang.service.Platform` per partition it holds, each with the
+partition's own MQTT client id (a persistent session that outlives the worker) and subscriptions to
+the twin channels of the partition's devices only. The holder of partition 0 is the site's leader
+and runs the services. A worker first takes its *home* partitions; a partition whose worker is gone
+is taken by any other worker after ``workers.takeover_after_s``, resuming that partition's session,
+so nothing it had not acknowledged is lost and nothing is applied twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import AsyncExitStack
+
+from anfang.accounts import ensure_service_accounts
+from anfang.app import Services, ServicesFactory, open_registry
+from anfang.config import ConfigError, Settings
+from anfang.feed import FeedReader, FeedWriter
+from anfang.lease import LeaseLost, SiteLease
+from anfang.mqtt_link import MqttLink
+from anfang.partitions import (
+    LEADER,
+    home_partitions,
+    partition_client_id,
+    partition_of,
+    reply_topic,
+    site_wide_filters,
+    twin_filters,
+)
+from anfang.remote_twins import RemoteTwins
+from anfang.service import Platform
+from registry.store import DeviceInfo, Registry, TwinStore
+from twins.document import Limits
+
+log = logging.getLogger(__name__)
+
+
+def check_partitioned(settings: Settings) -> None:
+    """Several active workers need what they share: an external MQTT 5 broker."""
+    if settings.broker.embedded:
+        raise ConfigError("workers.partitions > 1 needs an external broker (broker.embedded: false)")
+    if settings.mqtt.protocol == "3.1.1":
+        raise ConfigError("workers.partitions > 1 needs MQTT 5 (mqtt.protocol: 5 or auto)")
+    if settings.mqtt.shared_group:
+        raise ConfigError("use either workers.partitions or mqtt.shared_group, not both")
+
+
+async def run_partitioned_worker(settings: Settings, services_factory: ServicesFactory | None) -> None:
+    """Serve this worker's home partitions, and any partition left without a worker, until cancelled."""
+    check_partitioned(settings)
+    w = settings.workers
+    async with open_registry(settings) as (registry, store):
+        await registry.ensure_site(settings.site)
+        password, _ = await ensure_service_accounts(
+            registry, settings.secrets_dir, settings.mqtt.username, settings.mqtt.password
+        )
+        homes = set(home_partitions(w.index, w.count, w.partitions))
+        log.info("worker %d of %d for site %s: home partitions %s of %d", w.index, w.count, settings.site,
+                 sorted(homes), w.partitions)
+        async with asyncio.TaskGroup() as tg:
+            for part in range(w.partitions):
+                worker = PartitionWorker(settings, registry, store, password, part, services_factory)
+                tg.create_task(worker.serve(home=part in homes), name=f"partition-{part}")
+
+
+class PartitionWorker:
+    """Takes a partition's lease when it can and serves the partition while it holds it."""
+
+    def __init__(
+        self, settings: Settings, registry: Registry, store: TwinStore, password: str, part: int,
+        services_factory: ServicesFactory | None,
+    ) -> None:
+        self.settings, self.registry, self.store, self.password = settings, registry, store, password
+        self.part, self.services_factory = part, services_factory
+        self.partitions = settings.workers.partitions
+
+    def owns(self, device: DeviceInfo) -> bool:
+        return partition_of(device, self.partitions) == self.part
+
+    async def serve(self, *, home: bool) -> None:
+        if not home:
+            # the partition's home worker gets the first chance; we take it only if it stays free
+            await asyncio.sleep(self.settings.workers.takeover_after_s)
+        s = self.settings
+        while True:
+            async with SiteLease(s.site, s.db_url, s.data_dir, partition=self.part) as lease:
+                try:
+                    await self._run(lease)
+                except* LeaseLost as group:
+                    log.error("%s; stopping partition %d", group.exceptions[0], self.part)
+
+    async def _run(self, lease: SiteLease) -> None:
+        s, part = self.settings, self.part
+        owned = {d.id for d in await self.registry.list_devices(s.site) if self.owns(d)}
+        client_id = partition_client_id(s.mqtt.client_id, part, self.partitions)
+        link = MqttLink(host=s.mqtt.host, port=s.mqtt.port, client_id=client_id, username=s.mqtt.username,
+                        password=self.password, mqtt5=True, keepalive=s.mqtt.keepalive)
+        subscriptions = twin_filters(s.site, sorted(owned))
+        async with AsyncExitStack() as stack:
+            leader = part == LEADER
+            services = Services()
+            if leader and self.services_factory is not None:
+                services = await stack.enter_async_context(self.services_factory(s, self.registry))
+            remote = RemoteTwins(link, reply_topic(s.site, client_id), s.limits.command_timeout_s) if leader else None
+            feed = None if leader else FeedWriter(s.site, part, await self.store.feed_head(s.site, part))
+            if remote is not None:
+                subscriptions += [*site_wide_filters(s.site), remote.reply_topic]
+
+            async def watch_lease(platform: Platform) -> None:
+                await lease.watch()
+
+            async def pick_up_new_devices(platform: Platform) -> None:
+                while True:
+                    await asyncio.sleep(s.workers.refresh_s)  # the registry has no change notification
+                    new = {d.id for d in await self.registry.list_devices(s.site) if self.owns(d)} - owned
+                    if new:
+                        link.subscribe(twin_filters(s.site, sorted(new)))
+                        owned.update(new)
+                        log.info("partition %d now also serves %s", part, ", ".join(sorted(new)[:10]))
+
+            async def read_feed(platform: Platform) -> None:
+                others = [p for p in range(self.partitions) if p != LEADER]
+                await FeedReader(self.store, s.site, others, platform.deliver).run()
+
+            tasks = [*services.tasks, watch_lease, pick_up_new_devices, *([read_feed] if leader else [])]
+            platform = Platform(
+                registry=self.registry, store=self.store, link=link, handlers=services.handlers, sites=[s.site],
+                features=services.features, limits=Limits(s.limits.max_document_bytes, s.limits.max_depth),
+                tasks=tasks, health_sinks=services.health_sinks, publish_taps=services.publish_taps,
+                max_payload=s.limits.max_payload_bytes, inbox_size=s.limits.ingest_queue,
+                batch_max=s.limits.batch_max, command_timeout=s.limits.command_timeout_s,
+                subscriptions=subscriptions, health_interval=s.limits.health_interval_s,
+                feed=feed, remote=remote, owns=self.owns, health_name="health" if leader else f"health/p{part}",
+            )
+            log.info("serving partition %d of %d of site %s: %d devices%s", part, self.partitions, s.site,
+                     len(owned), " (leader: rules, access, telemetry)" if leader else "")
+            try:
+                await platform.run()
+            finally:
+                await link.stop()

@@ -1,0 +1,71 @@
+"""The pure parts of several active workers: who serves which device, the feed's codec, the
+supervisor's command line."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from anfang.feed import FeedWriter, decode, encode
+from anfang.partitions import home_partitions, partition_client_id, partition_of, twin_filters
+from anfang.supervisor import without_workers_option
+from registry.store import DeviceInfo
+from twins.hooks import DeviceEvent, TwinChange
+
+ids = st.from_regex(r"[a-z0-9][a-z0-9_-]{0,20}", fullmatch=True)
+
+
+@given(ids, st.integers(1, 16))
+def test_every_device_has_exactly_one_partition_and_keeps_it(device_id: str, partitions: int) -> None:
+    device = DeviceInfo(device_id, "youzheng", "door_lock", device_id, None)
+    part = partition_of(device, partitions)
+    assert 0 <= part < partitions
+    assert partition_of(device, partitions) == part  # stable: the same in every worker and after restarts
+
+
+def test_devices_spread_over_partitions_and_virtual_ones_stay_with_the_leader() -> None:
+    devices = [DeviceInfo(f"reader-{i:04d}", "youzheng", "rfid_reader", "", None) for i in range(1000)]
+    counts = [sum(partition_of(d, 4) == p for d in devices) for p in range(4)]
+    assert min(counts) > 200, counts  # roughly even: no worker gets most of the site
+    virtual = DeviceInfo("tag-elder-001", "youzheng", "rfid_tag", "", None)  # its twin is derived by the leader
+    assert virtual.virtual and partition_of(virtual, 4) == 0
+
+
+@given(st.integers(1, 8), st.integers(1, 16))
+def test_home_partitions_cover_every_partition_once(workers: int, partitions: int) -> None:
+    homes = [p for w in range(workers) for p in home_partitions(w, workers, partitions)]
+    assert sorted(homes) == list(range(partitions))
+
+
+def test_a_single_partition_keeps_the_plain_client_id_and_twin_filters_name_the_device() -> None:
+    assert partition_client_id("anfang-platform", 0, 1) == "anfang-platform"
+    assert partition_client_id("anfang-platform", 1, 2) == "anfang-platform-p1"
+    assert "anfang/youzheng/door-1/twin/reported" in twin_filters("youzheng", ["door-1"])
+    assert not any("events" in f for f in twin_filters("youzheng", ["door-1"]))  # events go to the leader
+
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+                           lambda inner: st.dictionaries(st.text(max_size=5), inner, max_size=3), max_leaves=8)
+docs = st.dictionaries(st.text(max_size=5), json_values, max_size=4)
+
+
+@given(docs, docs, docs, st.integers(0, 10**9))
+def test_feed_items_survive_the_round_trip(reported: dict, previous: dict, changed: dict, version: int) -> None:  # type: ignore[type-arg]
+    change = TwinChange("youzheng", "door-1", "door_lock", version, 1.5, reported, previous, {"lock": "locked"},
+                        changed)
+    event = DeviceEvent("youzheng", "door-1", "door_lock", "status", "status-3", 2.0, {"state": "offline"})
+    assert decode(encode(change)) == change
+    assert decode(encode(event)) == event
+
+
+def test_feed_rows_are_numbered_on_from_the_head() -> None:
+    writer = FeedWriter("youzheng", 1, head=41)
+    event = DeviceEvent("youzheng", "d", "door_lock", "status", "s", 1.0, {})
+    rows = writer.rows([event, event])
+    assert [(r[1], r[2]) for r in rows] == [(1, 42), (1, 43)]
+    assert writer.rows([event])[0][2] == 44
+
+
+def test_children_get_the_parents_arguments_without_workers() -> None:
+    argv = ["--config", "a.yaml", "--workers", "2", "--site", "x", "--workers=3"]
+    assert without_workers_option(argv) == ["--config", "a.yaml", "--site", "x"]
