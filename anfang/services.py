@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from tortoise import connections
+from tortoise.backends.base.client import BaseDBAsyncClient
 
 from anfang.app import Services
 from anfang.config import Settings
@@ -22,13 +24,14 @@ from community.handler import AccessConfig, AccessHandler
 from community.records import AccessRecords
 from community.store import CommunityStore
 from firmware_sim.community import Community, bundled_community_path, load_community
+from registry.migrate import is_postgres
 from registry.store import Registry
-from rules.alarms import SqliteAlarmStore
+from rules.db_alarms import DatabaseAlarmStore
+from rules.db_timers import DatabaseTimerStore
 from rules.engine import RulesEngine
 from rules.loader import load_rules
 from rules.sinks import HttpxWebhookSender, JsonlAuditLog
 from rules.site import SitePlan
-from rules.timers import JsonFileTimerStore
 from telemetry.config import settings_from_platform
 from telemetry.factory import build_handler
 from telemetry.handler import TelemetryHandler
@@ -107,6 +110,13 @@ def community_for(settings: Settings) -> Community:
     return load_community(settings.community_file or bundled_community_path("youzheng"))
 
 
+def registry_connection(settings: Settings) -> BaseDBAsyncClient:
+    """The registry database's connection, opened by ``open_registry`` before the services start."""
+    # registry.db.open_database names its one connection after the dialect
+    conn: BaseDBAsyncClient = connections.get("postgres" if is_postgres(settings.db_url) else "sqlite")
+    return conn
+
+
 @asynccontextmanager
 async def open_services(settings: Settings, registry: Registry) -> AsyncIterator[Services]:
     """Rules, access control, vision and telemetry for the configured site."""
@@ -135,11 +145,13 @@ async def open_services(settings: Settings, registry: Registry) -> AsyncIterator
         loaded = load_rules(rules_path, plan)
         for diag in loaded.diagnostics:
             log.error("rule problem: %s", diag)
-        alarms = await SqliteAlarmStore(data / "alarms.db").open()
-        stack.push_async_callback(alarms.close)
+        # timers and alarms live in the registry database, so the worker that takes over the site (the
+        # lease is held by now) carries on with them, whichever host and data directory it has
+        db = registry_connection(settings)
+        timers = await DatabaseTimerStore.open(db, site)
         http = await stack.enter_async_context(httpx.AsyncClient())
         engine = RulesEngine(
-            loaded.rules, plan, alarm_store=alarms, timer_store=JsonFileTimerStore(data / "rule-timers.json"),
+            loaded.rules, plan, alarm_store=DatabaseAlarmStore(db, site), timer_store=timers,
             webhooks=HttpxWebhookSender(http), audit=JsonlAuditLog(data / "rule-audit.jsonl"), rules_path=rules_path,
             observer=lambda firing: telemetry.record_rule_firing(site, firing.rule_id, firing.ts),
         )

@@ -1,20 +1,17 @@
 """Alarm lifecycle: raised (deduplicated per rule + subject) → acknowledged → cleared.
 
-Every transition is stored (an :class:`AlarmStore`) and published on
+Every transition is stored (an :class:`AlarmStore`; the platform's is
+:class:`rules.db_alarms.DatabaseAlarmStore`, in the registry database) and published on
 ``anfang/{site}/alarms/{id}``: retained while active; on clear the cleared document is published
 non-retained and then an empty retained payload removes it.
 """
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 from typing import Any, Protocol
-
-import aiosqlite
 
 from twins.hooks import PlatformActions
 from twins.topics import alarm_topic
@@ -63,8 +60,21 @@ class AlarmError(Exception):
         self.message = message
 
 
+class AlarmStoreError(OSError):
+    """The alarm store could not be read or written; ``where`` names it.
+
+    An ``OSError`` (an I/O failure, like a failed publish): a rule whose alarm could not be stored has
+    the failure recorded on its firing and stays enabled, as with any platform-side failure.
+    """
+
+    def __init__(self, where: str, message: str) -> None:
+        super().__init__(f"{where}: {message}")
+        self.where = where
+        self.message = message
+
+
 class AlarmStore(Protocol):
-    """Persistence of alarms."""
+    """Persistence of alarms; a store that fails raises :class:`AlarmStoreError`."""
 
     async def put(self, alarm: Alarm) -> None: ...
 
@@ -96,81 +106,6 @@ class InMemoryAlarmStore:
     async def list(self, *, active_only: bool = False, limit: int = 1000) -> list[Alarm]:
         items = [a for a in self._alarms.values() if a.active or not active_only]
         return sorted(items, key=lambda a: a.raised_at)[-limit:]
-
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS alarms (
-    id TEXT PRIMARY KEY, site TEXT NOT NULL, rule_id TEXT NOT NULL, subject TEXT NOT NULL,
-    state TEXT NOT NULL, raised_at REAL NOT NULL, doc TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS alarms_active ON alarms (rule_id, subject, state);
-"""
-
-
-class SqliteAlarmStore:
-    """Alarms in a SQLite file (aiosqlite); open with :meth:`open`, close with :meth:`close`."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._db: aiosqlite.Connection | None = None
-
-    async def open(self) -> SqliteAlarmStore:
-        """Connect and create the table."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = await aiosqlite.connect(self.path)
-        await self._db.executescript(_SCHEMA)
-        await self._db.commit()
-        return self
-
-    async def close(self) -> None:
-        """Close the connection."""
-        if self._db is not None:
-            await self._db.close()
-            self._db = None
-
-    def _conn(self) -> aiosqlite.Connection:
-        if self._db is None:
-            raise AlarmError("-", f"store {self.path} is not open")
-        return self._db
-
-    async def put(self, alarm: Alarm) -> None:
-        db = self._conn()
-        await db.execute(
-            "INSERT OR REPLACE INTO alarms (id, site, rule_id, subject, state, raised_at, doc) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                alarm.id,
-                alarm.site,
-                alarm.rule_id,
-                alarm.subject,
-                alarm.state,
-                alarm.raised_at,
-                json.dumps(alarm.to_json(), ensure_ascii=False, default=str),
-            ),
-        )
-        await db.commit()
-
-    @staticmethod
-    def _row(doc: str) -> Alarm:
-        return Alarm(**json.loads(doc))
-
-    async def get(self, alarm_id: str) -> Alarm | None:
-        async with self._conn().execute("SELECT doc FROM alarms WHERE id = ?", (alarm_id,)) as cur:
-            row = await cur.fetchone()
-        return self._row(row[0]) if row else None
-
-    async def find_active(self, rule_id: str, subject: str) -> Alarm | None:
-        sql = "SELECT doc FROM alarms WHERE rule_id = ? AND subject = ? AND state != 'cleared' LIMIT 1"
-        async with self._conn().execute(sql, (rule_id, subject)) as cur:
-            row = await cur.fetchone()
-        return self._row(row[0]) if row else None
-
-    async def list(self, *, active_only: bool = False, limit: int = 1000) -> list[Alarm]:
-        where = "WHERE state != 'cleared'" if active_only else ""
-        sql = f"SELECT doc FROM alarms {where} ORDER BY raised_at DESC LIMIT ?"
-        async with self._conn().execute(sql, (limit,)) as cur:
-            rows = await cur.fetchall()
-        return [self._row(r[0]) for r in reversed(list(rows))]
 
 
 class AlarmManager:

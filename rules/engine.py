@@ -26,7 +26,7 @@ from rules.schedule import next_due
 from rules.sinks import AuditLog, InMemoryAuditLog, WebhookSender
 from rules.site import SitePlan
 from rules.timerqueue import TimerQueue
-from rules.timers import InMemoryTimerStore, Timer, TimerStore
+from rules.timers import InMemoryTimerStore, Timer, TimerStore, TimerStoreError
 from rules.trace import Firing, Trace, TraceEntry
 from rules.triggers import Input, Ref, TriggerIndex, device_allowed
 from twins.errors import TwinError
@@ -149,14 +149,16 @@ class RulesEngine:
         return self.timers.next_due()
 
     def start(self, now: float) -> None:
-        """Reload persisted timers (dropping those of changed rules) and arm silences/schedules."""
+        """Reload persisted timers (dropping those of changed rules) and arm silences/schedules.
+
+        What this changes in the timer store is made durable by the next :meth:`tick`.
+        """
         if self._started:
             return
         self._started = True
         self.timers.load({r.id: r.hash for r in self._rules.values()})
         for rule in self._rules.values():
             self._arm_rule(rule, now)
-        self.timers.flush()
 
     def _arm_rule(self, rule: Rule, now: float) -> None:
         if not rule.enabled:
@@ -197,7 +199,7 @@ class RulesEngine:
         return person.role in groups or (tag is not None and tag.group in groups)
 
     async def tick(self, now: float | None = None, actions: PlatformActions | None = None) -> None:
-        """Fire due timers (``for``, silence, schedules) and flush the timer store."""
+        """Fire due timers (``for``, silence, schedules) and flush the timer store (once per tick)."""
         acts = self._acts(actions)
         now = acts.now() if now is None else now
         self.start(now)
@@ -210,7 +212,11 @@ class RulesEngine:
                 await self._on_timer(rule, timer, now, acts)
             except Exception as exc:  # a faulty rule must not take the engine down
                 self._disable(rule, now, f"timer {timer.key}", exc)
-        self.timers.flush()
+        try:
+            await self.timers.flush()
+        except TimerStoreError as exc:
+            # the store keeps the unwritten changes: the next tick writes them (the database may be back)
+            log.error("rule timers not saved, retrying at the next tick: %s", exc)
 
     async def _on_timer(self, rule: Rule, timer: Timer, now: float, acts: PlatformActions) -> None:
         idx = int(timer.context.get("idx", 0))

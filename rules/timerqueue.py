@@ -82,6 +82,6 @@ class TimerQueue:
                 continue
             self.put(t)
 
-    def flush(self) -> None:
+    async def flush(self) -> None:
         """Make the stored copy durable."""
-        self.store.flush()
+        await self.store.flush()

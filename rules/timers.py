@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -33,7 +34,12 @@ class Timer:
 
 
 class TimerStore(Protocol):
-    """Where pending timers are kept across restarts. ``flush`` makes earlier writes durable."""
+    """Where pending timers are kept across restarts.
+
+    ``load``, ``save`` and ``delete`` are synchronous and only touch what the store holds in memory
+    (a store that needs IO to load reads it before the engine starts); ``flush`` makes the writes
+    since the last flush durable. The engine flushes once per tick.
+    """
 
     def load(self) -> list[Timer]: ...
 
@@ -41,7 +47,7 @@ class TimerStore(Protocol):
 
     def delete(self, key: str) -> None: ...
 
-    def flush(self) -> None: ...
+    async def flush(self) -> None: ...
 
 
 class InMemoryTimerStore:
@@ -59,12 +65,12 @@ class InMemoryTimerStore:
     def delete(self, key: str) -> None:
         self.timers.pop(key, None)
 
-    def flush(self) -> None:
+    async def flush(self) -> None:
         return None
 
 
 class TimerStoreError(Exception):
-    """The timer file could not be read or written."""
+    """The timers could not be read or written; ``path`` names the file or the table."""
 
     def __init__(self, path: str, message: str) -> None:
         super().__init__(f"{path}: {message}")
@@ -75,17 +81,17 @@ class TimerStoreError(Exception):
 class JsonFileTimerStore:
     """Timers in one JSON file, rewritten atomically (temp file + rename) on :meth:`flush`.
 
-    Writes are batched: the engine flushes once per tick, not once per event.
+    Writes are batched: the engine flushes once per tick, not once per event. For one process (the
+    ``anfang rules test`` tools, tests); the platform keeps its timers in the registry database.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._timers: dict[str, Timer] = {}
         self._dirty = False
-        self._loaded = False
+        self._lock = asyncio.Lock()
 
     def load(self) -> list[Timer]:
-        self._loaded = True
         if not self.path.exists():
             self._timers = {}
             return []
@@ -104,15 +110,21 @@ class JsonFileTimerStore:
         if self._timers.pop(key, None) is not None:
             self._dirty = True
 
-    def flush(self) -> None:
-        if not self._dirty:
-            return
+    async def flush(self) -> None:
+        async with self._lock:  # one write at a time: an older snapshot must not replace a newer one
+            if not self._dirty:
+                return
+            body = {"version": 1, "timers": [t.to_json() for t in self._timers.values()]}
+            text = json.dumps(body, ensure_ascii=False, default=str)
+            self._dirty = False
+            try:
+                await asyncio.to_thread(self._write, text)
+            except OSError as exc:
+                self._dirty = True
+                raise TimerStoreError(str(self.path), f"cannot write timers: {exc}") from exc
+
+    def _write(self, text: str) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(self.path.suffix + ".tmp")
-        body = {"version": 1, "timers": [t.to_json() for t in self._timers.values()]}
-        try:
-            tmp.write_text(json.dumps(body, ensure_ascii=False, default=str), encoding="utf-8")
-            os.replace(tmp, self.path)
-        except OSError as exc:
-            raise TimerStoreError(str(self.path), f"cannot write timers: {exc}") from exc
-        self._dirty = False
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, self.path)

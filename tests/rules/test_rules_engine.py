@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from rules.alarms import InMemoryAlarmStore, SqliteAlarmStore
+from rules.alarms import InMemoryAlarmStore
 from rules.engine import RulesEngine
 from rules.loader import Rule, load_rule_docs
 from rules.site import SitePlan, load_site_plan
@@ -76,23 +76,6 @@ async def test_alarm_lifecycle_is_published_deduplicated_acked_and_cleared(site:
     _topic, doc, retain = acts.published[-2]
     assert isinstance(doc, dict) and doc["state"] == "cleared" and retain is False
     assert acts.published[-1] == ("anfang/testsite/alarms/a1", "", True)
-
-
-async def test_sqlite_alarm_store_keeps_alarms_across_connections(tmp_path: Path, site: SitePlan) -> None:
-    acts = FakePlatformActions(clock=T0)
-    store = await SqliteAlarmStore(tmp_path / "alarms.db").open()
-    try:
-        engine = RulesEngine(rules_from(FORCED, site), site, actions=acts, alarm_store=store)
-        await engine.on_event(event("door-b1-u1", "door_lock", "door_forced", {}, T0), acts)
-    finally:
-        await store.close()
-    again = await SqliteAlarmStore(tmp_path / "alarms.db").open()
-    try:
-        active = await again.find_active("forced", "door-b1-u1")
-        assert active is not None and active.severity == "critical"
-        assert len(await again.list(active_only=True)) == 1
-    finally:
-        await again.close()
 
 
 async def test_pending_for_timer_survives_a_restart_and_fires_when_overdue(tmp_path: Path, site: SitePlan) -> None:

@@ -1,0 +1,53 @@
+"""Raw SQL on the registry database's Tortoise connection, written once for SQLite and PostgreSQL.
+
+The rules engine keeps its timers and alarms in the database the platform opened with
+:func:`registry.db.open_database` (the same connection the twin store writes to), so every worker of a
+site sees the same state. Statements use ``?`` placeholders; on PostgreSQL they become ``$1, $2, …``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.exceptions import BaseORMException
+from tortoise.transactions import in_transaction
+
+#: What a failing statement raises: Tortoise translates only some driver errors (syntax, constraint);
+#: a lost connection surfaces as the driver's own error or an ``OSError``.
+DB_ERRORS: tuple[type[BaseException], ...] = (
+    BaseORMException, OSError, sqlite3.Error, asyncpg.PostgresError, asyncpg.InterfaceError,
+)
+
+
+class Sql:
+    """A Tortoise connection with the dialect's placeholders; every method may raise one of :data:`DB_ERRORS`."""
+
+    def __init__(self, conn: BaseDBAsyncClient) -> None:
+        self.conn = conn
+        self.postgres = conn.capabilities.dialect == "postgres"
+
+    def q(self, sql: str) -> str:
+        """``sql`` with the dialect's placeholders."""
+        if not self.postgres:
+            return sql
+        parts = sql.split("?")
+        return "".join(p + (f"${i + 1}" if i < len(parts) - 1 else "") for i, p in enumerate(parts))
+
+    async def rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """The rows a query returns."""
+        return list(await self.conn.execute_query_dict(self.q(sql), list(params)))
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        """Run one statement (autocommit)."""
+        await self.conn.execute_query(self.q(sql), list(params))
+
+    async def batch(self, statements: Sequence[tuple[str, Sequence[Sequence[Any]]]]) -> None:
+        """Run each statement for each of its parameter rows, all in one transaction."""
+        async with in_transaction(self.conn.connection_name) as tx:
+            for sql, rows in statements:
+                if rows:
+                    await tx.execute_many(self.q(sql), [list(r) for r in rows])
