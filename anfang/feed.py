@@ -10,12 +10,12 @@ new leader resumes from the stored position, so a handler may see a few changes 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict
 
 from registry.store import FeedRow, TwinStore
+from twins import jsoncodec
 from twins.hooks import DeviceEvent, TwinChange
 
 log = logging.getLogger(__name__)
@@ -25,11 +25,11 @@ Item = DeviceEvent | TwinChange
 
 def encode(item: Item) -> str:
     body = {"change" if isinstance(item, TwinChange) else "event": asdict(item)}
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    return jsoncodec.dumps(body)
 
 
 def decode(body: str) -> Item:
-    doc = json.loads(body)
+    doc = jsoncodec.loads(body)
     if "change" in doc:
         return TwinChange(**doc["change"])
     return DeviceEvent(**doc["event"])

@@ -6,13 +6,12 @@ The IO around it (``anfang.service``) pre-loads the devices and twins a batch to
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from registry.store import DeviceInfo, StoredEvent
-from twins import messages
+from twins import jsoncodec, messages
 from twins.document import Limits, TwinDocument, apply_desired, apply_reported, apply_status
 from twins.errors import BadRequest, NotFound, TooLarge, TwinError
 from twins.hooks import DeviceEvent, TwinChange
@@ -104,7 +103,7 @@ def desired_publishes(doc: TwinDocument, now: float) -> list[Publish]:
 def _ref(msg: Inbound) -> Any:
     """The sender's reference (report seq or event id) for an error answer, if it can be read."""
     try:
-        data = json.loads(msg.payload)
+        data = jsoncodec.loads(msg.payload)
     except (ValueError, UnicodeDecodeError):
         return None
     if isinstance(data, dict):

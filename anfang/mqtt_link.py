@@ -7,13 +7,17 @@ committed it; a crash before that leaves it with the broker, which redelivers it
 
 from __future__ import annotations
 
-import json
+import asyncio
+import functools
 import logging
+import struct
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import gmqtt
 from gmqtt.mqtt.constants import MQTTv50, MQTTv311
+
+from twins import jsoncodec
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +27,9 @@ AcceptQos1 = Callable[[str, bytes, ReplyTo | None, Callable[[], None]], None]
 
 
 _FILTERS_PER_PACKET = 200
+# PUBACK: type 0x40, remaining length, packet id (+ MQTT 5: reason code 0 "success", no properties)
+_PUBACK_V5 = struct.Struct("!BBHBB")
+_PUBACK_V311 = struct.Struct("!BBH")
 
 
 class MqttLinkError(Exception):
@@ -61,6 +68,9 @@ class MqttLink:
         self.published = 0
         self.dropped = 0
         self._connected = False
+        self._pubacks: list[int] = []
+        self._may_read = asyncio.Event()
+        self._may_read.set()
 
     async def start(
         self, subscriptions: Sequence[str], handler: MessageHandler, accept_qos1: AcceptQos1 | None = None
@@ -94,9 +104,26 @@ class MqttLink:
         handler = self._client._package_handler
 
         def on_qos1(mid: int, packet: bytes, print_topic: str, properties: dict[str, Any]) -> None:
-            accept(print_topic, packet, _reply_to(properties), lambda: handler._send_puback(mid))
+            accept(print_topic, packet, _reply_to(properties), functools.partial(self._puback, mid))
 
         handler._handle_qos_1_publish_packet = on_qos1
+
+    def _puback(self, mid: int) -> None:
+        # a batch acknowledges hundreds of messages at once: one socket write for all of them
+        self._pubacks.append(mid)
+        if len(self._pubacks) == 1:
+            asyncio.get_running_loop().call_soon(self._flush_pubacks)
+
+    def _flush_pubacks(self) -> None:
+        mids, self._pubacks = self._pubacks, []
+        connection = getattr(self._client, "_connection", None)
+        if connection is None or not self._connected:
+            return  # the broker redelivers what was not acknowledged on the next connection
+        if self._mqtt5:
+            data = b"".join([_PUBACK_V5.pack(0x40, 4, mid, 0, 0) for mid in mids])
+        else:
+            data = b"".join([_PUBACK_V311.pack(0x40, 2, mid) for mid in mids])
+        connection.send_package(data)
 
     async def _on_message(self, client: Any, topic: str, payload: bytes, qos: int, properties: dict[str, Any]) -> int:
         assert self._handler is not None
@@ -104,19 +131,29 @@ class MqttLink:
         return 0
 
     def pause_reading(self, paused: bool) -> None:
-        """Stop (or resume) reading from the broker socket: TCP back-pressure for a backlog.
+        """Stop (or resume) taking messages from the broker: TCP back-pressure for a backlog.
 
         Brokers do not all honour the MQTT 5 receive maximum; not reading makes the broker keep
-        the messages (queued for this persistent session) instead of this process.
+        the messages (queued for this persistent session) instead of this process. Pausing the
+        transport is not enough: gmqtt reads through an ``asyncio.StreamReader``, whose own flow
+        control resumes the transport on its next read. So the read loop itself waits at a gate;
+        the reader's buffer then fills and the reader pauses the socket.
         """
-        connection = getattr(self._client, "_connection", None)
-        transport = getattr(getattr(connection, "_protocol", None), "_transport", None)
-        if transport is None or transport.is_closing():
-            return
         if paused:
-            transport.pause_reading()
+            self._may_read.clear()
         else:
-            transport.resume_reading()
+            self._may_read.set()
+        protocol = getattr(getattr(self._client, "_connection", None), "_protocol", None)
+        if protocol is not None and not getattr(protocol, "_anfang_gated", False):
+            read = protocol.read
+            may_read = self._may_read
+
+            async def gated_read(n: int = -1) -> bytes:
+                await may_read.wait()
+                return bytes(await read(n))
+
+            protocol.read = gated_read  # gmqtt makes a new protocol per connection: gate each one
+            protocol._anfang_gated = True
 
     def publish(
         self,
@@ -129,7 +166,7 @@ class MqttLink:
         response_topic: str | None = None,
     ) -> None:
         if isinstance(payload, dict):
-            body: bytes | str = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+            body: bytes | str = jsoncodec.dumps_bytes(payload)
         else:
             body = payload
         props: dict[str, Any] = {"correlation_data": correlation} if correlation is not None and self._mqtt5 else {}

@@ -9,7 +9,6 @@ Every write to twins happens under one lock, so per-device order holds and a han
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import uuid
@@ -23,7 +22,7 @@ from anfang.ingest import Inbound, Outcome, desired_publishes, process_batch
 from anfang.mqtt_link import MqttLink
 from anfang.remote_twins import RemoteTwins
 from registry.store import CommandRecord, DeviceInfo, Registry, TwinStore
-from twins import topics
+from twins import jsoncodec, topics
 from twins.document import Limits, TwinDocument, apply_desired, apply_reported
 from twins.errors import BadRequest, NotFound
 from twins.hooks import CommandResult, DeviceEvent, PlatformHandler, TwinChange
@@ -434,7 +433,7 @@ class Platform:
 def _peek_event_id(payload: bytes) -> str | None:
     """The event id, read before the full parse (which may still reject the event)."""
     try:
-        data = json.loads(payload)
+        data = jsoncodec.loads(payload)
     except (ValueError, UnicodeDecodeError):
         return None
     value = data.get("id") if isinstance(data, dict) else None

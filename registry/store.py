@@ -19,6 +19,7 @@ from tortoise.transactions import in_transaction
 from broker.acl import Identity, Role
 from broker.credentials import DEFAULT_ITERATIONS, hash_secret, new_secret, verify_secret
 from registry.models import Device, ServiceAccount, Site
+from twins import jsoncodec
 from twins.document import TwinDocument
 from twins.errors import BadRequest, NotFound
 from twins.kinds import KINDS, VIRTUAL_KINDS
@@ -191,11 +192,11 @@ class TwinStore:
 
     async def load(self, device_id: str) -> TwinDocument | None:
         rows = await self._conn.execute_query_dict(self._q("SELECT doc FROM twins WHERE device_id = ?"), [device_id])
-        return TwinDocument.from_json(json.loads(rows[0]["doc"])) if rows else None
+        return TwinDocument.from_json(jsoncodec.loads(rows[0]["doc"])) if rows else None
 
     async def load_all(self) -> list[TwinDocument]:
         rows = await self._conn.execute_query_dict("SELECT doc FROM twins")
-        return [TwinDocument.from_json(json.loads(r["doc"])) for r in rows]
+        return [TwinDocument.from_json(jsoncodec.loads(r["doc"])) for r in rows]
 
     async def seen_events(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
         """Which (device, event id) pairs are already stored."""
@@ -222,11 +223,11 @@ class TwinStore:
         """
         now = time.time()
         twin_rows = [
-            [t.device_id, t.version, json.dumps(t.to_json(), separators=(",", ":"), ensure_ascii=False), now]
+            [t.device_id, t.version, jsoncodec.dumps(t.to_json()), now]
             for t in twins
         ]
         event_rows = [
-            [e.device_id, e.event_id, e.type, e.ts, e.received_at, json.dumps(e.data, ensure_ascii=False)]
+            [e.device_id, e.event_id, e.type, e.ts, e.received_at, jsoncodec.dumps(e.data)]
             for e in events
         ]
         command_rows = [

@@ -7,11 +7,11 @@ applied report ``seq`` so a redelivered or reordered report never overwrites new
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from twins import jsoncodec
 from twins.errors import BadRequest, StaleReport, TooLarge, VersionConflict
 
 JSON = dict[str, Any]
@@ -178,7 +178,7 @@ def _check_depth(value: Mapping[str, Any], depth_left: int, path: str) -> None:
 
 
 def _check_size(doc: TwinDocument, limits: Limits) -> None:
-    size = len(json.dumps([doc.desired, doc.reported], separators=(",", ":"), ensure_ascii=False).encode())
+    size = len(jsoncodec.dumps_bytes([doc.desired, doc.reported]))
     if size > limits.max_document_bytes:
         raise TooLarge(
             f"document would be {size} bytes, over the limit of {limits.max_document_bytes}",

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
+from twins import jsoncodec
 from twins.errors import BadRequest, TooLarge
 from twins.topics import ID_RE
 
@@ -52,7 +52,7 @@ def decode_json(payload: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> dict[str,
     if len(payload) > max_bytes:
         raise TooLarge(f"payload is {len(payload)} bytes, over the limit of {max_bytes}")
     try:
-        data = json.loads(payload)
+        data = jsoncodec.loads(payload)
     except (UnicodeDecodeError, ValueError) as exc:
         raise BadRequest(f"malformed JSON: {exc}") from None
     if not isinstance(data, dict):
