@@ -8,9 +8,11 @@ committed it; a crash before that leaves it with the broker, which redelivers it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import struct
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -27,6 +29,9 @@ AcceptQos1 = Callable[[str, bytes, ReplyTo | None, Callable[[], None]], None]
 
 
 _FILTERS_PER_PACKET = 200
+_PAUSED_READ_INTERVAL_S = 0.25
+_MAX_WAITING = 100_000  # QoS 1 publishes held while the broker's receive maximum is reached
+_Outgoing = tuple[str, "bytes | str", int, bool, dict[str, Any]]
 # PUBACK: type 0x40, remaining length, packet id (+ MQTT 5: reason code 0 "success", no properties)
 _PUBACK_V5 = struct.Struct("!BBHBB")
 _PUBACK_V311 = struct.Struct("!BBH")
@@ -69,6 +74,7 @@ class MqttLink:
         self.dropped = 0
         self._connected = False
         self._pubacks: list[int] = []
+        self._waiting: deque[_Outgoing] = deque()
         self._may_read = asyncio.Event()
         self._may_read.set()
 
@@ -78,6 +84,7 @@ class MqttLink:
         """Connect and subscribe. QoS 1 messages go to ``accept_qos1`` (if given) with a callable that
         sends their PUBACK — no task per message; everything else to the async ``handler``."""
         self._handler = handler
+        self._resend_on_puback()
         if accept_qos1 is not None:
             self._take_qos1_directly(accept_qos1)
         try:
@@ -149,7 +156,10 @@ class MqttLink:
             may_read = self._may_read
 
             async def gated_read(n: int = -1) -> bytes:
-                await may_read.wait()
+                # a few reads a second even while paused, so PUBACKs and PINGRESPs still get through
+                if not may_read.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(may_read.wait(), _PAUSED_READ_INTERVAL_S)
                 return bytes(await read(n))
 
             protocol.read = gated_read  # gmqtt makes a new protocol per connection: gate each one
@@ -172,14 +182,50 @@ class MqttLink:
         props: dict[str, Any] = {"correlation_data": correlation} if correlation is not None and self._mqtt5 else {}
         if response_topic is not None and self._mqtt5:
             props["response_topic"] = response_topic
+        if qos and self._waiting:
+            self._wait_for_window((topic, body, qos, retain, props))  # keep the order of what waits
+            return
         try:
             self._client.publish(topic, body, qos=qos, retain=retain, **props)
         except OverflowError:
-            # every QoS 1 packet id is in flight: the broker is not acknowledging; drop, count, go on
-            self.dropped += 1
-            log.error("MQTT publish window full: dropped a message to %s (%d dropped so far)", topic, self.dropped)
+            # every packet id the broker allows in flight is taken: wait for its PUBACKs
+            self._wait_for_window((topic, body, qos, retain, props))
             return
         self.published += 1
+
+    @property
+    def waiting(self) -> int:
+        """QoS 1 publishes waiting for the broker to acknowledge earlier ones."""
+        return len(self._waiting)
+
+    def _wait_for_window(self, message: _Outgoing) -> None:
+        if len(self._waiting) >= _MAX_WAITING:
+            self.dropped += 1
+            log.error("MQTT publish backlog full (%d): dropped a message to %s (%d dropped so far)",
+                      _MAX_WAITING, message[0], self.dropped)
+            return
+        self._waiting.append(message)
+
+    def _send_waiting(self) -> None:
+        while self._waiting:
+            topic, body, qos, retain, props = self._waiting[0]
+            try:
+                self._client.publish(topic, body, qos=qos, retain=retain, **props)
+            except OverflowError:
+                return
+            self._waiting.popleft()
+            self.published += 1
+
+    def _resend_on_puback(self) -> None:
+        handler = self._client._package_handler
+        on_puback = handler._handle_puback_packet
+
+        def handle_puback(cmd: int, packet: bytes) -> None:
+            on_puback(cmd, packet)
+            if self._waiting:
+                self._send_waiting()
+
+        handler._handle_puback_packet = handle_puback
 
     async def stop(self) -> None:
         if self._connected:

@@ -52,6 +52,7 @@ class Counters:
     batches: int = 0
     commands_sent: int = 0
     commands_timed_out: int = 0
+    inbox_peak: int = 0  # the most messages that ever waited for ingest at once
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=20_000))
 
     def latency_percentiles(self) -> dict[str, float | None]:
@@ -71,7 +72,7 @@ class Counters:
             "rejected": sum(self.rejected.values()), "rejected_by_code": {str(k): v for k, v in self.rejected.items()},
             "dispatch_dropped": self.dispatch_dropped, "handler_errors": self.handler_errors,
             "batches": self.batches, "commands_sent": self.commands_sent,
-            "commands_timed_out": self.commands_timed_out,
+            "commands_timed_out": self.commands_timed_out, "inbox_peak": self.inbox_peak,
         }
 
 
@@ -156,7 +157,10 @@ class Platform:
         # appended synchronously, so arrival order is kept (an awaiting Queue.put can be overtaken)
         self._arrivals.append((Inbound(raw_topic, topics.parse(raw_topic), payload, reply_to), ack))
         self._arrived.set()
-        if len(self._arrivals) > self._inbox_warn and not self._reading_paused:
+        depth = len(self._arrivals)
+        if depth > self.counters.inbox_peak:
+            self.counters.inbox_peak = depth
+        if depth > self._inbox_warn and not self._reading_paused:
             # more than the inbox size waits: stop reading from the broker until the backlog halves
             # (brokers do not all bound unacknowledged deliveries by the MQTT 5 receive maximum)
             self._reading_paused = True
@@ -316,6 +320,7 @@ class Platform:
                 **self.counters.as_json(),
                 "published": self.link.published,
                 "publish_dropped": self.link.dropped,
+                "publish_waiting": self.link.waiting,
                 "inbox_depth": len(self._arrivals),
                 "dispatch_depth": max((q.qsize() for q in self._queues), default=0),
             }

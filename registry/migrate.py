@@ -20,6 +20,9 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 _CREATE = "CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL)"
 
 
+_MIGRATION_LOCK = 0x616E66616E67  # "anfang": the advisory lock held while migrating
+
+
 class MigrationError(Exception):
     """A migration failed; the message names the file."""
 
@@ -58,6 +61,8 @@ async def apply_migrations(db_url: str, migrations_dir: Path | None = None) -> l
     if postgres:
         conn = await asyncpg.connect(_pg_dsn(db_url))
         try:
+            # workers starting together (anfang run --workers N) take turns; the lock ends with the connection
+            await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
             await conn.execute(_CREATE)
             done = {r["name"] for r in await conn.fetch("SELECT name FROM schema_migrations")}
             for name, path in files:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from broker.acl import Identity, Role
@@ -141,10 +142,14 @@ class Registry:
             return
         hashed = await self._hash(secret)
         if account is None:
-            await ServiceAccount.create(username=username, role=role.value, secret_hash=hashed, created_at=time.time())
-        else:
-            account.role, account.secret_hash = role.value, hashed
-            await account.save()
+            try:
+                await ServiceAccount.create(username=username, role=role.value, secret_hash=hashed,
+                                            created_at=time.time())
+                return
+            except IntegrityError:  # another worker starting at the same moment created it first
+                account = await ServiceAccount.get(username=username)
+        account.role, account.secret_hash = role.value, hashed
+        await account.save()
 
     async def authenticate(self, username: str | None, password: str | None) -> Identity | None:
         """The identity for a username and secret, or ``None`` (unknown user, wrong secret)."""
