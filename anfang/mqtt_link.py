@@ -19,6 +19,7 @@ from typing import Any
 import gmqtt
 from gmqtt.mqtt.constants import MQTTv50, MQTTv311
 
+from anfang import mqtt_fastpath
 from twins import jsoncodec
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,7 @@ class MqttLink:
         self._pubacks: list[int] = []
         self._waiting: deque[_Outgoing] = deque()
         self._may_read = asyncio.Event()
+        self._accept_qos1: AcceptQos1 | None = None
         self._may_read.set()
 
     async def start(
@@ -84,9 +86,11 @@ class MqttLink:
         """Connect and subscribe. QoS 1 messages go to ``accept_qos1`` (if given) with a callable that
         sends their PUBACK — no task per message; everything else to the async ``handler``."""
         self._handler = handler
+        self._accept_qos1 = accept_qos1
         self._resend_on_puback()
         if accept_qos1 is not None:
             self._take_qos1_directly(accept_qos1)
+        self._client.on_connect = self._on_connect
         try:
             await self._client.connect(
                 self._host, self._port, keepalive=self._keepalive, version=MQTTv50 if self._mqtt5 else MQTTv311
@@ -150,20 +154,27 @@ class MqttLink:
             self._may_read.clear()
         else:
             self._may_read.set()
-        protocol = getattr(getattr(self._client, "_connection", None), "_protocol", None)
-        if protocol is not None and not getattr(protocol, "_anfang_gated", False):
-            read = protocol.read
-            may_read = self._may_read
 
-            async def gated_read(n: int = -1) -> bytes:
+    def _on_connect(self, client: Any, flags: int, rc: int, properties: dict[str, Any]) -> None:
+        """Each connection gets a new gmqtt protocol: gate its reads and give it the fast reader."""
+        protocol = self._client._connection._protocol
+        read = protocol.read
+        may_read = self._may_read
+
+        async def gated_read(n: int = -1) -> bytes:
+            if not may_read.is_set():
                 # a few reads a second even while paused, so PUBACKs and PINGRESPs still get through
-                if not may_read.is_set():
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(may_read.wait(), _PAUSED_READ_INTERVAL_S)
-                return bytes(await read(n))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(may_read.wait(), _PAUSED_READ_INTERVAL_S)
+            return bytes(await read(n))
 
-            protocol.read = gated_read  # gmqtt makes a new protocol per connection: gate each one
-            protocol._anfang_gated = True
+        protocol.read = gated_read
+        accept = self._accept_qos1
+        if accept is not None:
+            def on_publish(mid: int, topic: str, payload: bytes) -> None:
+                accept(topic, payload, None, functools.partial(self._puback, mid))
+
+            mqtt_fastpath.install(protocol, self._mqtt5, on_publish)
 
     def publish(
         self,
