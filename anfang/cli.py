@@ -69,7 +69,14 @@ def run(
         from anfang.supervisor import supervise, without_workers_option
 
         logs.configure(settings.log_level, settings.log_format)
+        from anfang.workers import check_partitioned
+
         partitions = settings.workers.partitions if settings.workers.partitions > 1 else workers
+        try:
+            check_partitioned(settings)
+        except ConfigError as exc:
+            typer.echo(f"error: --workers: {exc}", err=True)
+            raise typer.Exit(2) from None
         raise typer.Exit(supervise(workers, partitions, without_workers_option(sys.argv[2:])))
     if site:
         settings.site = site

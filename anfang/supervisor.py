@@ -19,6 +19,7 @@ from types import FrameType
 log = logging.getLogger(__name__)
 
 RESTART_PAUSE_S = 2.0
+CONFIG_ERROR = 2  # what ``anfang run`` exits with on a bad setting: restarting would not help
 
 
 def without_workers_option(argv: Sequence[str]) -> list[str]:
@@ -61,7 +62,10 @@ def supervise(workers: int, partitions: int, args: Sequence[str]) -> int:
     while not stopping:
         for index, child in list(children.items()):
             code = child.poll()
-            if code is not None and not stopping:
+            if code == CONFIG_ERROR:
+                log.error("worker %d stopped on a configuration error; stopping all workers", index)
+                stopping = True
+            elif code is not None and not stopping:
                 log.error("worker %d (pid %d) exited with %d; restarting in %.0fs", index, child.pid, code,
                           RESTART_PAUSE_S)
                 time.sleep(RESTART_PAUSE_S)
@@ -70,7 +74,7 @@ def supervise(workers: int, partitions: int, args: Sequence[str]) -> int:
     for child in children.values():
         if child.poll() is None:
             child.terminate()
-    status = 0
+    status = CONFIG_ERROR if any(c.poll() == CONFIG_ERROR for c in children.values()) else 0
     for child in children.values():
         try:
             status = max(status, abs(child.wait(20)))

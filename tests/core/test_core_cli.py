@@ -89,3 +89,14 @@ def test_run_with_a_malformed_broker_address_says_so(tmp_path: Path, monkeypatch
         result = runner.invoke(app, ["run", *bad])
         assert result.exit_code in (1, 2) and "expected host:port" in result.output, result.output
         assert "Traceback" not in result.output
+
+
+def test_several_workers_on_the_embedded_broker_are_refused_up_front(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ANFANG_DATA_DIR", str(tmp_path / "data"))
+    result = runner.invoke(app, ["run", "--workers", "2"])
+    assert result.exit_code == 2 and "needs an external broker" in result.output, result.output
+    monkeypatch.setenv("ANFANG_PARTITIONS", "2")
+    result = runner.invoke(app, ["run"])  # a worker started by hand with partitions on the embedded broker
+    assert result.exit_code == 2 and "needs an external broker" in result.output, result.output
