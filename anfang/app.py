@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
@@ -39,6 +40,19 @@ class Services:
 
 
 ServicesFactory = Callable[[Settings, Registry], AbstractAsyncContextManager[Services]]
+
+
+def tune_gc_for_throughput() -> None:
+    """For a long-running worker process, once it has started.
+
+    Every message allocates a few short-lived objects; with the default thresholds the cyclic
+    collector runs every 700 allocations and regularly walks everything the process holds
+    (cached twins, the inbox). Freezing what start-up created and collecting the young
+    generation less often gave ~15 % more accepted reports/s (bench/RESULTS.md). Memory
+    freed by reference counting, which is nearly all of it, is unaffected.
+    """
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
 
 
 @asynccontextmanager

@@ -92,7 +92,7 @@ def run(
             raise typer.Exit(2) from None
         settings.broker.embedded, settings.mqtt.host, settings.mqtt.port = False, host, port
     logs.configure(settings.log_level, settings.log_format)
-    from anfang.app import build_platform
+    from anfang.app import build_platform, tune_gc_for_throughput
     from anfang.mqtt_link import MqttLinkError
     from anfang.services import open_services
     from anfang.workers import run_partitioned_worker
@@ -100,10 +100,20 @@ def run(
 
     async def main() -> None:
         if settings.workers.partitions > 1:
+            tune_gc_for_throughput()
             await run_partitioned_worker(settings, open_services)
             return
         async with build_platform(settings, open_services) as platform:
-            await platform.run()
+
+            async def tune_when_ready() -> None:
+                await platform.ready.wait()
+                tune_gc_for_throughput()
+
+            tuner = asyncio.create_task(tune_when_ready())
+            try:
+                await platform.run()
+            finally:
+                tuner.cancel()
 
     try:
         asyncio.run(main())

@@ -9,7 +9,8 @@ Each run measures, on the same machine and broker, with the same simulator fleet
 * **platform** — the fleet publishing to the platform (schema check, merge, dispatch,
   group-committed to SQLite or PostgreSQL; PUBACK only after commit), per ``--variants``:
   ``full`` is ``anfang run`` as shipped (rules, access control, vision and telemetry wired in),
-  ``bare`` is the same platform with no services (``bench/bare_platform.py``);
+  ``bare`` is the same platform with no services (``bench/bare_platform.py``), ``workers2`` is
+  ``anfang run --workers 2`` (two active workers splitting the devices; PostgreSQL);
 * **latency** — the fleet at a fixed rate; the platform's own p50/p99 of device timestamp -> commit.
 
 Figures are medians over ``--runs``. ``python -m bench.ingest_bench --help``.
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -35,14 +37,16 @@ import psutil
 from bench.common import ANFANG, BARE, RESULTS, ROOT
 from firmware_sim.mosquitto import Mosquitto
 
-COMMANDS = {"full": [ANFANG, "run"], "bare": BARE}
+COMMANDS = {"full": [ANFANG, "run"], "bare": BARE, "workers2": [ANFANG, "run", "--workers", "2"]}
+NEEDS_POSTGRES = {"workers2"}
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 
 
-async def _register(data_dir: Path, devices: int) -> None:
+async def _register(data_dir: Path, devices: int, database_url: str | None) -> None:
     from anfang.app import open_registry
     from anfang.config import Settings
 
-    settings = Settings(site="fleet", data_dir=data_dir)
+    settings = Settings(site="fleet", data_dir=data_dir, database_url=database_url)
     settings.broker.hash_iterations = 1000
     async with open_registry(settings) as (registry, _):
         await registry.ensure_site("fleet")
@@ -67,13 +71,21 @@ class _Counter:
         self.count = 0
         self.first = self.last = 0.0
         self.health: list[dict[str, Any]] = []
+        self._by_partition: dict[str, dict[str, Any]] = {}
         self._health_seen = asyncio.Event()
         self.client.on_message = self._on_message
 
     def _on_message(self, client: Any, topic: str, payload: bytes, qos: int, props: Any) -> int:
         now = time.monotonic()
-        if topic.endswith("/_platform/health"):
-            self.health.append({**json.loads(payload), "t": now})
+        if "/_platform/health" in topic:
+            # one report per active worker partition (health, health/p1, ...): sum what they accepted
+            self._by_partition[topic] = json.loads(payload)
+            parts = list(self._by_partition.values())
+            combined = {**parts[0], "accepted": sum(h["accepted"] for h in parts), "ts": min(h["ts"] for h in parts)}
+            for key in ("ingest_latency_ms_p50", "ingest_latency_ms_p99"):
+                values = [h[key] for h in parts if h.get(key) is not None]
+                combined[key] = max(values) if values else None
+            self.health.append({**combined, "t": now})
             self._health_seen.set()
             return 0
         if not self.count:
@@ -100,6 +112,13 @@ class _Counter:
 
     def rate(self) -> float:
         return self.count / max(self.last - self.first, 1e-6)
+
+    def rate_between(self, start: float, end: float) -> float:
+        """Accepted reports per second between two health samples taken within [start, end]."""
+        inside = [h for h in self.health if start <= h["t"] <= end]
+        if len(inside) < 2:
+            return 0.0
+        return float(inside[-1]["accepted"] - inside[0]["accepted"]) / float(max(inside[-1]["t"] - inside[0]["t"], 1e-6))
 
     def accepted_rate(self) -> float:
         """Accepted reports per second from health samples, over the span in which they grew."""
@@ -133,24 +152,43 @@ async def one_run(args: argparse.Namespace, run: int) -> dict[str, Any]:
 
 
 async def _peak_rss(pid: int, peak: list[float]) -> None:
-    """Sample the platform's RSS (MiB) twice a second, keeping the peak in ``peak[0]``, until cancelled."""
+    """Sample the platform's RSS (MiB; with ``--workers``, of all its processes) twice a second, keeping
+    the peak in ``peak[0]``, until cancelled."""
     proc = psutil.Process(pid)
     while True:
         try:
-            peak[0] = max(peak[0], proc.memory_info().rss / 2**20)
+            rss = sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)])
         except psutil.Error:
             return
+        peak[0] = max(peak[0], rss / 2**20)
         await asyncio.sleep(0.5)
 
 
 async def _platform_phases(args: argparse.Namespace, run: int, variant: str, port: int, tmp: Path) -> dict[str, Any]:
+    if variant in NEEDS_POSTGRES or args.postgres:
+        import asyncpg
+
+        name = f"anfang_bench_{uuid.uuid4().hex[:8]}"
+        admin = await asyncpg.connect(PG_ADMIN)
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            return await _measure(args, run, variant, port, tmp, f"postgres://postgres@127.0.0.1:5432/{name}")
+        finally:
+            await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+            await admin.close()
+    return await _measure(args, run, variant, port, tmp, None)
+
+
+async def _measure(
+    args: argparse.Namespace, run: int, variant: str, port: int, tmp: Path, database_url: str | None
+) -> dict[str, Any]:
     os.mkdir(tmp)
-    await _register(tmp / "data", args.devices)
+    await _register(tmp / "data", args.devices, database_url)
     env = {**os.environ, "ANFANG_DATA_DIR": str(tmp / "data"), "ANFANG_SITE": "fleet",
            "ANFANG_EMBEDDED_BROKER": "false", "ANFANG_MQTT_PORT": str(port),
            "ANFANG_LOG_LEVEL": "WARNING", "ANFANG_CONFIG": str(tmp / "anfang.yaml")}
-    if args.database_url:
-        env["ANFANG_DATABASE_URL"] = args.database_url
+    if database_url:
+        env["ANFANG_DATABASE_URL"] = database_url
     (tmp / "anfang.yaml").write_text("limits:\n  health_interval_s: 0.5\n")
     RESULTS.mkdir(exist_ok=True)
     log = (RESULTS / f"ingest-platform-{variant}.log").open("w")
@@ -160,14 +198,16 @@ async def _platform_phases(args: argparse.Namespace, run: int, variant: str, por
     peak = [0.0]
     sampler = asyncio.create_task(_peak_rss(platform.pid, peak))
     try:
-        async with _Counter(port, "anfang/fleet/_platform/health", f"watch-{variant}-{run}") as watch:
+        async with _Counter(port, "anfang/fleet/_platform/health/#", f"watch-{variant}-{run}") as watch:
             # the broker still holds the previous variant's retained health report: skip it
             await watch.wait_health(lambda h: float(h["ts"]) >= started, 60)
             watch.health = watch.health[-1:]
+            sending_from = time.monotonic()
             fleet_platform = await _run_fleet(port, args, args.rate, tmp / "f2.json")
+            while_sending = watch.rate_between(sending_from, time.monotonic())
             sent = fleet_platform["acked"]
             try:  # let the platform drain what the broker queued
-                await watch.wait_health(lambda h: h["accepted"] >= sent, 180)
+                await watch.wait_health(lambda h: h["accepted"] >= sent, max(180.0, sent / 5000))
             except TimeoutError:
                 raise SystemExit(f"{variant}: platform accepted {watch.health[-1]} of {sent}") from None
             accepted_rate = watch.accepted_rate()
@@ -183,6 +223,7 @@ async def _platform_phases(args: argparse.Namespace, run: int, variant: str, por
         "peak_rss_mib": round(peak[0], 1),
         "platform_fleet_rate": fleet_platform["sustained_rate"],
         "platform_accepted_rate": round(accepted_rate, 1),
+        "platform_accepted_rate_while_sending": round(while_sending, 1),
         "latency_rate": fleet_lat["sustained_rate"],
         "latency_p50_ms": latency.get("ingest_latency_ms_p50"),
         "latency_p99_ms": latency.get("ingest_latency_ms_p99"),
@@ -207,6 +248,9 @@ def summarise(runs: list[dict[str, Any]], variants: list[str]) -> dict[str, Any]
             # the ratio within each run (same broker, same minute), then the median of those
             "ratio_to_baseline_per_run_median": round(float(statistics.median(
                 r[variant]["platform_accepted_rate"] / r["baseline_subscriber_rate"] for r in runs)), 2),
+            "platform_accepted_rate_while_sending": med([r.get("platform_accepted_rate_while_sending") for r in rows]),
+            "ratio_to_baseline_while_sending": round(
+                med([r.get("platform_accepted_rate_while_sending") for r in rows]) / base, 2) if base else None,
             "platform_fleet_rate": med([r["platform_fleet_rate"] for r in rows]),
             "latency_rate": med([r["latency_rate"] for r in rows]),
             "latency_p50_ms": med([r["latency_p50_ms"] for r in rows]),
@@ -220,15 +264,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--devices", type=int, default=1000)
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of sending per phase")
-    parser.add_argument("--rate", type=float, default=20_000, help="fleet target rate for the platform phase")
+    parser.add_argument("--rate", type=float, default=100_000,
+                        help="fleet target rate for the platform phase (default: as fast as the fleet goes, "
+                             "as in the baseline)")
     parser.add_argument("--baseline-rate", type=float, default=100_000,
                         help="fleet target rate for the baseline phase (above what broker+subscriber take)")
     parser.add_argument("--baseline-duration", type=float, default=None, help="seconds (default: --duration)")
     parser.add_argument("--latency-rate", type=float, default=5000)
     parser.add_argument("--latency-duration", type=float, default=None, help="seconds (default: --duration)")
-    parser.add_argument("--variants", default="full,bare", help="comma list of full (anfang run) and bare")
+    parser.add_argument("--variants", default="full,bare",
+                        help="comma list of full (anfang run), bare and workers2 (anfang run --workers 2)")
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--database-url", default=None, help="e.g. postgres://postgres@127.0.0.1:5432/bench")
+    parser.add_argument("--postgres", action="store_true",
+                        help=f"every variant on a fresh PostgreSQL database (made through {PG_ADMIN}); "
+                             "workers2 always is")
     parser.add_argument("--out", type=Path, default=RESULTS / "ingest.json")
     args = parser.parse_args()
     variants = args.variants.split(",")
