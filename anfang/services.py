@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from tortoise import connections
 from tortoise.backends.base.client import BaseDBAsyncClient
 
 from anfang.app import Services
@@ -24,7 +23,7 @@ from community.handler import AccessConfig, AccessHandler
 from community.records import AccessRecords
 from community.store import CommunityStore
 from firmware_sim.community import Community, bundled_community_path, load_community
-from registry.migrate import is_postgres
+from registry.db import open_connection
 from registry.store import Registry
 from rules.db_alarms import DatabaseAlarmStore
 from rules.db_timers import DatabaseTimerStore
@@ -112,9 +111,7 @@ def community_for(settings: Settings) -> Community:
 
 def registry_connection(settings: Settings) -> BaseDBAsyncClient:
     """The registry database's connection, opened by ``open_registry`` before the services start."""
-    # registry.db.open_database names its one connection after the dialect
-    conn: BaseDBAsyncClient = connections.get("postgres" if is_postgres(settings.db_url) else "sqlite")
-    return conn
+    return open_connection(settings.db_url)
 
 
 @asynccontextmanager

@@ -13,6 +13,17 @@ from registry.migrate import apply_migrations, is_postgres
 CORE_MODELS = ("registry.models",)
 
 
+def connection_name(db_url: str) -> str:
+    """Tortoise caches generated SQL per connection name: the one connection is named after the dialect."""
+    return "postgres" if is_postgres(db_url) else "sqlite"
+
+
+def open_connection(db_url: str) -> BaseDBAsyncClient:
+    """The connection :func:`open_database` opened for ``db_url`` (while it is open)."""
+    conn: BaseDBAsyncClient = connections.get(connection_name(db_url))
+    return conn
+
+
 @asynccontextmanager
 async def open_database(
     db_url: str, models: Sequence[str] = CORE_MODELS, *, migrate: bool = True
@@ -27,8 +38,7 @@ async def open_database(
         # WAL + synchronous=NORMAL: a commit survives a crash of the process (what "acknowledged means
         # committed" needs) without an fsync per commit; power-loss durability needs PostgreSQL
         url += ("&" if "?" in url else "?") + "synchronous=NORMAL"
-    # tortoise caches generated SQL per connection name: name it after the dialect
-    name = "postgres" if is_postgres(db_url) else "sqlite"
+    name = connection_name(db_url)
     await Tortoise.init(config={
         "connections": {name: url},
         "apps": {"models": {"models": list(models), "default_connection": name}},
