@@ -118,7 +118,8 @@ class _Counter:
         inside = [h for h in self.health if start <= h["t"] <= end]
         if len(inside) < 2:
             return 0.0
-        return float(inside[-1]["accepted"] - inside[0]["accepted"]) / float(max(inside[-1]["t"] - inside[0]["t"], 1e-6))
+        span = float(max(inside[-1]["t"] - inside[0]["t"], 1e-6))
+        return float(inside[-1]["accepted"] - inside[0]["accepted"]) / span
 
     def accepted_rate(self) -> float:
         """Accepted reports per second from health samples, over the span in which they grew."""
