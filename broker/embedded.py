@@ -9,7 +9,7 @@ from __future__ import annotations
 import errno
 import logging
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -161,6 +161,16 @@ def split_bind(bind: str) -> tuple[str, int]:
     return host, int(port)
 
 
+class _SnapshotDict(dict[Any, Any]):
+    """A dict whose iteration walks a copy, so it may change while a loop over it is suspended."""
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(list(super().keys()))
+
+    def items(self) -> Any:
+        return list(super().items())
+
+
 class EmbeddedBroker:
     """amqtt on ``bind`` with device authentication; use as an async context manager."""
 
@@ -176,6 +186,10 @@ class EmbeddedBroker:
             },
         }
         self._broker = Broker(config)
+        # amqtt walks its subscription table across awaits while broadcasting; a client subscribing
+        # meanwhile made it raise "dictionary changed size during iteration" and drop the message
+        # (seen: a device's "online" status lost while devices reconnected after a power cut)
+        self._broker._subscriptions = _SnapshotDict(self._broker._subscriptions)
 
     async def __aenter__(self) -> EmbeddedBroker:
         check_port_free(self.host, self.port)
