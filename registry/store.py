@@ -20,6 +20,7 @@ from tortoise.transactions import in_transaction
 from broker.acl import Identity, Role
 from broker.credentials import DEFAULT_ITERATIONS, hash_secret, new_secret, verify_secret
 from registry.models import Device, ServiceAccount, Site
+from registry.sql import with_placeholders
 from twins import jsoncodec
 from twins.document import TwinDocument
 from twins.errors import BadRequest, NotFound
@@ -190,10 +191,7 @@ class TwinStore:
         self._pg = postgres
 
     def _q(self, sql: str) -> str:
-        if not self._pg:
-            return sql
-        parts = sql.split("?")
-        return "".join(p + (f"${i + 1}" if i < len(parts) - 1 else "") for i, p in enumerate(parts))
+        return with_placeholders(sql, self._pg)
 
     async def load(self, device_id: str) -> TwinDocument | None:
         rows = await self._conn.execute_query_dict(self._q("SELECT doc FROM twins WHERE device_id = ?"), [device_id])

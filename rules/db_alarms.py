@@ -11,7 +11,7 @@ from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
-from rules._sql import DB_ERRORS, Sql
+from registry.sql import DB_ERRORS, Sql
 from rules.alarms import Alarm, AlarmStoreError
 
 _UPSERT = (

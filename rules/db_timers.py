@@ -16,7 +16,7 @@ from dataclasses import replace
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
-from rules._sql import DB_ERRORS, Sql
+from registry.sql import DB_ERRORS, Sql
 from rules.timers import Timer, TimerStoreError
 
 _UPSERT = (

@@ -1,8 +1,8 @@
 """Raw SQL on the registry database's Tortoise connection, written once for SQLite and PostgreSQL.
 
-The rules engine keeps its timers and alarms in the database the platform opened with
-:func:`registry.db.open_database` (the same connection the twin store writes to), so every worker of a
-site sees the same state. Statements use ``?`` placeholders; on PostgreSQL they become ``$1, $2, …``.
+The twin store and the rules engine's timers and alarms write to the database the platform opened
+with :func:`registry.db.open_database`. Statements use ``?`` placeholders; on PostgreSQL they
+become ``$1, $2, …``.
 """
 
 from __future__ import annotations
@@ -23,6 +23,14 @@ DB_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+def with_placeholders(sql: str, postgres: bool) -> str:
+    """``sql`` with the dialect's placeholders: ``?`` for SQLite, ``$1, $2, …`` for PostgreSQL."""
+    if not postgres:
+        return sql
+    parts = sql.split("?")
+    return "".join(p + (f"${i + 1}" if i < len(parts) - 1 else "") for i, p in enumerate(parts))
+
+
 class Sql:
     """A Tortoise connection with the dialect's placeholders; every method may raise one of :data:`DB_ERRORS`."""
 
@@ -32,10 +40,7 @@ class Sql:
 
     def q(self, sql: str) -> str:
         """``sql`` with the dialect's placeholders."""
-        if not self.postgres:
-            return sql
-        parts = sql.split("?")
-        return "".join(p + (f"${i + 1}" if i < len(parts) - 1 else "") for i, p in enumerate(parts))
+        return with_placeholders(sql, self.postgres)
 
     async def rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         """The rows a query returns."""
