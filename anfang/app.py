@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,6 +55,33 @@ def tune_gc_for_throughput() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
+async def prepare_site(settings: Settings, registry: Registry) -> str:
+    """The site's row and the service accounts; returns the platform's MQTT password."""
+    await registry.ensure_site(settings.site)
+    password, _ = await ensure_service_accounts(
+        registry, settings.secrets_dir, settings.mqtt.username, settings.mqtt.password
+    )
+    return password
+
+
+def make_platform(
+    settings: Settings, registry: Registry, store: TwinStore, link: MqttLink, services: Services,
+    subscriptions: list[str], extra_tasks: Sequence[Callable[[Platform], Coroutine[Any, Any, None]]] = (),
+    **partition: Any,
+) -> Platform:
+    """A platform worker from the settings; ``partition`` holds what a partition owner adds
+    (feed, remote, owns, health_name — see :mod:`anfang.workers`)."""
+    lim = settings.limits
+    return Platform(
+        registry=registry, store=store, link=link, handlers=services.handlers, sites=[settings.site],
+        features=services.features, limits=Limits(lim.max_document_bytes, lim.max_depth),
+        tasks=[*services.tasks, *extra_tasks],
+        health_sinks=services.health_sinks, publish_taps=services.publish_taps, max_payload=lim.max_payload_bytes,
+        inbox_size=lim.ingest_queue, batch_max=lim.batch_max, command_timeout=lim.command_timeout_s,
+        subscriptions=subscriptions, health_interval=lim.health_interval_s, **partition,
+    )
+
+
 @asynccontextmanager
 async def open_registry(settings: Settings) -> AsyncIterator[tuple[Registry, TwinStore]]:
     """The registry and twin store on the configured database (migrated first)."""
@@ -74,10 +101,7 @@ async def build_platform(
         if not settings.broker.embedded:
             # several workers may serve a site; the lease holder is the active one
             lease = await stack.enter_async_context(SiteLease(settings.site, settings.db_url, settings.data_dir))
-        await registry.ensure_site(settings.site)
-        password, _ = await ensure_service_accounts(
-            registry, settings.secrets_dir, settings.mqtt.username, settings.mqtt.password
-        )
+        password = await prepare_site(settings, registry)
         broker: EmbeddedBroker | None = None
         if settings.broker.embedded:
             broker = await stack.enter_async_context(EmbeddedBroker(settings.broker.bind, registry))
@@ -98,7 +122,6 @@ async def build_platform(
         # with the embedded broker, device messages reach the platform inside the broker, committed
         # before they are acknowledged; only wills (status) still come over MQTT
         subscriptions = [STATUS_SUBSCRIPTION] if settings.broker.embedded else list(PLATFORM_SUBSCRIPTIONS)
-        limits = Limits(settings.limits.max_document_bytes, settings.limits.max_depth)
         if lease is not None:
             watch = lease.watch
 
@@ -106,14 +129,7 @@ async def build_platform(
                 await watch()
 
             services.tasks.append(watch_lease)
-        platform = Platform(
-            registry=registry, store=store, link=link, handlers=services.handlers, sites=[settings.site],
-            features=services.features, limits=limits, tasks=services.tasks, health_sinks=services.health_sinks,
-            publish_taps=services.publish_taps, max_payload=settings.limits.max_payload_bytes,
-            inbox_size=settings.limits.ingest_queue, batch_max=settings.limits.batch_max,
-            command_timeout=settings.limits.command_timeout_s, subscriptions=subscriptions,
-            health_interval=settings.limits.health_interval_s,
-        )
+        platform = make_platform(settings, registry, store, link, services, subscriptions)
         if broker is not None:
             broker.ingest_directly(platform.ingest)
         try:

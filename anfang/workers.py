@@ -14,8 +14,7 @@ import asyncio
 import logging
 from contextlib import AsyncExitStack
 
-from anfang.accounts import ensure_service_accounts
-from anfang.app import Services, ServicesFactory, open_registry
+from anfang.app import Services, ServicesFactory, make_platform, open_registry, prepare_site
 from anfang.config import ConfigError, Settings
 from anfang.feed import FeedReader, FeedWriter
 from anfang.lease import LeaseLost, SiteLease
@@ -32,7 +31,6 @@ from anfang.partitions import (
 from anfang.remote_twins import RemoteTwins
 from anfang.service import Platform
 from registry.store import DeviceInfo, Registry, TwinStore
-from twins.document import Limits
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +50,7 @@ async def run_partitioned_worker(settings: Settings, services_factory: ServicesF
     check_partitioned(settings)
     w = settings.workers
     async with open_registry(settings) as (registry, store):
-        await registry.ensure_site(settings.site)
-        password, _ = await ensure_service_accounts(
-            registry, settings.secrets_dir, settings.mqtt.username, settings.mqtt.password
-        )
+        password = await prepare_site(settings, registry)
         homes = set(home_partitions(w.index, w.count, w.partitions))
         log.info("worker %d of %d for site %s: home partitions %s of %d", w.index, w.count, settings.site,
                  sorted(homes), w.partitions)
@@ -124,14 +119,9 @@ class PartitionWorker:
                 others = [p for p in range(self.partitions) if p != LEADER]
                 await FeedReader(self.store, s.site, others, platform.deliver).run()
 
-            tasks = [*services.tasks, watch_lease, pick_up_new_devices, *([read_feed] if leader else [])]
-            platform = Platform(
-                registry=self.registry, store=self.store, link=link, handlers=services.handlers, sites=[s.site],
-                features=services.features, limits=Limits(s.limits.max_document_bytes, s.limits.max_depth),
-                tasks=tasks, health_sinks=services.health_sinks, publish_taps=services.publish_taps,
-                max_payload=s.limits.max_payload_bytes, inbox_size=s.limits.ingest_queue,
-                batch_max=s.limits.batch_max, command_timeout=s.limits.command_timeout_s,
-                subscriptions=subscriptions, health_interval=s.limits.health_interval_s,
+            platform = make_platform(
+                s, self.registry, self.store, link, services, subscriptions,
+                extra_tasks=[watch_lease, pick_up_new_devices, *([read_feed] if leader else [])],
                 feed=feed, remote=remote, owns=self.owns, health_name="health" if leader else f"health/p{part}",
             )
             log.info("serving partition %d of %d of site %s: %d devices%s", part, self.partitions, s.site,
