@@ -33,6 +33,10 @@ def test_bad_config_is_a_clear_error(tmp_path: Path) -> None:
     cfg.write_text("mqtt:\n  hots: x\n")
     with pytest.raises(ConfigError, match=r"mqtt\.hots"):
         load_settings(cfg, environ={})
+    with pytest.raises(ConfigError, match=r"workers\.partitions"):
+        load_settings(None, environ={"ANFANG_PARTITIONS": "0"})
+    with pytest.raises(ConfigError, match=r"workers\.index"):
+        load_settings(None, environ={"ANFANG_WORKER_INDEX": "-1"})
 
 
 def test_devices_add_list_show_rotate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

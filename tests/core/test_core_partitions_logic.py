@@ -3,11 +3,15 @@ supervisor's command line."""
 
 from __future__ import annotations
 
+from typing import cast
+
 from hypothesis import given
 from hypothesis import strategies as st
 
 from anfang.feed import FeedWriter, decode, encode
+from anfang.mqtt_link import MqttLink
 from anfang.partitions import home_partitions, partition_client_id, partition_of, twin_filters
+from anfang.remote_twins import RemoteTwins
 from anfang.supervisor import without_workers_option
 from registry.store import DeviceInfo
 from twins.hooks import DeviceEvent, TwinChange
@@ -69,3 +73,9 @@ def test_feed_rows_are_numbered_on_from_the_head() -> None:
 def test_children_get_the_parents_arguments_without_workers() -> None:
     argv = ["--config", "a.yaml", "--workers", "2", "--site", "x", "--workers=3"]
     assert without_workers_option(argv) == ["--config", "a.yaml", "--site", "x"]
+
+
+def test_a_malformed_or_unexpected_reply_to_the_leader_is_ignored() -> None:
+    remote = RemoteTwins(cast(MqttLink, None), "anfang/youzheng/_platform/replies/anfang-platform")
+    for payload in (b"not json", b"[1, 2]", b'{"client_token": 7}', b'{"client_token": "leader-gone", "version": 3}'):
+        remote.on_reply(payload)  # logged, not raised: a stray message must not stop the leader
