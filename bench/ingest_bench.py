@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import json
 import os
 import statistics
@@ -62,32 +63,76 @@ def _fleet(port: int, devices: int, rate: float, duration: float, out: Path) -> 
     return dict(json.loads(out.read_text()))
 
 
+class _Accepted:
+    """What the platform accepted over its own clock, one series per health topic (one per active
+    partition: ``health``, ``health/p1``, ...), interpolated between reports so that partitions
+    reporting at different moments add up."""
+
+    def __init__(self) -> None:
+        self.series: dict[str, list[tuple[float, int]]] = {}
+
+    def add(self, topic: str, ts: float, accepted: int) -> None:
+        points = self.series.setdefault(topic, [])
+        if not points or ts > points[-1][0]:
+            points.append((ts, accepted))
+
+    def at(self, t: float) -> float:
+        total = 0.0
+        for points in self.series.values():
+            i = bisect.bisect_right(points, (t, float("inf")))
+            if i == 0:
+                total += points[0][1]
+            elif i == len(points):
+                total += points[-1][1]
+            else:
+                (t0, a0), (t1, a1) = points[i - 1], points[i]
+                total += a0 + (a1 - a0) * (t - t0) / (t1 - t0)
+        return total
+
+    def rate(self, start: float, end: float) -> float:
+        return (self.at(end) - self.at(start)) / max(end - start, 1e-6)
+
+    def growth_start(self) -> float:
+        """The last moment at which no partition had yet accepted more than in its first report."""
+        starts = []
+        for points in self.series.values():
+            before = [t for t, a in points if a == points[0][1]]
+            starts.append(before[-1])
+        return min(starts) if starts else 0.0
+
+
 class _Counter:
     """A subscriber that counts and acknowledges: the baseline, or a watcher of platform health."""
 
-    def __init__(self, port: int, topic: str, client_id: str) -> None:
+    def __init__(self, port: int, topic: str, client_id: str, since: float = 0.0) -> None:
         self.port, self.topic = port, topic
+        self.since = since  # health reports made before this (retained from an earlier phase) are skipped
         self.client = gmqtt.Client(client_id, clean_session=True)
         self.count = 0
         self.first = self.last = 0.0
         self.health: list[dict[str, Any]] = []
+        self.accepted = _Accepted()
         self._by_partition: dict[str, dict[str, Any]] = {}
         self._health_seen = asyncio.Event()
         self.client.on_message = self._on_message
 
     def _on_message(self, client: Any, topic: str, payload: bytes, qos: int, props: Any) -> int:
-        now = time.monotonic()
         if "/_platform/health" in topic:
-            # one report per active worker partition (health, health/p1, ...): sum what they accepted
-            self._by_partition[topic] = json.loads(payload)
+            report = json.loads(payload)
+            if float(report["ts"]) < self.since:
+                return 0
+            # the platform's own clock, not the arrival time: under load the broker delays these reports
+            self.accepted.add(topic, float(report["ts"]), int(report["accepted"]))
+            self._by_partition[topic] = report
             parts = list(self._by_partition.values())
-            combined = {**parts[0], "accepted": sum(h["accepted"] for h in parts), "ts": min(h["ts"] for h in parts)}
+            combined = {**parts[0], "accepted": sum(h["accepted"] for h in parts), "ts": max(h["ts"] for h in parts)}
             for key in ("ingest_latency_ms_p50", "ingest_latency_ms_p99"):
                 values = [h[key] for h in parts if h.get(key) is not None]
                 combined[key] = max(values) if values else None
-            self.health.append({**combined, "t": now})
+            self.health.append(combined)
             self._health_seen.set()
             return 0
+        now = time.monotonic()
         if not self.count:
             self.first = now
         self.count += 1
@@ -112,23 +157,6 @@ class _Counter:
 
     def rate(self) -> float:
         return self.count / max(self.last - self.first, 1e-6)
-
-    def rate_between(self, start: float, end: float) -> float:
-        """Accepted reports per second between two health samples taken within [start, end]."""
-        inside = [h for h in self.health if start <= h["t"] <= end]
-        if len(inside) < 2:
-            return 0.0
-        span = float(max(inside[-1]["t"] - inside[0]["t"], 1e-6))
-        return float(inside[-1]["accepted"] - inside[0]["accepted"]) / span
-
-    def accepted_rate(self) -> float:
-        """Accepted reports per second from health samples, over the span in which they grew."""
-        grown = [h for i, h in enumerate(self.health) if i and h["accepted"] > self.health[i - 1]["accepted"]]
-        if len(grown) < 2:
-            return 0.0
-        first = next(h for h in self.health if h["accepted"] > 0) if self.health else grown[0]
-        prev = self.health[self.health.index(first) - 1] if self.health.index(first) else first
-        return float(grown[-1]["accepted"] - prev["accepted"]) / float(max(grown[-1]["t"] - prev["t"], 1e-6))
 
 
 async def _run_fleet(port: int, args: argparse.Namespace, rate: float, out: Path,
@@ -165,6 +193,19 @@ async def _peak_rss(pid: int, peak: list[float]) -> None:
         await asyncio.sleep(0.5)
 
 
+def _cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) used so far by the platform and, with ``--workers``, its workers."""
+    proc = psutil.Process(pid)
+    total = 0.0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            times = p.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
+
+
 async def _platform_phases(args: argparse.Namespace, run: int, variant: str, port: int, tmp: Path) -> dict[str, Any]:
     if variant in NEEDS_POSTGRES or args.postgres:
         import asyncpg
@@ -190,7 +231,7 @@ async def _measure(
            "ANFANG_LOG_LEVEL": "WARNING", "ANFANG_CONFIG": str(tmp / "anfang.yaml")}
     if database_url:
         env["ANFANG_DATABASE_URL"] = database_url
-    (tmp / "anfang.yaml").write_text("limits:\n  health_interval_s: 0.5\n")
+    (tmp / "anfang.yaml").write_text("limits:\n  health_interval_s: 0.25\n")
     RESULTS.mkdir(exist_ok=True)
     log = (RESULTS / f"ingest-platform-{variant}.log").open("w")
     platform = await asyncio.create_subprocess_exec(*COMMANDS[variant], env=env, stdout=subprocess.DEVNULL,
@@ -199,19 +240,25 @@ async def _measure(
     peak = [0.0]
     sampler = asyncio.create_task(_peak_rss(platform.pid, peak))
     try:
-        async with _Counter(port, "anfang/fleet/_platform/health/#", f"watch-{variant}-{run}") as watch:
-            # the broker still holds the previous variant's retained health report: skip it
-            await watch.wait_health(lambda h: float(h["ts"]) >= started, 60)
-            watch.health = watch.health[-1:]
-            sending_from = time.monotonic()
+        async with _Counter(port, "anfang/fleet/_platform/health/#", f"watch-{variant}-{run}", since=started) as watch:
+            await watch.wait_health(lambda h: True, 60)
+            sending_from = time.time()
+            cpu_from = _cpu_seconds(platform.pid)
             fleet_platform = await _run_fleet(port, args, args.rate, tmp / "f2.json")
-            while_sending = watch.rate_between(sending_from, time.monotonic())
+            sending_until = time.time()
             sent = fleet_platform["acked"]
+            cpu_before = _cpu_seconds(platform.pid)
             try:  # let the platform drain what the broker queued
-                await watch.wait_health(lambda h: h["accepted"] >= sent, max(180.0, sent / 5000))
+                done = await watch.wait_health(lambda h: h["accepted"] >= sent, max(180.0, sent / 5000))
             except TimeoutError:
                 raise SystemExit(f"{variant}: platform accepted {watch.health[-1]} of {sent}") from None
-            accepted_rate = watch.accepted_rate()
+            cpu_done = _cpu_seconds(platform.pid)
+            drain_cores = (cpu_done - cpu_before) / max(time.time() - sending_until, 1e-6)
+            cpu_us_per_report = (cpu_done - cpu_from) / max(sent, 1) * 1e6
+            done_at = float(done["ts"])
+            while_sending = watch.accepted.rate(sending_from, sending_until)
+            draining = watch.accepted.rate(sending_until, done_at)
+            accepted_rate = watch.accepted.rate(watch.accepted.growth_start(), done_at)
             watch.health.clear()
             fleet_lat = await _run_fleet(port, args, args.latency_rate, tmp / "f3.json", args.latency_duration)
             latency = await watch.wait_health(lambda h: h["accepted"] >= sent + fleet_lat["acked"], 60)
@@ -225,6 +272,9 @@ async def _measure(
         "platform_fleet_rate": fleet_platform["sustained_rate"],
         "platform_accepted_rate": round(accepted_rate, 1),
         "platform_accepted_rate_while_sending": round(while_sending, 1),
+        "platform_accepted_rate_draining": round(draining, 1),
+        "platform_cores_draining": round(drain_cores, 2),
+        "platform_cpu_us_per_report": round(cpu_us_per_report, 1),
         "latency_rate": fleet_lat["sustained_rate"],
         "latency_p50_ms": latency.get("ingest_latency_ms_p50"),
         "latency_p99_ms": latency.get("ingest_latency_ms_p99"),
@@ -252,6 +302,9 @@ def summarise(runs: list[dict[str, Any]], variants: list[str]) -> dict[str, Any]
             "platform_accepted_rate_while_sending": med([r.get("platform_accepted_rate_while_sending") for r in rows]),
             "ratio_to_baseline_while_sending": round(
                 med([r.get("platform_accepted_rate_while_sending") for r in rows]) / base, 2) if base else None,
+            "platform_accepted_rate_draining": med([r.get("platform_accepted_rate_draining") for r in rows]),
+            "platform_cores_draining": med([r.get("platform_cores_draining") for r in rows]),
+            "platform_cpu_us_per_report": med([r.get("platform_cpu_us_per_report") for r in rows]),
             "platform_fleet_rate": med([r["platform_fleet_rate"] for r in rows]),
             "latency_rate": med([r["latency_rate"] for r in rows]),
             "latency_p50_ms": med([r["latency_p50_ms"] for r in rows]),
