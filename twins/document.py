@@ -210,6 +210,15 @@ def _stamp(meta: Mapping[str, float], patch: JSON, ts: float) -> dict[str, float
     return stamped
 
 
+def _evolve(
+    doc: TwinDocument, desired: JSON, reported: JSON, metadata: dict[str, dict[str, float]], version: int,
+    last_seq: int | None,
+) -> TwinDocument:
+    # what dataclasses.replace does, without its per-call field introspection: this runs per report
+    return TwinDocument(doc.device_id, doc.kind, doc.site, desired, reported, metadata, version, last_seq, doc.status,
+                        doc.status_ts)
+
+
 def apply_reported(
     doc: TwinDocument,
     patch: JSON,
@@ -233,14 +242,9 @@ def apply_reported(
     changed = effective_changes(doc.reported, patch)
     new_seq = doc.last_seq if seq is None else seq
     if not changed:
-        return Applied(replace(doc, last_seq=new_seq), {})
-    new = replace(
-        doc,
-        reported=merge(doc.reported, changed),
-        metadata={"desired": doc.metadata["desired"], "reported": _stamp(doc.metadata["reported"], changed, stamp_ts)},
-        version=doc.version + 1,
-        last_seq=new_seq,
-    )
+        return Applied(_evolve(doc, doc.desired, doc.reported, doc.metadata, doc.version, new_seq), {})
+    metadata = {"desired": doc.metadata["desired"], "reported": _stamp(doc.metadata["reported"], changed, stamp_ts)}
+    new = _evolve(doc, doc.desired, merge(doc.reported, changed), metadata, doc.version + 1, new_seq)
     _check_size(new, limits)
     return Applied(new, changed)
 
@@ -263,12 +267,8 @@ def apply_desired(
     changed = effective_changes(doc.desired, patch)
     if not changed:
         return Applied(doc, {})
-    new = replace(
-        doc,
-        desired=merge(doc.desired, changed),
-        metadata={"desired": _stamp(doc.metadata["desired"], changed, now), "reported": doc.metadata["reported"]},
-        version=doc.version + 1,
-    )
+    metadata = {"desired": _stamp(doc.metadata["desired"], changed, now), "reported": doc.metadata["reported"]}
+    new = _evolve(doc, merge(doc.desired, changed), doc.reported, metadata, doc.version + 1, doc.last_seq)
     _check_size(new, limits)
     return Applied(new, changed)
 

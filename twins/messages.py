@@ -60,16 +60,22 @@ def decode_json(payload: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> dict[str,
     return data
 
 
+_NUMBER = (int, float)  # a tuple: ``int | float`` would build a union object on every call
+_REPORT_FIELDS = frozenset({"state", "seq", "ts"})
+
+
 def _number(data: dict[str, Any], key: str) -> float | None:
     value = data.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool) or not isinstance(value, _NUMBER):
         raise BadRequest(f"{key} must be a number")
     return float(value)
 
 
-def _only(data: dict[str, Any], allowed: set[str], what: str) -> None:
+def _only(data: dict[str, Any], allowed: frozenset[str] | set[str], what: str) -> None:
+    if data.keys() <= allowed:
+        return
     extra = set(data) - allowed
     if extra:
         raise BadRequest(f"unknown field(s) in {what}: {', '.join(sorted(extra))}")
@@ -77,7 +83,7 @@ def _only(data: dict[str, Any], allowed: set[str], what: str) -> None:
 
 def parse_report(payload: bytes) -> Report:
     data = decode_json(payload)
-    _only(data, {"state", "seq", "ts"}, "report")
+    _only(data, _REPORT_FIELDS, "report")
     state = data.get("state")
     if not isinstance(state, dict):
         raise BadRequest("report needs a 'state' object")
