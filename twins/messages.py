@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from twins import jsoncodec
 from twins.errors import BadRequest, TooLarge
@@ -11,23 +11,23 @@ from twins.topics import ID_RE
 
 MAX_PAYLOAD_BYTES = 256 * 1024
 
+# The records made once per inbound message are NamedTuples: as immutable as a frozen dataclass,
+# and several times cheaper to build (a frozen dataclass sets each field through object.__setattr__).
 
-@dataclass(frozen=True, slots=True)
-class Report:
+
+class Report(NamedTuple):
     state: dict[str, Any]
     seq: int | None
     ts: float | None
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(NamedTuple):
     id: str
     ts: float | None
     data: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
-class Telemetry:
+class Telemetry(NamedTuple):
     ts: float | None
     metrics: dict[str, float]
 
