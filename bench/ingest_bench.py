@@ -9,9 +9,13 @@ Each run measures, on the same machine and broker, with the same simulator fleet
 * **platform** — the fleet publishing to the platform (schema check, merge, dispatch,
   group-committed to SQLite or PostgreSQL; PUBACK only after commit), per ``--variants``:
   ``full`` is ``anfang run`` as shipped (rules, access control, vision and telemetry wired in),
-  ``bare`` is the same platform with no services (``bench/bare_platform.py``), ``workers2`` is
-  ``anfang run --workers 2`` (two active workers splitting the devices; PostgreSQL);
-* **latency** — the fleet at a fixed rate; the platform's own p50/p99 of device timestamp -> commit.
+  ``bare`` is the same platform with no services (``bench/bare_platform.py``), ``pg`` is
+  ``anfang run`` on PostgreSQL, ``workers2`` is ``anfang run --workers 2`` (two active workers
+  splitting the devices; PostgreSQL, so ``pg`` is the one-worker figure to compare it with);
+* **latency** — the fleet at a fixed rate; the platform's own p50/p99 of device timestamp -> commit;
+* **backlog** — the platform stopped, the fleet sends for ``--backlog-duration`` into its persistent
+  session(s), then the platform starts and drains that backlog with no fleet running: its rate and
+  the CPU cores its processes use (this is where ``workers2`` can use more than one core).
 
 Figures are medians over ``--runs``. ``python -m bench.ingest_bench --help``.
 """
@@ -38,8 +42,8 @@ import psutil
 from bench.common import ANFANG, BARE, RESULTS, ROOT
 from firmware_sim.mosquitto import Mosquitto
 
-COMMANDS = {"full": [ANFANG, "run"], "bare": BARE, "workers2": [ANFANG, "run", "--workers", "2"]}
-NEEDS_POSTGRES = {"workers2"}
+COMMANDS = {"full": [ANFANG, "run"], "bare": BARE, "pg": [ANFANG, "run"], "workers2": [ANFANG, "run", "--workers", "2"]}
+NEEDS_POSTGRES = {"pg", "workers2"}
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 
 
@@ -234,9 +238,31 @@ async def _measure(
     (tmp / "anfang.yaml").write_text("limits:\n  health_interval_s: 0.25\n")
     RESULTS.mkdir(exist_ok=True)
     log = (RESULTS / f"ingest-platform-{variant}.log").open("w")
-    platform = await asyncio.create_subprocess_exec(*COMMANDS[variant], env=env, stdout=subprocess.DEVNULL,
+
+    async def start() -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(*COMMANDS[variant], env=env, stdout=subprocess.DEVNULL,
                                                     stderr=log, cwd=str(ROOT))
+
+    try:
+        result = await _stream_phases(args, run, variant, port, tmp, start)
+        # the broker queues a backlog for the stopped platform, which then drains it with no fleet running
+        backlog = await _run_fleet(port, args, args.rate, tmp / "f4.json", args.backlog_duration)
+        result.update(await _drain_backlog(run, variant, port, start, backlog["acked"]))
+    finally:
+        log.close()
+    return result
+
+
+async def _stop(platform: asyncio.subprocess.Process) -> None:
+    platform.terminate()
+    await asyncio.wait_for(platform.wait(), 20)
+
+
+async def _stream_phases(args: argparse.Namespace, run: int, variant: str, port: int, tmp: Path,
+                         start: Any) -> dict[str, Any]:
+    """The fleet at full speed into the running platform until all is accepted, then the latency phase."""
     started = time.time()
+    platform = await start()
     peak = [0.0]
     sampler = asyncio.create_task(_peak_rss(platform.pid, peak))
     try:
@@ -247,39 +273,51 @@ async def _measure(
             fleet_platform = await _run_fleet(port, args, args.rate, tmp / "f2.json")
             sending_until = time.time()
             sent = fleet_platform["acked"]
-            cpu_before = _cpu_seconds(platform.pid)
             try:  # let the platform drain what the broker queued
                 done = await watch.wait_health(lambda h: h["accepted"] >= sent, max(180.0, sent / 5000))
             except TimeoutError:
                 raise SystemExit(f"{variant}: platform accepted {watch.health[-1]} of {sent}") from None
-            cpu_done = _cpu_seconds(platform.pid)
-            drain_cores = (cpu_done - cpu_before) / max(time.time() - sending_until, 1e-6)
-            cpu_us_per_report = (cpu_done - cpu_from) / max(sent, 1) * 1e6
+            cpu_us_per_report = (_cpu_seconds(platform.pid) - cpu_from) / max(sent, 1) * 1e6
             done_at = float(done["ts"])
             while_sending = watch.accepted.rate(sending_from, sending_until)
-            draining = watch.accepted.rate(sending_until, done_at)
             accepted_rate = watch.accepted.rate(watch.accepted.growth_start(), done_at)
             watch.health.clear()
             fleet_lat = await _run_fleet(port, args, args.latency_rate, tmp / "f3.json", args.latency_duration)
             latency = await watch.wait_health(lambda h: h["accepted"] >= sent + fleet_lat["acked"], 60)
     finally:
         sampler.cancel()
-        platform.terminate()
-        await asyncio.wait_for(platform.wait(), 20)
-        log.close()
+        await _stop(platform)
     return {
         "peak_rss_mib": round(peak[0], 1),
         "platform_fleet_rate": fleet_platform["sustained_rate"],
         "platform_accepted_rate": round(accepted_rate, 1),
         "platform_accepted_rate_while_sending": round(while_sending, 1),
-        "platform_accepted_rate_draining": round(draining, 1),
-        "platform_cores_draining": round(drain_cores, 2),
         "platform_cpu_us_per_report": round(cpu_us_per_report, 1),
         "latency_rate": fleet_lat["sustained_rate"],
         "latency_p50_ms": latency.get("ingest_latency_ms_p50"),
         "latency_p99_ms": latency.get("ingest_latency_ms_p99"),
         "rejected": latency.get("rejected"),
     }
+
+
+async def _drain_backlog(run: int, variant: str, port: int, start: Any, queued: int) -> dict[str, Any]:
+    """Start the platform on a backlog the broker holds for it; its rate and the CPU cores its processes
+    use from the first accepted report to the last (start-up excluded)."""
+    started = time.time()
+    platform = await start()
+    try:
+        async with _Counter(port, "anfang/fleet/_platform/health/#", f"drain-{variant}-{run}", since=started) as watch:
+            await watch.wait_health(lambda h: h["accepted"] > 0, 120)
+            cpu_from, wall_from = _cpu_seconds(platform.pid), time.time()
+            try:
+                done = await watch.wait_health(lambda h: h["accepted"] >= queued, max(180.0, queued / 5000))
+            except TimeoutError:
+                raise SystemExit(f"{variant}: drained {watch.health[-1]} of {queued}") from None
+            cores = (_cpu_seconds(platform.pid) - cpu_from) / max(time.time() - wall_from, 1e-6)
+            rate = watch.accepted.rate(watch.accepted.growth_start(), float(done["ts"]))
+    finally:
+        await _stop(platform)
+    return {"backlog": queued, "backlog_drain_rate": round(rate, 1), "backlog_drain_cores": round(cores, 2)}
 
 
 def summarise(runs: list[dict[str, Any]], variants: list[str]) -> dict[str, Any]:
@@ -302,8 +340,9 @@ def summarise(runs: list[dict[str, Any]], variants: list[str]) -> dict[str, Any]
             "platform_accepted_rate_while_sending": med([r.get("platform_accepted_rate_while_sending") for r in rows]),
             "ratio_to_baseline_while_sending": round(
                 med([r.get("platform_accepted_rate_while_sending") for r in rows]) / base, 2) if base else None,
-            "platform_accepted_rate_draining": med([r.get("platform_accepted_rate_draining") for r in rows]),
-            "platform_cores_draining": med([r.get("platform_cores_draining") for r in rows]),
+            "backlog": med([r.get("backlog") for r in rows]),
+            "backlog_drain_rate": med([r.get("backlog_drain_rate") for r in rows]),
+            "backlog_drain_cores": med([r.get("backlog_drain_cores") for r in rows]),
             "platform_cpu_us_per_report": med([r.get("platform_cpu_us_per_report") for r in rows]),
             "platform_fleet_rate": med([r["platform_fleet_rate"] for r in rows]),
             "latency_rate": med([r["latency_rate"] for r in rows]),
@@ -324,10 +363,13 @@ def main() -> None:
     parser.add_argument("--baseline-rate", type=float, default=100_000,
                         help="fleet target rate for the baseline phase (above what broker+subscriber take)")
     parser.add_argument("--baseline-duration", type=float, default=None, help="seconds (default: --duration)")
+    parser.add_argument("--backlog-duration", type=float, default=20.0,
+                        help="seconds the fleet sends while the platform is stopped, for the backlog phase")
     parser.add_argument("--latency-rate", type=float, default=5000)
     parser.add_argument("--latency-duration", type=float, default=None, help="seconds (default: --duration)")
     parser.add_argument("--variants", default="full,bare",
-                        help="comma list of full (anfang run), bare and workers2 (anfang run --workers 2)")
+                        help="comma list of full (anfang run), bare, pg (anfang run on PostgreSQL) and workers2 "
+                             "(anfang run --workers 2, PostgreSQL)")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--postgres", action="store_true",
                         help=f"every variant on a fresh PostgreSQL database (made through {PG_ADMIN}); "

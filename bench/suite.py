@@ -49,8 +49,8 @@ def ingest_rows(doc: dict[str, Any], quick: bool) -> list[Row]:
     rows = [Row("ingest", "baseline: fleet -> Mosquitto -> do-nothing subscriber", base, "msg/s",
                 f"fleet sent {s['baseline_fleet_rate']:,.0f}/s")]
     names = {"full": "anfang run (all services)", "bare": "bare twins (no services)",
-             "workers2": "anfang run --workers 2 (PostgreSQL)"}
-    for variant in ("full", "bare", "workers2"):
+             "pg": "anfang run (PostgreSQL)", "workers2": "anfang run --workers 2 (PostgreSQL)"}
+    for variant in ("full", "bare", "pg", "workers2"):
         if variant not in s:
             continue
         v = s[variant]
@@ -62,6 +62,15 @@ def ingest_rows(doc: dict[str, Any], quick: bool) -> list[Row]:
             rows.append(Row("ingest", f"{names[variant]}: accepted reports while the fleet sends (before the drain)",
                             v["platform_accepted_rate_while_sending"], "msg/s", f"{base:,.0f}/s",
                             v["ratio_to_baseline_while_sending"]))
+        if v.get("backlog_drain_rate") is not None:
+            rows.append(Row("ingest", f"{names[variant]}: drains a queued backlog of {v['backlog']:,.0f} reports "
+                            "(fleet stopped)", v["backlog_drain_rate"], "msg/s", f"{base:,.0f}/s",
+                            round(v["backlog_drain_rate"] / base, 2) if base else None))
+            rows.append(Row("ingest", f"{names[variant]}: CPU cores its processes use while draining the backlog",
+                            v["backlog_drain_cores"], "cores"))
+        if v.get("platform_cpu_us_per_report") is not None:
+            rows.append(Row("ingest", f"{names[variant]}: platform CPU per accepted report (whole phase)",
+                            v["platform_cpu_us_per_report"], "µs"))
         if v.get("peak_rss_mib") is not None:
             rows.append(Row("ingest", f"{names[variant]}: peak RSS while the broker's backlog drains",
                             v["peak_rss_mib"], "MiB"))
@@ -170,9 +179,10 @@ BENCHES: dict[str, Bench] = {
                    ["--devices", "200", "--rate", "2000", "--duration", "2"], fleet_rows),
     "ingest": Bench("bench.ingest_bench",
                     ["--devices", "1000", "--duration", "60", "--baseline-duration", "20", "--latency-duration", "20",
-                     "--runs", "3", "--variants", "full,workers2"],
+                     "--runs", "3", "--variants", "full,pg,workers2"],
                     ["--devices", "100", "--duration", "3", "--baseline-duration", "2", "--latency-duration", "2",
-                     "--rate", "2000", "--baseline-rate", "10000", "--latency-rate", "500", "--runs", "1"],
+                     "--rate", "2000", "--baseline-rate", "10000", "--latency-rate", "500", "--backlog-duration", "2",
+                     "--runs", "1"],
                     ingest_rows, timeout=3600, timeout_quick=600),
 }
 
