@@ -90,6 +90,20 @@ def test_versions_only_grow_by_one_per_accepted_change(steps: list[tuple[bool, d
         assert doc.version == before + (1 if applied.is_change else 0)
 
 
+@given(st.lists(st.tuples(st.booleans(), patches), max_size=15))
+def test_applying_changes_never_alters_an_earlier_document(steps: list[tuple[bool, dict[str, Any]]]) -> None:
+    # documents share their dicts with earlier versions (and new ones share empty defaults): a change
+    # made in place would alter every twin that has not reported yet
+    history = [(doc := _doc(), repr(doc))]
+    for seq, (is_report, patch) in enumerate(steps, start=1):
+        applied = apply_reported(doc, patch, now=float(seq), seq=seq) if is_report else apply_desired(
+            doc, patch, now=float(seq))
+        doc = applied.document
+        history.append((doc, repr(doc)))
+    assert all(repr(d) == before for d, before in history)
+    assert _doc() == _doc(desired={}, reported={}, metadata={"desired": {}, "reported": {}})
+
+
 def test_null_deletes_and_nested_objects_merge() -> None:
     doc = apply_reported(_doc(), {"cameras": {"c1": {"online": True}, "c2": {"online": True}}, "lock": "locked"},
                          now=1, seq=1).document
