@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,7 +17,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from testkit import Device
+from testkit import Device, Mosquitto
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -71,6 +73,28 @@ def cli(env: dict[str, str], cwd: Path, *args: str) -> str:
     return out.stdout
 
 
+def site_env(port: int, database_url: str, extra: dict[str, str]) -> dict[str, str]:
+    """The environment of a site's worker: this machine's without any ``ANFANG_`` setting, the site
+    ``youzheng`` on ``database_url`` and an external broker on ``port``, then ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANFANG_")}
+    env.update({"ANFANG_SITE": "youzheng", "ANFANG_DATABASE_URL": database_url, "ANFANG_EMBEDDED_BROKER": "false",
+                "ANFANG_MQTT_PORT": str(port), "ANFANG_LOG_LEVEL": "INFO", **extra})
+    return env
+
+
+def add_device(env: dict[str, str], cwd: Path, device_id: str, kind: str) -> str:
+    """Register a device with ``anfang devices add``; returns its secret."""
+    match = re.search(r"secret: (\S+)", cli(env, cwd, "devices", "add", device_id, "--kind", kind))
+    assert match, f"no secret printed for {device_id}"
+    return match.group(1)
+
+
+def start_mosquitto(env: dict[str, str], cwd: Path, port: int) -> Mosquitto:
+    """Mosquitto on ``port`` with the password and ACL files ``anfang broker mosquitto-config`` writes."""
+    cli(env, cwd, "broker", "mosquitto-config", "--out", str(cwd / "mq"))
+    broker = Mosquitto(cwd / "mq", port=port)
+    broker.start()
+    return broker
 
 
 def operator_credentials(env: dict[str, str]) -> tuple[str, str]:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import re
 import sqlite3
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from process_kit import PlatformProcess, cli, document_when
+from process_kit import PlatformProcess, add_device, document_when, start_mosquitto
 from testkit import Device, Mosquitto, free_port
 
 ANFANG = str(Path(sys.executable).parent / "anfang")
@@ -34,14 +33,9 @@ async def test_sigkill_and_restart_loses_nothing_and_applies_once(
         env["ANFANG_BROKER_BIND"] = f"127.0.0.1:{port}"
     else:
         env.update({"ANFANG_EMBEDDED_BROKER": "false", "ANFANG_MQTT_PORT": str(port)})
-    added = cli(env, tmp_path, "devices", "add", "door-b1-u1", "--kind", "door_lock")
-    match = re.search(r"secret: (\S+)", added)
-    assert match, added
-    secret = match.group(1)
+    secret = add_device(env, tmp_path, "door-b1-u1", "door_lock")
     if broker == "mosquitto":
-        cli(env, tmp_path, "broker", "mosquitto-config", "--out", str(tmp_path / "mq"))
-        server = Mosquitto(tmp_path / "mq", port=port)
-        server.start()
+        server = start_mosquitto(env, tmp_path, port)
     platform = PlatformProcess(env, tmp_path)
     try:
         platform.start()

@@ -6,15 +6,21 @@ exactly once, in order, with the rules still seeing every twin change."""
 from __future__ import annotations
 
 import asyncio
-import os
-import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
 import pytest
-from process_kit import PlatformProcess, cli, document_when, fresh_postgres_database, operator_credentials
-from testkit import Device, Mosquitto, free_port
+from process_kit import (
+    PlatformProcess,
+    add_device,
+    document_when,
+    fresh_postgres_database,
+    operator_credentials,
+    site_env,
+    start_mosquitto,
+)
+from testkit import Device, free_port
 
 from anfang.partitions import partition_of
 from registry.store import DeviceInfo
@@ -49,18 +55,10 @@ async def test_two_active_workers_split_a_site_and_survive_one_of_them_dying(tmp
     port = free_port()
     (tmp_path / "rules").mkdir()
     (tmp_path / "rules" / "doors.yaml").write_text(RULE)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ANFANG_")}
-    env.update({"ANFANG_DATA_DIR": str(tmp_path / "data"), "ANFANG_SITE": "youzheng", "ANFANG_DATABASE_URL": pg_url,
-                "ANFANG_EMBEDDED_BROKER": "false", "ANFANG_MQTT_PORT": str(port), "ANFANG_LOG_LEVEL": "INFO",
-                "ANFANG_PARTITIONS": "2", "ANFANG_WORKERS": "2", "ANFANG_RULES_DIR": str(tmp_path / "rules")})
-    secrets = {}
-    for door in DOORS:
-        match = re.search(r"secret: (\S+)", cli(env, tmp_path, "devices", "add", door, "--kind", "door_lock"))
-        assert match
-        secrets[door] = match.group(1)
-    cli(env, tmp_path, "broker", "mosquitto-config", "--out", str(tmp_path / "mq"))
-    broker = Mosquitto(tmp_path / "mq", port=port)
-    broker.start()
+    env = site_env(port, pg_url, {"ANFANG_DATA_DIR": str(tmp_path / "data"), "ANFANG_PARTITIONS": "2",
+                                  "ANFANG_WORKERS": "2", "ANFANG_RULES_DIR": str(tmp_path / "rules")})
+    secrets = {door: add_device(env, tmp_path, door, "door_lock") for door in DOORS}
+    broker = start_mosquitto(env, tmp_path, port)
     leader = PlatformProcess({**env, "ANFANG_WORKER_INDEX": "0"}, tmp_path)
     other = PlatformProcess({**env, "ANFANG_WORKER_INDEX": "1"}, tmp_path)
     devices = [Device("127.0.0.1", port, d, secrets[d], site="youzheng", client_id=d) for d in DOORS]

@@ -5,15 +5,13 @@ in order."""
 from __future__ import annotations
 
 import asyncio
-import os
-import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
 import pytest
-from process_kit import PlatformProcess, cli, document_when, fresh_postgres_database
-from testkit import Device, Mosquitto, free_port
+from process_kit import PlatformProcess, add_device, document_when, fresh_postgres_database, site_env, start_mosquitto
+from testkit import Device, free_port
 
 N = 80
 
@@ -29,14 +27,9 @@ async def test_standby_worker_takes_over_and_applies_every_report_once_in_order(
     tmp_path: Path, pg_url: str
 ) -> None:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ANFANG_")}
-    env.update({"ANFANG_DATA_DIR": str(tmp_path / "data"), "ANFANG_SITE": "youzheng", "ANFANG_DATABASE_URL": pg_url,
-                "ANFANG_EMBEDDED_BROKER": "false", "ANFANG_MQTT_PORT": str(port), "ANFANG_LOG_LEVEL": "INFO"})
-    match = re.search(r"secret: (\S+)", cli(env, tmp_path, "devices", "add", "door-b1-u1", "--kind", "door_lock"))
-    assert match
-    cli(env, tmp_path, "broker", "mosquitto-config", "--out", str(tmp_path / "mq"))
-    broker = Mosquitto(tmp_path / "mq", port=port)
-    broker.start()
+    env = site_env(port, pg_url, {"ANFANG_DATA_DIR": str(tmp_path / "data")})
+    secret = add_device(env, tmp_path, "door-b1-u1", "door_lock")
+    broker = start_mosquitto(env, tmp_path, port)
     first, second = PlatformProcess(env, tmp_path), PlatformProcess(env, tmp_path)
     try:
         first.start()
@@ -44,7 +37,7 @@ async def test_standby_worker_takes_over_and_applies_every_report_once_in_order(
         assert await asyncio.to_thread(second.standing_by.wait, 30), "the second worker did not stand by"
         assert not second.ready.is_set()
 
-        dev = Device("127.0.0.1", port, "door-b1-u1", match.group(1), site="youzheng", client_id="door-b1-u1")
+        dev = Device("127.0.0.1", port, "door-b1-u1", secret, site="youzheng", client_id="door-b1-u1")
         assert await dev.connect() == 0
         infos = []
         for i in range(1, N + 1):

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import os
-import re
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -18,8 +16,15 @@ from typing import Any
 
 import asyncpg
 import pytest
-from process_kit import PlatformProcess, cli, fresh_postgres_database, operator_credentials
-from testkit import Device, Mosquitto, free_port
+from process_kit import (
+    PlatformProcess,
+    add_device,
+    fresh_postgres_database,
+    operator_credentials,
+    site_env,
+    start_mosquitto,
+)
+from testkit import Device, free_port
 
 FOR_S = 4.0
 RULE = f"""
@@ -59,20 +64,15 @@ async def test_a_for_timer_armed_by_a_killed_worker_fires_in_the_next_worker_on_
     port = free_port()
     (tmp_path / "rules").mkdir()
     (tmp_path / "rules" / "held.yaml").write_text(RULE, encoding="utf-8")
-    base = {k: v for k, v in os.environ.items() if not k.startswith("ANFANG_")}
     # what the workers of a site share (from the deployment, not a data directory): database, broker,
     # platform account, key for personal data, rules
-    base.update({"ANFANG_SITE": "youzheng", "ANFANG_DATABASE_URL": pg_url, "ANFANG_EMBEDDED_BROKER": "false",
-                 "ANFANG_MQTT_PORT": str(port), "ANFANG_MQTT_PASSWORD": secrets.token_urlsafe(24),
-                 "ANFANG_SECRET_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
-                 "ANFANG_RULES_DIR": str(tmp_path / "rules"), "ANFANG_LOG_LEVEL": "INFO"})
+    base = site_env(port, pg_url, {"ANFANG_MQTT_PASSWORD": secrets.token_urlsafe(24),
+                                   "ANFANG_SECRET_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
+                                   "ANFANG_RULES_DIR": str(tmp_path / "rules")})
     env_a = {**base, "ANFANG_DATA_DIR": str(tmp_path / "host-a")}
     env_b = {**base, "ANFANG_DATA_DIR": str(tmp_path / "host-b")}
-    match = re.search(r"secret: (\S+)", cli(env_a, tmp_path, "devices", "add", "door-b1-u1", "--kind", "door_lock"))
-    assert match
-    cli(env_a, tmp_path, "broker", "mosquitto-config", "--out", str(tmp_path / "mq"))
-    broker = Mosquitto(tmp_path / "mq", port=port)
-    broker.start()
+    secret = add_device(env_a, tmp_path, "door-b1-u1", "door_lock")
+    broker = start_mosquitto(env_a, tmp_path, port)
     first, second = PlatformProcess(env_a, tmp_path), PlatformProcess(env_b, tmp_path)
     pg = await asyncpg.connect("postgresql://" + pg_url.split("://", 1)[1])
     devices: list[Device] = []
@@ -82,7 +82,7 @@ async def test_a_for_timer_armed_by_a_killed_worker_fires_in_the_next_worker_on_
             second.start(wait_ready=False)
             assert await asyncio.to_thread(second.standing_by.wait, 30), "the second worker did not stand by"
         op = Device("127.0.0.1", port, *operator_credentials(env_a), client_id="op", will=False)
-        door = Device("127.0.0.1", port, "door-b1-u1", match.group(1), site="youzheng", client_id="door-b1-u1")
+        door = Device("127.0.0.1", port, "door-b1-u1", secret, site="youzheng", client_id="door-b1-u1")
         devices += [op, door]
         assert await op.connect() == 0 and await door.connect() == 0
         await op.subscribe("anfang/youzheng/alarms/+")
