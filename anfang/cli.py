@@ -65,19 +65,6 @@ def run(
 ) -> None:
     """Run the platform (embedded broker and SQLite by default)."""
     settings = _settings(config)
-    if workers is not None and workers > 1:
-        from anfang.supervisor import supervise, without_workers_option
-
-        logs.configure(settings.log_level, settings.log_format)
-        from anfang.workers import check_partitioned
-
-        partitions = settings.workers.partitions if settings.workers.partitions > 1 else workers
-        try:
-            check_partitioned(settings)
-        except ConfigError as exc:
-            typer.echo(f"error: --workers: {exc}", err=True)
-            raise typer.Exit(2) from None
-        raise typer.Exit(supervise(workers, partitions, without_workers_option(sys.argv[2:])))
     if site:
         settings.site = site
     if broker_bind:
@@ -92,6 +79,17 @@ def run(
             raise typer.Exit(2) from None
         settings.broker.embedded, settings.mqtt.host, settings.mqtt.port = False, host, port
     logs.configure(settings.log_level, settings.log_format)
+    if workers is not None and workers > 1:
+        from anfang.supervisor import supervise, without_workers_option
+        from anfang.workers import check_partitioned
+
+        try:  # the children would all fail on it: refuse before starting any
+            check_partitioned(settings)
+        except ConfigError as exc:
+            typer.echo(f"error: --workers: {exc}", err=True)
+            raise typer.Exit(2) from None
+        partitions = settings.workers.partitions if settings.workers.partitions > 1 else workers
+        raise typer.Exit(supervise(workers, partitions, without_workers_option(sys.argv[2:])))
     from anfang.app import build_platform, tune_gc_for_throughput
     from anfang.mqtt_link import MqttLinkError
     from anfang.services import open_services

@@ -101,6 +101,11 @@ def test_several_workers_on_the_embedded_broker_are_refused_up_front(
     monkeypatch.setenv("ANFANG_DATA_DIR", str(tmp_path / "data"))
     result = runner.invoke(app, ["run", "--workers", "2"])
     assert result.exit_code == 2 and "needs an external broker" in result.output, result.output
+    # --external-broker counts before the check: the next refusal is the next thing wrong, not the broker
+    monkeypatch.setenv("ANFANG_MQTT_SHARED_GROUP", "g")
+    result = runner.invoke(app, ["run", "--workers", "2", "--external-broker", "127.0.0.1:1"])
+    assert result.exit_code == 2 and "not both" in result.output, result.output
+    monkeypatch.delenv("ANFANG_MQTT_SHARED_GROUP")
     monkeypatch.setenv("ANFANG_PARTITIONS", "2")
     result = runner.invoke(app, ["run"])  # a worker started by hand with partitions on the embedded broker
     assert result.exit_code == 2 and "needs an external broker" in result.output, result.output
