@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
-import os
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 
@@ -76,55 +72,3 @@ class TimerStoreError(Exception):
         super().__init__(f"{path}: {message}")
         self.path = path
         self.message = message
-
-
-class JsonFileTimerStore:
-    """Timers in one JSON file, rewritten atomically (temp file + rename) on :meth:`flush`.
-
-    Writes are batched: the engine flushes once per tick, not once per event. For one process (the
-    ``anfang rules test`` tools, tests); the platform keeps its timers in the registry database.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._timers: dict[str, Timer] = {}
-        self._dirty = False
-        self._lock = asyncio.Lock()
-
-    def load(self) -> list[Timer]:
-        if not self.path.exists():
-            self._timers = {}
-            return []
-        try:
-            doc = json.loads(self.path.read_text(encoding="utf-8"))
-            self._timers = {d["key"]: Timer.from_json(d) for d in doc.get("timers", [])}
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise TimerStoreError(str(self.path), f"cannot load timers: {exc}") from exc
-        return list(self._timers.values())
-
-    def save(self, timer: Timer) -> None:
-        self._timers[timer.key] = Timer.from_json(timer.to_json())
-        self._dirty = True
-
-    def delete(self, key: str) -> None:
-        if self._timers.pop(key, None) is not None:
-            self._dirty = True
-
-    async def flush(self) -> None:
-        async with self._lock:  # one write at a time: an older snapshot must not replace a newer one
-            if not self._dirty:
-                return
-            body = {"version": 1, "timers": [t.to_json() for t in self._timers.values()]}
-            text = json.dumps(body, ensure_ascii=False, default=str)
-            self._dirty = False
-            try:
-                await asyncio.to_thread(self._write, text)
-            except OSError as exc:
-                self._dirty = True
-                raise TimerStoreError(str(self.path), f"cannot write timers: {exc}") from exc
-
-    def _write(self, text: str) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(self.path.suffix + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, self.path)

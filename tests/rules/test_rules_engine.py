@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from datetime import datetime
 from pathlib import Path
@@ -11,11 +10,9 @@ from typing import Any
 
 import pytest
 
-from rules.alarms import InMemoryAlarmStore
 from rules.engine import RulesEngine
 from rules.loader import Rule, load_rule_docs
 from rules.site import SitePlan, load_site_plan
-from rules.timers import JsonFileTimerStore
 from rules.trace import Firing
 from rules.yamlmarks import load_marked
 from twins.hooks import DeviceEvent, FakePlatformActions, TwinChange
@@ -76,42 +73,6 @@ async def test_alarm_lifecycle_is_published_deduplicated_acked_and_cleared(site:
     _topic, doc, retain = acts.published[-2]
     assert isinstance(doc, dict) and doc["state"] == "cleared" and retain is False
     assert acts.published[-1] == ("anfang/testsite/alarms/a1", "", True)
-
-
-async def test_pending_for_timer_survives_a_restart_and_fires_when_overdue(tmp_path: Path, site: SitePlan) -> None:
-    store = JsonFileTimerStore(tmp_path / "timers.json")
-    acts = FakePlatformActions(clock=T0)
-    engine = RulesEngine(rules_from(HELD, site), site, actions=acts, timer_store=store)
-    await engine.on_twin_change(twin("door-b1-u1", {"door": "closed"}, {"door": "open"}, T0), acts)
-    await engine.tick(T0 + 1, acts)
-    saved = json.loads((tmp_path / "timers.json").read_text())
-    assert [t["kind"] for t in saved["timers"]] == ["for"]
-    # the platform restarts 10 minutes later: a new engine, same timer file
-    acts2 = FakePlatformActions(clock=T0 + 600)
-    alarms = InMemoryAlarmStore()
-    engine2 = RulesEngine(
-        rules_from(HELD, site),
-        site,
-        actions=acts2,
-        alarm_store=alarms,
-        timer_store=JsonFileTimerStore(tmp_path / "timers.json"),
-    )
-    await engine2.tick(T0 + 600, acts2)
-    active = await alarms.find_active("held", "door-b1-u1")
-    assert active is not None and active.raised_at == T0 + 600
-
-
-async def test_timers_of_a_changed_rule_are_dropped_on_restart(tmp_path: Path, site: SitePlan) -> None:
-    store = JsonFileTimerStore(tmp_path / "timers.json")
-    acts = FakePlatformActions(clock=T0)
-    engine = RulesEngine(rules_from(HELD, site), site, actions=acts, timer_store=store)
-    await engine.on_twin_change(twin("door-b1-u1", {"door": "closed"}, {"door": "open"}, T0), acts)
-    await engine.tick(T0 + 1, acts)
-    changed = rules_from(HELD.replace("for: 3m", "for: 5m"), site)
-    acts2 = FakePlatformActions(clock=T0 + 600)
-    engine2 = RulesEngine(changed, site, actions=acts2, timer_store=JsonFileTimerStore(tmp_path / "timers.json"))
-    await engine2.tick(T0 + 600, acts2)
-    assert await engine2.alarms.store.list() == []
 
 
 async def test_reload_keeps_pending_timers_of_unchanged_rules(site: SitePlan) -> None:
@@ -284,12 +245,3 @@ async def test_trace_is_a_bounded_ring_buffer(site: SitePlan) -> None:
         await engine.on_event(event("door-b1-u1", "door_lock", "door_forced", {}, T0 + i, f"e{i}"), acts)
     assert len(engine.trace) == 5
     assert engine.explain("forced")[-1].input.startswith("event door_forced e19")
-
-
-def test_a_corrupt_timer_file_is_reported_with_its_path(tmp_path: Path) -> None:
-    from rules.timers import TimerStoreError
-
-    (tmp_path / "timers.json").write_text("{not json")
-    with pytest.raises(TimerStoreError) as err:
-        JsonFileTimerStore(tmp_path / "timers.json").load()
-    assert err.value.path.endswith("timers.json")
