@@ -138,7 +138,7 @@ class Platform:
             for handler, queue in zip(self.handlers, self._queues, strict=True):
                 tg.create_task(self._dispatch_loop(handler, queue), name=f"dispatch-{type(handler).__name__}")
             await self.link.start(self._subscriptions, self.ingest, self.accept)
-            for site in self._sites if self._feed is None else ():  # a partition owner runs no services
+            for site in self._sites if self._features else ():  # none: a worker that speaks for no services
                 self.link.publish(topics.platform_topic(site, "features"), {"features": self._features}, retain=True)
             tg.create_task(self._health_loop(), name="health")
             for i, task in enumerate(self._tasks):

@@ -95,7 +95,8 @@ class PartitionWorker:
         subscriptions = twin_filters(s.site, sorted(owned))
         async with AsyncExitStack() as stack:
             leader = part == LEADER
-            services = Services()
+            # only the leader announces the site's features (a retained message the others must not replace)
+            services = Services() if leader else Services(features=[])
             if leader and self.services_factory is not None:
                 services = await stack.enter_async_context(self.services_factory(s, self.registry))
             remote = RemoteTwins(link, reply_topic(s.site, client_id), s.limits.command_timeout_s) if leader else None
