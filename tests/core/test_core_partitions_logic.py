@@ -48,7 +48,9 @@ def test_a_single_partition_keeps_the_plain_client_id_and_twin_filters_name_the_
     assert not any("events" in f for f in twin_filters("youzheng", ["door-1"]))  # events go to the leader
 
 
-json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+# integers as twins hold them: every state was read by twins.jsoncodec, which reads integers beyond
+# 64 bits as floats (documented there)
+json_values = st.recursive(st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.text(max_size=5),
                            lambda inner: st.dictionaries(st.text(max_size=5), inner, max_size=3), max_leaves=8)
 docs = st.dictionaries(st.text(max_size=5), json_values, max_size=4)
 
