@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 from registry.store import DeviceInfo, StoredEvent
 from twins import jsoncodec, messages
 from twins.document import Limits, TwinDocument, apply_desired, apply_reported, apply_status
-from twins.errors import BadRequest, NotFound, TooLarge, TwinError
+from twins.errors import BadRequest, NotFound, StaleReport, TooLarge, TwinError
 from twins.hooks import DeviceEvent, TwinChange
 from twins.kinds import TELEMETRY_METRICS, validate_desired, validate_event, validate_reported
 from twins.topics import (
@@ -33,6 +33,7 @@ class Inbound(NamedTuple):  # one per inbound message: cheaper to build than a f
     topic: DeviceTopic | None
     payload: bytes
     reply_to: tuple[str, bytes | None] | None = None  # MQTT 5 response topic + correlation data
+    redelivered: bool = False  # DUP: the broker resent it to a resumed session; it may be committed already
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +164,12 @@ def process_batch(
     for msg in batch:
         try:
             _process_one(msg, devices, twins, seen_events, out, now=now, limits=limits, max_payload=max_payload)
+        except StaleReport as err:
+            if msg.redelivered:
+                # a worker committed it and died before its PUBACK: already applied, not the device's fault
+                out.duplicates += 1
+            else:
+                _reject(out, msg, err)
         except TwinError as err:
             _reject(out, msg, err)
     return out

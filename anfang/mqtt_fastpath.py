@@ -3,7 +3,8 @@
 gmqtt turns every packet into a ``Package``, dispatches it through its handler and parses MQTT 5
 properties into dicts — most of what a twin report costs before the platform sees it. This splits
 the read buffer itself and hands QoS 1 PUBLISH packets without properties straight to the
-platform; every other packet (and any PUBLISH it does not recognise) goes through gmqtt as before,
+platform with their DUP flag (set by the broker when it redelivers to a resumed session);
+every other packet (and any PUBLISH it does not recognise) goes through gmqtt as before,
 in the order it arrived. :func:`split_packets` is pure.
 """
 
@@ -15,7 +16,7 @@ from typing import Any
 
 from gmqtt.mqtt.package import Package
 
-OnPublish = Callable[[int, str, bytes], None]  # packet id, topic, payload
+OnPublish = Callable[[int, str, bytes, bool], None]  # packet id, topic, payload, DUP (a redelivery)
 OnOther = Callable[[int, bytes], None]  # fixed-header byte, packet body
 
 _MAX_MULTIPLIER = 128**3
@@ -41,13 +42,14 @@ def split_packets(data: bytes, mqtt5: bool, on_publish: OnPublish, on_other: OnO
         if end > size:
             return pos
         command = data[pos]
-        if command & 0xF6 != 0x32 or not _publish(data, i, end, mqtt5, on_publish):  # 0x32: PUBLISH, QoS 1
+        # 0x32: PUBLISH, QoS 1; the mask ignores DUP (0x08) and RETAIN (0x01)
+        if command & 0xF6 != 0x32 or not _publish(data, i, end, mqtt5, bool(command & 0x08), on_publish):
             on_other(command, data[i:end])
         pos = end
     return pos
 
 
-def _publish(data: bytes, start: int, end: int, mqtt5: bool, on_publish: OnPublish) -> bool:
+def _publish(data: bytes, start: int, end: int, mqtt5: bool, dup: bool, on_publish: OnPublish) -> bool:
     if end - start < 4:
         return False
     topic_end = start + 2 + (data[start] << 8 | data[start + 1])
@@ -65,7 +67,7 @@ def _publish(data: bytes, start: int, end: int, mqtt5: bool, on_publish: OnPubli
         return False
     if not topic or mid == 0:
         return False
-    on_publish(mid, topic, data[body:end])
+    on_publish(mid, topic, data[body:end], dup)
     return True
 
 

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 ReplyTo = tuple[str, bytes | None]  # MQTT 5 response topic and correlation data
 MessageHandler = Callable[[str, bytes, bool, ReplyTo | None], Awaitable[None]]
-AcceptQos1 = Callable[[str, bytes, ReplyTo | None, Callable[[], None]], None]
+AcceptQos1 = Callable[[str, bytes, ReplyTo | None, Callable[[], None], bool], None]  # ..., ack, redelivered
 
 
 _FILTERS_PER_PACKET = 200
@@ -115,7 +115,8 @@ class MqttLink:
         handler = self._client._package_handler
 
         def on_qos1(mid: int, packet: bytes, print_topic: str, properties: dict[str, Any]) -> None:
-            accept(print_topic, packet, _reply_to(properties), functools.partial(self._puback, mid))
+            accept(print_topic, packet, _reply_to(properties), functools.partial(self._puback, mid),
+                   bool(properties.get("dup")))
 
         handler._handle_qos_1_publish_packet = on_qos1
 
@@ -171,8 +172,8 @@ class MqttLink:
         protocol.read = gated_read
         accept = self._accept_qos1
         if accept is not None:
-            def on_publish(mid: int, topic: str, payload: bytes) -> None:
-                accept(topic, payload, None, functools.partial(self._puback, mid))
+            def on_publish(mid: int, topic: str, payload: bytes, dup: bool) -> None:
+                accept(topic, payload, None, functools.partial(self._puback, mid), dup)
 
             mqtt_fastpath.install(protocol, self._mqtt5, on_publish)
 

@@ -147,15 +147,21 @@ class Platform:
             log.info("platform ready")
 
     def accept(
-        self, raw_topic: str, payload: bytes, reply_to: tuple[str, bytes | None] | None, ack: Callable[[], None]
+        self,
+        raw_topic: str,
+        payload: bytes,
+        reply_to: tuple[str, bytes | None] | None,
+        ack: Callable[[], None],
+        redelivered: bool = False,
     ) -> None:
-        """Take one inbound message; ``ack`` is called once it is committed (or rejected)."""
+        """Take one inbound message; ``ack`` is called once it is committed (or rejected).
+        ``redelivered``: the broker's DUP flag, this may be a message a previous session committed."""
         if self._remote is not None and raw_topic == self._remote.reply_topic:
             self._remote.on_reply(payload)
             ack()
             return
         # appended synchronously, so arrival order is kept (an awaiting Queue.put can be overtaken)
-        self._arrivals.append((Inbound(raw_topic, topics.parse(raw_topic), payload, reply_to), ack))
+        self._arrivals.append((Inbound(raw_topic, topics.parse(raw_topic), payload, reply_to, redelivered), ack))
         self._arrived.set()
         depth = len(self._arrivals)
         if depth > self.counters.inbox_peak:

@@ -48,7 +48,7 @@ def test_every_complete_packet_is_handed_on_once_in_order(
             _, topic, mid, payload, qos, props, flags = p
             raw, body = _publish(topic, mid, payload, qos, props, mqtt5, flags)
             fast = qos == 1 and (not mqtt5 or not props)
-            expected.append(("pub", mid, topic, payload) if fast else ("other", raw[0], body))
+            expected.append(("pub", mid, topic, payload, bool(flags & 8)) if fast else ("other", raw[0], body))
         else:
             _, command, body = p
             raw = bytes([command]) + _varint(len(body)) + body
@@ -57,7 +57,7 @@ def test_every_complete_packet_is_handed_on_once_in_order(
         ends.append(len(stream))
     cut = data.draw(st.integers(0, len(stream)))
     seen: list[tuple] = []  # type: ignore[type-arg]
-    used = split_packets(stream[:cut], mqtt5, lambda mid, t, pl: seen.append(("pub", mid, t, pl)),
+    used = split_packets(stream[:cut], mqtt5, lambda mid, t, pl, dup: seen.append(("pub", mid, t, pl, dup)),
                          lambda cmd, body: seen.append(("other", cmd, body)))
     complete = sum(1 for end in ends if end <= cut)
     assert seen == expected[:complete]

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
-from platform_kit import Stack
+from platform_kit import Stack, running_platform
 from testkit import Device
 
 from anfang.service import Platform
@@ -153,6 +154,30 @@ async def test_redelivered_event_is_processed_once(platform_stack: Stack) -> Non
     rows = await platform_stack.platform.store._conn.execute_query_dict(
         "SELECT event_id FROM device_events WHERE device_id = 'door-b5-u1'")
     assert [r["event_id"] for r in rows] == ["evt-42"]
+
+
+async def test_a_report_redelivered_after_its_commit_is_a_duplicate_not_an_error(tmp_path: Path) -> None:
+    """A worker that committed a report but lost its connection before the PUBACK gets the report
+    again from the broker, flagged DUP: the device sees no error and the twin does not move."""
+    async with running_platform(tmp_path, "mosquitto") as stack:
+        secret = await stack.add_device("door-b6-u1", "door_lock")
+        dev = await stack.device("door-b6-u1", secret)
+        await dev.subscribe(dev.topic("errors"))
+        link = stack.platform.link
+        send_puback = link._puback
+        link._puback = lambda mid: None  # type: ignore[method-assign]  # committed, never acknowledged
+        await dev.published(dev.publish("twin/reported", {"seq": 1, "state": {"lock": "locked"}}))
+        await _wait_twin(stack, "door-b6-u1", lambda d: d.version >= 1)
+        link._puback = send_puback  # type: ignore[method-assign]
+        link._client._connection._transport.close()  # gmqtt reconnects; Mosquitto resends the report
+        await stack.platform.wait_until(lambda p: p.counters.duplicates >= 1, timeout=15)
+
+        dev.publish("twin/reported", {"seq": 0, "state": {"lock": "unlocked"}})  # stale, not a redelivery
+        _, err = await dev.expect(r"/errors$")
+        assert err["code"] == 409 and err["ref"] == 0, err  # the first error: none for the redelivery
+        assert stack.platform.counters.rejected[409] == 1
+        doc = await stack.platform.twin("door-b6-u1")
+        assert doc.version == 1 and doc.reported == {"lock": "locked"}
 
 
 async def test_command_result_and_timeout(platform_stack: Stack) -> None:

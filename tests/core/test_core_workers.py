@@ -56,7 +56,8 @@ async def test_standby_worker_takes_over_and_applies_every_report_once_in_order(
         first.stop()
         second.stop()
         broker.stop()
-    # in order and exactly once: each report moved the twin one version forward, none was stale
+    # in order and exactly once: each report moved the twin one version forward, none was stale (what the
+    # killed worker committed but had not acknowledged comes back flagged DUP: a duplicate, not a 409)
     assert doc["reported"] == {"hold_seconds": N} and doc["version"] == N
     stale = [line for line in first.log + second.log if " 409 " in line]
     assert not stale, stale[:3]
