@@ -11,7 +11,9 @@ Each run measures, on the same machine and broker, with the same simulator fleet
   ``full`` is ``anfang run`` as shipped (rules, access control, vision and telemetry wired in),
   ``bare`` is the same platform with no services (``bench/bare_platform.py``), ``pg`` is
   ``anfang run`` on PostgreSQL, ``workers2`` is ``anfang run --workers 2`` (two active workers
-  splitting the devices; PostgreSQL, so ``pg`` is the one-worker figure to compare it with);
+  splitting the devices; PostgreSQL, so ``pg`` is the one-worker figure to compare it with),
+  ``events`` is ``anfang run`` with half of the fleet's messages events (``motion``, each a new id,
+  checked against the stored events and stored) instead of reports;
 * **latency** — the fleet at a fixed rate; the platform's own p50/p99 of device timestamp -> commit;
 * **backlog** — the platform stopped, the fleet sends for ``--backlog-duration`` into its persistent
   session(s), then the platform starts and drains that backlog with no fleet running: its rate and
@@ -42,7 +44,9 @@ import psutil
 from bench.common import ANFANG, BARE, RESULTS, ROOT
 from firmware_sim.mosquitto import Mosquitto
 
-COMMANDS = {"full": [ANFANG, "run"], "bare": BARE, "pg": [ANFANG, "run"], "workers2": [ANFANG, "run", "--workers", "2"]}
+COMMANDS = {"full": [ANFANG, "run"], "bare": BARE, "pg": [ANFANG, "run"], "workers2": [ANFANG, "run", "--workers", "2"],
+            "events": [ANFANG, "run"]}
+EVENT_SHARE = {"events": 0.5}  # the share of the fleet's messages that are events (new ids), per variant
 NEEDS_POSTGRES = {"pg", "workers2"}
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -59,10 +63,11 @@ async def _register(data_dir: Path, devices: int, database_url: str | None) -> N
             await registry.add_device("fleet", f"fleet-{i:05d}", "camera")
 
 
-def _fleet(port: int, devices: int, rate: float, duration: float, out: Path) -> dict[str, Any]:
+def _fleet(port: int, devices: int, rate: float, duration: float, out: Path, events: float) -> dict[str, Any]:
     duration = max(duration, 1.0)
     subprocess.run([ANFANG, "sim", "fleet", "--devices", str(devices), "--rate", str(rate), "--duration",
-                    str(duration), "--host", "127.0.0.1", "--port", str(port), "--site", "fleet", "--json", str(out)],
+                    str(duration), "--host", "127.0.0.1", "--port", str(port), "--site", "fleet", "--json", str(out),
+                    "--events", str(events)],
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=duration + 300)
     return dict(json.loads(out.read_text()))
 
@@ -164,8 +169,9 @@ class _Counter:
 
 
 async def _run_fleet(port: int, args: argparse.Namespace, rate: float, out: Path,
-                     duration: float | None = None) -> dict[str, Any]:
-    return await asyncio.to_thread(_fleet, port, args.devices, rate, duration or args.duration, out)
+                     duration: float | None = None, variant: str = "") -> dict[str, Any]:
+    return await asyncio.to_thread(_fleet, port, args.devices, rate, duration or args.duration, out,
+                                   EVENT_SHARE.get(variant, 0.0))
 
 
 async def one_run(args: argparse.Namespace, run: int) -> dict[str, Any]:
@@ -246,7 +252,7 @@ async def _measure(
     try:
         result = await _stream_phases(args, run, variant, port, tmp, start)
         # the broker queues a backlog for the stopped platform, which then drains it with no fleet running
-        backlog = await _run_fleet(port, args, args.rate, tmp / "f4.json", args.backlog_duration)
+        backlog = await _run_fleet(port, args, args.rate, tmp / "f4.json", args.backlog_duration, variant)
         result.update(await _drain_backlog(run, variant, port, start, backlog["acked"]))
     finally:
         log.close()
@@ -270,7 +276,7 @@ async def _stream_phases(args: argparse.Namespace, run: int, variant: str, port:
             await watch.wait_health(lambda h: True, 60)
             sending_from = time.time()
             cpu_from = _cpu_seconds(platform.pid)
-            fleet_platform = await _run_fleet(port, args, args.rate, tmp / "f2.json")
+            fleet_platform = await _run_fleet(port, args, args.rate, tmp / "f2.json", None, variant)
             sending_until = time.time()
             sent = fleet_platform["acked"]
             try:  # let the platform drain what the broker queued
@@ -282,7 +288,8 @@ async def _stream_phases(args: argparse.Namespace, run: int, variant: str, port:
             while_sending = watch.accepted.rate(sending_from, sending_until)
             accepted_rate = watch.accepted.rate(watch.accepted.growth_start(), done_at)
             watch.health.clear()
-            fleet_lat = await _run_fleet(port, args, args.latency_rate, tmp / "f3.json", args.latency_duration)
+            fleet_lat = await _run_fleet(port, args, args.latency_rate, tmp / "f3.json", args.latency_duration,
+                                       variant)
             latency = await watch.wait_health(lambda h: h["accepted"] >= sent + fleet_lat["acked"], 60)
     finally:
         sampler.cancel()
@@ -368,8 +375,8 @@ def main() -> None:
     parser.add_argument("--latency-rate", type=float, default=5000)
     parser.add_argument("--latency-duration", type=float, default=None, help="seconds (default: --duration)")
     parser.add_argument("--variants", default="full,bare",
-                        help="comma list of full (anfang run), bare, pg (anfang run on PostgreSQL) and workers2 "
-                             "(anfang run --workers 2, PostgreSQL)")
+                        help="comma list of full (anfang run), bare, pg (anfang run on PostgreSQL), workers2 "
+                             "(anfang run --workers 2, PostgreSQL) and events (anfang run, half the messages events)")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--postgres", action="store_true",
                         help=f"every variant on a fresh PostgreSQL database (made through {PG_ADMIN}); "

@@ -243,6 +243,7 @@ def fleet_cmd(
     config: ConfigOpt = None,
     secrets: Annotated[Path | None, typer.Option(help="device secrets JSON for fleet-NNNNN ids")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the result as JSON")] = None,
+    events: Annotated[float, typer.Option(min=0, max=1, help="share of messages that are motion events")] = 0.0,
 ) -> None:
     """Run N devices from this one process and report the sustained rate and peak memory."""
     from firmware_sim.fleet import FleetConfig, FleetError, run_fleet
@@ -250,7 +251,7 @@ def fleet_cmd(
 
     conn = _connection(config, host, port, None, None, None)
     cfg = FleetConfig(host=conn.host, port=conn.port, devices=devices, rate=rate, duration=duration, site=site,
-                      qos=qos, secrets=load_secrets(secrets) if secrets else {})
+                      qos=qos, secrets=load_secrets(secrets) if secrets else {}, events=events)
     tty = sys.stderr.isatty()
 
     def progress(line: str) -> None:

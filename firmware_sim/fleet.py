@@ -72,6 +72,7 @@ class FleetConfig:
     connect_concurrency: int = 256
     keepalive: int = 120
     secrets: dict[str, str] = field(default_factory=dict)
+    events: float = 0.0  # share of messages that are events (``motion``, each a new id) instead of reports
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,8 +284,12 @@ async def _send_loop(cfg: FleetConfig, stats: FleetStats, devices: list[_Device]
             if not d.ready(cfg.max_inflight):
                 continue
             d.seq += 1
-            d.publish("twin/reported",
-                      b'{"seq":%d,"ts":%.3f,"state":{"recording":true,"fps":25}}' % (d.seq, time.time()), cfg.qos)
+            if int((sent + 1) * cfg.events) > int(sent * cfg.events):
+                d.publish("events/motion", b'{"id":"m-%d","ts":%.3f,"data":{"zone":"gate"}}' % (d.seq, time.time()),
+                          cfg.qos)
+            else:
+                d.publish("twin/reported",
+                          b'{"seq":%d,"ts":%.3f,"state":{"recording":true,"fps":25}}' % (d.seq, time.time()), cfg.qos)
             sent += 1
             due -= 1
             tried = 0

@@ -27,6 +27,8 @@ from twins.errors import BadRequest, NotFound
 from twins.kinds import KINDS, VIRTUAL_KINDS
 from twins.topics import valid_id
 
+_KEYS_PER_QUERY = 250  # (device, event id) pairs per lookup: 500 parameters, far below either database's limit
+
 
 @dataclass(frozen=True, slots=True)
 class DeviceInfo:
@@ -202,15 +204,17 @@ class TwinStore:
         return [TwinDocument.from_json(jsoncodec.loads(r["doc"])) for r in rows]
 
     async def seen_events(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
-        """Which (device, event id) pairs are already stored."""
+        """Which (device, event id) pairs are already stored: one query per few hundred pairs, each
+        pair an index lookup (a batch of events would otherwise cost a round trip per event)."""
         seen: set[tuple[str, str]] = set()
-        for device_id, event_id in keys:
+        for start in range(0, len(keys), _KEYS_PER_QUERY):
+            chunk = keys[start:start + _KEYS_PER_QUERY]
+            where = " OR ".join(["(device_id = ? AND event_id = ?)"] * len(chunk))
             rows = await self._conn.execute_query_dict(
-                self._q("SELECT 1 AS hit FROM device_events WHERE device_id = ? AND event_id = ?"),
-                [device_id, event_id],
+                self._q(f"SELECT device_id, event_id FROM device_events WHERE {where}"),
+                [value for key in chunk for value in key],
             )
-            if rows:
-                seen.add((device_id, event_id))
+            seen.update((str(r["device_id"]), str(r["event_id"])) for r in rows)
         return seen
 
     async def commit(

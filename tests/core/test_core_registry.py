@@ -64,6 +64,18 @@ async def test_devices_secrets_and_accounts(db_url: str) -> None:
         assert rotated not in str(hashes) and hashes["door-b1-u1"].startswith("$7$")
 
 
+async def test_stored_events_are_found_in_a_batch_of_any_size(db_url: str) -> None:
+    async with open_database(db_url) as conn:
+        store = TwinStore(conn, postgres=db_url.startswith("postgres"))
+        stored = [StoredEvent(f"reader-{i % 7}", f"seen-{i}", "tag_seen", 1.0, 2.0, {}) for i in range(0, 1200, 3)]
+        await store.commit([], stored)
+        # 1,200 lookups (several queries), with the same event ids on other devices, which are not stored
+        crossed = [("reader-1", "seen-0"), ("reader-0", "seen-3")]
+        keys = [(f"reader-{i % 7}", f"seen-{i}") for i in range(1200)] + crossed
+        assert await store.seen_events(keys) == {(e.device_id, e.event_id) for e in stored}
+        assert await store.seen_events([]) == set()
+
+
 async def test_twin_store_group_commit_and_stale_guard(db_url: str) -> None:
     async with open_database(db_url) as conn:
         store = TwinStore(conn, postgres=db_url.startswith("postgres"))
