@@ -276,7 +276,7 @@ async def _stream_phases(args: argparse.Namespace, run: int, variant: str, port:
             await watch.wait_health(lambda h: True, 60)
             sending_from = time.time()
             cpu_from = _cpu_seconds(platform.pid)
-            fleet_platform = await _run_fleet(port, args, args.rate, tmp / "f2.json", None, variant)
+            fleet_platform = await _run_fleet(port, args, args.rate, tmp / "f2.json", variant=variant)
             sending_until = time.time()
             sent = fleet_platform["acked"]
             try:  # let the platform drain what the broker queued

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
+from collections import Counter
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 from hypothesis import given
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -60,3 +64,43 @@ def test_fleet_cli_prints_rate_and_memory(tmp_path: Path) -> None:
     assert "200/200 devices connected" in r.output and "msg/s" in r.output and "peak RSS" in r.output
     doc = json.loads((tmp_path / "f.json").read_text())
     assert doc["connected"] == 200 and doc["errors"] == 0
+
+
+async def test_fleet_sends_the_asked_share_of_events_with_ids_of_their_own() -> None:
+    topics: Counter[str] = Counter()
+    ids: set[str] = set()
+    got, subscribed = threading.Event(), threading.Event()
+    expected = [0]
+
+    def on_message(client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        kind = msg.topic.split("/", 3)[3]
+        topics[kind] += 1
+        if kind == "events/motion":
+            ids.add(msg.topic + json.loads(msg.payload)["id"])
+        if expected[0] and sum(topics.values()) >= expected[0]:
+            got.set()
+
+    with Mosquitto(fleet=True) as b:
+        watcher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="watcher")
+        watcher.on_message = on_message
+        watcher.on_subscribe = lambda *args: subscribed.set()
+        watcher.connect(b.host, b.port)
+        watcher.subscribe("anfang/#", qos=1)
+        watcher.loop_start()
+        try:
+            assert await asyncio.to_thread(subscribed.wait, 10)
+            r = await run_fleet(FleetConfig(host=b.host, port=b.port, devices=20, rate=1000, duration=1, events=0.5))
+            expected[0] = r.acked
+            if sum(topics.values()) >= r.acked:
+                got.set()
+            assert await asyncio.to_thread(got.wait, 10), topics
+        finally:
+            watcher.loop_stop()
+            watcher.disconnect()
+    assert abs(topics["events/motion"] - topics["twin/reported"]) <= 1, topics
+    assert len(ids) == topics["events/motion"]  # every event is new, as a device's next event would be
+
+
+def test_fleet_cli_refuses_an_events_share_outside_0_to_1() -> None:
+    r = CliRunner().invoke(app, ["fleet", "--events", "1.5"])
+    assert r.exit_code == 2 and "--events" in r.output
