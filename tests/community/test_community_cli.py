@@ -16,8 +16,9 @@ runner = CliRunner()
 
 
 def run(tmp_path: Path, *args: str, ok: bool = True) -> Any:
-    res = runner.invoke(app, ["--data-dir", str(tmp_path), "--site", "testsite", *args],
-                        env={"ANFANG_SECRET_KEY": "", "ANFANG_DATABASE_URL": ""})
+    res = runner.invoke(app, ["--site", "testsite", *args],
+                        env={"ANFANG_DATA_DIR": str(tmp_path), "ANFANG_SECRET_KEY": "", "ANFANG_DATABASE_URL": "",
+                             "ANFANG_CONFIG": ""})
     if ok:
         assert res.exit_code == 0, res.output
         return json.loads(res.stdout)

@@ -1,0 +1,48 @@
+"""HTTP API of community access control (FastAPI routers, served by ``anfang run`` on ``api_bind``).
+
+Roles: residents (owner, family, tenant, elderly_alone, child) see their own household, issue and
+revoke visitor passes and read their own access history; property staff register residents,
+tenants and vehicles; community police search captures and decisions, manage the watchlist and
+acknowledge its alarms. Every read of personal data writes an audit row. Bearer tokens come from
+``anfang community token``; only their hashes are stored. Access rules: docs/access.md.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from community.api import police, residents, staff
+from community.api.deps import CommunityServices, Unauthorized
+from community.api.schemas import ErrorOut
+from community.errors import CommunityError
+
+__all__ = ["ERROR_RESPONSES", "CommunityServices", "Unauthorized", "create_app", "install", "routers"]
+
+#: Error bodies every route may answer with (for the OpenAPI document).
+ERROR_RESPONSES: dict[int | str, dict[str, object]] = {code: {"model": ErrorOut} for code in (401, 403, 404, 409, 422)}
+
+
+def routers() -> list[APIRouter]:
+    """The community API's routers, one per audience."""
+    return [residents.router, staff.router, police.router]
+
+
+async def _community_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, CommunityError)
+    return JSONResponse({"code": exc.code, "message": exc.message, "field": exc.field}, status_code=exc.status)
+
+
+def install(app: FastAPI, services: CommunityServices) -> None:
+    """Mount the community API on ``app`` (Tortoise must be initialised while it serves)."""
+    app.state.community = services
+    app.add_exception_handler(CommunityError, _community_error)
+    for router in routers():
+        app.include_router(router, responses=ERROR_RESPONSES)
+
+
+def create_app(services: CommunityServices) -> FastAPI:
+    """The community API alone (the platform serves it inside :func:`anfang.web.create_platform_app`)."""
+    app = FastAPI(title="anfang community access", version="1.0")
+    install(app, services)
+    return app

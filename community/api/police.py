@@ -1,0 +1,116 @@
+"""Routes for community police (and staff where noted): decisions, captures, the watchlist, alarms."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+
+from community.api.deps import Audit, Id, Limit, Services, Since, Text, User, require
+from community.api.schemas import (
+    AlarmOut,
+    CaptureOut,
+    DecisionOut,
+    WatchIn,
+    WatchOut,
+    alarm_out,
+    capture_out,
+    decision_out,
+    watch_out,
+)
+from community.models import WatchRow
+
+router = APIRouter(tags=["police"])
+AuditLog = Annotated[Audit, Depends()]
+
+
+@router.get("/decisions", response_model=list[DecisionOut])
+async def search_decisions(
+    user: User,
+    services: Services,
+    audit: AuditLog,
+    since: Since = None,
+    until: Since = None,
+    device: Text = None,
+    plate: Text = None,
+    subject: Text = None,
+    limit: Limit = 100,
+) -> list[DecisionOut]:
+    """Search access decisions by time, place, plate and person (police, staff)."""
+    require(user, "police", "staff")
+    rows = await services.records.search_decisions(
+        since=since, until=until, device=device, plate=plate, subject=subject, limit=limit
+    )
+    await audit(user, "search_decisions", subject or plate, device=device, results=len(rows))
+    return [decision_out(r) for r in rows]
+
+
+@router.get("/captures", response_model=list[CaptureOut])
+async def search_captures(
+    user: User,
+    services: Services,
+    audit: AuditLog,
+    since: Since = None,
+    until: Since = None,
+    device: Text = None,
+    plate: Text = None,
+    subject: Text = None,
+    limit: Limit = 100,
+) -> list[CaptureOut]:
+    """Search captures by time, place, plate and person (police)."""
+    require(user, "police")
+    rows = await services.records.search_captures(
+        since=since, until=until, device=device, plate=plate, subject=subject, limit=limit
+    )
+    await audit(user, "search_captures", subject or plate, device=device, results=len(rows))
+    return [capture_out(r) for r in rows]
+
+
+@router.get("/watchlist", response_model=list[WatchOut])
+async def list_watch(user: User, services: Services, audit: AuditLog) -> list[WatchOut]:
+    """The active watchlist (police only)."""
+    require(user, "police")
+    await audit(user, "view_watchlist", None)
+    return [watch_out(r) for r in await WatchRow.filter(site=services.store.site, active=True).order_by("created_at")]
+
+
+@router.post("/watchlist", response_model=WatchOut, status_code=201)
+async def add_watch(body: WatchIn, user: User, services: Services, audit: AuditLog) -> WatchOut:
+    """Add a plate or face of interest (police only)."""
+    require(user, "police")
+    wid = await services.store.add_watch(
+        kind=body.kind,
+        reason=body.reason,
+        added_by=user.id,
+        now=services.clock(),
+        plate=body.plate,
+        template=body.template,
+        label=body.label,
+    )
+    await audit(user, "add_watch", wid)
+    return watch_out(await WatchRow.get(id=wid))
+
+
+@router.delete("/watchlist/{watch_id}", status_code=204)
+async def remove_watch(watch_id: Id, user: User, services: Services, audit: AuditLog) -> None:
+    """Remove a watchlist entry (police only)."""
+    require(user, "police")
+    await services.store.remove_watch(watch_id)
+    await audit(user, "remove_watch", watch_id)
+
+
+@router.get("/alarms", response_model=list[AlarmOut])
+async def list_alarms(
+    user: User, services: Services, audit: AuditLog, open_only: bool = False, limit: Limit = 100
+) -> list[AlarmOut]:
+    """Watchlist alarms (police only)."""
+    require(user, "police")
+    await audit(user, "view_alarms", None)
+    return [alarm_out(r) for r in await services.records.list_alarms(open_only=open_only, limit=limit)]
+
+
+@router.post("/alarms/{alarm_id}/ack", response_model=AlarmOut)
+async def ack_alarm(alarm_id: Id, user: User, services: Services) -> AlarmOut:
+    """Acknowledge a watchlist alarm (police only)."""
+    require(user, "police")
+    return alarm_out(await services.records.ack_alarm(alarm_id, by=user.id, now=services.clock()))

@@ -1,0 +1,259 @@
+"""Request and response bodies of the community HTTP API, and conversions from stored rows."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from community.models import AccessDecisionRow, AlarmRow, CaptureRow, WatchRow
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+Embedding = Annotated[list[Annotated[float, Field(allow_inf_nan=False)]], Field(min_length=128, max_length=128)]
+ResidentRole = Literal["owner", "family", "tenant", "elderly_alone", "child", "staff", "police"]
+
+
+class PersonIn(_Strict):
+    """A person to register (staff)."""
+
+    id: Annotated[str, Field(pattern=r"^[a-z0-9-]{1,40}$")] | None = None
+    role: ResidentRole
+    household_id: Annotated[str, Field(max_length=64)] | None = None
+    name: Annotated[str, Field(max_length=64)] | None = None
+    phone: Annotated[str, Field(max_length=20)] | None = None
+    id_number: Annotated[str, Field(max_length=18)] | None = None
+    face_consent: bool = False
+    card: Annotated[str, Field(min_length=1, max_length=32)] | None = None
+
+
+class TenantIn(PersonIn):
+    """A tenant: a person with a lease on a room (staff)."""
+
+    role: Literal["tenant"] = "tenant"
+    household_id: Annotated[str, Field(max_length=64)]
+    lease_start: Annotated[dt.date, Field(ge=dt.date(2000, 1, 1), le=dt.date(2100, 1, 1))]
+    lease_end: Annotated[dt.date, Field(ge=dt.date(2000, 1, 1), le=dt.date(2100, 1, 1))]
+
+
+class PersonCreated(BaseModel):
+    """Result of a registration; ``pin`` is shown once when one was generated (no face consent)."""
+
+    id: str
+    pin: str | None = None
+
+
+class PersonOut(BaseModel):
+    """A person's record, personal data decrypted for an authorised viewer."""
+
+    id: str
+    role: str
+    household_id: str | None
+    name: str | None
+    phone: str | None
+    id_number: str | None
+    face_consent: bool
+    lease_start: float | None
+    lease_end: float | None
+    active: bool
+
+
+class HouseholdOut(BaseModel):
+    """A household and its members."""
+
+    id: str
+    building_id: str
+    unit: int | None
+    room: str | None
+    members: list[PersonOut]
+
+
+class EnrolIn(_Strict):
+    """人证合一: ID-card photo embedding and live face embedding."""
+
+    id_photo_embedding: Embedding
+    live_embedding: Embedding
+    threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.363
+
+
+class EnrolOut(BaseModel):
+    """The recorded 人证合一 check."""
+
+    person_id: str
+    score: float
+
+
+class VehicleIn(_Strict):
+    """A vehicle to register (staff)."""
+
+    plate: Annotated[str, Field(min_length=1, max_length=16)]
+    owner_id: Annotated[str, Field(max_length=64)]
+
+
+class VehicleOut(BaseModel):
+    """A registered vehicle."""
+
+    plate: str
+    owner_id: str
+
+
+class PassIn(_Strict):
+    """A visitor pass request (resident)."""
+
+    visitor_name: Annotated[str, Field(max_length=64)] | None = None
+    visitor_phone: Annotated[str, Field(max_length=20)] | None = None
+    valid_from: Annotated[float, Field(ge=0, le=4102444800)]
+    valid_until: Annotated[float, Field(ge=0, le=4102444800)]
+    doors: Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=32)] | None = None
+    max_uses: Annotated[int, Field(ge=1, le=100)] = 1
+    plate: Annotated[str, Field(max_length=16)] | None = None
+
+
+class PassOut(BaseModel):
+    """A visitor pass; ``payload`` is the signed QR content."""
+
+    id: str
+    payload: str
+    valid_from: float
+    valid_until: float
+    doors: list[str]
+    max_uses: int
+    uses: int
+    revoked: bool
+    plate: str | None
+
+
+class DecisionOut(BaseModel):
+    """An access decision."""
+
+    id: str
+    ts: float
+    device_id: str
+    mode: str
+    allowed: bool
+    reason: str
+    subject_id: str | None
+    subject_role: str | None
+    credential_kind: str
+    credential_ref: str | None
+    score: float | None
+
+
+class CaptureOut(BaseModel):
+    """A capture at a camera, door or gate."""
+
+    id: str
+    ts: float
+    device_id: str
+    camera: str | None
+    credential_kind: str
+    plate: str | None
+    subject_id: str | None
+    score: float | None
+    snapshot_ref: str | None
+
+
+class WatchIn(_Strict):
+    """A watchlist entry: a plate, or a face template."""
+
+    kind: Literal["face", "plate"]
+    reason: Annotated[str, Field(min_length=1, max_length=200)]
+    plate: Annotated[str, Field(max_length=16)] | None = None
+    template: Embedding | None = None
+    label: Annotated[str, Field(max_length=64)] | None = None
+
+
+class WatchOut(BaseModel):
+    """A watchlist entry (templates are never returned)."""
+
+    id: str
+    kind: str
+    plate: str | None
+    label: str | None
+    reason: str
+    added_by: str
+    created_at: float
+
+
+class AlarmOut(BaseModel):
+    """A watchlist alarm."""
+
+    id: str
+    ts: float
+    device_id: str
+    camera: str | None
+    subject: str | None
+    reason: str
+    snapshot_ref: str | None
+    score: float | None
+    acknowledged_by: str | None
+    acknowledged_at: float | None
+
+
+class ErrorOut(BaseModel):
+    """Error body."""
+
+    code: str
+    message: str
+    field: str | None = None
+
+
+def decision_out(r: AccessDecisionRow) -> DecisionOut:
+    return DecisionOut(
+        id=r.id,
+        ts=r.ts,
+        device_id=r.device_id,
+        mode=r.mode,
+        allowed=r.allowed,
+        reason=r.reason,
+        subject_id=r.subject_id,
+        subject_role=r.subject_role,
+        credential_kind=r.credential_kind,
+        credential_ref=r.credential_ref,
+        score=r.score,
+    )
+
+
+def capture_out(r: CaptureRow) -> CaptureOut:
+    return CaptureOut(
+        id=r.id,
+        ts=r.ts,
+        device_id=r.device_id,
+        camera=r.camera,
+        credential_kind=r.credential_kind,
+        plate=r.plate,
+        subject_id=r.subject_id,
+        score=r.score,
+        snapshot_ref=r.snapshot_ref,
+    )
+
+
+def watch_out(r: WatchRow) -> WatchOut:
+    return WatchOut(
+        id=r.id,
+        kind=r.kind,
+        plate=r.plate,
+        label=r.label,
+        reason=r.reason,
+        added_by=r.added_by,
+        created_at=r.created_at,
+    )
+
+
+def alarm_out(r: AlarmRow) -> AlarmOut:
+    return AlarmOut(
+        id=r.id,
+        ts=r.ts,
+        device_id=r.device_id,
+        camera=r.camera,
+        subject=r.subject,
+        reason=r.reason,
+        snapshot_ref=r.snapshot_ref,
+        score=r.score,
+        acknowledged_by=r.acknowledged_by,
+        acknowledged_at=r.acknowledged_at,
+    )
