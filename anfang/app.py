@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import gc
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
@@ -15,7 +17,11 @@ from anfang.lease import SiteLease
 from anfang.mqtt_link import MqttLink
 from anfang.service import Platform
 from broker.embedded import EmbeddedBroker, split_bind
-from registry.db import CORE_MODELS, open_database
+from community.api import CommunityServices
+from community.crypto import FieldCipher, load_master_key
+from community.records import AccessRecords
+from community.store import CommunityStore
+from registry.db import CORE_MODELS, open_connection, open_database
 from registry.migrate import is_postgres
 from registry.store import Registry, TwinStore
 from twins.document import Limits
@@ -92,11 +98,13 @@ async def open_registry(settings: Settings) -> AsyncIterator[tuple[Registry, Twi
 
 @asynccontextmanager
 async def build_platform(
-    settings: Settings, services_factory: ServicesFactory | None = None
+    settings: Settings, services_factory: ServicesFactory | None = None,
+    opened: tuple[Registry, TwinStore] | None = None,
 ) -> AsyncIterator[Platform]:
-    """Everything the platform needs, started and ready for ``Platform.run``; closed at exit."""
+    """Everything the platform needs, started and ready for ``Platform.run``; closed at exit.
+    ``opened``: the registry and twin store when the caller has opened the database already."""
     async with AsyncExitStack() as stack:
-        registry, store = await stack.enter_async_context(open_registry(settings))
+        registry, store = opened if opened else await stack.enter_async_context(open_registry(settings))
         lease: SiteLease | None = None
         if not settings.broker.embedded:
             # several workers may serve a site; the lease holder is the active one
@@ -136,3 +144,49 @@ async def build_platform(
             yield platform
         finally:
             await link.stop()
+
+
+def community_services(settings: Settings) -> CommunityServices:
+    """The access-control registry and records of the configured site, for the API and access control."""
+    cipher = FieldCipher(load_master_key(settings.secret_key, settings.data_dir))
+    return CommunityServices(CommunityStore(cipher, settings.site), AccessRecords(settings.site))
+
+
+async def serve(settings: Settings, services_factory: Callable[..., AbstractAsyncContextManager[Services]]) -> None:
+    """``anfang run``: the HTTP API and the platform (one worker, or this worker's partitions), until
+    cancelled. ``services_factory(settings, registry, community=...)`` builds the services.
+
+    The API starts as soon as the database is open, before the site's lease: a standby answers
+    ``/healthz`` and the API too (both only need the database), and ``/readyz`` says it stands by.
+    """
+    from anfang.http_server import ApiServer
+    from anfang.readiness import Readiness
+    from anfang.web import create_platform_app
+    from anfang.workers import run_partitioned_worker
+
+    async with AsyncExitStack() as stack:
+        registry, store = await stack.enter_async_context(open_registry(settings))
+        community = community_services(settings)
+        readiness = Readiness(open_connection(settings.db_url), is_postgres(settings.db_url))
+        readiness.standing_by = not settings.broker.embedded
+        if settings.api_enabled:
+            app = create_platform_app(community, readiness)
+            # processes of one site on one host (standbys, --workers) share the port
+            server = ApiServer(app, settings.api_bind or "", reuse_port=not settings.broker.embedded)
+            await stack.enter_async_context(server)
+        factory = functools.partial(services_factory, access_registry=community)
+        if settings.workers.partitions > 1:
+            await run_partitioned_worker(settings, factory, opened=(registry, store), readiness=readiness)
+            return
+        async with build_platform(settings, factory, opened=(registry, store)) as platform:
+
+            async def tune_when_ready() -> None:
+                await platform.ready.wait()
+                tune_gc_for_throughput()
+
+            tuner = asyncio.create_task(tune_when_ready(), name="gc-tuning")
+            try:
+                with readiness.serving(platform):
+                    await platform.run()
+            finally:
+                tuner.cancel()

@@ -62,13 +62,19 @@ def run(
         int | None, typer.Option(min=1, help="Start this many worker processes for the site (external broker, "
                                              "PostgreSQL); devices are split between them")
     ] = None,
+    api_bind: Annotated[
+        str | None, typer.Option(help="Serve the HTTP API on this host:port ('off' for none; overrides config)")
+    ] = None,
 ) -> None:
-    """Run the platform (embedded broker and SQLite by default)."""
+    """Run the platform: broker link (embedded broker by default), twins, rules, access control, telemetry,
+    and the HTTP API on ``api_bind`` (127.0.0.1:8080 by default)."""
     settings = _settings(config)
     if site:
         settings.site = site
     if broker_bind:
         settings.broker.bind = broker_bind
+    if api_bind:
+        settings.api_bind = api_bind
     if external_broker:
         from broker.embedded import BrokerError, split_bind
 
@@ -90,28 +96,14 @@ def run(
             raise typer.Exit(2) from None
         partitions = settings.workers.partitions if settings.workers.partitions > 1 else workers
         raise typer.Exit(supervise(workers, partitions, without_workers_option(sys.argv[2:])))
-    from anfang.app import build_platform, tune_gc_for_throughput
+    from anfang.app import serve
+    from anfang.http_server import ApiServerError
     from anfang.mqtt_link import MqttLinkError
     from anfang.services import open_services
-    from anfang.workers import run_partitioned_worker
     from broker.embedded import BrokerError
 
     async def main() -> None:
-        if settings.workers.partitions > 1:
-            tune_gc_for_throughput()
-            await run_partitioned_worker(settings, open_services)
-            return
-        async with build_platform(settings, open_services) as platform:
-
-            async def tune_when_ready() -> None:
-                await platform.ready.wait()
-                tune_gc_for_throughput()
-
-            tuner = asyncio.create_task(tune_when_ready())
-            try:
-                await platform.run()
-            finally:
-                tuner.cancel()
+        await serve(settings, open_services)
 
     try:
         asyncio.run(main())
@@ -120,13 +112,47 @@ def run(
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    except (BrokerError, MqttLinkError, ExceptionGroup) as exc:
+    except (BrokerError, MqttLinkError, ApiServerError, ExceptionGroup) as exc:
         errors = exc.exceptions if isinstance(exc, ExceptionGroup) else (exc,)
-        if not all(isinstance(e, BrokerError | MqttLinkError) for e in errors):
+        if not all(isinstance(e, BrokerError | MqttLinkError | ApiServerError) for e in errors):
             raise
         for err in errors:
             typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1) from None
+
+
+@app.command()
+def health(
+    config: ConfigOpt = None,
+    ready: Annotated[bool, typer.Option("--ready", help="Check readiness (/readyz), not only liveness (/healthz)")]
+    = False,
+    timeout: Annotated[float, typer.Option(min=0.1, help="Seconds to wait for an answer")] = 3.0,
+) -> None:
+    """Ask the running platform's HTTP API whether it is alive (or ready); exit 0 if so, else 1.
+
+    Reads ``api_bind`` from the same configuration as ``anfang run`` (the compose healthcheck uses it)."""
+    import httpx
+
+    settings = _settings(config)
+    if not settings.api_enabled:
+        typer.echo("error: the HTTP API is off (api_bind)", err=True)
+        raise typer.Exit(2)
+    from anfang.http_server import ApiServerError, parse_bind
+
+    try:
+        host, port = parse_bind(settings.api_bind or "")
+    except ApiServerError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    host = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
+    url = f"http://{host}:{port}/{'readyz' if ready else 'healthz'}".replace("http://::1", "http://[::1]")
+    try:
+        answer = httpx.get(url, timeout=timeout)
+    except httpx.HTTPError as exc:
+        typer.echo(f"not answering at {url}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(answer.text)
+    raise typer.Exit(0 if answer.status_code == 200 else 1)
 
 
 @app.command()
@@ -140,7 +166,7 @@ def demo(
 
     settings = _settings(config)
     try:
-        code = run_demo(community, speed, settings.data_dir.resolve(), settings.broker.bind)
+        code = run_demo(community, speed, settings.data_dir.resolve(), settings.broker.bind, settings.api_bind or "off")
     except DemoError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None

@@ -75,7 +75,7 @@ class Settings(_Section):
     secret_key: str | None = None
     rules_dir: Path | None = None
     community_file: Path | None = None
-    api_bind: str | None = None
+    api_bind: str | None = "127.0.0.1:8080"
     mqtt: MqttSettings = MqttSettings()
     broker: BrokerSettings = BrokerSettings()
     limits: LimitSettings = LimitSettings()
@@ -93,6 +93,11 @@ class Settings(_Section):
             return self.mqtt.host, self.mqtt.port
         host, _, port = self.broker.bind.rpartition(":")
         return ("127.0.0.1" if host in ("", "0.0.0.0") else host), int(port)
+
+    @property
+    def api_enabled(self) -> bool:
+        """The HTTP API is served unless ``api_bind`` is empty, ``off`` or ``none``."""
+        return bool(self.api_bind) and str(self.api_bind).lower() not in ("off", "none")
 
     @property
     def secrets_dir(self) -> Path:

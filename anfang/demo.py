@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -25,8 +26,10 @@ class DemoError(Exception):
     """A step of the demo failed; the message says which and why."""
 
 
-def _start_platform(env: dict[str, str], log_to: Path, timeout: float = 60) -> subprocess.Popen[str]:
+def _start_platform(env: dict[str, str], log_to: Path, timeout: float = 60) -> tuple[subprocess.Popen[str], str]:
+    """``anfang run`` started and ready; with the address of its HTTP API (from its log)."""
     ready = threading.Event()
+    api: list[str] = []
     proc = subprocess.Popen([*ANFANG, "run"], env=env, stderr=subprocess.PIPE, text=True)
     tail: list[str] = []
 
@@ -40,6 +43,8 @@ def _start_platform(env: dict[str, str], log_to: Path, timeout: float = 60) -> s
                 del tail[:-20]
                 if "platform ready" in line:
                     ready.set()
+                if (found := re.search(r"HTTP API on (\S+)", line)) is not None:
+                    api.append(found.group(1))
 
     threading.Thread(target=follow, daemon=True).start()
     while not ready.wait(0.5):
@@ -49,30 +54,32 @@ def _start_platform(env: dict[str, str], log_to: Path, timeout: float = 60) -> s
         if timeout <= 0:
             proc.terminate()
             raise DemoError("the platform did not become ready within a minute:\n" + "".join(tail))
-    return proc
+    return proc, api[0] if api else "(off)"
 
 
-def _free_bind(bind: str) -> str:
-    """``bind`` if its port is free, else the first free port from 18830 (a system Mosquitto often holds 1883)."""
+def _free_bind(bind: str, what: str, fallback: int) -> str:
+    """``bind`` if its port is free, else the first free port from ``fallback`` (a system Mosquitto often
+    holds 1883, another web server 8080)."""
     host, port = split_bind(bind)
-    for candidate in (port, *range(18830, 18930)):
+    for candidate in (port, *range(fallback, fallback + 100)):
         try:
             check_port_free(host, candidate)
         except BrokerError:
             continue
         if candidate != port:
-            print(f"{host}:{port} is taken (another broker?); the demo's embedded broker uses {host}:{candidate}",
-                  flush=True)
+            print(f"{host}:{port} is taken; {what} uses {host}:{candidate}", flush=True)
         return f"{host}:{candidate}"
-    raise DemoError(f"no free port for the embedded broker near {bind}")
+    raise DemoError(f"no free port for {what} near {bind}")
 
 
-def run_demo(community: str, speed: float, data_dir: Path, broker_bind: str) -> int:
+def run_demo(community: str, speed: float, data_dir: Path, broker_bind: str, api_bind: str = "127.0.0.1:8080") -> int:
     """Provision, start the platform, play the community; returns an exit code. Ctrl-C stops it."""
     env = dict(os.environ)
     env["ANFANG_DATA_DIR"] = str(data_dir)
     env["ANFANG_EMBEDDED_BROKER"] = "true"
-    env["ANFANG_BROKER_BIND"] = _free_bind(broker_bind)
+    env["ANFANG_BROKER_BIND"] = _free_bind(broker_bind, "the demo's embedded broker", 18830)
+    if api_bind.lower() not in ("", "off", "none"):
+        env["ANFANG_API_BIND"] = _free_bind(api_bind, "the platform's HTTP API", 18080)
     data_dir.mkdir(parents=True, exist_ok=True)
     log_file = data_dir / "platform.log"
     print(f"provisioning {community} (devices, residents, vehicles, credentials) ...", flush=True)
@@ -81,8 +88,9 @@ def run_demo(community: str, speed: float, data_dir: Path, broker_bind: str) -> 
     if provisioned.returncode != 0:
         raise DemoError(f"provisioning failed:\n{provisioned.stderr or provisioned.stdout}")
     print(provisioned.stdout.strip(), flush=True)
-    platform = _start_platform(env, log_file)
-    print(f"platform ready (log: {log_file}); playing the community at {speed:g}x — Ctrl-C to stop", flush=True)
+    platform, api = _start_platform(env, log_file)
+    print(f"platform ready (log: {log_file}); HTTP API on {api} (/docs, /readyz)", flush=True)
+    print(f"playing the community at {speed:g}x — Ctrl-C to stop", flush=True)
     # a whole day from the morning rush (07:00 at the site, UTC+8), so there is something to see at once
     morning = dt.datetime.now(dt.timezone(dt.timedelta(hours=8))).replace(hour=7, minute=0, second=0, microsecond=0)
     sim = subprocess.Popen([*ANFANG, "sim", "run", community, "--speed", str(speed), "--start", morning.isoformat(),

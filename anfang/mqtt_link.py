@@ -101,6 +101,11 @@ class MqttLink:
         self.subscribe(subscriptions)
         log.info("connected to MQTT broker %s:%d (MQTT %s)", self._host, self._port, "5" if self._mqtt5 else "3.1.1")
 
+    @property
+    def connected(self) -> bool:
+        """Started and currently connected to the broker."""
+        return self._connected and bool(self._client.is_connected)
+
     def subscribe(self, filters: Sequence[str]) -> None:
         """Subscribe (QoS 1) to more topic filters, a few hundred per SUBSCRIBE packet."""
         full = [f"$share/{self._shared_group}/{t}" if self._shared_group else t for t in filters]

@@ -16,12 +16,10 @@ from typing import Any
 import httpx
 from tortoise.backends.base.client import BaseDBAsyncClient
 
-from anfang.app import Services
+from anfang.app import Services, community_services
 from anfang.config import Settings
-from community.crypto import FieldCipher, load_master_key
+from community.api import CommunityServices
 from community.handler import AccessConfig, AccessHandler
-from community.records import AccessRecords
-from community.store import CommunityStore
 from firmware_sim.community import Community, bundled_community_path, load_community
 from registry.db import open_connection
 from registry.store import Registry
@@ -115,8 +113,11 @@ def registry_connection(settings: Settings) -> BaseDBAsyncClient:
 
 
 @asynccontextmanager
-async def open_services(settings: Settings, registry: Registry) -> AsyncIterator[Services]:
-    """Rules, access control, vision and telemetry for the configured site."""
+async def open_services(
+    settings: Settings, registry: Registry, access_registry: CommunityServices | None = None
+) -> AsyncIterator[Services]:
+    """Rules, access control, vision and telemetry for the configured site. ``access_registry``: the
+    access-control registry the HTTP API uses too, so its changes reach access decisions at once."""
     community = community_for(settings)
     site = settings.site
     data = settings.data_dir
@@ -164,8 +165,9 @@ async def open_services(settings: Settings, registry: Registry) -> AsyncIterator
             for tap in taps:
                 tap(event)
 
+        people = access_registry or community_services(settings)
         access = AccessHandler(
-            CommunityStore(FieldCipher(load_master_key(settings.secret_key, data)), site), AccessRecords(site),
+            people.store, people.records,
             access_config, embed_image=vision.embed_face, read_plate_image=read_plate_image,
             on_platform_event=platform_event,
         )

@@ -11,6 +11,7 @@ so nothing it had not acknowledged is lost and nothing is applied twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from contextlib import AsyncExitStack
 
@@ -28,6 +29,7 @@ from anfang.partitions import (
     site_wide_filters,
     twin_filters,
 )
+from anfang.readiness import Readiness
 from anfang.remote_twins import RemoteTwins
 from anfang.service import Platform
 from registry.store import DeviceInfo, Registry, TwinStore
@@ -45,18 +47,24 @@ def check_partitioned(settings: Settings) -> None:
         raise ConfigError("use either workers.partitions or mqtt.shared_group, not both")
 
 
-async def run_partitioned_worker(settings: Settings, services_factory: ServicesFactory | None) -> None:
-    """Serve this worker's home partitions, and any partition left without a worker, until cancelled."""
+async def run_partitioned_worker(
+    settings: Settings, services_factory: ServicesFactory | None,
+    opened: tuple[Registry, TwinStore] | None = None, readiness: Readiness | None = None,
+) -> None:
+    """Serve this worker's home partitions, and any partition left without a worker, until cancelled.
+    ``opened``: the registry and twin store if the caller opened the database; ``readiness`` learns
+    which partitions this process serves."""
     check_partitioned(settings)
     w = settings.workers
-    async with open_registry(settings) as (registry, store):
+    async with AsyncExitStack() as stack:
+        registry, store = opened if opened else await stack.enter_async_context(open_registry(settings))
         password = await prepare_site(settings, registry)
         homes = set(home_partitions(w.index, w.count, w.partitions))
         log.info("worker %d of %d for site %s: home partitions %s of %d", w.index, w.count, settings.site,
                  sorted(homes), w.partitions)
         async with asyncio.TaskGroup() as tg:
             for part in range(w.partitions):
-                worker = PartitionWorker(settings, registry, store, password, part, services_factory)
+                worker = PartitionWorker(settings, registry, store, password, part, services_factory, readiness)
                 tg.create_task(worker.serve(home=part in homes), name=f"partition-{part}")
 
 
@@ -65,10 +73,10 @@ class PartitionWorker:
 
     def __init__(
         self, settings: Settings, registry: Registry, store: TwinStore, password: str, part: int,
-        services_factory: ServicesFactory | None,
+        services_factory: ServicesFactory | None, readiness: Readiness | None = None,
     ) -> None:
         self.settings, self.registry, self.store, self.password = settings, registry, store, password
-        self.part, self.services_factory = part, services_factory
+        self.part, self.services_factory, self.readiness = part, services_factory, readiness
         self.partitions = settings.workers.partitions
 
     def owns(self, device: DeviceInfo) -> bool:
@@ -128,6 +136,7 @@ class PartitionWorker:
             log.info("serving partition %d of %d of site %s: %d devices%s", part, self.partitions, s.site,
                      len(owned), " (leader: rules, access, telemetry)" if leader else "")
             try:
-                await platform.run()
+                with self.readiness.serving(platform) if self.readiness else contextlib.nullcontext():
+                    await platform.run()
             finally:
                 await link.stop()

@@ -6,7 +6,6 @@ import asyncio
 import datetime as dt
 import getpass
 import json
-import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -15,10 +14,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 import yaml
-from tortoise import Tortoise
 
-from community.crypto import FieldCipher, load_master_key
-from community.db import init_db
 from community.errors import CommunityError
 from community.importer import import_community
 from community.records import AccessRecords, Retention
@@ -43,15 +39,6 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
-class Settings:
-    """Where the registry lives."""
-
-    db_url: str
-    data_dir: Path
-    site: str
-
-
-@dataclass(frozen=True, slots=True)
 class Ctx:
     """What a command body gets."""
 
@@ -61,27 +48,35 @@ class Ctx:
     now: float
 
 
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file (default: ./anfang.yaml), "
+                                                "the same as `anfang run` reads")]
+
+
 @app.callback()
-def _main(ctx: typer.Context,
-          db: Annotated[str | None, typer.Option(envvar="ANFANG_DATABASE_URL", help="Database URL")] = None,
-          data_dir: Annotated[Path, typer.Option(envvar="ANFANG_DATA_DIR", help="Data directory")] = Path("data"),
-          site: Annotated[str, typer.Option(envvar="ANFANG_SITE", help="Site id")] = "default") -> None:
-    """Community access control."""
-    ctx.obj = Settings(db or f"sqlite://{data_dir / 'anfang.db'}", data_dir, site)
+def _main(ctx: typer.Context, config: ConfigOpt = None,
+          site: Annotated[str | None, typer.Option(help="Site id (default: the configured site)")] = None) -> None:
+    """Community access control, on the database and site of the platform's configuration."""
+    from anfang.config import ConfigError, load_settings
+
+    try:
+        settings = load_settings(config)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if site:
+        settings.site = site
+    ctx.obj = settings
 
 
 def _run(ctx: typer.Context, body: Callable[[Ctx], Awaitable[T]]) -> T:
-    settings: Settings = ctx.obj
+    from anfang.app import community_services, open_registry
+
+    settings = ctx.obj
 
     async def go() -> T:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        key = load_master_key(os.environ.get("ANFANG_SECRET_KEY"), settings.data_dir)
-        await init_db(settings.db_url)
-        try:
-            store = CommunityStore(FieldCipher(key), settings.site)
-            return await body(Ctx(store, AccessRecords(settings.site), f"cli:{getpass.getuser()}", time.time()))
-        finally:
-            await Tortoise.close_connections()
+        async with open_registry(settings):
+            services = community_services(settings)
+            return await body(Ctx(services.store, services.records, f"cli:{getpass.getuser()}", time.time()))
 
     try:
         return asyncio.run(go())

@@ -18,3 +18,10 @@ def broker_kind(request: pytest.FixtureRequest) -> str:
 async def platform_stack(tmp_path: Path, broker_kind: str) -> AsyncIterator[Stack]:
     async with running_platform(tmp_path, broker_kind) as stack:
         yield stack
+
+
+@pytest.fixture(autouse=True)
+def _api_on_a_port_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``anfang run`` serves its HTTP API on 127.0.0.1:8080 by default; in tests every platform (and every
+    ``anfang`` process a test starts) takes a free port instead, so parallel runs never share one."""
+    monkeypatch.setenv("ANFANG_API_BIND", "127.0.0.1:0")

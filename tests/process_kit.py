@@ -33,6 +33,7 @@ class PlatformProcess:
         self.log: list[str] = []
         self.ready = threading.Event()
         self.standing_by = threading.Event()
+        self.api_port: int | None = None  # where its HTTP API listens (from its log)
 
     def start(self, timeout: float = 30, wait_ready: bool = True) -> None:
         ready = threading.Event()
@@ -44,6 +45,8 @@ class PlatformProcess:
                 self.log.append(line)
                 if "platform ready" in line:
                     ready.set()
+                if (api := re.search(r"HTTP API on https?://\S+:(\d+)", line)) is not None:
+                    self.api_port = int(api.group(1))
                 if "standing by" in line:
                     self.standing_by.set()
 
@@ -75,10 +78,11 @@ def cli(env: dict[str, str], cwd: Path, *args: str) -> str:
 
 def site_env(port: int, database_url: str, extra: dict[str, str]) -> dict[str, str]:
     """The environment of a site's worker: this machine's without any ``ANFANG_`` setting, the site
-    ``youzheng`` on ``database_url`` and an external broker on ``port``, then ``extra``."""
+    ``youzheng`` on ``database_url``, an external broker on ``port`` and the HTTP API on a port of its
+    own, then ``extra``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ANFANG_")}
     env.update({"ANFANG_SITE": "youzheng", "ANFANG_DATABASE_URL": database_url, "ANFANG_EMBEDDED_BROKER": "false",
-                "ANFANG_MQTT_PORT": str(port), "ANFANG_LOG_LEVEL": "INFO", **extra})
+                "ANFANG_MQTT_PORT": str(port), "ANFANG_LOG_LEVEL": "INFO", "ANFANG_API_BIND": "127.0.0.1:0", **extra})
     return env
 
 

@@ -1,0 +1,43 @@
+"""The platform's HTTP application: health and readiness, and the community API.
+
+One FastAPI app, served by ``anfang run`` on ``api_bind`` (:mod:`anfang.http_server`). Every route
+reads and writes the shared database only, so any process of a site (the active worker, a standby,
+each of several workers) can answer it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+import community.api
+from anfang.readiness import Readiness
+from community.api import CommunityServices
+
+__all__ = ["create_platform_app"]
+
+
+def create_platform_app(community_services: CommunityServices, readiness: Readiness | None = None) -> FastAPI:
+    """The HTTP app of one platform process."""
+    app = FastAPI(
+        title="anfang", version="1.0", description="Smart-security community platform: access control, alarms, health."
+    )
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        """Alive: the process answers (it may still be starting or standing by)."""
+        return {"status": "alive"}
+
+    @app.get("/readyz", tags=["health"], responses={503: {"description": "not ready; the body says why"}})
+    async def readyz() -> Any:
+        """Ready: broker connected, database reachable, migrations current."""
+        if readiness is None:
+            return JSONResponse({"status": "not ready", "checks": {"platform": "not running"}}, status_code=503)
+        ready, checks = await readiness.check()
+        body = {"status": "ready" if ready else "not ready", "checks": checks}
+        return body if ready else JSONResponse(body, status_code=503)
+
+    community.api.install(app, community_services)
+    return app
