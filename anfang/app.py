@@ -21,6 +21,8 @@ from community.api import CommunityServices
 from community.crypto import FieldCipher, load_master_key
 from community.records import AccessRecords
 from community.store import CommunityStore
+from registry.alarm_store import DatabaseAlarmStore
+from registry.alarms import AlarmManager
 from registry.db import CORE_MODELS, open_connection, open_database
 from registry.migrate import is_postgres
 from registry.store import Registry, TwinStore
@@ -159,6 +161,7 @@ async def serve(settings: Settings, services_factory: Callable[..., AbstractAsyn
     The API starts as soon as the database is open, before the site's lease: a standby answers
     ``/healthz`` and the API too (both only need the database), and ``/readyz`` says it stands by.
     """
+    from anfang.alarm_dispatch import PlatformAlarmDesk
     from anfang.http_server import ApiServer
     from anfang.readiness import Readiness
     from anfang.web import create_platform_app
@@ -169,12 +172,14 @@ async def serve(settings: Settings, services_factory: Callable[..., AbstractAsyn
         community = community_services(settings)
         readiness = Readiness(open_connection(settings.db_url), is_postgres(settings.db_url))
         readiness.standing_by = not settings.broker.embedded
+        alarms = AlarmManager(settings.site, DatabaseAlarmStore(open_connection(settings.db_url), settings.site))
+        desk = PlatformAlarmDesk(alarms, lambda: readiness.workers[0] if readiness.workers else None)
         if settings.api_enabled:
-            app = create_platform_app(community, readiness)
+            app = create_platform_app(community, readiness, desk)
             # processes of one site on one host (standbys, --workers) share the port
             server = ApiServer(app, settings.api_bind or "", reuse_port=not settings.broker.embedded)
             await stack.enter_async_context(server)
-        factory = functools.partial(services_factory, access_registry=community)
+        factory = functools.partial(services_factory, access_registry=community, alarms=alarms)
         if settings.workers.partitions > 1:
             await run_partitioned_worker(settings, factory, opened=(registry, store), readiness=readiness)
             return

@@ -333,6 +333,7 @@ def broker_mosquitto_config(
 
 
 _PLUGINS = {
+    "alarms": "anfang.alarms_cli",
     "rules": "rules.cli",
     "sim": "firmware_sim.cli",
     "vision": "vision.cli",

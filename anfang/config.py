@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
 class ConfigError(Exception):
@@ -66,6 +66,42 @@ class TelemetryConfig(_Section):
     spool_max_mb: int = 512
 
 
+Severity = Literal["info", "low", "medium", "high", "critical"]
+AlarmEvent = Literal["raised", "repeated", "acknowledged", "cleared", "escalated"]
+
+
+class WebhookSettings(_Section):
+    """A receiver of the site's alarms (a police desk, a guard room's pager gateway)."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$")
+    url: str = Field(pattern=r"^https?://\S+$")
+    min_severity: Severity = "high"  # alarms at least this severe
+    kinds: list[str] = []  # only these kinds (all when empty)
+    events: list[AlarmEvent] = ["raised"]  # which transitions it is told about
+    headers: dict[str, str] = {}
+    timeout_s: float = Field(default=5.0, gt=0, le=60)
+
+
+class AlarmSettings(_Section):
+    """Where the site's alarms go, when they escalate, how long they are kept."""
+
+    webhooks: list[WebhookSettings] = []
+    # an unacknowledged critical alarm goes to the next contact (a webhook name) every escalate_after_s
+    escalation_contacts: list[str] = []
+    escalate_after_s: float = Field(default=300.0, gt=0)
+    retention_days: float = Field(default=365.0, gt=0)  # cleared alarms; open ones are kept
+    delivery_max_age_s: float = Field(default=86_400.0, gt=0)  # then an undeliverable webhook call is given up
+
+    @model_validator(mode="after")
+    def _contacts_are_webhooks(self) -> AlarmSettings:
+        names = [w.name for w in self.webhooks]
+        if len(set(names)) != len(names):
+            raise ValueError("webhook names must be unique")
+        if unknown := [c for c in self.escalation_contacts if c not in names]:
+            raise ValueError(f"escalation contact {unknown[0]!r} is not a webhook name")
+        return self
+
+
 class Settings(_Section):
     site: str = "youzheng"
     data_dir: Path = Path("data")
@@ -81,6 +117,7 @@ class Settings(_Section):
     limits: LimitSettings = LimitSettings()
     telemetry: TelemetryConfig = TelemetryConfig()
     workers: WorkerSettings = WorkerSettings()
+    alarms: AlarmSettings = AlarmSettings()
 
     @property
     def db_url(self) -> str:

@@ -11,32 +11,21 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterator
-from typing import Protocol
+from typing import TYPE_CHECKING
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
 from registry.migrate import MIGRATIONS_DIR, migration_files
+
+if TYPE_CHECKING:
+    from anfang.service import Platform
 
 log = logging.getLogger(__name__)
 
 DB_TIMEOUT_S = 2.0
 
 
-class LinkState(Protocol):
-    """The part of a broker link readiness needs."""
 
-    @property
-    def connected(self) -> bool: ...
-
-
-class Worker(Protocol):
-    """A platform worker as readiness sees it."""
-
-    @property
-    def link(self) -> LinkState: ...
-
-    @property
-    def ready(self) -> asyncio.Event: ...
 
 
 class Readiness:
@@ -44,11 +33,16 @@ class Readiness:
 
     def __init__(self, connection: BaseDBAsyncClient, postgres: bool) -> None:
         self._conn, self._postgres = connection, postgres
-        self._workers: list[Worker] = []
+        self._workers: list[Platform] = []
         self.standing_by = False
 
+    @property
+    def workers(self) -> list[Platform]:
+        """The platform workers this process runs now."""
+        return list(self._workers)
+
     @contextlib.contextmanager
-    def serving(self, worker: Worker) -> Iterator[None]:
+    def serving(self, worker: Platform) -> Iterator[None]:
         """While the context is open, ``worker`` counts towards readiness."""
         self._workers.append(worker)
         try:

@@ -16,14 +16,16 @@ from typing import Any
 import httpx
 from tortoise.backends.base.client import BaseDBAsyncClient
 
+from anfang.alarm_dispatch import AlarmDispatcher
 from anfang.app import Services, community_services
 from anfang.config import Settings
 from community.api import CommunityServices
 from community.handler import AccessConfig, AccessHandler
 from firmware_sim.community import Community, bundled_community_path, load_community
+from registry.alarm_store import DatabaseAlarmStore
+from registry.alarms import AlarmManager
 from registry.db import open_connection
 from registry.store import Registry
-from rules.db_alarms import DatabaseAlarmStore
 from rules.db_timers import DatabaseTimerStore
 from rules.engine import RulesEngine
 from rules.loader import load_rules
@@ -114,10 +116,12 @@ def registry_connection(settings: Settings) -> BaseDBAsyncClient:
 
 @asynccontextmanager
 async def open_services(
-    settings: Settings, registry: Registry, access_registry: CommunityServices | None = None
+    settings: Settings, registry: Registry, access_registry: CommunityServices | None = None,
+    alarms: AlarmManager | None = None,
 ) -> AsyncIterator[Services]:
-    """Rules, access control, vision and telemetry for the configured site. ``access_registry``: the
-    access-control registry the HTTP API uses too, so its changes reach access decisions at once."""
+    """Rules, access control, vision, telemetry and alarm delivery for the configured site.
+    ``access_registry`` and ``alarms``: what the HTTP API uses too (one instance each per process), so a
+    change made through the API reaches access decisions, and an alarm acknowledged there is delivered, at once."""
     community = community_for(settings)
     site = settings.site
     data = settings.data_dir
@@ -148,12 +152,16 @@ async def open_services(
         db = registry_connection(settings)
         timers = await DatabaseTimerStore.open(db, site)
         http = await stack.enter_async_context(httpx.AsyncClient())
+        alarm_store = DatabaseAlarmStore(db, site)
+        alarms = alarms or AlarmManager(site, alarm_store)
         engine = RulesEngine(
-            loaded.rules, plan, alarm_store=DatabaseAlarmStore(db, site), timer_store=timers,
+            loaded.rules, plan, alarm_store=alarm_store, timer_store=timers,
             webhooks=HttpxWebhookSender(http), audit=JsonlAuditLog(data / "rule-audit.jsonl"), rules_path=rules_path,
             observer=lambda firing: telemetry.record_rule_firing(site, firing.rule_id, firing.ts),
         )
         log.info("rules: %d loaded from %s, %d problems", len(loaded.rules), rules_path, len(loaded.diagnostics))
+        dispatcher = AlarmDispatcher(alarm_store, alarms, settings.alarms, http)
+        dispatcher.watch(alarms, engine.alarms)
 
         taps: list[Callable[[DeviceEvent], None]] = []
 
@@ -169,7 +177,7 @@ async def open_services(
         access = AccessHandler(
             people.store, people.records,
             access_config, embed_image=vision.embed_face, read_plate_image=read_plate_image,
-            on_platform_event=platform_event,
+            on_platform_event=platform_event, alarms=alarms,
         )
 
         async def run_rules(actions: PlatformActions) -> None:
@@ -179,12 +187,15 @@ async def open_services(
         async def run_access(actions: PlatformActions) -> None:
             await access.run()
 
+        async def deliver_alarms(actions: PlatformActions) -> None:
+            await dispatcher.run(actions)
+
         async def warm_up_vision(actions: PlatformActions) -> None:
             await vision.warm_up()  # load the models now, not on the first capture
 
         yield Services(
             handlers=[RulesFeed(engine), AccessFeed(access, vision), telemetry_feed],
-            tasks=[run_rules, run_access, warm_up_vision],
+            tasks=[run_rules, run_access, deliver_alarms, warm_up_vision],
             features=["twins", "rules", "access", "vision", "telemetry"],
             health_sinks=[telemetry.record_health],
             publish_taps=[telemetry_feed.tap_alarm],

@@ -1,4 +1,4 @@
-"""The platform's HTTP application: health and readiness, and the community API.
+"""The platform's HTTP application: health and readiness, the community API, the site's alarms.
 
 One FastAPI app, served by ``anfang run`` on ``api_bind`` (:mod:`anfang.http_server`). Every route
 reads and writes the shared database only, so any process of a site (the active worker, a standby,
@@ -14,12 +14,14 @@ from fastapi.responses import JSONResponse
 
 import community.api
 from anfang.readiness import Readiness
-from community.api import CommunityServices
+from community.api import AlarmDesk, CommunityServices
 
 __all__ = ["create_platform_app"]
 
 
-def create_platform_app(community_services: CommunityServices, readiness: Readiness | None = None) -> FastAPI:
+def create_platform_app(
+    community_services: CommunityServices, readiness: Readiness | None = None, alarm_desk: AlarmDesk | None = None
+) -> FastAPI:
     """The HTTP app of one platform process."""
     app = FastAPI(
         title="anfang", version="1.0", description="Smart-security community platform: access control, alarms, health."
@@ -39,5 +41,5 @@ def create_platform_app(community_services: CommunityServices, readiness: Readin
         body = {"status": "ready" if ready else "not ready", "checks": checks}
         return body if ready else JSONResponse(body, status_code=503)
 
-    community.api.install(app, community_services)
+    community.api.install(app, community_services, alarm_desk)
     return app

@@ -33,6 +33,8 @@ from community.idcard import check_char
 from community.importer import import_community
 from community.records import AccessRecords
 from community.store import CommunityStore
+from registry.alarm_store import DatabaseAlarmStore
+from registry.alarms import AlarmManager
 from twins.hooks import CommandResult, DeviceEvent, FakePlatformActions
 from vision.plate_text import PROVINCES
 
@@ -122,7 +124,8 @@ async def run(rate: float, seconds: float, workers: int) -> dict[str, Any]:
             t0 = time.perf_counter()
             await import_community(data, store, now=time.time(), alternative_pins=False)
             import_s = time.perf_counter() - t0
-            handler = AccessHandler(store, AccessRecords(SITE), AccessConfig(site=SITE))
+            alarms = AlarmManager(SITE, DatabaseAlarmStore(Tortoise.get_connection("default"), SITE))
+            handler = AccessHandler(store, AccessRecords(SITE), AccessConfig(site=SITE), alarms=alarms)
             await handler.snapshot()
             actions = TimingActions()
             events = _captures(data, rng, int(rate * seconds))

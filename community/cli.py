@@ -213,9 +213,9 @@ def watch_list(ctx: typer.Context) -> None:
 
 @app.command("purge")
 def purge(ctx: typer.Context, captures_days: float = 30.0, decisions_days: float = 90.0,
-          alarms_days: float = 365.0, audit_days: float = 365.0, passes_days: float = 30.0) -> None:
-    """Delete captures, decisions, alarms, expired passes and audit rows past their retention."""
-    retention = Retention(captures_days, decisions_days, alarms_days, audit_days, passes_days)
+          audit_days: float = 365.0, passes_days: float = 30.0) -> None:
+    """Delete captures, decisions, expired passes and audit rows past their retention."""
+    retention = Retention(captures_days, decisions_days, audit_days, passes_days)
 
     async def body(c: Ctx) -> None:
         _echo(await c.records.purge(c.now, retention))

@@ -27,8 +27,8 @@ from community.errors import CommunityError
 from community.records import AccessRecords, Retention
 from community.snapshot import RegistrySnapshot, WatchEntry
 from community.store import CommunityStore
+from registry.alarms import AlarmManager
 from twins.hooks import DeviceEvent, PlatformActions, TwinChange
-from twins.topics import alarm_topic
 
 __all__ = ["AccessConfig", "AccessHandler"]
 
@@ -67,13 +67,15 @@ class AccessConfig:
 class AccessHandler:
     """The community access-control service (see module docstring)."""
 
-    def __init__(self, store: CommunityStore, records: AccessRecords, config: AccessConfig, *,
+    def __init__(self, store: CommunityStore, records: AccessRecords, config: AccessConfig, *, alarms: AlarmManager,
                  embed_image: EmbedImage | None = None, on_platform_event: PlatformEventSink | None = None,
                  read_plate_image: ReadPlateImage | None = None,
                  actions: PlatformActions | None = None, clock: Callable[[], float] = time.time) -> None:
+        """``alarms``: the site's alarm system (watchlist hits raise their alarms there)."""
         self.store = store
         self.records = records
         self.config = config
+        self._alarms = alarms
         self._embed_image = embed_image
         self._read_plate_image = read_plate_image
         self._forced_reload_at = 0.0
@@ -216,24 +218,21 @@ class AccessHandler:
 
     async def _raise_alarm(self, entry: WatchEntry, score: float | None, capture: Capture, decision: Decision,
                            snap: RegistrySnapshot, actions: PlatformActions, now: float) -> None:
-        alarm_id = "wl-" + uuid.uuid4().hex[:16]
+        """One alarm per watchlist entry while it is open (a second sighting counts on it), to police."""
         device = snap.devices.get(capture.device_id)
         place = device.name if device is not None and device.name else capture.device_id
-        subject = entry.plate or entry.label or decision.subject
-        payload: dict[str, Any] = {
-            "id": alarm_id, "type": "watchlist_match", "severity": "high", "audience": "police",
-            "site": self.config.site, "device": capture.device_id, "place": place, "camera": capture.camera,
-            "subject": subject, "watch_id": entry.id, "list_reason": entry.reason,
-            "snapshot_ref": capture.snapshot_ref, "score": score, "door_opened": decision.allowed,
-            "ts": now, "active": True,
-        }
-        await actions.publish(alarm_topic(self.config.site, alarm_id), payload, retain=True)
-        await self.records.record_alarm(alarm_id, ts=now, device_id=capture.device_id, camera=capture.camera,
-                                        watch_id=entry.id, subject=subject, reason=entry.reason,
-                                        snapshot_ref=capture.snapshot_ref, score=score)
+        subject = entry.plate or entry.label or decision.subject or entry.id
+        evidence = {"device": capture.device_id, "camera": capture.camera, "watch_id": entry.id,
+                    "snapshot_ref": capture.snapshot_ref, "score": score}
+        alarm, _created = await self._alarms.raise_alarm(
+            actions, rule_id="access", subject=subject, kind="watchlist_match", severity="critical",
+            message=f"watchlist: {subject} ({entry.reason}) at {place}", now=now, evidence=evidence,
+            data={"place": place, "list_reason": entry.reason, "door_opened": decision.allowed},
+            audience="police", dedupe_key=f"access|watchlist|{entry.id}",
+        )
         await self._emit(capture.device_id, "watchlist_match", now, {
             "device": capture.device_id, "subject": subject, "list_reason": entry.reason,
-            "snapshot_ref": capture.snapshot_ref, "camera": capture.camera, "alarm_id": alarm_id})
+            "snapshot_ref": capture.snapshot_ref, "camera": capture.camera, "alarm_id": alarm.id})
 
     async def _emit(self, device_id: str, type_: str, now: float, data: dict[str, Any]) -> None:
         if self._on_platform_event is not None:

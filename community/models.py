@@ -9,7 +9,7 @@ from __future__ import annotations
 from tortoise import fields
 from tortoise.models import Model
 
-__all__ = ["AccessDecisionRow", "AlarmRow", "ApiTokenRow", "AuditRow", "BuildingRow", "CaptureRow",
+__all__ = ["AccessDecisionRow", "ApiTokenRow", "AuditRow", "BuildingRow", "CaptureRow",
            "CredentialRow", "DeviceRow", "EnrolmentRow", "HouseholdRow", "PassRow", "PersonRow", "VehicleRow",
            "WatchRow"]
 
@@ -204,24 +204,7 @@ class AccessDecisionRow(Model):
         table = "access_decisions"
 
 
-class AlarmRow(Model):
-    """A watchlist alarm raised to community police."""
-
-    id = fields.CharField(pk=True, max_length=64)
-    site = fields.TextField()
-    ts = fields.FloatField()
-    kind = fields.TextField()
-    device_id = fields.TextField()
-    camera = fields.TextField(null=True)
-    watch_id = fields.TextField(null=True)
-    subject = fields.TextField(null=True)
-    reason = fields.TextField()
-    snapshot_ref = fields.TextField(null=True)
-    score = fields.FloatField(null=True)
-    acknowledged_by = fields.TextField(null=True)
-    acknowledged_at = fields.FloatField(null=True)
-
-    class Meta:
+class Meta:
         table = "community_alarms"
 
 

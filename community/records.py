@@ -14,7 +14,7 @@ from typing import Any
 
 from community.decisions import Capture, Decision
 from community.errors import NotFound
-from community.models import AccessDecisionRow, AlarmRow, ApiTokenRow, AuditRow, CaptureRow, PassRow, PersonRow
+from community.models import AccessDecisionRow, ApiTokenRow, AuditRow, CaptureRow, PassRow, PersonRow
 
 __all__ = ["AccessRecords", "Retention", "hash_token"]
 
@@ -32,7 +32,6 @@ class Retention:
 
     captures_days: float = 30.0
     decisions_days: float = 90.0
-    alarms_days: float = 365.0
     audit_days: float = 365.0
     passes_days: float = 30.0
 
@@ -99,30 +98,6 @@ class AccessRecords:
             q = q.filter(subject_id=subject)
         return await q.order_by("-ts").limit(limit)
 
-    async def record_alarm(self, alarm_id: str, *, ts: float, device_id: str, camera: str | None, watch_id: str,
-                           subject: str | None, reason: str, snapshot_ref: str | None, score: float | None) -> None:
-        """Store a watchlist alarm."""
-        await AlarmRow.create(id=alarm_id, site=self.site, ts=ts, kind="watchlist_match", device_id=device_id,
-                              camera=camera, watch_id=watch_id, subject=subject, reason=reason,
-                              snapshot_ref=snapshot_ref, score=score)
-
-    async def list_alarms(self, *, open_only: bool = False, limit: int = 100) -> list[AlarmRow]:
-        """Watchlist alarms, newest first."""
-        q = AlarmRow.filter(site=self.site)
-        if open_only:
-            q = q.filter(acknowledged_at__isnull=True)
-        return await q.order_by("-ts").limit(limit)
-
-    async def ack_alarm(self, alarm_id: str, *, by: str, now: float) -> AlarmRow:
-        """Acknowledge an alarm (idempotent: the first acknowledgement stands)."""
-        row = await AlarmRow.get_or_none(id=alarm_id, site=self.site)
-        if row is None:
-            raise NotFound("alarm_not_found", f"no alarm {alarm_id}")
-        if row.acknowledged_at is None:
-            row.acknowledged_by, row.acknowledged_at = by, now
-            await row.save(update_fields=["acknowledged_by", "acknowledged_at"])
-        return row
-
     async def audit(self, *, actor: str, actor_role: str | None, action: str, target: str | None, now: float,
                     detail: dict[str, Any] | None = None) -> None:
         """Append to the audit log of personal-data access."""
@@ -150,7 +125,6 @@ class AccessRecords:
             "captures": await CaptureRow.filter(site=self.site, ts__lt=now - retention.captures_days * _DAY).delete(),
             "decisions": await AccessDecisionRow.filter(
                 site=self.site, ts__lt=now - retention.decisions_days * _DAY).delete(),
-            "alarms": await AlarmRow.filter(site=self.site, ts__lt=now - retention.alarms_days * _DAY).delete(),
             "passes": await PassRow.filter(
                 site=self.site, valid_until__lt=now - retention.passes_days * _DAY).delete(),
             "audit": await AuditRow.filter(ts__lt=now - retention.audit_days * _DAY).delete(),

@@ -57,7 +57,7 @@ class ExpectedAlarm(_M):
     subject: str | None = None
     kind: str | None = None
     severity: str | None = None
-    state: Literal["active", "acknowledged", "cleared"] | None = None
+    state: Literal["raised", "active", "acknowledged", "cleared"] | None = None  # "active": the old name of raised
     message_contains: str | None = None
     after: Duration | None = None
     before: Duration | None = None
@@ -294,7 +294,7 @@ def _alarm_matches(want: ExpectedAlarm, a: Alarm, t0: float) -> bool:
         and (want.subject is None or a.subject == want.subject)
         and (want.kind is None or a.kind == want.kind)
         and (want.severity is None or a.severity == want.severity)
-        and (want.state is None or a.state == want.state)
+        and (want.state is None or a.state == ("raised" if want.state == "active" else want.state))
         and (want.message_contains is None or want.message_contains in a.message)
         and (want.after is None or rel >= want.after)
         and (want.before is None or rel <= want.before)

@@ -12,12 +12,13 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from community.api import police, residents, staff
+from community.api import alarms, police, residents, staff
+from community.api.alarms import AlarmDesk
 from community.api.deps import CommunityServices, Unauthorized
 from community.api.schemas import ErrorOut
 from community.errors import CommunityError
 
-__all__ = ["ERROR_RESPONSES", "CommunityServices", "Unauthorized", "create_app", "install", "routers"]
+__all__ = ["ERROR_RESPONSES", "AlarmDesk", "CommunityServices", "Unauthorized", "create_app", "install", "routers"]
 
 #: Error bodies every route may answer with (for the OpenAPI document).
 ERROR_RESPONSES: dict[int | str, dict[str, object]] = {code: {"model": ErrorOut} for code in (401, 403, 404, 409, 422)}
@@ -25,7 +26,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {code: {"model": ErrorOut}
 
 def routers() -> list[APIRouter]:
     """The community API's routers, one per audience."""
-    return [residents.router, staff.router, police.router]
+    return [residents.router, staff.router, police.router, alarms.router]
 
 
 async def _community_error(_: Request, exc: Exception) -> JSONResponse:
@@ -33,16 +34,17 @@ async def _community_error(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"code": exc.code, "message": exc.message, "field": exc.field}, status_code=exc.status)
 
 
-def install(app: FastAPI, services: CommunityServices) -> None:
+def install(app: FastAPI, services: CommunityServices, alarm_desk: AlarmDesk | None = None) -> None:
     """Mount the community API on ``app`` (Tortoise must be initialised while it serves)."""
     app.state.community = services
+    app.state.alarm_desk = alarm_desk
     app.add_exception_handler(CommunityError, _community_error)
     for router in routers():
         app.include_router(router, responses=ERROR_RESPONSES)
 
 
-def create_app(services: CommunityServices) -> FastAPI:
+def create_app(services: CommunityServices, alarm_desk: AlarmDesk | None = None) -> FastAPI:
     """The community API alone (the platform serves it inside :func:`anfang.web.create_platform_app`)."""
     app = FastAPI(title="anfang community access", version="1.0")
-    install(app, services)
+    install(app, services, alarm_desk)
     return app

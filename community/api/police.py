@@ -1,4 +1,4 @@
-"""Routes for community police (and staff where noted): decisions, captures, the watchlist, alarms."""
+"""Routes for community police (and staff where noted): decisions, captures, the watchlist."""
 
 from __future__ import annotations
 
@@ -7,17 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 
 from community.api.deps import Audit, Id, Limit, Services, Since, Text, User, require
-from community.api.schemas import (
-    AlarmOut,
-    CaptureOut,
-    DecisionOut,
-    WatchIn,
-    WatchOut,
-    alarm_out,
-    capture_out,
-    decision_out,
-    watch_out,
-)
+from community.api.schemas import CaptureOut, DecisionOut, WatchIn, WatchOut, capture_out, decision_out, watch_out
 from community.models import WatchRow
 
 router = APIRouter(tags=["police"])
@@ -97,20 +87,3 @@ async def remove_watch(watch_id: Id, user: User, services: Services, audit: Audi
     require(user, "police")
     await services.store.remove_watch(watch_id)
     await audit(user, "remove_watch", watch_id)
-
-
-@router.get("/alarms", response_model=list[AlarmOut])
-async def list_alarms(
-    user: User, services: Services, audit: AuditLog, open_only: bool = False, limit: Limit = 100
-) -> list[AlarmOut]:
-    """Watchlist alarms (police only)."""
-    require(user, "police")
-    await audit(user, "view_alarms", None)
-    return [alarm_out(r) for r in await services.records.list_alarms(open_only=open_only, limit=limit)]
-
-
-@router.post("/alarms/{alarm_id}/ack", response_model=AlarmOut)
-async def ack_alarm(alarm_id: Id, user: User, services: Services) -> AlarmOut:
-    """Acknowledge a watchlist alarm (police only)."""
-    require(user, "police")
-    return alarm_out(await services.records.ack_alarm(alarm_id, by=user.id, now=services.clock()))

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from community.models import AccessDecisionRow, AlarmRow, CaptureRow, WatchRow
+from community.models import AccessDecisionRow, CaptureRow, WatchRow
+from registry.alarms import Alarm
 
 
 class _Strict(BaseModel):
@@ -180,18 +181,34 @@ class WatchOut(BaseModel):
 
 
 class AlarmOut(BaseModel):
-    """A watchlist alarm."""
+    """An alarm of the site (from a rule, access control or the platform) and where it is in its life."""
 
     id: str
-    ts: float
-    device_id: str
-    camera: str | None
-    subject: str | None
-    reason: str
-    snapshot_ref: str | None
-    score: float | None
-    acknowledged_by: str | None
-    acknowledged_at: float | None
+    kind: str
+    severity: str
+    subject: str
+    message: str
+    source: str
+    state: str
+    audience: str
+    raised_at: float
+    updated_at: float
+    count: int
+    acked_by: str | None
+    acked_at: float | None
+    ack_note: str | None
+    cleared_by: str | None
+    cleared_at: float | None
+    clear_note: str | None
+    escalation_level: int
+    evidence: dict[str, Any]
+    data: dict[str, Any]
+
+
+class AlarmNoteIn(_Strict):
+    """What the person acknowledging or clearing an alarm writes down."""
+
+    note: Annotated[str, Field(max_length=500)] = ""
 
 
 class ErrorOut(BaseModel):
@@ -244,16 +261,11 @@ def watch_out(r: WatchRow) -> WatchOut:
     )
 
 
-def alarm_out(r: AlarmRow) -> AlarmOut:
+def alarm_out(a: Alarm) -> AlarmOut:
     return AlarmOut(
-        id=r.id,
-        ts=r.ts,
-        device_id=r.device_id,
-        camera=r.camera,
-        subject=r.subject,
-        reason=r.reason,
-        snapshot_ref=r.snapshot_ref,
-        score=r.score,
-        acknowledged_by=r.acknowledged_by,
-        acknowledged_at=r.acknowledged_at,
+        id=a.id, kind=a.kind, severity=a.severity, subject=a.subject, message=a.message, source=a.rule_id,
+        state=a.state, audience=a.audience, raised_at=a.raised_at, updated_at=a.updated_at, count=a.count,
+        acked_by=a.acked_by, acked_at=a.acked_at, ack_note=a.ack_note, cleared_by=a.cleared_by,
+        cleared_at=a.cleared_at, clear_note=a.clear_reason, escalation_level=a.escalation_level,
+        evidence=a.evidence, data=a.data,
     )

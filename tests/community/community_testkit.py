@@ -22,6 +22,8 @@ from community.importer import ImportReport, import_community
 from community.records import AccessRecords
 from community.snapshot import CHINA_TZ
 from community.store import CommunityStore
+from registry.alarm_store import DatabaseAlarmStore
+from registry.alarms import AlarmManager
 from twins.hooks import DeviceEvent
 
 SITE = "testsite"
@@ -91,12 +93,18 @@ class Community:
     db_path: Path
     platform_events: list[DeviceEvent]
 
+    @property
+    def alarms(self) -> AlarmManager:
+        """The site's alarm system, on the test database."""
+        return AlarmManager(SITE, DatabaseAlarmStore(Tortoise.get_connection("default"), SITE))
+
     def handler(self, **config: Any) -> AccessHandler:
         """An AccessHandler over this community, platform events collected in ``platform_events``."""
         async def sink(ev: DeviceEvent) -> None:
             self.platform_events.append(ev)
 
-        return AccessHandler(self.store, self.records, AccessConfig(site=SITE, **config), on_platform_event=sink)
+        return AccessHandler(self.store, self.records, AccessConfig(site=SITE, **config), on_platform_event=sink,
+                             alarms=self.alarms)
 
 
 @pytest.fixture(name="db")

@@ -8,7 +8,7 @@ from typing import Any
 
 from community_testkit import LEASE_END_DAY, NOW, SITE, Community, community_fixture, db_fixture, noisy, template  # noqa: F401 (pytest fixtures)
 
-from community.models import AccessDecisionRow, AlarmRow, CaptureRow
+from community.models import AccessDecisionRow, CaptureRow
 from community.snapshot import CHINA_TZ, lease_window
 from twins.hooks import DeviceEvent, FakePlatformActions
 
@@ -204,10 +204,15 @@ async def test_watchlisted_face_raises_police_alarm_even_when_door_opens(communi
     [(topic, payload, retain)] = actions.published
     assert topic.startswith(f"anfang/{SITE}/alarms/") and retain
     assert isinstance(payload, dict)
-    assert payload["audience"] == "police" and payload["list_reason"] == "wanted for questioning"
-    assert payload["place"] == "1栋1单元门禁" and payload["snapshot_ref"]
-    alarm = await AlarmRow.get(id=payload["id"])
-    assert alarm.watch_id == wid
+    assert payload["audience"] == "police" and payload["data"]["list_reason"] == "wanted for questioning"
+    assert payload["data"]["place"] == "1栋1单元门禁" and payload["evidence"]["snapshot_ref"]
+    alarm = await community.alarms.store.get(payload["id"])
+    assert alarm is not None and alarm.evidence["watch_id"] == wid and alarm.kind == "watchlist_match"
+    # seen again while the alarm is open: the same alarm counts it, no second alarm
+    await handler.on_event(event("door-b1-u1", "face_captured", {
+        "liveness": 0.99, "embedding": noisy(template(1), 4), "image_jpeg_b64": "aGVsbG8="}), actions)
+    [only] = await community.alarms.store.list()
+    assert only.id == alarm.id and only.count == 2
     types = [e.type for e in community.platform_events]
     assert "watchlist_match" in types and "access_decided" in types
     assert all(e.kind == "platform" for e in community.platform_events)
@@ -235,7 +240,8 @@ async def test_image_capture_is_embedded_by_injected_vision(community: Community
 
     from community.handler import AccessConfig, AccessHandler
 
-    handler = AccessHandler(community.store, community.records, AccessConfig(site=SITE), embed_image=embed)
+    handler = AccessHandler(community.store, community.records, AccessConfig(site=SITE), embed_image=embed,
+                            alarms=community.alarms)
     actions = fake()
     await handler.on_event(event("door-b2-u1", "face_captured", {"liveness": 0.9, "image_jpeg_b64": "aGVsbG8="}),
                            actions)

@@ -10,6 +10,7 @@ import httpx
 import pytest
 from community_testkit import LEASE_END_DAY, NOW, Community, community_fixture, db_fixture, noisy, template  # noqa: F401 (pytest fixtures)
 
+from anfang.alarm_dispatch import PlatformAlarmDesk
 from community.api import CommunityServices, create_app
 from community.models import AccessDecisionRow, AuditRow, EnrolmentRow
 from community.snapshot import lease_window
@@ -28,7 +29,8 @@ class Api:
 @pytest.fixture
 async def api(community: Community) -> AsyncIterator[Api]:
     clock = [NOW]
-    app = create_app(CommunityServices(community.store, community.records, clock=lambda: clock[0]))
+    desk = PlatformAlarmDesk(community.alarms, lambda: None)
+    app = create_app(CommunityServices(community.store, community.records, clock=lambda: clock[0]), desk)
     tokens = {p: await community.records.create_token(p, label="test", now=NOW)
               for p in ("p-owner", "p-b2", "p-tenant", "p-staff", "p-police")}
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
@@ -152,13 +154,34 @@ async def test_access_history_and_police_search(api: Api, community: Community) 
     assert await AuditRow.filter(actor="p-police", action="search_decisions").count() == 1
 
 
-async def test_police_review_and_acknowledge_alarms(api: Api, community: Community) -> None:
-    await community.records.record_alarm("wl-1", ts=NOW, device_id="door-b1-u1", camera=None, watch_id="w1",
-                                         subject="嫌疑人A", reason="wanted", snapshot_ref="s/d/e", score=0.9)
+async def test_alarms_are_listed_acknowledged_and_cleared_by_role(api: Api, community: Community) -> None:
+    alarms = community.alarms
+    hit, _ = await alarms.raise_alarm(None, rule_id="access", subject="嫌疑人A", kind="watchlist_match",
+                                      severity="critical", message="watchlist: 嫌疑人A", now=NOW, audience="police",
+                                      evidence={"device": "door-b1-u1", "snapshot_ref": "s/d/e"})
+    forced, _ = await alarms.raise_alarm(None, rule_id="door-forced", subject="door-b2-u1", kind="door_forced",
+                                         severity="critical", message="2栋1单元 forced", now=NOW + 1)
     assert (await api.client.get("/alarms", headers=api.h("p-owner"))).status_code == 403
-    alarms = (await api.client.get("/alarms", params={"open_only": True}, headers=api.h("p-police"))).json()
-    assert [a["id"] for a in alarms] == ["wl-1"]
-    r = await api.client.post("/alarms/wl-1/ack", headers=api.h("p-police"))
-    assert r.status_code == 200 and r.json()["acknowledged_by"] == "p-police"
-    assert (await api.client.get("/alarms", params={"open_only": True}, headers=api.h("p-police"))).json() == []
-    assert (await api.client.post("/alarms/nope/ack", headers=api.h("p-police"))).status_code == 404
+    police = (await api.client.get("/alarms", headers=api.h("p-police"))).json()
+    assert [a["id"] for a in police] == [hit.id, forced.id]
+    assert police[0]["evidence"]["snapshot_ref"] == "s/d/e" and police[0]["source"] == "access"
+    # staff see the site's alarms but not watchlist hits, which are for police
+    staff = (await api.client.get("/alarms", headers=api.h("p-staff"))).json()
+    assert [a["id"] for a in staff] == [forced.id]
+    assert (await api.client.get(f"/alarms/{hit.id}", headers=api.h("p-staff"))).status_code == 404
+
+    r = await api.client.post(f"/alarms/{forced.id}/ack", json={"note": "guard on the way"}, headers=api.h("p-staff"))
+    assert r.status_code == 200 and r.json()["state"] == "acknowledged"
+    assert r.json()["acked_by"] == "p-staff" and r.json()["ack_note"] == "guard on the way"
+    r = await api.client.post(f"/alarms/{forced.id}/clear", json={"note": "door repaired"}, headers=api.h("p-staff"))
+    assert r.status_code == 200 and r.json()["state"] == "cleared" and r.json()["clear_note"] == "door repaired"
+    again = await api.client.post(f"/alarms/{forced.id}/clear", json={}, headers=api.h("p-staff"))
+    assert again.status_code == 409 and again.json()["code"] == "alarm_not_open"
+    still_open = (await api.client.get("/alarms", headers=api.h("p-police"))).json()
+    assert [a["id"] for a in still_open] == [hit.id]
+    everything = await api.client.get("/alarms", params={"state": ["raised", "acknowledged", "cleared"]},
+                                      headers=api.h("p-police"))
+    assert [a["id"] for a in everything.json()] == [hit.id, forced.id]
+    assert (await api.client.get("/alarms", params={"state": "gone"}, headers=api.h("p-police"))).status_code == 400
+    assert (await api.client.post("/alarms/nope/ack", json={}, headers=api.h("p-police"))).status_code == 404
+    assert await AuditRow.filter(actor="p-police", action="view_alarms").count() >= 1

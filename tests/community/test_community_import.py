@@ -32,8 +32,10 @@ async def test_people_registrar_is_idempotent_and_updates(db: object) -> None:
     assert row.role == "tenant" and row.lease_end is not None
     from community.handler import AccessConfig, AccessHandler
     from community.records import AccessRecords
+    from registry.alarms import AlarmManager, InMemoryAlarmStore
 
-    handler = AccessHandler(store, AccessRecords(SITE), AccessConfig(site=SITE))
+    alarms = AlarmManager(SITE, InMemoryAlarmStore())
+    handler = AccessHandler(store, AccessRecords(SITE), AccessConfig(site=SITE), alarms=alarms)
     actions = FakePlatformActions(clock=NOW, command_results={"open": {}})
     await handler.on_event(DeviceEvent(SITE, "door-b1-u1", "door_lock", "card_presented", uuid.uuid4().hex, NOW,
                                        {"card": "C0001"}), actions)

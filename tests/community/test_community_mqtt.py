@@ -21,6 +21,9 @@ from community.importer import import_community
 from community.models import AccessDecisionRow
 from community.records import AccessRecords
 from community.store import CommunityStore
+from registry.alarm_store import DatabaseAlarmStore
+from registry.alarms import AlarmManager
+from registry.db import open_connection
 from registry.store import Registry
 from twins.hooks import DeviceEvent
 
@@ -40,8 +43,9 @@ async def test_captures_over_mosquitto_open_gate_and_door_and_raise_alarm(tmp_pa
     @contextlib.asynccontextmanager
     async def factory(settings: Settings, registry: Registry) -> AsyncIterator[Services]:
         store = CommunityStore(FieldCipher(KEY), settings.site)
+        alarms = AlarmManager(settings.site, DatabaseAlarmStore(open_connection(settings.db_url), settings.site))
         handlers.append(AccessHandler(store, AccessRecords(settings.site), AccessConfig(site=settings.site),
-                                      on_platform_event=sink))
+                                      on_platform_event=sink, alarms=alarms))
         yield Services(handlers=list(handlers), features=["twins", "access"])
 
     async with running_platform(tmp_path, "mosquitto", factory) as stack:
@@ -65,7 +69,7 @@ async def test_captures_over_mosquitto_open_gate_and_door_and_raise_alarm(tmp_pa
             assert cmd["args"]["subject"] == "p-owner" and cmd["args"]["seconds"] == 5
             gate.publish("cmd/open/result", {"id": cmd["id"], "ok": True, "result": {}, "error": None})
             topic, alarm = await police.expect(r"/alarms/")
-            assert alarm["list_reason"] == "stolen vehicle" and alarm["device"] == "gate-north"
+            assert alarm["data"]["list_reason"] == "stolen vehicle" and alarm["evidence"]["device"] == "gate-north"
             # The face of building 2's owner opens building 2's door; a spoof does not.
             await door.published(door.publish("events/face_captured", _event(
                 {"liveness": 0.3, "embedding": template(2)})))

@@ -18,6 +18,8 @@ from community.importer import import_community
 from community.models import AccessDecisionRow, PersonRow
 from community.records import AccessRecords
 from community.store import CommunityStore
+from registry.alarm_store import DatabaseAlarmStore
+from registry.alarms import AlarmManager
 from twins.hooks import DeviceEvent, FakePlatformActions
 
 pytestmark = pytest.mark.postgres
@@ -51,7 +53,8 @@ async def test_registry_and_decisions_on_postgres(pg_url: str) -> None:
     store, records = CommunityStore(FieldCipher(KEY), SITE), AccessRecords(SITE)
     report = await import_community(community_data(), store, now=NOW)
     assert report.people == 6 and await PersonRow.all().count() == 6
-    handler = AccessHandler(store, records, AccessConfig(site=SITE))
+    handler = AccessHandler(store, records, AccessConfig(site=SITE),
+                            alarms=AlarmManager(SITE, DatabaseAlarmStore(Tortoise.get_connection("default"), SITE)))
     actions = FakePlatformActions(clock=NOW, command_results={"open": {}})
 
     def ev(device: str, kind: str, type_: str, data: dict[str, object]) -> DeviceEvent:

@@ -136,7 +136,7 @@ async def test_a_watchlisted_face_raises_a_retained_police_alarm(full: FullPlatf
             doc = json.loads(m.payload)
         except ValueError:
             return
-        if m.retain and doc.get("type") == "watchlist_match" and doc.get("subject") == wanted.id:
+        if m.retain and doc.get("kind") == "watchlist_match" and doc.get("subject") == wanted.id:
             got.append(doc)
             found.set()
 
@@ -152,4 +152,5 @@ async def test_a_watchlisted_face_raises_a_retained_police_alarm(full: FullPlatf
     finally:
         cl.disconnect()
         cl.loop_stop()
-    assert got[0]["audience"] == "police" and got[0]["device"] == door and got[0]["door_opened"] is False
+    assert got[0]["audience"] == "police" and got[0]["evidence"]["device"] == door
+    assert got[0]["data"]["door_opened"] is False

@@ -78,6 +78,6 @@ async def test_elderly_wandering_off_raises_the_alarm_within_the_rules_for_windo
     outside = [m.t for m in report.seen if m.t >= report.t_start and m.topic.endswith("/events/tag_seen")
                and m.topic.split("/")[2] in ("rfid-27", "rfid-28", "rfid-29")]
     raised = [m for m in report.seen if m.t >= report.t_start and "/alarms/" in m.topic
-              and _doc(m.payload).get("kind") == "elderly_left_fence" and _doc(m.payload).get("state") == "active"]
+              and _doc(m.payload).get("kind") == "elderly_left_fence" and _doc(m.payload).get("state") == "raised"]
     assert outside and raised, report.text()
     assert raised[0].t - outside[0] <= SHORT_FOR["elderly-left-fence"] + 5.0

@@ -16,9 +16,9 @@ import pytest
 from process_kit import fresh_postgres_database
 from tortoise.backends.base.client import BaseDBAsyncClient
 
+from registry.alarm_store import DatabaseAlarmStore
+from registry.alarms import Alarm, AlarmStoreError
 from registry.db import open_database
-from rules.alarms import Alarm, AlarmStoreError
-from rules.db_alarms import DatabaseAlarmStore
 from rules.db_timers import DatabaseTimerStore
 from rules.engine import RulesEngine
 from rules.loader import Rule, load_rule_docs
@@ -153,7 +153,7 @@ async def test_the_engine_retries_a_failed_timer_flush_at_the_next_tick(
 
 
 def an_alarm(alarm_id: str, raised_at: float, *, rule_id: str = "held", subject: str = "door-b1-u1",
-             state: str = "active") -> Alarm:
+             state: str = "raised") -> Alarm:
     return Alarm(alarm_id, "youzheng", rule_id, subject, "held", "major", "门开着", state, raised_at, raised_at,
                  data={"door": "1栋"})
 
@@ -211,13 +211,13 @@ async def test_an_alarm_that_cannot_be_stored_is_recorded_on_the_firing_and_the_
     acts = FakePlatformActions(clock=T0)
     engine = RulesEngine(held_rules(site), site, actions=acts, alarm_store=DatabaseAlarmStore(conn, "youzheng"))
     await engine.on_twin_change(door_opened(T0), acts)
-    await rename(conn, "rule_alarms", "rule_alarms_away")
+    await rename(conn, "alarms", "alarms_away")
     try:
         with pytest.raises(AlarmStoreError):
             await engine.alarms.store.list()
         await engine.tick(T0 + 180, acts)
     finally:
-        await rename(conn, "rule_alarms_away", "rule_alarms")
+        await rename(conn, "alarms_away", "alarms")
     assert engine.faults == {}
     fired = engine.explain("held")[-1]
     assert fired.outcome == "fired" and "raise_alarm" in fired.detail

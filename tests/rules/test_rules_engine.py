@@ -212,7 +212,7 @@ async def test_builtin_rules_run_against_the_pilot_community() -> None:
     community = load_community(root / "firmware_sim" / "communities" / "youzheng.yaml")
     plan = SitePlan.from_community(community)
     result = load_rules(root / "rules" / "builtin", plan)
-    assert not result.diagnostics and len(result.rules) == 12
+    assert not result.diagnostics and len(result.rules) == 11
     acts = FakePlatformActions(clock=T0)
     engine = RulesEngine(result.rules, plan, actions=acts)
     engine.start(T0)
