@@ -151,7 +151,11 @@ async def build_platform(
 def community_services(settings: Settings) -> CommunityServices:
     """The access-control registry and records of the configured site, for the API and access control."""
     cipher = FieldCipher(load_master_key(settings.secret_key, settings.data_dir))
-    return CommunityServices(CommunityStore(cipher, settings.site), AccessRecords(settings.site))
+    return CommunityServices(
+        CommunityStore(cipher, settings.site),
+        AccessRecords(settings.site),
+        face_threshold=settings.vision.face_threshold,
+    )
 
 
 async def serve(settings: Settings, services_factory: Callable[..., AbstractAsyncContextManager[Services]]) -> None:

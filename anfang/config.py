@@ -10,6 +10,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from vision.gallery import DEFAULT_THRESHOLD
+
 
 class ConfigError(Exception):
     """The configuration file or an override is invalid; the message says which key and why."""
@@ -54,6 +56,14 @@ class WorkerSettings(_Section):
     index: int = Field(default=0, ge=0)  # this worker's number, 0 .. count-1
     takeover_after_s: float = Field(default=3.0, ge=0)  # wait before taking a partition that is not ours
     refresh_s: float = Field(default=2.0, gt=0)  # how often a partition owner looks for new devices
+
+
+class VisionSettings(_Section):
+    """Recognition at this site (see docs/vision.md, "Face decision threshold")."""
+
+    # Same-person cosine for door decisions and the 人证合一 enrolment check; the default is the value
+    # calibrated to at most 1 false accept in 10,000 impostor pairs.
+    face_threshold: float = Field(default=DEFAULT_THRESHOLD, ge=0.0, le=1.0)
 
 
 class TelemetryConfig(_Section):
@@ -118,6 +128,7 @@ class Settings(_Section):
     telemetry: TelemetryConfig = TelemetryConfig()
     workers: WorkerSettings = WorkerSettings()
     alarms: AlarmSettings = AlarmSettings()
+    vision: VisionSettings = VisionSettings()
 
     @property
     def db_url(self) -> str:
@@ -162,6 +173,7 @@ _ENV_KEYS: dict[str, str] = {
     "ANFANG_EMBEDDED_BROKER": "broker.embedded",
     "ANFANG_BROKER_BIND": "broker.bind",
     "ANFANG_PARTITIONS": "workers.partitions",
+    "ANFANG_FACE_THRESHOLD": "vision.face_threshold",
     "ANFANG_WORKERS": "workers.count",
     "ANFANG_WORKER_INDEX": "workers.index",
     "ANFANG_INFLUX_URL": "telemetry.influx_url",

@@ -132,7 +132,7 @@ async def open_services(
             origin=(community.origin.lat, community.origin.lon),
         )
         await stack.enter_async_context(telemetry)
-        access_config = AccessConfig(site=site)
+        access_config = AccessConfig(site=site, face_threshold=settings.vision.face_threshold)
         # one pending recognition per access worker (and one spare), so a burst never overflows the pool
         vision = await stack.enter_async_context(VisionService(max_pending=access_config.workers + 1))
 

@@ -22,12 +22,13 @@ from typing import Any
 
 import numpy as np
 
+from vision.gallery import DEFAULT_THRESHOLD
 from vision.plate_text import match_plate
 
 __all__ = ["DEFAULT_FACE_THRESHOLD", "DEFAULT_LIVENESS_THRESHOLD", "EdgeDecision", "credential_digest",
            "decode_template", "edge_decide", "encode_template"]
 
-DEFAULT_FACE_THRESHOLD = 0.363
+DEFAULT_FACE_THRESHOLD = DEFAULT_THRESHOLD  # calibrated in vision.gallery; sites override
 DEFAULT_LIVENESS_THRESHOLD = 0.8
 
 EdgeDecision = tuple[bool, str | None, str]

@@ -29,6 +29,7 @@ from community.snapshot import RegistrySnapshot, WatchEntry
 from community.store import CommunityStore
 from registry.alarms import AlarmManager
 from twins.hooks import DeviceEvent, PlatformActions, TwinChange
+from vision.gallery import DEFAULT_THRESHOLD
 
 __all__ = ["AccessConfig", "AccessHandler"]
 
@@ -54,7 +55,7 @@ class AccessConfig:
     site: str
     open_seconds: int = 5
     liveness_threshold: float = 0.8
-    face_threshold: float = 0.363
+    face_threshold: float = DEFAULT_THRESHOLD  # the site's vision.face_threshold setting
     command_timeout: float = 10.0
     retention: Retention = field(default_factory=Retention)
     purge_interval: float = 3600.0

@@ -46,13 +46,13 @@ from community.snapshot import (
     WatchEntry,
     lease_window,
 )
-from vision.gallery import FaceGallery, GalleryError, cosine_similarity
+from vision.gallery import DEFAULT_THRESHOLD, FaceGallery, GalleryError, cosine_similarity
 from vision.plate_text import PlateFormatError, normalize_plate, plate_color
 
 __all__ = ["DEFAULT_ENROL_THRESHOLD", "CommunityStore", "NewPerson", "normalize_phone"]
 
 #: Minimum ID-photo ↔ live-face similarity for 人证合一 (SFace's same-person threshold).
-DEFAULT_ENROL_THRESHOLD = 0.363
+DEFAULT_ENROL_THRESHOLD = DEFAULT_THRESHOLD
 _PHONE_RE = re.compile(r"^1\d{10}$")
 _CRED_KINDS = ("card", "pin", "fingerprint")
 
@@ -305,7 +305,8 @@ class CommunityStore:
         return norm
 
     # --- snapshot ---------------------------------------------------------------------------------
-    async def snapshot(self, *, liveness_threshold: float = 0.8, face_threshold: float = 0.363) -> RegistrySnapshot:
+    async def snapshot(self, *, liveness_threshold: float = 0.8,
+                       face_threshold: float = DEFAULT_THRESHOLD) -> RegistrySnapshot:
         """Build the in-memory view decisions run against (decrypts credentials)."""
         buildings = {h.id: h.building_id for h in await HouseholdRow.filter(site=self.site)}
         snap = RegistrySnapshot(site=self.site, pass_key=self.cipher.pass_key, liveness_threshold=liveness_threshold,

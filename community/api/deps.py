@@ -14,6 +14,7 @@ from community.errors import CommunityError, Forbidden
 from community.models import PersonRow
 from community.records import AccessRecords
 from community.store import CommunityStore
+from vision.gallery import DEFAULT_THRESHOLD
 
 __all__ = [
     "Audit",
@@ -37,6 +38,7 @@ class CommunityServices:
     store: CommunityStore
     records: AccessRecords
     clock: Callable[[], float] = field(default=time.time)
+    face_threshold: float = DEFAULT_THRESHOLD  # the site's vision.face_threshold (人证合一 default)
 
 
 class Unauthorized(CommunityError):

@@ -78,7 +78,7 @@ class EnrolIn(_Strict):
 
     id_photo_embedding: Embedding
     live_embedding: Embedding
-    threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.363
+    threshold: Annotated[float, Field(ge=0.0, le=1.0)] | None = None  # None: the site's face threshold
 
 
 class EnrolOut(BaseModel):

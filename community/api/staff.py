@@ -86,7 +86,7 @@ async def enrol(person_id: Id, body: EnrolIn, user: User, services: Services, au
         body.live_embedding,
         operator=user.id,
         now=services.clock(),
-        threshold=body.threshold,
+        threshold=services.face_threshold if body.threshold is None else body.threshold,
     )
     await audit(user, "enrol_face", person_id, score=round(score, 4))
     return EnrolOut(person_id=person_id, score=score)
