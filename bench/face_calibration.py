@@ -39,10 +39,9 @@ from vision.calibration import (
     rates_at,
     tail_threshold,
 )
-from vision.face import FaceEmbedder, FacePipeline, align_face
+from vision.face import FacePipeline, align_face
 from vision.gallery import DEFAULT_THRESHOLD
 from vision.images import BgrImage
-from vision.models import find_face_models
 
 CALIBRATION_DIR = Path(".cache/testdata/faces-calibration")
 TARGET_FAR = 1e-4
@@ -155,6 +154,7 @@ class Calibration:
     templates: np.ndarray  # clean templates (for the identity bootstrap)
     people: list[str]
     faces: int
+    backend: str
 
     def combined(self) -> ScoreSets:
         """Real + capture genuine pairs against all impostor pairs."""
@@ -170,7 +170,7 @@ def calibrate(root: Path = CALIBRATION_DIR, pipeline: FacePipeline | None = None
     if pipeline is None:
         pipeline = FacePipeline()
         pipeline.warm_up()
-    embedder = FaceEmbedder(find_face_models()[1])
+    embedder = pipeline  # the runtime the door uses (OpenCV DNN or onnxruntime, see vision.face)
     faces = list(load_faces(pipeline, root))
     clean = np.stack([embedder.embed_aligned(f.aligned) for f in faces])
     people = [f.person for f in faces]
@@ -182,7 +182,7 @@ def calibrate(root: Path = CALIBRATION_DIR, pipeline: FacePipeline | None = None
     everything = np.concatenate(variants)
     labels = people * len(variants)
     impostor = pair_scores(everything, labels).impostor
-    return Calibration(real, capture_genuine, impostor, clean, people, len(faces))
+    return Calibration(real, capture_genuine, impostor, clean, people, len(faces), pipeline.backend)
 
 
 def _dist(values: np.ndarray) -> dict[str, float]:
@@ -226,6 +226,7 @@ def report(cal: Calibration, rounds: int = 500) -> dict[str, Any]:
         )
     return {
         "faces": cal.faces,
+        "backend": cal.backend,
         "identities": cal.real.identities,
         "identity_pairs": cal.real.identities * (cal.real.identities - 1) // 2,
         "genuine_real": _dist(cal.real.genuine),
@@ -263,7 +264,7 @@ def print_report(cal: Calibration, rep: dict[str, Any]) -> None:
     """Human-readable table of :func:`report`."""
     print(
         f"calibration set: {rep['faces']} faces of {rep['identities']} people "
-        f"({rep['identity_pairs']} pairs of people); load {os.getloadavg()[0]:.1f}"
+        f"({rep['identity_pairs']} pairs of people), templates by {rep['backend']}; load {os.getloadavg()[0]:.1f}"
     )
     for key in ("genuine_real", "genuine_capture", "impostor_clean", "impostor_all"):
         d = rep[key]

