@@ -105,3 +105,24 @@ def test_no_face_is_an_error(face_pipeline: FacePipeline) -> None:
     with pytest.raises(NoFaceError) as info:
         face_pipeline.largest_face(blank)
     assert (info.value.width, info.value.height) == (640, 480)
+
+
+
+def test_door_path_stays_in_the_enrolment_template_space(face_pipeline: FacePipeline, load_face: Loader) -> None:
+    # Enrolment templates are made at 640 px; the door path (faces looked for at 320 px first, SFace in
+    # OpenCV when it agrees) must still match them as well as a second photo of the person would.
+    reference = FacePipeline(backend="onnxruntime")
+    enrolled = {}
+    for name in OBAMA:
+        image = load_face(name)
+        det = reference.detect(image)[0]
+        enrolled[name] = reference.embed_detection(image, det)
+        # Same detection, other runtime: the very same template.
+        assert cosine_similarity(face_pipeline.embed_detection(image, det), enrolled[name]) > 0.9999
+        assert cosine_similarity(face_pipeline.largest_face(image).embedding, enrolled[name]) > 0.9, name
+    for a, b in itertools.permutations(OBAMA, 2):
+        door = face_pipeline.largest_face(load_face(b)).embedding
+        assert cosine_similarity(enrolled[a], door) >= DEFAULT_THRESHOLD, (a, b)
+    assert reference.backend == "onnxruntime" and face_pipeline.backend in {"opencv", "onnxruntime"}
+    with pytest.raises(ValueError, match="backend"):
+        FacePipeline(backend="tensorflow")
