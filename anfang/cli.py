@@ -175,12 +175,16 @@ def demo(
 
 @db_app.command("upgrade")
 def db_upgrade(config: ConfigOpt = None) -> None:
-    """Apply pending migrations from migrations/."""
+    """Apply pending migrations (the ones shipped with anfang); fails when none are found."""
     settings = _settings(config)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    from registry.migrate import apply_migrations
+    from registry.migrate import MigrationError, apply_migrations
 
-    applied = _run(apply_migrations(settings.db_url))
+    try:
+        applied = _run(apply_migrations(settings.db_url))
+    except MigrationError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
     typer.echo(f"applied: {', '.join(applied)}" if applied else "database is up to date")
 
 

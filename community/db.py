@@ -7,9 +7,10 @@ from pathlib import Path
 
 from tortoise import Tortoise
 
+from registry.migrate import MIGRATIONS_DIR
+
 __all__ = ["MIGRATIONS_DIR", "apply_community_migrations", "init_db"]
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 _FILES = ("0002_community",)
 
 

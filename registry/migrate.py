@@ -2,6 +2,10 @@
 
 ``NNNN_name.sql`` files are applied in name order and recorded in ``schema_migrations``; a file
 ``NNNN_name.postgres.sql`` replaces ``NNNN_name.sql`` on PostgreSQL.
+
+In a checkout the files are the top-level ``migrations/`` folder; the wheel ships that folder as
+``registry/migrations`` (pyproject's ``package-dir``), so an installed platform finds it beside this
+module. A folder with no migration in it is an error, never "up to date".
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ import asyncpg
 
 log = logging.getLogger(__name__)
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+_HERE = Path(__file__).resolve().parent
+MIGRATIONS_DIR = _HERE / "migrations" if (_HERE / "migrations").is_dir() else _HERE.parent / "migrations"
 _CREATE = "CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL)"
 
 
@@ -57,6 +62,8 @@ async def apply_migrations(db_url: str, migrations_dir: Path | None = None) -> l
     directory = migrations_dir or MIGRATIONS_DIR
     postgres = is_postgres(db_url)
     files = migration_files(directory, postgres)
+    if not files:
+        raise MigrationError(f"no migrations found in {directory} (a broken installation?)")
     applied: list[str] = []
     if postgres:
         conn = await asyncpg.connect(_pg_dsn(db_url))
