@@ -68,6 +68,7 @@ class VisionSettings(_Section):
 
 class TelemetryConfig(_Section):
     influx_url: str | None = None
+    influx_api: Literal["auto", "v1", "v2"] = "auto"  # v1: /write?db= (InfluxDB 1.x); auto asks the server
     influx_token: str | None = None
     influx_org: str = "anfang"
     influx_bucket: str = "anfang"
@@ -177,6 +178,7 @@ _ENV_KEYS: dict[str, str] = {
     "ANFANG_WORKERS": "workers.count",
     "ANFANG_WORKER_INDEX": "workers.index",
     "ANFANG_INFLUX_URL": "telemetry.influx_url",
+    "ANFANG_INFLUX_API": "telemetry.influx_api",
     "ANFANG_INFLUX_TOKEN": "telemetry.influx_token",
     "ANFANG_INFLUX_ORG": "telemetry.influx_org",
     "ANFANG_INFLUX_BUCKET": "telemetry.influx_bucket",

@@ -18,7 +18,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 
 from anfang.alarm_dispatch import AlarmDispatcher
 from anfang.app import Services, community_services
-from anfang.config import Settings
+from anfang.config import ConfigError, Settings
 from community.api import CommunityServices
 from community.handler import AccessConfig, AccessHandler
 from firmware_sim.community import Community, bundled_community_path, load_community
@@ -34,6 +34,7 @@ from rules.site import SitePlan
 from telemetry.config import settings_from_platform
 from telemetry.factory import build_handler
 from telemetry.handler import TelemetryHandler
+from telemetry.sinks import SinkMisconfigured
 from twins.hooks import DeviceEvent, PlatformActions, TwinChange
 from vision.service import VisionService
 
@@ -131,7 +132,10 @@ async def open_services(
             tag_groups={t.id: t.group for t in community.tags},
             origin=(community.origin.lat, community.origin.lon),
         )
-        await stack.enter_async_context(telemetry)
+        try:
+            await stack.enter_async_context(telemetry)
+        except SinkMisconfigured as exc:
+            raise ConfigError(f"telemetry: {exc}") from None
         access_config = AccessConfig(site=site, face_threshold=settings.vision.face_threshold)
         # one pending recognition per access worker (and one spare), so a burst never overflows the pool
         vision = await stack.enter_async_context(VisionService(max_pending=access_config.workers + 1))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -15,13 +15,14 @@ log = logging.getLogger(__name__)
 class TelemetrySettings(BaseModel):
     """Where telemetry goes and how it is batched.
 
-    ``influx_url`` set → InfluxDB v2 write API (with a disk spool); else ``file`` set → a local,
+    ``influx_url`` set → InfluxDB's v2 or 1.x write API, ``api`` (with a disk spool); else ``file`` set → a local,
     rotated line-protocol file; else telemetry is off (``NullSink``).
     """
 
     model_config = ConfigDict(extra="forbid")
 
     influx_url: str | None = None
+    api: Literal["auto", "v1", "v2"] = "auto"  # auto: v1 for a server whose /ping says InfluxDB 1.x
     token: str | None = None
     org: str | None = None
     bucket: str = "anfang"
@@ -56,7 +57,7 @@ class TelemetrySettings(BaseModel):
 def settings_from_platform(config: Any, data_dir: Path | None = None) -> TelemetrySettings:
     """Map the platform's ``telemetry`` config section (``anfang.config.TelemetryConfig``) to settings.
 
-    Duck-typed (``influx_url``, ``influx_token``, ``influx_org``, ``influx_bucket``, ``file``,
+    Duck-typed (``influx_url``, ``influx_api``, ``influx_token``, ``influx_org``, ``influx_bucket``, ``file``,
     ``spool_dir``, ``spool_max_mb``) so this package does not import the platform. The spool
     defaults to ``<data_dir>/telemetry-spool``.
     """
@@ -65,6 +66,7 @@ def settings_from_platform(config: Any, data_dir: Path | None = None) -> Telemet
         spool_dir = Path(data_dir) / "telemetry-spool"
     return TelemetrySettings(
         influx_url=getattr(config, "influx_url", None),
+        api=getattr(config, "influx_api", None) or "auto",
         token=getattr(config, "influx_token", None),
         org=getattr(config, "influx_org", None),
         bucket=getattr(config, "influx_bucket", None) or "anfang",

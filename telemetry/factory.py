@@ -5,7 +5,7 @@ from __future__ import annotations
 from telemetry.config import TelemetrySettings
 from telemetry.handler import TelemetryHandler
 from telemetry.schema import GeoOrigin
-from telemetry.sinks import FileSink, InfluxSink, NullSink, TelemetrySink
+from telemetry.sinks import AutoInfluxSink, FileSink, InfluxSink, InfluxV1Sink, NullSink, TelemetrySink
 from telemetry.spool import Spool
 from telemetry.writer import TelemetryWriter
 
@@ -13,9 +13,14 @@ _MB = 1024 * 1024
 
 
 def build_sink(settings: TelemetrySettings) -> TelemetrySink:
-    """InfluxDB when ``influx_url`` is set, else the local file, else nothing."""
+    """InfluxDB when ``influx_url`` is set (the API configured or detected), else the local file, else nothing."""
     if settings.influx_url:
-        return InfluxSink(settings.influx_url, settings.token, settings.org, settings.bucket, settings.timeout_s)
+        url, token, timeout = settings.influx_url, settings.token, settings.timeout_s
+        if settings.api == "v1":
+            return InfluxV1Sink(url, settings.bucket, token, timeout)
+        if settings.api == "v2":
+            return InfluxSink(url, token, settings.org, settings.bucket, timeout)
+        return AutoInfluxSink(url, token, settings.org, settings.bucket, timeout)
     if settings.file is not None:
         return FileSink(settings.file, int(settings.file_max_mb * _MB), settings.file_backups)
     return NullSink()

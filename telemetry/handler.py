@@ -190,6 +190,9 @@ class TelemetryHandler:
         self.writer.stop()
 
     async def __aenter__(self) -> TelemetryHandler:
+        """Check the sink's settings with the server (raises :class:`telemetry.sinks.SinkMisconfigured`
+        naming what cannot work; an unreachable server is an outage, not an error), then start the writer."""
+        await self.writer.check()
         await self.writer.__aenter__()
         return self
 

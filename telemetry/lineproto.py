@@ -89,9 +89,20 @@ def _encode_field_value(value: FieldValue) -> str | None:
     return '"' + str(value).translate(_STRING_ESCAPES) + '"'
 
 
+# InfluxDB's representable time range (1677-09-21 .. 2262-04-11): a point outside it makes the server
+# refuse the whole batch carrying it, so it is refused here, alone (a device clock of 1e21 ns).
+MIN_TS = -9_223_372_036.854775
+MAX_TS = 9_223_372_036.854775
+
+
 def timestamp_ns(ts: float) -> int:
     """Epoch seconds → integer nanoseconds (deterministic, so a re-encode is byte-identical)."""
     return round(ts * 1_000_000) * 1000
+
+
+def valid_ts(ts: float) -> bool:
+    """Whether ``ts`` (epoch seconds) is a time InfluxDB can store."""
+    return MIN_TS < ts < MAX_TS  # False for NaN too
 
 
 @functools.lru_cache(maxsize=8192)
@@ -108,6 +119,8 @@ def encode(point: Point) -> str:
     """
     if not point.measurement:
         raise InvalidPoint(point.measurement, "empty measurement")
+    if not valid_ts(point.ts):
+        raise InvalidPoint(point.measurement, f"timestamp {point.ts!r} s outside InfluxDB's range")
     parts = [_series_key(point.measurement, point.tags)]
     fields = []
     for key, fvalue in point.fields:

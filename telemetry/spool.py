@@ -5,6 +5,11 @@ Segments are whole batches written atomically (temp file + fsync + rename) as
 acknowledged them, so replay preserves order and never sends a point twice. The spool has a
 byte cap: when it is full the *oldest* segments are dropped (fresh data matters more to an
 operator), logged at ERROR and counted in ``dropped_lines``.
+
+A segment that cannot be read back whole (not UTF-8, fewer or more lines than its name says, gone)
+or that the server refuses is moved to ``quarantine/`` beside the segments, logged and counted in
+``quarantined_lines``; it never blocks the segments behind it. Quarantined files are kept for an
+operator to inspect (and delete).
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from telemetry.throttle import LogThrottle
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +56,9 @@ class Spool:
         self.max_bytes = max_bytes
         self.dropped_lines = 0
         self.dropped_segments = 0
+        self.quarantined_lines = 0
+        self.quarantined_segments = 0
+        self._drop_log = LogThrottle()
         try:
             directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -118,13 +128,11 @@ class Spool:
     def _record_drop(self, lines: int, segments: int, why: str) -> None:
         self.dropped_lines += lines
         self.dropped_segments += segments
-        log.error(
-            "telemetry spool DROPPED %d points (%s); cap %d bytes, total dropped %d",
-            lines,
-            why,
-            self.max_bytes,
-            self.dropped_lines,
-        )
+        if self._drop_log.due():
+            log.error(
+                "telemetry spool DROPPED %d points (%s); cap %d bytes, total dropped %d (%d drops not logged)",
+                lines, why, self.max_bytes, self.dropped_lines, self._drop_log.take_suppressed(),
+            )  # fmt: skip
 
     def peek(self, max_lines: int) -> list[Segment]:
         """The oldest segments totalling at most ``max_lines`` points (always at least one)."""
@@ -137,13 +145,52 @@ class Spool:
             total += segment.lines
         return picked
 
+    def fits(self, nbytes: int) -> bool:
+        """Whether ``nbytes`` more can be spooled without dropping an older segment."""
+        return self._bytes + nbytes <= self.max_bytes
+
     @staticmethod
     def read(segments: list[Segment]) -> list[str]:
-        """The lines of ``segments`` in order."""
+        """The lines of ``segments`` in order (raises on a damaged one: see :meth:`read_sound`)."""
         lines: list[str] = []
         for segment in segments:
-            lines.extend(ln for ln in segment.path.read_text().split("\n") if ln)
+            lines.extend(ln for ln in segment.path.read_text(encoding="utf-8").split("\n") if ln)
         return lines
+
+    def read_sound(self, segments: list[Segment]) -> tuple[list[Segment], list[str]]:
+        """The segments that read back whole and their lines; damaged ones are quarantined."""
+        sound: list[Segment] = []
+        lines: list[str] = []
+        for segment in segments:
+            try:
+                text = segment.path.read_bytes().decode("utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                self.quarantine(segment, f"unreadable: {exc}")
+                continue
+            got = [ln for ln in text.split("\n") if ln]
+            if len(got) != segment.lines:
+                self.quarantine(segment, f"torn: {len(got)} lines, {segment.lines} written")
+                continue
+            sound.append(segment)
+            lines.extend(got)
+        return sound, lines
+
+    def quarantine(self, segment: Segment, why: str) -> None:
+        """Move a segment out of the queue into ``quarantine/`` (kept for inspection) and count it."""
+        self._segments.remove(segment)
+        self._bytes -= segment.size
+        self.quarantined_lines += segment.lines
+        self.quarantined_segments += 1
+        target = self.directory / "quarantine"
+        try:
+            target.mkdir(exist_ok=True)
+            os.replace(segment.path, target / segment.path.name)
+        except OSError:
+            segment.path.unlink(missing_ok=True)
+        log.error(
+            "telemetry spool QUARANTINED segment %s (%d points): %s; %d points quarantined so far",
+            segment.path.name, segment.lines, why, self.quarantined_lines,
+        )  # fmt: skip
 
     def ack(self, segments: list[Segment]) -> None:
         """The server acknowledged these (oldest) segments: delete them."""

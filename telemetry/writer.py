@@ -9,6 +9,11 @@ Flow per cycle (one at a time, so the spool never sees concurrent access)::
 
 ``submit`` costs a deque append; it never blocks and never raises. When the buffer is full the
 point is dropped and counted (``buffer_dropped``) with a rate-limited ERROR log.
+
+When the spool cannot take a batch (its cap reached, or the disk full) and the server is up, the
+fresh batch goes straight to the server instead of pushing older points out or being dropped.
+``run`` supervises its own cycles: an unexpected error is logged, counted in ``restarts``, and the
+loop carries on after a pause; :meth:`TelemetryWriter.health` says how the writer is doing.
 """
 
 from __future__ import annotations
@@ -23,8 +28,9 @@ from dataclasses import asdict, dataclass
 from types import TracebackType
 
 from telemetry.lineproto import Point, encode_many
-from telemetry.sinks import SinkRejected, SinkUnavailable, TelemetrySink
+from telemetry.sinks import SinkMisconfigured, SinkRejected, SinkUnavailable, TelemetrySink
 from telemetry.spool import Spool, SpoolError
+from telemetry.throttle import LogThrottle
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +48,39 @@ class WriterStats:
     rejected: int = 0
     invalid: int = 0
     write_errors: int = 0
+    quarantined: int = 0
+    restarts: int = 0
     buffered: int = 0
     spool_lines: int = 0
     spool_bytes: int = 0
     server_up: bool = True
+    misconfigured: bool = False
+    running: bool = False
+    last_error: str = ""
+
+    @property
+    def dropped(self) -> int:
+        """Points lost for good: buffer full, spool cap or disk, no spool."""
+        return self.buffer_dropped + self.spool_dropped
 
     def as_counters(self) -> dict[str, float]:
         """Numeric view for ``platform_health`` (prefixed ``telemetry_``)."""
-        return {f"telemetry_{k}": float(v) for k, v in asdict(self).items()}
+        return {f"telemetry_{k}": float(v) for k, v in asdict(self).items() if not isinstance(v, str)}
+
+
+@dataclass(frozen=True, slots=True)
+class WriterHealth:
+    """How the writer is doing: ``state`` is ``ok``, ``spooling`` (server unreachable: an outage the spool
+    rides out), ``misconfigured`` (settings that cannot work), ``dropping`` (points lost since the last
+    look) or ``stopped``; ``ready`` is False for the last three."""
+
+    state: str
+    detail: str
+
+    @property
+    def ready(self) -> bool:
+        """Whether the platform may call itself ready as far as telemetry goes."""
+        return self.state in ("ok", "spooling")
 
 
 class WriterCore:
@@ -75,18 +106,29 @@ class WriterCore:
         self.max_backoff = max_backoff
         self._backoff = min_backoff
         self._retry_at = 0.0
-        self._spool_io_dropped = 0
+        self._lost = 0  # points lost outside the spool's own cap: disk full, or no spool
+        self._drop_log = LogThrottle(clock=clock)
+        self._config_log = LogThrottle(60.0, clock=clock)
         self._refresh()
 
     def _refresh(self) -> None:
         if self.spool is not None:
             self.stats.spool_lines = self.spool.lines
             self.stats.spool_bytes = self.spool.bytes
-            self.stats.spool_dropped = self.spool.dropped_lines + self._spool_io_dropped
+            self.stats.quarantined = self.spool.quarantined_lines
+            self.stats.spool_dropped = self.spool.dropped_lines + self._lost
+        else:
+            self.stats.spool_dropped = self._lost
 
-    def _mark_down(self, exc: SinkUnavailable) -> None:
+    def _mark_down(self, exc: SinkUnavailable | SinkMisconfigured) -> None:
         self.stats.write_errors += 1
-        if self.stats.server_up:
+        self.stats.last_error = str(exc)
+        if isinstance(exc, SinkMisconfigured):
+            if not self.stats.misconfigured or self._config_log.due():
+                log.error("telemetry sink %s cannot work with these settings, spooling: %s", self.sink.name, exc)
+            self.stats.misconfigured = True
+            self._backoff = self.max_backoff  # a setting does not fix itself within seconds
+        elif self.stats.server_up:
             log.warning("telemetry sink %s unavailable, spooling: %s", self.sink.name, exc)
         self.stats.server_up = False
         self._retry_at = self.clock() + self._backoff
@@ -96,7 +138,15 @@ class WriterCore:
         if not self.stats.server_up:
             log.warning("telemetry sink %s is back", self.sink.name)
         self.stats.server_up = True
+        self.stats.misconfigured = False
+        self.stats.last_error = ""
         self._backoff = self.min_backoff
+
+    def _drop(self, count: int, why: str) -> None:
+        self._lost += count
+        if self._drop_log.due():
+            log.error("telemetry DROPPED points: %s (%d more drops not logged)", why,
+                      self._drop_log.take_suppressed())  # fmt: skip
 
     @property
     def retry_due(self) -> bool:
@@ -108,68 +158,98 @@ class WriterCore:
         """Whether points wait in the spool."""
         return bool(self.spool)
 
-    def _send(self, lines: list[str]) -> None:
-        """Write one batch; a batch the server rejects outright is dropped (counted, logged)."""
+    def _send(self, lines: list[str]) -> bool:
+        """Write one batch; True when the server took it, False when it refused the data (counted and
+        logged). Raises when the server is not usable."""
         try:
             self.sink.write(lines)
         except SinkRejected as exc:
             self.stats.rejected += len(lines)
-            log.error("telemetry sink %s REJECTED %d points, dropping them: %s", self.sink.name, len(lines), exc)
-            return
+            log.error("telemetry sink %s REJECTED %d points: %s", self.sink.name, len(lines), exc)
+            return False
         self.stats.written += len(lines)
+        return True
+
+    def _try_send(self, lines: list[str]) -> bool:
+        """Send now, whatever the backoff; False (server marked down) when it is not usable."""
+        try:
+            self._send(lines)
+        except (SinkUnavailable, SinkMisconfigured) as exc:
+            self._mark_down(exc)
+            return False
+        self._mark_up()
+        return True
 
     def flush(self, points: list[Point]) -> None:
         """Deliver one batch of points (called from the worker thread)."""
         lines, invalid = encode_many(points)
         self.stats.invalid += invalid
         if lines:
-            if self.spool is None:
-                try:
-                    self._send(lines)
-                    self._mark_up()
-                except SinkUnavailable as exc:
-                    self._mark_down(exc)
-                    self.stats.buffer_dropped += len(lines)
-                    log.error("telemetry DROPPED %d points: no spool configured and %s", len(lines), exc)
-            elif self.spool or not self.retry_due:
-                self._to_spool(lines)  # keep order behind the backlog (or wait out the backoff)
-            else:
-                try:
-                    self._send(lines)
-                    self._mark_up()
-                except SinkUnavailable as exc:
-                    self._mark_down(exc)
-                    self._to_spool(lines)
+            self._deliver(lines)
         if self.spool and self.retry_due:
             self.replay()
         self._refresh()
 
-    def _to_spool(self, lines: list[str]) -> None:
+    def _deliver(self, lines: list[str]) -> None:
+        if self.spool is None:
+            if not self._try_send(lines):
+                self.stats.buffer_dropped += len(lines)
+                self._drop(0, f"{len(lines)} points, no spool configured and {self.stats.last_error}")
+            return
+        if not self.spool and self.retry_due and self._try_send(lines):
+            return
+        # behind the backlog (order kept) — unless the spool cannot take it without losing points:
+        # then a server that is up gets the fresh batch directly, whatever the backoff said
+        size = sum(len(line) + 1 for line in lines)
+        if not self.spool.fits(size) and self._try_send(lines):
+            return
+        if not self._to_spool(lines) and not self._try_send(lines):
+            self._drop(len(lines), f"{len(lines)} points, the spool cannot take them and {self.stats.last_error}")
+
+    def _to_spool(self, lines: list[str]) -> bool:
         assert self.spool is not None
         try:
             self.spool.append(lines)
-            self.stats.spooled += len(lines)
         except SpoolError as exc:
-            self._spool_io_dropped += len(lines)
-            log.error("telemetry DROPPED %d points: %s", len(lines), exc)
+            self.stats.last_error = str(exc)
+            return False
+        self.stats.spooled += len(lines)
+        return True
 
     def replay(self, max_batches: int = 50) -> None:
-        """Send spooled segments oldest-first; each is deleted only once the server accepted it."""
+        """Send spooled segments oldest-first; each is deleted only once the server accepted it.
+
+        Damaged segments are quarantined; a request the server refuses is retried segment by segment
+        and only the refused segments are quarantined.
+        """
         if self.spool is None:
             return
         for _ in range(max_batches):
-            segments = self.spool.peek(self.batch_size)
+            segments, lines = self.spool.read_sound(self.spool.peek(self.batch_size))
             if not segments:
-                break
-            lines = self.spool.read(segments)
+                if not self.spool:
+                    break
+                continue  # all damaged and quarantined: look at the next ones
             try:
-                self._send(lines)
-            except SinkUnavailable as exc:
+                taken = self._send(lines)
+                if not taken and len(segments) > 1:
+                    for segment in segments:
+                        if self._send(self.spool.read([segment])):
+                            self.stats.replayed += segment.lines
+                            self.spool.ack([segment])
+                        else:
+                            self.spool.quarantine(segment, "refused by the server")
+                    self._mark_up()
+                    continue
+            except (SinkUnavailable, SinkMisconfigured) as exc:
                 self._mark_down(exc)
                 break
             self._mark_up()
-            self.stats.replayed += len(lines)
-            self.spool.ack(segments)
+            if taken:
+                self.stats.replayed += len(lines)
+                self.spool.ack(segments)
+            else:
+                self.spool.quarantine(segments[0], "refused by the server")
         self._refresh()
 
     def spool_everything(self, points: list[Point]) -> None:
@@ -179,10 +259,11 @@ class WriterCore:
         if not lines:
             return
         if self.spool is not None:
-            self._to_spool(lines)
+            if not self._to_spool(lines):
+                self._drop(len(lines), f"{len(lines)} points, {self.stats.last_error}")
             self._refresh()
         else:
-            with contextlib.suppress(SinkUnavailable):
+            with contextlib.suppress(SinkUnavailable, SinkMisconfigured):
                 self._send(lines)
 
 
@@ -215,7 +296,9 @@ class TelemetryWriter:
         self._stopping = False
         self._cycle = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
-        self._last_drop_log = float("-inf")
+        self._drop_log = LogThrottle()
+        self._dropped_seen = 0
+        self.restart_pause = 1.0
 
     @property
     def sink(self) -> TelemetrySink:
@@ -227,14 +310,10 @@ class TelemetryWriter:
         buffer = self._buffer
         if len(buffer) >= self.max_buffer:
             self.stats.buffer_dropped += 1
-            now = time.monotonic()
-            if now - self._last_drop_log > 10.0:
-                self._last_drop_log = now
-                log.error(
-                    "telemetry buffer full (%d points): DROPPING points, %d dropped so far",
-                    self.max_buffer,
-                    self.stats.buffer_dropped,
-                )
+            if self._drop_log.due():
+                self._drop_log.take_suppressed()
+                log.error("telemetry buffer full (%d points): DROPPING points, %d dropped so far",
+                          self.max_buffer, self.stats.buffer_dropped)  # fmt: skip
             return False
         buffer.append(point)
         self.stats.submitted += 1
@@ -250,30 +329,72 @@ class TelemetryWriter:
     async def _cycle_once(self) -> None:
         batch = self._take_batch()
         if batch or (self.core.backlog and self.core.retry_due):
-            await asyncio.to_thread(self.core.flush, batch)
+            try:
+                await asyncio.to_thread(self.core.flush, batch)
+            except Exception:
+                # the points of a cycle that failed half-way are parked on disk (or counted as lost)
+                await asyncio.to_thread(self.core.spool_everything, batch)
+                raise
         self.stats.buffered = len(self._buffer)
         async with self._cycle:
             self._cycle.notify_all()
 
+    async def _cycles(self) -> None:
+        while not self._stopping:
+            if len(self._buffer) < self.batch_size:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.flush_interval)
+            self._wake.clear()
+            await self._cycle_once()
+        while self._buffer:
+            await self._cycle_once()
+
     async def run(self) -> None:
-        """Deliver batches until :meth:`stop`; then flush what is left (spooling it if needed)."""
+        """Deliver batches until :meth:`stop`; then flush what is left (spooling it if needed).
+
+        Supervised: an unexpected error in a cycle is logged with its traceback, counted in
+        ``restarts``, and the cycles start again after ``restart_pause`` seconds.
+        """
+        self.stats.running = True
         try:
-            while not self._stopping:
-                if len(self._buffer) < self.batch_size:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), self.flush_interval)
-                self._wake.clear()
-                await self._cycle_once()
-            while self._buffer:
-                await self._cycle_once()
+            while True:
+                try:
+                    await self._cycles()
+                    return
+                except Exception as exc:
+                    self.stats.restarts += 1
+                    self.stats.last_error = f"writer restarted after {type(exc).__name__}: {exc}"[:300]
+                    log.exception("telemetry writer failed (restart %d); starting it again", self.stats.restarts)
+                    await asyncio.sleep(self.restart_pause)
         except asyncio.CancelledError:
             # Cancelled by the TaskGroup: no more awaiting; park the remainder on disk.
             self.core.spool_everything(list(self._buffer))
             self._buffer.clear()
             raise
         finally:
+            self.stats.running = False
             self.stats.buffered = len(self._buffer)
             self.core.sink.close()
+
+    async def check(self) -> None:
+        """Ask the server whether the settings can work; raises :class:`SinkMisconfigured` naming what is wrong."""
+        await asyncio.to_thread(self.core.sink.check)
+
+    def health(self) -> WriterHealth:
+        """The writer's state now (see :class:`WriterHealth`); ``dropping`` while points were lost since
+        the previous call."""
+        stats = self.stats
+        dropped = stats.dropped
+        since, self._dropped_seen = dropped - self._dropped_seen, dropped
+        if not stats.running:
+            return WriterHealth("stopped", "the telemetry writer is not running")
+        if stats.misconfigured:
+            return WriterHealth("misconfigured", stats.last_error)
+        if since > 0:
+            return WriterHealth("dropping", f"{since} points dropped ({dropped} in all)")
+        if not stats.server_up:
+            return WriterHealth("spooling", f"{stats.spool_lines} points spooled: {stats.last_error}")
+        return WriterHealth("ok", f"{stats.written} points written")
 
     def stop(self) -> None:
         """Ask :meth:`run` to flush and return."""

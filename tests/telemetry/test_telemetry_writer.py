@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from telemetry.config import TelemetrySettings, settings_from_platform
 from telemetry.factory import build_handler, build_writer
 from telemetry.lineproto import Point
-from telemetry.sinks import FileSink, InfluxSink, NullSink, SinkRejected, SinkUnavailable
+from telemetry.sinks import AutoInfluxSink, FileSink, InfluxSink, InfluxV1Sink, NullSink, SinkRejected, SinkUnavailable
 from telemetry.spool import Spool
 from telemetry.writer import TelemetryWriter, WriterCore, WriterStats
 
@@ -143,8 +143,11 @@ def test_file_sink_rotates_and_caps_disk_use(tmp_path: Path) -> None:
 
 async def test_settings_pick_the_sink_and_the_platform_runs_the_same_without_influx(tmp_path: Path) -> None:
     influx = build_writer(TelemetrySettings(influx_url="http://127.0.0.1:1", spool_dir=tmp_path / "sp"))
-    assert isinstance(influx.sink, InfluxSink) and influx.core.spool is not None
-    influx.sink.close()
+    assert isinstance(influx.sink, AutoInfluxSink) and influx.core.spool is not None  # asks the server first
+    for api, sink_type in (("v1", InfluxV1Sink), ("v2", InfluxSink)):
+        chosen = build_writer(TelemetrySettings(influx_url="http://127.0.0.1:1", api=api, spool_dir=tmp_path / "sp"))
+        assert type(chosen.sink) is sink_type
+        chosen.sink.close()
     filed = build_writer(TelemetrySettings(file=tmp_path / "t.lp"))
     assert isinstance(filed.sink, FileSink) and filed.core.spool is None
     handler = build_handler(TelemetrySettings(), site="demo")
