@@ -35,6 +35,7 @@ from telemetry.config import settings_from_platform
 from telemetry.factory import build_handler
 from telemetry.handler import TelemetryHandler
 from telemetry.sinks import SinkMisconfigured
+from telemetry.vocabulary import ALARM_ACTIVE, ALARM_CLEARED
 from twins.hooks import DeviceEvent, PlatformActions, TwinChange
 from vision.service import VisionService
 
@@ -99,10 +100,11 @@ class TelemetryFeed:
         parts = topic.split("/")
         if len(parts) != 4 or parts[2] != "alarms" or not isinstance(payload, dict):
             return
+        state = payload.get("state") or (ALARM_ACTIVE if payload.get("active", True) else ALARM_CLEARED)
         self.telemetry.record_alarm(
             parts[1], parts[3], str(payload.get("rule_id") or payload.get("rule") or "access"),
-            str(payload.get("kind", "unknown")), str(payload.get("severity", "major")),
-            str(payload.get("state", "raised")), float(payload.get("ts") or payload.get("raised_at") or 0.0),
+            str(payload.get("kind") or payload.get("type") or "unknown"), str(payload.get("severity", "medium")),
+            str(state), float(payload.get("updated_at") or payload.get("ts") or payload.get("raised_at") or 0.0),
         )
 
 

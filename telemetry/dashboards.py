@@ -12,9 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from telemetry import vocabulary as v
+
 DATASOURCE_UID = "anfang-influxdb"
 DATASOURCE: dict[str, str] = {"type": "influxdb", "uid": DATASOURCE_UID}
-SITE = '"site" =~ /^$site$/'
+SITE = f'"{v.T_SITE}" =~ /^$site$/'
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +72,8 @@ def _site_variable() -> dict[str, Any]:
         "label": "Site",
         "type": "query",
         "datasource": DATASOURCE,
-        "query": 'SHOW TAG VALUES FROM "device_telemetry" WITH KEY = "site"',
-        "definition": 'SHOW TAG VALUES FROM "device_telemetry" WITH KEY = "site"',
+        "query": f'SHOW TAG VALUES FROM "{v.DEVICE_TELEMETRY}" WITH KEY = "{v.T_SITE}"',
+        "definition": f'SHOW TAG VALUES FROM "{v.DEVICE_TELEMETRY}" WITH KEY = "{v.T_SITE}"',
         "refresh": 2,
         "includeAll": True,
         "multi": True,
@@ -132,54 +134,70 @@ _BARS = {"drawStyle": "bars", "fillOpacity": 80, "stacking": {"mode": "normal", 
 _STAT = {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False}, "colorMode": "value"}
 
 
+def _q(fields: str, measurement: str, where: str = "", group: str = "") -> str:
+    """``SELECT fields FROM "measurement" WHERE <site> AND [where AND] $timeFilter [group]``."""
+    cond = f"{SITE} AND {where} AND $timeFilter" if where else f"{SITE} AND $timeFilter"
+    return f'SELECT {fields} FROM "{measurement}" WHERE {cond}' + (f" {group}" if group else "")
+
+
+def _eq(tag: str, value: str) -> str:
+    return f"\"{tag}\" = '{value}'"
+
+
+def _one_of(tag: str, values: tuple[str, ...] | frozenset[str]) -> str:
+    return f'"{tag}" =~ /^({"|".join(sorted(values))})$/'
+
+
+def _count_by(tag: str) -> str:
+    return f'GROUP BY time(1h), "{tag}" fill(0)'
+
+
+_COUNT = f'sum("{v.F_COUNT}")'
+_RAISED = _eq(v.T_STATE, v.ALARM_ACTIVE)
+_FENCE = _one_of(v.T_KIND, v.FENCE_ALARM_KINDS)
+
+
 def _overview() -> Dashboard:
-    per_hour = 'GROUP BY time(1h), "device" fill(0)'
+    online = (
+        f'SELECT last("{v.F_ONLINE}") AS "online" FROM "{v.DEVICE_STATUS}" '
+        f'WHERE {SITE} AND $timeFilter GROUP BY "{v.T_DEVICE}"'
+    )
     return Dashboard(
         "anfang-overview",
         "Community overview",
         "Entries and exits, denied attempts, alarms and device availability for the whole community.",
         (
             Panel("stat", "Active alarms", "Alarms currently raised and not cleared (last known count).",
-                  (Query(f'SELECT last("active_total") FROM "alarm" WHERE {SITE} AND $timeFilter'),),
-                  w=6, h=5, options=_STAT),
+                  (Query(_q(f'last("{v.F_ACTIVE_TOTAL}")', v.ALARM)),), w=6, h=5, options=_STAT),
             Panel("stat", "Devices online", "Devices whose last status in the range was online.",
-                  (Query('SELECT sum("online") FROM (SELECT last("online") AS "online" FROM "device_status" '
-                         f'WHERE {SITE} AND $timeFilter GROUP BY "device") WHERE $timeFilter'),),
-                  w=6, h=5, options=_STAT),
+                  (Query(f'SELECT sum("online") FROM ({online}) WHERE $timeFilter'),), w=6, h=5, options=_STAT),
             Panel("stat", "Devices offline", "Devices whose last status in the range was offline.",
-                  (Query('SELECT count("online") FROM (SELECT last("online") AS "online" FROM "device_status" '
-                         f'WHERE {SITE} AND $timeFilter GROUP BY "device") WHERE "online" = 0 AND $timeFilter'),),
+                  (Query(f'SELECT count("online") FROM ({online}) WHERE "online" = 0 AND $timeFilter'),),
                   w=6, h=5, options=_STAT),
             Panel("stat", "Denied attempts", "Access attempts refused by any door or gate in the range.",
-                  (Query(f'SELECT sum("count") FROM "access" WHERE {SITE} AND "result" = \'deny\' '
-                         "AND $timeFilter"),),
-                  w=6, h=5, options=_STAT),
+                  (Query(_q(_COUNT, v.ACCESS, _eq(v.T_RESULT, v.DENY))),), w=6, h=5, options=_STAT),
             Panel("timeseries", "Entries per hour by gate and door",
                   "People through unit doors (credential or key) and vehicles in at gates, per hour.",
-                  (Query(f'SELECT sum("count") FROM "passage" WHERE {SITE} AND "direction" = \'in\' '
-                         f"AND $timeFilter {per_hour}", alias="$tag_device"),),
-                  custom=_BARS),
+                  (Query(_q(_COUNT, v.PASSAGE, _eq(v.T_DIRECTION, v.IN), _count_by(v.T_DEVICE)),
+                         alias="$tag_device"),), custom=_BARS),
             Panel("timeseries", "Exits per hour by gate and door",
                   "Exit-button openings of unit doors and vehicles out at gates, per hour.",
-                  (Query(f'SELECT sum("count") FROM "passage" WHERE {SITE} AND "direction" = \'out\' '
-                         f"AND $timeFilter {per_hour}", alias="$tag_device"),),
-                  custom=_BARS),
+                  (Query(_q(_COUNT, v.PASSAGE, _eq(v.T_DIRECTION, v.OUT), _count_by(v.T_DEVICE)),
+                         alias="$tag_device"),), custom=_BARS),
             Panel("timeseries", "Denied attempts per hour by credential",
                   "Refused access decisions per hour, split by credential (face, card, QR, PIN, plate).",
-                  (Query(f'SELECT sum("count") FROM "access" WHERE {SITE} AND "result" = \'deny\' '
-                         'AND $timeFilter GROUP BY time(1h), "credential" fill(0)', alias="$tag_credential"),),
-                  custom=_BARS),
+                  (Query(_q(_COUNT, v.ACCESS, _eq(v.T_RESULT, v.DENY), _count_by(v.T_CREDENTIAL)),
+                         alias="$tag_credential"),), custom=_BARS),
             Panel("timeseries", "Alarms raised per hour by kind",
-                  "New alarms per hour grouped by alarm kind (forced door, fence, tailgating, ...).",
-                  (Query(f'SELECT sum("count") FROM "alarm" WHERE {SITE} AND "state" = \'raised\' '
-                         'AND $timeFilter GROUP BY time(1h), "kind" fill(0)', alias="$tag_kind"),),
-                  custom=_BARS),
+                  "New alarms per hour grouped by alarm kind (forced door, fence, watchlist, ...).",
+                  (Query(_q(_COUNT, v.ALARM, _RAISED, _count_by(v.T_KIND)), alias="$tag_kind"),), custom=_BARS),
         ),
     )  # fmt: skip
 
 
 def _people() -> Dashboard:
-    group = '"tag_group" =~ /^(elderly|child)$/'
+    group = _one_of(v.T_TAG_GROUP, ("elderly", "child"))
+    by_tag = f'GROUP BY "{v.T_TAG}", "{v.T_TAG_GROUP}"'
     return Dashboard(
         "anfang-people",
         "Elderly and children",
@@ -188,8 +206,8 @@ def _people() -> Dashboard:
         (
             Panel("geomap", "Tag positions",
                   "Last known position of every elderly/child tag on the site map (from RFID readers).",
-                  (Query('SELECT last("lat") AS "latitude", last("lon") AS "longitude" FROM "tag_position" '
-                         f'WHERE {SITE} AND {group} AND $timeFilter GROUP BY "tag", "tag_group"', table=True),),
+                  (Query(_q(f'last("{v.F_LAT}") AS "latitude", last("{v.F_LON}") AS "longitude"', v.TAG_POSITION,
+                            group, by_tag), table=True),),
                   w=14, h=14,
                   options={
                       "view": {"id": "fit", "zoom": 17},
@@ -199,32 +217,28 @@ def _people() -> Dashboard:
                           "type": "markers", "name": "Tags",
                           "location": {"mode": "coords", "latitude": "latitude", "longitude": "longitude"},
                           "config": {"showLegend": True, "style": {
-                              "size": {"fixed": 8}, "color": {"field": "tag_group"},
-                              "text": {"mode": "field", "field": "tag"},
+                              "size": {"fixed": 8}, "color": {"field": v.T_TAG_GROUP},
+                              "text": {"mode": "field", "field": v.T_TAG},
                           }},
                       }],
                   }),
             Panel("table", "Last seen per tag",
                   "Time each tag was last located, its site-plan position (metres) and the reader that saw it.",
-                  (Query('SELECT last("x") AS "x_m", "y" AS "y_m", "reader" FROM "tag_position" '
-                         f'WHERE {SITE} AND {group} AND $timeFilter GROUP BY "tag", "tag_group"', table=True),),
+                  (Query(_q(f'last("{v.F_X}") AS "x_m", "{v.F_Y}" AS "y_m", "{v.F_READER}"', v.TAG_POSITION, group,
+                            by_tag), table=True),),
                   w=10, h=14),
             Panel("timeseries", "Fence alarms per hour",
                   "Geofence alarms (a tag leaving its allowed area) raised per hour, by rule.",
-                  (Query(f'SELECT sum("count") FROM "alarm" WHERE {SITE} AND "kind" =~ /fence/ '
-                         "AND \"state\" = 'raised' AND $timeFilter GROUP BY time(1h), \"rule\" fill(0)",
-                         alias="$tag_rule"),),
+                  (Query(_q(_COUNT, v.ALARM, f"{_FENCE} AND {_RAISED}", _count_by(v.T_RULE)), alias="$tag_rule"),),
                   custom=_BARS),
             Panel("table", "Recent fence alarms",
-                  "The latest fence alarm state changes (raised, acknowledged, cleared).",
-                  (Query('SELECT "alarm_id", "state", "severity", "rule" FROM "alarm" '
-                         f'WHERE {SITE} AND "kind" =~ /fence/ AND $timeFilter ORDER BY time DESC LIMIT 50',
-                         table=True),)),
+                  "The latest fence alarm state changes (active, acknowledged, cleared).",
+                  (Query(_q(f'"{v.F_ALARM_ID}", "{v.T_STATE}", "{v.T_SEVERITY}", "{v.T_RULE}"', v.ALARM, _FENCE,
+                            "ORDER BY time DESC LIMIT 50"), table=True),)),
             Panel("timeseries", "Tag sightings per hour",
                   "How often tags were located per hour, by group — a drop means readers or tags are failing.",
-                  (Query(f'SELECT count("x") FROM "tag_position" WHERE {SITE} AND {group} AND $timeFilter '
-                         'GROUP BY time(1h), "tag_group" fill(0)', alias="$tag_tag_group"),),
-                  w=24, custom=_BARS),
+                  (Query(_q(f'count("{v.F_X}")', v.TAG_POSITION, group, _count_by(v.T_TAG_GROUP)),
+                         alias="$tag_tag_group"),), w=24, custom=_BARS),
         ),
     )  # fmt: skip
 
@@ -237,94 +251,100 @@ def _vehicles() -> Dashboard:
         (
             Panel("timeseries", "Vehicles in / out per hour",
                   "Plate captures at gate cameras per hour, by direction.",
-                  (Query(f'SELECT sum("count") FROM "vehicle" WHERE {SITE} AND $timeFilter '
-                         'GROUP BY time(1h), "direction" fill(0)', alias="$tag_direction"),),
+                  (Query(_q(_COUNT, v.VEHICLE, group=_count_by(v.T_DIRECTION)), alias="$tag_direction"),),
                   custom=_BARS),
             Panel("timeseries", "Unknown plates per hour",
                   "Plates read but not on the allow list (denied plate access), per gate.",
-                  (Query(f'SELECT sum("count") FROM "access" WHERE {SITE} AND "credential" = \'plate\' '
-                         "AND \"result\" = 'deny' AND $timeFilter GROUP BY time(1h), \"device\" fill(0)",
-                         alias="$tag_device"),),
-                  custom=_BARS),
+                  (Query(_q(_COUNT, v.ACCESS, f"{_eq(v.T_CREDENTIAL, 'plate')} AND {_eq(v.T_RESULT, v.DENY)}",
+                            _count_by(v.T_DEVICE)), alias="$tag_device"),), custom=_BARS),
             Panel("timeseries", "Unread plates per hour",
                   "Vehicles whose plate the camera could not read (no plate in the capture).",
-                  (Query(f'SELECT sum("count") FROM "vehicle" WHERE {SITE} AND "plate_read" = \'no\' '
-                         'AND $timeFilter GROUP BY time(1h), "device" fill(0)', alias="$tag_device"),),
-                  custom=_BARS),
+                  (Query(_q(_COUNT, v.VEHICLE, _eq(v.T_PLATE_READ, v.NO), _count_by(v.T_DEVICE)),
+                         alias="$tag_device"),), custom=_BARS),
             Panel("timeseries", "Dwell time",
                   "Mean and longest stay (minutes) of vehicles that left in each hour (entry paired by plate).",
-                  (Query('SELECT mean("dwell_s") / 60 AS "mean", max("dwell_s") / 60 AS "max" '
-                         f'FROM "vehicle_dwell" WHERE {SITE} AND $timeFilter GROUP BY time(1h) fill(none)'),),
-                  unit="m"),
+                  (Query(_q(f'mean("{v.F_DWELL_S}") / 60 AS "mean", max("{v.F_DWELL_S}") / 60 AS "max"',
+                            v.VEHICLE_DWELL, group="GROUP BY time(1h) fill(none)")),), unit="m"),
             Panel("table", "Recent plate captures",
                   "The latest plate captures with read confidence, direction and gate.",
-                  (Query('SELECT "plate", "confidence", "direction", "device" FROM "vehicle" '
-                         f"WHERE {SITE} AND $timeFilter ORDER BY time DESC LIMIT 50", table=True),),
-                  w=24),
+                  (Query(_q(f'"{v.F_PLATE}", "{v.F_CONFIDENCE}", "{v.T_DIRECTION}", "{v.T_DEVICE}"', v.VEHICLE,
+                            group="ORDER BY time DESC LIMIT 50"), table=True),), w=24),
         ),
     )  # fmt: skip
 
 
 def _devices() -> Dashboard:
-    by_device = 'GROUP BY time($__interval), "device" fill(none)'
+    by_device = f'GROUP BY time($__interval), "{v.T_DEVICE}" fill(none)'
+    battery, rssi, temperature, _uptime = v.TELEMETRY_METRICS
     return Dashboard(
         "anfang-devices",
         "Device health",
         "Battery, signal, temperature, last report and reconnects of every device.",
         (
             Panel("timeseries", "Battery", "Battery level (%) per device.",
-                  (Query(f'SELECT mean("battery") FROM "device_telemetry" WHERE {SITE} AND $timeFilter '
-                         f"{by_device}", alias="$tag_device"),), unit="percent"),
+                  (Query(_q(f'mean("{battery}")', v.DEVICE_TELEMETRY, group=by_device), alias="$tag_device"),),
+                  unit="percent"),
             Panel("timeseries", "RSSI", "Radio signal strength (dBm) per device; below -80 dBm is weak.",
-                  (Query(f'SELECT mean("rssi") FROM "device_telemetry" WHERE {SITE} AND $timeFilter '
-                         f"{by_device}", alias="$tag_device"),), unit="dBm"),
+                  (Query(_q(f'mean("{rssi}")', v.DEVICE_TELEMETRY, group=by_device), alias="$tag_device"),),
+                  unit="dBm"),
             Panel("table", "Last report", "When each device last sent telemetry, with its latest battery.",
-                  (Query('SELECT last("battery") AS "battery" FROM "device_telemetry" '
-                         f'WHERE {SITE} AND $timeFilter GROUP BY "device", "kind"', table=True),)),
+                  (Query(_q(f'last("{battery}") AS "battery"', v.DEVICE_TELEMETRY,
+                            group=f'GROUP BY "{v.T_DEVICE}", "{v.T_KIND}"'), table=True),)),
             Panel("timeseries", "Reconnects per hour",
                   "Times a device came back online after being offline — flapping devices stand out.",
-                  (Query(f'SELECT sum("reconnect") FROM "device_status" WHERE {SITE} AND $timeFilter '
-                         'GROUP BY time(1h), "device" fill(0)', alias="$tag_device"),), custom=_BARS),
+                  (Query(_q(f'sum("{v.F_RECONNECT}")', v.DEVICE_STATUS, group=_count_by(v.T_DEVICE)),
+                         alias="$tag_device"),), custom=_BARS),
             Panel("timeseries", "Temperature", "Device temperature (°C).",
-                  (Query(f'SELECT mean("temperature") FROM "device_telemetry" WHERE {SITE} AND $timeFilter '
-                         f"{by_device}", alias="$tag_device"),), unit="celsius"),
+                  (Query(_q(f'mean("{temperature}")', v.DEVICE_TELEMETRY, group=by_device), alias="$tag_device"),),
+                  unit="celsius"),
             Panel("state-timeline", "Online", "Online (1) / offline (0) per device over time.",
-                  (Query(f'SELECT last("online") FROM "device_status" WHERE {SITE} AND $timeFilter '
-                         'GROUP BY time($__interval), "device" fill(previous)', alias="$tag_device"),)),
+                  (Query(_q(f'last("{v.F_ONLINE}")', v.DEVICE_STATUS,
+                            group=f'GROUP BY time($__interval), "{v.T_DEVICE}" fill(previous)'),
+                         alias="$tag_device"),)),
         ),
     )  # fmt: skip
 
 
+def _rate(field_name: str, alias: str) -> str:
+    return f'non_negative_derivative(last("{field_name}"), 1s) AS "{alias}"'
+
+
 def _platform() -> Dashboard:
-    interval = 'GROUP BY time($__interval), "worker" fill(none)'
+    interval = f'GROUP BY time($__interval), "{v.T_WORKER}" fill(none)'
+    w = v.WRITER_PREFIX
     return Dashboard(
         "anfang-platform",
         "Platform health",
-        "Message ingest rate, latency, rejections, queue depths, rule firings and the telemetry writer.",
+        "The platform's own health, on the names it also exposes on /metrics: message ingest rate, latency, "
+        "rejections, queue depths, rule firings, alarms and the telemetry writer.",
         (
             Panel("timeseries", "Ingest rate", "MQTT messages per second into and out of the platform.",
-                  (Query('SELECT non_negative_derivative(last("msgs_in"), 1s) AS "in", '
-                         'non_negative_derivative(last("msgs_out"), 1s) AS "out" FROM "platform_health" '
-                         f"WHERE {SITE} AND $timeFilter {interval}"),), unit="reqps"),
+                  (Query(_q(f"{_rate(v.H_RECEIVED, 'in')}, {_rate(v.H_PUBLISHED, 'out')}", v.PLATFORM_HEALTH,
+                            group=interval)),), unit="reqps"),
             Panel("timeseries", "Ingest latency p99", "99th percentile of broker-to-twin-applied latency.",
-                  (Query('SELECT max("ingest_latency_ms_p99") FROM "platform_health" '
-                         f"WHERE {SITE} AND $timeFilter {interval}"),), unit="ms"),
+                  (Query(_q(f'max("{v.H_LATENCY_P99}")', v.PLATFORM_HEALTH, group=interval)),), unit="ms"),
             Panel("timeseries", "Rejections", "Rejected reports/events per second (answered on errors topics).",
-                  (Query('SELECT non_negative_derivative(last("rejected"), 1s) FROM "platform_health" '
-                         f"WHERE {SITE} AND $timeFilter {interval}"),), unit="reqps"),
-            Panel("timeseries", "Queue depth", "Deepest internal queue (bounded) — near its cap means overload.",
-                  (Query('SELECT max("queue_depth") FROM "platform_health" '
-                         f"WHERE {SITE} AND $timeFilter {interval}"),)),
+                  (Query(_q(_rate(v.H_REJECTED, "rejected"), v.PLATFORM_HEALTH, group=interval)),), unit="reqps"),
+            Panel("timeseries", "Queue depth",
+                  "Messages waiting for ingest and in the deepest handler queue (both bounded) — near the cap "
+                  "means overload.",
+                  (Query(_q(f'max("{v.H_INBOX_DEPTH}") AS "inbox", max("{v.H_DISPATCH_DEPTH}") AS "dispatch"',
+                            v.PLATFORM_HEALTH, group=interval)),)),
             Panel("timeseries", "Rule firings per hour", "How often each rule's actions ran.",
-                  (Query(f'SELECT sum("count") FROM "rule_firing" WHERE {SITE} AND $timeFilter '
-                         'GROUP BY time(1h), "rule" fill(0)', alias="$tag_rule"),), custom=_BARS),
+                  (Query(_q(_COUNT, v.RULE_FIRING, group=_count_by(v.T_RULE)), alias="$tag_rule"),), custom=_BARS),
+            Panel("timeseries", "Alarm changes per hour",
+                  "Alarm state changes per hour: raised (active), acknowledged and cleared.",
+                  (Query(_q(_COUNT, v.ALARM, group=_count_by(v.T_STATE)), alias="$tag_state"),), custom=_BARS),
             Panel("timeseries", "Telemetry writer",
-                  "Points waiting in the disk spool and points dropped (buffer full / spool cap) — "
-                  "dropped must stay 0.",
-                  (Query('SELECT max("telemetry_spool_lines") AS "spooled", '
-                         'max("telemetry_buffer_dropped") AS "buffer dropped", '
-                         'max("telemetry_spool_dropped") AS "spool dropped" FROM "platform_health" '
-                         f"WHERE {SITE} AND $timeFilter {interval}"),)),
+                  "Points waiting in the disk spool, and points dropped (buffer full / spool cap / disk) or "
+                  "quarantined (damaged spool segments) — those must stay 0.",
+                  (Query(_q(f'max("{w}spool_lines") AS "spooled", max("{w}buffer_dropped") AS "buffer dropped", '
+                            f'max("{w}spool_dropped") AS "spool dropped", max("{w}quarantined") AS "quarantined"',
+                            v.PLATFORM_HEALTH, group=interval)),)),
+            Panel("timeseries", "Telemetry writer state",
+                  "1 while the time-series server takes points and the settings work; restarts of the writer.",
+                  (Query(_q(f'min("{w}server_up") AS "server up", min("{w}running") AS "running", '
+                            f'max("{w}restarts") AS "restarts"', v.PLATFORM_HEALTH, group=interval)),)),
         ),
     )  # fmt: skip
 

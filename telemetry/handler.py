@@ -15,6 +15,7 @@ from telemetry import schema
 from telemetry.dwell import DwellTracker
 from telemetry.lineproto import Point
 from telemetry.schema import GeoOrigin
+from telemetry.vocabulary import ALARM_CLEARED
 from telemetry.writer import TelemetryWriter
 from twins.hooks import DeviceEvent, PlatformActions, TwinChange
 
@@ -49,10 +50,28 @@ class TelemetryHandler:
         self.dwell = DwellTracker(max_plates)
         self._online: dict[tuple[str, str], bool] = {}
         self._active_alarms: dict[str, set[str]] = {}
+        self._last_event_us: dict[tuple[str, tuple[tuple[str, str], ...]], int] = {}
 
     def _submit(self, point: Point | None) -> None:
         if point is not None:
             self.writer.submit(point)
+
+    def _submit_event(self, point: Point | None) -> None:
+        """An event point (counted, never overwritten): InfluxDB keeps one point per series and timestamp,
+        so two events of one series in the same microsecond (a rule raising alarms for many people at
+        once, a device stamping whole seconds) would become one. Such a point moves 1 µs later."""
+        if point is None:
+            return
+        key = (point.measurement, point.tags)
+        last = self._last_event_us.get(key)
+        us = round(point.ts * 1_000_000)
+        if last is not None and us <= last:
+            us = last + 1
+            point = point._replace(ts=us / 1_000_000)
+        if last is None and len(self._last_event_us) >= _MAX_TRACKED:
+            self._last_event_us.clear()
+        self._last_event_us[key] = us
+        self.writer.submit(point)
 
     # -- PlatformHandler --------------------------------------------------------------------
     async def on_event(self, event: DeviceEvent, actions: PlatformActions) -> None:
@@ -78,7 +97,7 @@ class TelemetryHandler:
         elif event.type == "door_opened":
             by = _str(data.get("by")) or "access"
             direction = _DOOR_OPENED_DIRECTION.get(by, "in")
-            self._submit(
+            self._submit_event(
                 schema.passage_point(event.site, event.device_id, event.kind, event.ts, direction=direction, via=by)
             )
         elif event.type == "plate_captured":
@@ -89,14 +108,14 @@ class TelemetryHandler:
         direction = _str(data.get("direction")) or "in"
         plate = _str(data.get("plate"))
         confidence = data.get("confidence")
-        self._submit(
+        self._submit_event(
             schema.vehicle_point(
                 event.site, event.device_id, event.ts, direction=direction, plate=plate,
                 confidence=confidence if isinstance(confidence, int | float) else None,
             )
         )  # fmt: skip
         if event.kind == "vehicle_gate":
-            self._submit(
+            self._submit_event(
                 schema.passage_point(
                     event.site, event.device_id, event.kind, event.ts, direction=direction, via="plate"
                 )
@@ -136,7 +155,7 @@ class TelemetryHandler:
         if was is None and len(self._online) >= _MAX_TRACKED:
             self._online.clear()
         self._online[key] = online
-        self._submit(schema.status_point(site, device_id, kind, ts, online, was))
+        self._submit_event(schema.status_point(site, device_id, kind, ts, online, was))
 
     def record_health(self, ts: float, counters: dict[str, float]) -> None:
         """Platform health counters (cumulative totals and gauges), plus the writer's own."""
@@ -158,7 +177,7 @@ class TelemetryHandler:
         score: float | None = None,
     ) -> None:
         """An access decision (central or edge); who it was is never recorded."""
-        self._submit(
+        self._submit_event(
             schema.access_point(
                 site, device_id, kind, ts, allowed=allowed, credential_kind=credential_kind,
                 reason=reason, direction=direction, score=score,
@@ -170,15 +189,15 @@ class TelemetryHandler:
     ) -> None:
         """An alarm was raised, acknowledged or cleared; tracks the site's active count."""
         active = self._active_alarms.setdefault(site, set())
-        if state == "cleared":
+        if state == ALARM_CLEARED:
             active.discard(alarm_id)
         elif len(active) < _MAX_TRACKED:
             active.add(alarm_id)
-        self._submit(schema.alarm_point(site, alarm_id, rule_id, kind, severity, state, ts, len(active)))
+        self._submit_event(schema.alarm_point(site, alarm_id, rule_id, kind, severity, state, ts, len(active)))
 
     def record_rule_firing(self, site: str, rule_id: str, ts: float) -> None:
         """A rule fired."""
-        self._submit(schema.rule_firing_point(site, rule_id, ts))
+        self._submit_event(schema.rule_firing_point(site, rule_id, ts))
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def run(self) -> None:

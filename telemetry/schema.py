@@ -1,4 +1,4 @@
-"""The telemetry schema: measurement names, bounded tag vocabularies and pure point builders.
+"""The telemetry schema: pure point builders over the names of :mod:`telemetry.vocabulary`.
 
 Rule of thumb used throughout (see docs/telemetry.md): a value is a *tag* only when it is
 something a dashboard groups or filters by AND its set of values is bounded by the installation
@@ -16,42 +16,27 @@ from dataclasses import dataclass
 from typing import Any
 
 from telemetry.lineproto import FieldValue, Point
-
-DEVICE_TELEMETRY = "device_telemetry"
-DEVICE_STATUS = "device_status"
-TWIN_STATE = "twin_state"
-ACCESS = "access"
-PASSAGE = "passage"
-VEHICLE = "vehicle"
-VEHICLE_DWELL = "vehicle_dwell"
-ALARM = "alarm"
-RULE_FIRING = "rule_firing"
-TAG_POSITION = "tag_position"
-PLATFORM_HEALTH = "platform_health"
-
-MEASUREMENTS = frozenset(
-    {
-        DEVICE_TELEMETRY,
-        DEVICE_STATUS,
-        TWIN_STATE,
-        ACCESS,
-        PASSAGE,
-        VEHICLE,
-        VEHICLE_DWELL,
-        ALARM,
-        RULE_FIRING,
-        TAG_POSITION,
-        PLATFORM_HEALTH,
-    }
+from telemetry.vocabulary import (
+    ACCESS,
+    ALARM,
+    ALARM_STATES,
+    CREDENTIALS,
+    DEVICE_STATUS,
+    DEVICE_TELEMETRY,
+    DIRECTIONS,
+    OTHER,
+    PASSAGE,
+    PASSAGE_VIA,
+    PLATFORM_HEALTH,
+    RULE_FIRING,
+    SEVERITIES,
+    TAG_GROUPS,
+    TAG_POSITION,
+    TELEMETRY_METRICS,
+    TWIN_STATE,
+    VEHICLE,
+    VEHICLE_DWELL,
 )
-
-TELEMETRY_METRICS = ("battery", "rssi", "temperature", "uptime")
-CREDENTIALS = frozenset({"face", "plate", "qr", "card", "pin", "exit_button", "key"})
-DIRECTIONS = frozenset({"in", "out"})
-SEVERITIES = frozenset({"info", "low", "medium", "high", "critical"})
-ALARM_STATES = frozenset({"raised", "acknowledged", "cleared"})
-TAG_GROUPS = frozenset({"elderly", "child", "staff", "asset"})
-OTHER = "other"
 
 _NAME_RE = re.compile(r"[^A-Za-z0-9_.:-]")
 
@@ -184,7 +169,7 @@ def passage_point(site: str, device_id: str, kind: str, ts: float, *, direction:
     """``passage``: someone or something went through a door or gate (entries/exits)."""
     tags = device_tags(site, device_id, kind)
     tags["direction"] = bounded(direction, DIRECTIONS, "in")
-    tags["via"] = bounded(via, CREDENTIALS | {"access"})
+    tags["via"] = bounded(via, PASSAGE_VIA)
     return Point.make(PASSAGE, tags, {"count": 1}, ts)
 
 

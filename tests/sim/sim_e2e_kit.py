@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +16,7 @@ from pathlib import Path
 from platform_kit import ObservedServices, Stack, make_settings, running_platform
 from testkit import free_port
 
+from anfang.config import Settings
 from anfang.services import BUILTIN_RULES
 from anfang.wiring import Registrar
 from firmware_sim.access_registry import people_registrars
@@ -67,12 +68,17 @@ class FullPlatform:
 
 
 @asynccontextmanager
-async def full_platform(tmp: Path, broker: str) -> AsyncIterator[FullPlatform]:
+async def full_platform(
+    tmp: Path, broker: str, configure: Callable[[Settings], None] | None = None
+) -> AsyncIterator[FullPlatform]:
     """The platform with ``open_services`` on ``broker`` ('mosquitto' or 'amqtt'), the pilot provisioned:
-    every device (secrets synced to the broker), people with cards and faces, vehicles, the watchlist."""
+    every device (secrets synced to the broker), people with cards and faces, vehicles, the watchlist.
+    ``configure`` may change the settings first (e.g. where telemetry goes)."""
     community = load_community(bundled_community_path("youzheng"))
     settings = make_settings(tmp, embedded=broker == "amqtt", port=free_port())
     settings.rules_dir = short_rules(tmp / "rules")
+    if configure is not None:
+        configure(settings)
     observed = Observed()
     async with running_platform(tmp, broker, services_factory=observed.factory, settings=settings) as stack:
         if broker == "amqtt":
