@@ -170,6 +170,7 @@ async def serve(settings: Settings, services_factory: Callable[..., AbstractAsyn
     from anfang.readiness import Readiness
     from anfang.web import create_platform_app
     from anfang.workers import run_partitioned_worker
+    from telemetry.metrics import PlatformMetrics
 
     async with AsyncExitStack() as stack:
         registry, store = await stack.enter_async_context(open_registry(settings))
@@ -178,12 +179,13 @@ async def serve(settings: Settings, services_factory: Callable[..., AbstractAsyn
         readiness.standing_by = not settings.broker.embedded
         alarms = AlarmManager(settings.site, DatabaseAlarmStore(open_connection(settings.db_url), settings.site))
         desk = PlatformAlarmDesk(alarms, lambda: readiness.workers[0] if readiness.workers else None)
+        metrics = PlatformMetrics(lambda: readiness.workers)
         if settings.api_enabled:
-            app = create_platform_app(community, readiness, desk)
+            app = create_platform_app(community, readiness, desk, metrics)
             # processes of one site on one host (standbys, --workers) share the port
             server = ApiServer(app, settings.api_bind or "", reuse_port=not settings.broker.embedded)
             await stack.enter_async_context(server)
-        factory = functools.partial(services_factory, access_registry=community, alarms=alarms)
+        factory = functools.partial(services_factory, access_registry=community, alarms=alarms, metrics=metrics)
         if settings.workers.partitions > 1:
             await run_partitioned_worker(settings, factory, opened=(registry, store), readiness=readiness)
             return

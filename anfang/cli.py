@@ -84,7 +84,7 @@ def run(
             typer.echo(f"error: --external-broker: {exc}", err=True)
             raise typer.Exit(2) from None
         settings.broker.embedded, settings.mqtt.host, settings.mqtt.port = False, host, port
-    logs.configure(settings.log_level, settings.log_format)
+    logs.configure(settings.log_level, settings.log_format, settings.site)
     if workers is not None and workers > 1:
         from anfang.supervisor import supervise, without_workers_option
         from anfang.workers import check_partitioned

@@ -1,4 +1,8 @@
-"""Structured logging: one JSON object per line (``log_format: json``) or readable text."""
+"""Structured logging: one JSON object per line (``log_format: json``) or readable text.
+
+Every JSON line carries the process's ``site``; lines about one device carry its id as ``device``
+(``log.warning(..., extra={"device": device_id})``).
+"""
 
 from __future__ import annotations
 
@@ -24,8 +28,23 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(body, ensure_ascii=False, default=str)
 
 
-def configure(level: str = "INFO", fmt: str = "text") -> None:
+class SiteFilter(logging.Filter):
+    """Stamps every record with the site this process serves (unless the record names another)."""
+
+    def __init__(self, site: str) -> None:
+        super().__init__()
+        self.site = site
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "site"):
+            record.site = self.site
+        return True
+
+
+def configure(level: str = "INFO", fmt: str = "text", site: str | None = None) -> None:
     handler = logging.StreamHandler(sys.stderr)
+    if site is not None:
+        handler.addFilter(SiteFilter(site))
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:

@@ -234,7 +234,8 @@ class Platform:
         c.duplicates += outcome.duplicates
         for rej in outcome.rejections:
             c.rejected[rej.code] += 1
-            log.warning("rejected %s from device=%s: %d %s", rej.topic[:200], rej.device_id, rej.code, rej.message)
+            log.warning("rejected %s from device=%s: %d %s", rej.topic[:200], rej.device_id, rej.code, rej.message,
+                        extra={"device": rej.device_id})
 
     def _forward_telemetry(self, outcome: Outcome) -> None:
         for sample in outcome.telemetry:
@@ -303,7 +304,8 @@ class Platform:
                 queue.put_nowait(item)
             except asyncio.QueueFull:
                 self.counters.dispatch_dropped += 1
-                log.error("dispatch queue full: dropped %s for %s", type(item).__name__, item.device_id)
+                log.error("dispatch queue full: dropped %s for %s", type(item).__name__, item.device_id,
+                          extra={"device": item.device_id})
 
     async def _dispatch_loop(self, handler: PlatformHandler, queue: asyncio.Queue[DeviceEvent | TwinChange]) -> None:
         while True:
@@ -316,20 +318,24 @@ class Platform:
             except Exception:
                 self.counters.handler_errors += 1
                 log.exception("handler %s failed on %s from %s", type(handler).__name__, type(item).__name__,
-                              item.device_id)
+                              item.device_id, extra={"device": item.device_id})
+
+    def health(self) -> dict[str, Any]:
+        """The counters and gauges published on ``_platform/health`` (and scraped on ``/metrics``)."""
+        return {
+            **self.counters.as_json(),
+            "published": self.link.published,
+            "publish_dropped": self.link.dropped,
+            "publish_waiting": self.link.waiting,
+            "inbox_depth": len(self._arrivals),
+            "dispatch_depth": max((q.qsize() for q in self._queues), default=0),
+        }
 
     async def _health_loop(self) -> None:
         interval = self._health_interval
         while True:
             now = time.time()
-            health = {
-                **self.counters.as_json(),
-                "published": self.link.published,
-                "publish_dropped": self.link.dropped,
-                "publish_waiting": self.link.waiting,
-                "inbox_depth": len(self._arrivals),
-                "dispatch_depth": max((q.qsize() for q in self._queues), default=0),
-            }
+            health = self.health()
             for site in self._sites:
                 self.link.publish(topics.platform_topic(site, self._health_name), {"ts": now, **health}, retain=True,
                                   qos=0)
@@ -426,7 +432,8 @@ class Platform:
         except TimeoutError:
             self._pending.pop(record.id, None)
             self.counters.commands_timed_out += 1
-            log.warning("command %s %s to %s timed out after %.1fs", name, record.id, device_id, wait)
+            log.warning("command %s %s to %s timed out after %.1fs", name, record.id, device_id, wait,
+                        extra={"device": device_id})
             done = time.time()
             await self.store.commit([], commands=[CommandRecord(record.id, device_id, name, args, "timeout",
                                                                 None, now, done)])

@@ -7,13 +7,16 @@ services stay independent of one another and of the platform.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
+from prometheus_client.core import Metric
 from tortoise.backends.base.client import BaseDBAsyncClient
 
 from anfang.alarm_dispatch import AlarmDispatcher
@@ -34,12 +37,15 @@ from rules.site import SitePlan
 from telemetry.config import settings_from_platform
 from telemetry.factory import build_handler
 from telemetry.handler import TelemetryHandler
+from telemetry.metrics import PlatformMetrics, counter, gauge
 from telemetry.sinks import SinkMisconfigured
 from telemetry.vocabulary import ALARM_ACTIVE, ALARM_CLEARED
 from twins.hooks import DeviceEvent, PlatformActions, TwinChange
 from vision.service import VisionService
 
 log = logging.getLogger(__name__)
+
+DB_PROBE_INTERVAL_S = 5.0
 
 BUILTIN_RULES = Path(__file__).resolve().parent.parent / "rules" / "builtin"
 
@@ -49,8 +55,16 @@ class RulesFeed:
 
     def __init__(self, engine: RulesEngine) -> None:
         self.engine = engine
+        self.inputs = 0  # events, twin changes, status and telemetry handed to the engine
+
+    def metrics(self) -> Iterable[Metric]:
+        """The rules engine on ``/metrics``."""
+        yield counter("rule_inputs", "Events, twin changes, status and telemetry the rules engine evaluated.",
+                      self.inputs)  # fmt: skip
+        yield gauge("rules_faulted", "Rules disabled after an error (see anfang rules).", len(self.engine.faults))
 
     async def on_event(self, event: DeviceEvent, actions: PlatformActions) -> None:
+        self.inputs += 1
         if event.type == "status":
             await self.engine.on_status(event.device_id, event.kind, str(event.data.get("state")), actions)
         elif event.type == "telemetry":
@@ -59,6 +73,7 @@ class RulesFeed:
             await self.engine.on_event(event, actions)
 
     async def on_twin_change(self, change: TwinChange, actions: PlatformActions) -> None:
+        self.inputs += 1
         await self.engine.on_twin_change(change, actions)
 
 
@@ -121,10 +136,12 @@ def registry_connection(settings: Settings) -> BaseDBAsyncClient:
 async def open_services(
     settings: Settings, registry: Registry, access_registry: CommunityServices | None = None,
     alarms: AlarmManager | None = None,
+    metrics: PlatformMetrics | None = None,
 ) -> AsyncIterator[Services]:
     """Rules, access control, vision, telemetry and alarm delivery for the configured site.
     ``access_registry`` and ``alarms``: what the HTTP API uses too (one instance each per process), so a
-    change made through the API reaches access decisions, and an alarm acknowledged there is delivered, at once."""
+    change made through the API reaches access decisions, and an alarm acknowledged there is delivered, at once.
+    ``metrics``: the process's ``/metrics``, which these services add their counters to."""
     community = community_for(settings)
     site = settings.site
     data = settings.data_dir
@@ -199,9 +216,26 @@ async def open_services(
         async def warm_up_vision(actions: PlatformActions) -> None:
             await vision.warm_up()  # load the models now, not on the first capture
 
+        rules_feed = RulesFeed(engine)
+        tasks: list[Callable[[PlatformActions], Coroutine[Any, Any, None]]] = [
+            run_rules, run_access, deliver_alarms, warm_up_vision,
+        ]
+        if metrics is not None:
+            stack.enter_context(metrics.source(telemetry.metrics))
+            stack.enter_context(metrics.source(rules_feed.metrics))
+
+            async def time_database(actions: PlatformActions) -> None:
+                while True:  # a trivial query's round trip, every few seconds, for /metrics
+                    done = metrics.time_database()
+                    with contextlib.suppress(Exception):  # an outage shows on /readyz; here only latency counts
+                        await db.execute_query("SELECT 1")
+                        done()
+                    await asyncio.sleep(DB_PROBE_INTERVAL_S)
+
+            tasks.append(time_database)
         yield Services(
-            handlers=[RulesFeed(engine), AccessFeed(access, vision), telemetry_feed],
-            tasks=[run_rules, run_access, deliver_alarms, warm_up_vision],
+            handlers=[rules_feed, AccessFeed(access, vision), telemetry_feed],
+            tasks=tasks,
             features=["twins", "rules", "access", "vision", "telemetry"],
             health_sinks=[telemetry.record_health],
             publish_taps=[telemetry_feed.tap_alarm],

@@ -10,19 +10,21 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 import community.api
 from anfang.readiness import Readiness
 from community.api import AlarmDesk, CommunityServices
+from telemetry.metrics import PlatformMetrics
 
 __all__ = ["create_platform_app"]
 
 
 def create_platform_app(
-    community_services: CommunityServices, readiness: Readiness | None = None, alarm_desk: AlarmDesk | None = None
+    community_services: CommunityServices, readiness: Readiness | None = None, alarm_desk: AlarmDesk | None = None,
+    metrics: PlatformMetrics | None = None,
 ) -> FastAPI:
-    """The HTTP app of one platform process."""
+    """The HTTP app of one platform process (``metrics``: what ``/metrics`` shows to Prometheus)."""
     app = FastAPI(
         title="anfang", version="1.0", description="Smart-security community platform: access control, alarms, health."
     )
@@ -40,6 +42,14 @@ def create_platform_app(
         ready, checks = await readiness.check()
         body = {"status": "ready" if ready else "not ready", "checks": checks}
         return body if ready else JSONResponse(body, status_code=503)
+
+    if metrics is not None:
+
+        @app.get("/metrics", tags=["health"], response_class=Response)
+        async def prometheus_metrics() -> Response:
+            """Prometheus metrics of this process: ingest, rejections, decisions, alarms, rules, queues, spool."""
+            body, content_type = metrics.render()
+            return Response(body, media_type=content_type)
 
     community.api.install(app, community_services, alarm_desk)
     return app

@@ -7,15 +7,19 @@ non-blocking: it builds a point and submits it to the writer's bounded buffer.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any
+
+from prometheus_client.core import Metric
 
 from telemetry import schema
 from telemetry.dwell import DwellTracker
 from telemetry.lineproto import Point
-from telemetry.schema import GeoOrigin
-from telemetry.vocabulary import ALARM_CLEARED
+from telemetry.metrics import counter, gauge, labelled_counter
+from telemetry.schema import GeoOrigin, bounded, safe_name
+from telemetry.vocabulary import ALARM_CLEARED, ALARM_STATES, ALLOW, CREDENTIALS, DENY
 from telemetry.writer import TelemetryWriter
 from twins.hooks import DeviceEvent, PlatformActions, TwinChange
 
@@ -51,6 +55,10 @@ class TelemetryHandler:
         self._online: dict[tuple[str, str], bool] = {}
         self._active_alarms: dict[str, set[str]] = {}
         self._last_event_us: dict[tuple[str, tuple[tuple[str, str], ...]], int] = {}
+        # what /metrics counts (bounded keys: result x credential, state x kind, rule ids)
+        self.decisions: Counter[tuple[str, str]] = Counter()
+        self.alarms: Counter[tuple[str, str]] = Counter()
+        self.firings: Counter[str] = Counter()
 
     def _submit(self, point: Point | None) -> None:
         if point is not None:
@@ -177,6 +185,7 @@ class TelemetryHandler:
         score: float | None = None,
     ) -> None:
         """An access decision (central or edge); who it was is never recorded."""
+        self.decisions[(ALLOW if allowed else DENY, bounded(credential_kind, CREDENTIALS))] += 1
         self._submit_event(
             schema.access_point(
                 site, device_id, kind, ts, allowed=allowed, credential_kind=credential_kind,
@@ -188,6 +197,7 @@ class TelemetryHandler:
         self, site: str, alarm_id: str, rule_id: str, kind: str, severity: str, state: str, ts: float
     ) -> None:
         """An alarm was raised, acknowledged or cleared; tracks the site's active count."""
+        self.alarms[(bounded(state, ALARM_STATES), safe_name(kind))] += 1
         active = self._active_alarms.setdefault(site, set())
         if state == ALARM_CLEARED:
             active.discard(alarm_id)
@@ -197,7 +207,28 @@ class TelemetryHandler:
 
     def record_rule_firing(self, site: str, rule_id: str, ts: float) -> None:
         """A rule fired."""
+        self.firings[safe_name(rule_id)] += 1
         self._submit_event(schema.rule_firing_point(site, rule_id, ts))
+
+    def metrics(self) -> Iterable[Metric]:
+        """What ``/metrics`` shows of telemetry: decisions, alarms, rule firings and the writer."""
+        yield labelled_counter("access_decisions", "Access decisions, by result and credential.",
+                               ["result", "credential"], self.decisions.items())  # fmt: skip
+        yield labelled_counter("alarms", "Alarm state changes, by state and kind.", ["state", "kind"],
+                               self.alarms.items())  # fmt: skip
+        yield labelled_counter("rule_firings", "Times a rule's actions ran, by rule.", ["rule"],
+                               [((rule,), n) for rule, n in self.firings.items()])  # fmt: skip
+        stats = self.writer.stats
+        for name in ("submitted", "written", "replayed", "buffer_dropped", "spool_dropped", "rejected", "invalid",
+                     "quarantined", "restarts", "write_errors"):  # fmt: skip
+            yield counter(f"telemetry_{name}", f"Telemetry writer: points {name.replace('_', ' ')}.",
+                          float(getattr(stats, name)))  # fmt: skip
+        yield gauge("telemetry_spool_bytes", "Telemetry points waiting on disk, bytes.", stats.spool_bytes)
+        yield gauge("telemetry_spool_lines", "Telemetry points waiting on disk.", stats.spool_lines)
+        yield gauge("telemetry_buffered", "Telemetry points waiting in memory.", stats.buffered)
+        yield gauge("telemetry_server_up", "1 while the time-series server takes points.", float(stats.server_up))
+        yield gauge("telemetry_misconfigured", "1 while the server refuses the settings.", float(stats.misconfigured))
+        yield gauge("telemetry_running", "1 while the telemetry writer runs.", float(stats.running))
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def run(self) -> None:
