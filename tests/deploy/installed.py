@@ -69,7 +69,11 @@ def _pip(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
 
 def _fill_wheelhouse(*requirements: str) -> None:
     WHEELHOUSE.mkdir(parents=True, exist_ok=True)
+    for stale in WHEELHOUSE.glob("anfang-*.whl"):  # pip would read an older build's dependencies from it
+        stale.unlink()
     out = _pip("download", "-q", "-d", str(WHEELHOUSE), *requirements)
+    for built in WHEELHOUSE.glob("anfang-*.whl"):  # only dependencies are kept there
+        built.unlink()
     if out.returncode != 0:
         pytest.skip(f"wheelhouse {WHEELHOUSE} incomplete and the package registry unreachable: {out.stderr[-500:]}")
 

@@ -15,7 +15,8 @@ import pytest
 from installed import REPO, Installed
 from testkit import free_port, wait_port
 
-pytestmark = pytest.mark.slow
+# the first test also builds and installs the wheel (session fixture): minutes on a loaded machine
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 def _cli(installed: Installed, env: dict[str, str], *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:

@@ -35,18 +35,28 @@ def _env(service: dict[str, Any]) -> dict[str, str]:
 
 def test_the_whole_stack_is_there(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == {"broker-config", "mosquitto", "influxdb", "grafana", "platform", "simulator"}
-    assert services["simulator"]["profiles"] == ["demo"]
+    assert set(services) == {"broker-config", "demo-provision", "mosquitto", "influxdb", "grafana", "platform",
+                             "simulator"}  # fmt: skip
+    assert services["simulator"]["profiles"] == services["demo-provision"]["profiles"] == ["demo"]
     assert services["simulator"]["command"][:2] == ["sim", "run"]
+    assert services["demo-provision"]["command"][:2] == ["sim", "provision"]
+    # the simulated devices are registered before Mosquitto's passwd is written and before they play
+    assert services["broker-config"]["depends_on"]["demo-provision"] == {
+        "condition": "service_completed_successfully", "required": False}  # fmt: skip
+    assert services["simulator"]["depends_on"]["demo-provision"]["condition"] == "service_completed_successfully"
     assert services["platform"]["command"][:2] == ["run", "--external-broker"]
     assert services["platform"]["command"][2].startswith("mosquitto:")
-    ports = {name: [p.split(":")[0] for p in s.get("ports", [])] for name, s in services.items()}
-    assert ports["mosquitto"] == ["1883"] and ports["influxdb"] == ["8086"] and ports["grafana"] == ["3000"]
-    host_ports = [p for ps in ports.values() for p in ps]
+    published = {name: s.get("ports", []) for name, s in services.items()}
+    # beyond this host only what people and devices use: MQTT, Grafana, the platform's API
+    wide = {name for name, ports in published.items() for p in ports if not p.startswith("127.0.0.1:")}
+    assert wide == {"mosquitto", "grafana", "platform"}
+    assert published["influxdb"] == ["127.0.0.1:8086:8086"]
+    host_ports = [p.rsplit(":", 2)[-2] for ps in published.values() for p in ps]
     assert len(host_ports) == len(set(host_ports))
     for name, service in services.items():  # long-running services are health-checked
-        if name not in ("broker-config", "simulator"):
+        if name not in ("broker-config", "demo-provision", "simulator"):
             assert service["healthcheck"]["test"], name
+    assert services["platform"]["healthcheck"]["test"] == ["CMD", "anfang", "health", "--ready"]  # /readyz
     assert services["platform"]["depends_on"]["mosquitto"]["condition"] == "service_healthy"
     assert services["mosquitto"]["depends_on"]["broker-config"]["condition"] == "service_completed_successfully"
     build = services["broker-config"]["build"]
