@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib
 import json
 import logging
@@ -219,7 +218,10 @@ def devices_add(
 
 
 @devices_app.command("list")
-def devices_list(site: Annotated[str | None, typer.Option()] = None, config: ConfigOpt = None) -> None:
+def devices_list(
+    site: Annotated[str | None, typer.Option(help="Only devices of this site (default: all sites)")] = None,
+    config: ConfigOpt = None,
+) -> None:
     """List registered devices."""
     settings = _settings(config)
     for d in _with_registry(settings, lambda r: r.list_devices(site)):
@@ -270,7 +272,11 @@ def _operator(settings: Settings) -> Any:
 
 
 @twin_app.command("get")
-def twin_get(device_id: str, site: Annotated[str | None, typer.Option()] = None, config: ConfigOpt = None) -> None:
+def twin_get(
+    device_id: str,
+    site: Annotated[str | None, typer.Option(help="Site id (default from config)")] = None,
+    config: ConfigOpt = None,
+) -> None:
     """Print a device's twin document (desired, reported, delta, metadata, version)."""
     from anfang.operator_client import OperatorError
 
@@ -292,7 +298,7 @@ def twin_set(
     device_id: str,
     assignments: Annotated[list[str], typer.Argument(help="key=value pairs; values are JSON or strings")],
     version: Annotated[int | None, typer.Option(help="Only apply if the twin is at this version (else 409)")] = None,
-    site: Annotated[str | None, typer.Option()] = None,
+    site: Annotated[str | None, typer.Option(help="Site id (default from config)")] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Change a device's desired state, e.g. ``anfang twin set door-b1-u1 lock=unlocked hold_seconds=5``."""
@@ -347,10 +353,14 @@ _PLUGINS = {
 
 
 def _mount_plugins() -> None:
+    """Mount every sub-command group; one that cannot be imported is a broken installation: said, not hidden."""
     for name, module in _PLUGINS.items():
-        with contextlib.suppress(ImportError):
+        try:
             sub = importlib.import_module(module)
-            app.add_typer(sub.app, name=name)
+        except ImportError as exc:
+            typer.echo(f"error: `anfang {name}` cannot load ({module}): {exc}", err=True)
+            raise SystemExit(2) from None
+        app.add_typer(sub.app, name=name)
 
 
 def main() -> None:

@@ -103,10 +103,17 @@ def import_cmd(ctx: typer.Context, path: Path) -> None:
 
 
 @person_app.command("add")
-def person_add(ctx: typer.Context, role: str, household: Annotated[str | None, typer.Option()] = None,
-               id: Annotated[str | None, typer.Option("--id")] = None, name: str | None = None,
-               phone: str | None = None, id_number: str | None = None, face_consent: bool = False,
-               card: str | None = None) -> None:
+def person_add(
+    ctx: typer.Context,
+    role: str,
+    household: Annotated[str | None, typer.Option(help="Household id (residents)")] = None,
+    id: Annotated[str | None, typer.Option("--id", help="Person id (default: generated)")] = None,
+    name: Annotated[str | None, typer.Option(help="Full name")] = None,
+    phone: Annotated[str | None, typer.Option(help="Phone number (stored encrypted)")] = None,
+    id_number: Annotated[str | None, typer.Option(help="ID-card number (stored encrypted)")] = None,
+    face_consent: Annotated[bool, typer.Option(help="Agrees to face recognition (else a PIN)")] = False,
+    card: Annotated[str | None, typer.Option(help="Access card number (stored as a keyed hash)")] = None,
+) -> None:
     """Register a resident (owner, family, elderly_alone, child), staff member or police officer."""
     async def body(c: Ctx) -> None:
         pid = await c.store.add_person(NewPerson(id, role, household, name, phone, id_number, face_consent),
@@ -122,10 +129,18 @@ def person_add(ctx: typer.Context, role: str, household: Annotated[str | None, t
 
 
 @tenant_app.command("add")
-def tenant_add(ctx: typer.Context, household: str, lease_start: str, lease_end: str,
-               by: Annotated[str, typer.Option(help="Registering staff member's person id")],
-               id: Annotated[str | None, typer.Option("--id")] = None, name: str | None = None,
-               phone: str | None = None, id_number: str | None = None, card: str | None = None) -> None:
+def tenant_add(
+    ctx: typer.Context,
+    household: str,
+    lease_start: str,
+    lease_end: str,
+    by: Annotated[str, typer.Option(help="Registering staff member's person id")],
+    id: Annotated[str | None, typer.Option("--id", help="Person id (default: generated)")] = None,
+    name: Annotated[str | None, typer.Option(help="Full name")] = None,
+    phone: Annotated[str | None, typer.Option(help="Phone number (stored encrypted)")] = None,
+    id_number: Annotated[str | None, typer.Option(help="ID-card number (stored encrypted)")] = None,
+    card: Annotated[str | None, typer.Option(help="Access card number (stored as a keyed hash)")] = None,
+) -> None:
     """Register a tenant against a room with a lease (dates YYYY-MM-DD, end inclusive)."""
     async def body(c: Ctx) -> None:
         new = NewPerson(id, "tenant", household, name, phone, id_number, False,
@@ -140,7 +155,7 @@ def tenant_add(ctx: typer.Context, household: str, lease_start: str, lease_end: 
 
 
 @vehicle_app.command("add")
-def vehicle_add(ctx: typer.Context, plate: str, owner: Annotated[str, typer.Option()]) -> None:
+def vehicle_add(ctx: typer.Context, plate: str, owner: Annotated[str, typer.Option(help="Owner's person id")]) -> None:
     """Register a vehicle (blue 7-character or green 8-character plate) to a person."""
     async def body(c: Ctx) -> None:
         _echo({"plate": await c.store.add_vehicle(plate, owner, now=c.now), "owner": owner})
@@ -149,9 +164,16 @@ def vehicle_add(ctx: typer.Context, plate: str, owner: Annotated[str, typer.Opti
 
 
 @pass_app.command("issue")
-def pass_issue(ctx: typer.Context, issuer: Annotated[str, typer.Option()], hours: float = 24.0,
-               door: Annotated[list[str] | None, typer.Option(help="Door/gate id (repeatable)")] = None,
-               uses: int = 1, plate: str | None = None, phone: str | None = None, name: str | None = None) -> None:
+def pass_issue(
+    ctx: typer.Context,
+    issuer: Annotated[str, typer.Option(help="Resident issuing the pass (person id)")],
+    hours: Annotated[float, typer.Option(help="Valid for this many hours from now")] = 24.0,
+    door: Annotated[list[str] | None, typer.Option(help="Door/gate id (repeatable)")] = None,
+    uses: Annotated[int, typer.Option(help="How many times the pass opens")] = 1,
+    plate: Annotated[str | None, typer.Option(help="Visitor's vehicle plate")] = None,
+    phone: Annotated[str | None, typer.Option(help="Visitor's phone number")] = None,
+    name: Annotated[str | None, typer.Option(help="Visitor's name")] = None,
+) -> None:
     """Issue a visitor pass for a resident; prints the signed QR payload."""
     async def body(c: Ctx) -> None:
         row, payload = await c.store.issue_pass(issuer, valid_from=c.now, valid_until=c.now + hours * 3600,
@@ -163,8 +185,14 @@ def pass_issue(ctx: typer.Context, issuer: Annotated[str, typer.Option()], hours
 
 
 @decisions_app.command("list")
-def decisions_list(ctx: typer.Context, since_hours: float = 24.0, device: str | None = None,
-                   plate: str | None = None, subject: str | None = None, limit: int = 50) -> None:
+def decisions_list(
+    ctx: typer.Context,
+    since_hours: Annotated[float, typer.Option(help="Decisions of the last N hours")] = 24.0,
+    device: Annotated[str | None, typer.Option(help="Only at this door or gate")] = None,
+    plate: Annotated[str | None, typer.Option(help="Only for this plate")] = None,
+    subject: Annotated[str | None, typer.Option(help="Only for this person id")] = None,
+    limit: Annotated[int, typer.Option(help="At most N rows")] = 50,
+) -> None:
     """List recent access decisions (the read is written to the audit log)."""
     async def body(c: Ctx) -> None:
         rows = await c.records.search_decisions(since=c.now - since_hours * 3600, device=device, plate=plate,
@@ -179,10 +207,14 @@ def decisions_list(ctx: typer.Context, since_hours: float = 24.0, device: str | 
 
 
 @watch_app.command("add")
-def watch_add(ctx: typer.Context, reason: Annotated[str, typer.Option()], by: Annotated[str, typer.Option()],
-              plate: str | None = None,
-              template: Annotated[Path | None, typer.Option(help="JSON file with 128 floats")] = None,
-              label: str | None = None) -> None:
+def watch_add(
+    ctx: typer.Context,
+    reason: Annotated[str, typer.Option(help="Why the police list this person or vehicle")],
+    by: Annotated[str, typer.Option(help="Police officer's person id")],
+    plate: Annotated[str | None, typer.Option(help="Vehicle plate to watch for")] = None,
+    template: Annotated[Path | None, typer.Option(help="JSON file with 128 floats")] = None,
+    label: Annotated[str | None, typer.Option(help="A label for the entry")] = None,
+) -> None:
     """Add a plate or a face template of interest to the police watchlist."""
     if (plate is None) == (template is None):
         raise typer.BadParameter("give exactly one of --plate or --template")
@@ -212,8 +244,13 @@ def watch_list(ctx: typer.Context) -> None:
 
 
 @app.command("purge")
-def purge(ctx: typer.Context, captures_days: float = 30.0, decisions_days: float = 90.0,
-          audit_days: float = 365.0, passes_days: float = 30.0) -> None:
+def purge(
+    ctx: typer.Context,
+    captures_days: Annotated[float, typer.Option(help="Keep captures this many days")] = 30.0,
+    decisions_days: Annotated[float, typer.Option(help="Keep access decisions this many days")] = 90.0,
+    audit_days: Annotated[float, typer.Option(help="Keep the audit log this many days")] = 365.0,
+    passes_days: Annotated[float, typer.Option(help="Keep expired visitor passes this many days")] = 30.0,
+) -> None:
     """Delete captures, decisions, expired passes and audit rows past their retention."""
     retention = Retention(captures_days, decisions_days, audit_days, passes_days)
 
@@ -224,7 +261,11 @@ def purge(ctx: typer.Context, captures_days: float = 30.0, decisions_days: float
 
 
 @token_app.command("create")
-def token_create(ctx: typer.Context, person: str, label: str | None = None) -> None:
+def token_create(
+    ctx: typer.Context,
+    person: str,
+    label: Annotated[str | None, typer.Option(help="A label to recognise the token by")] = None,
+) -> None:
     """Create an API bearer token for a person (printed once; only its hash is stored)."""
     async def body(c: Ctx) -> None:
         token = await c.records.create_token(person, label=label, now=c.now)

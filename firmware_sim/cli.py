@@ -55,12 +55,12 @@ def _connection(config: Path | None, host: str | None, port: int | None, usernam
 @app.command("generate")
 def generate_cmd(
     out: Annotated[Path, typer.Option(help="YAML file to write")],
-    buildings: Annotated[int, typer.Option(min=1)] = 9,
-    households: Annotated[int, typer.Option(min=1)] = 206,
-    residents: Annotated[int | None, typer.Option(min=1)] = None,
-    seed: int = 1,
-    site: str = "demo",
-    name: str = "示例小区",
+    buildings: Annotated[int, typer.Option(min=1, help="Number of buildings")] = 9,
+    households: Annotated[int, typer.Option(min=1, help="Number of households")] = 206,
+    residents: Annotated[int | None, typer.Option(min=1, help="Number of residents (default: from households)")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed")] = 1,
+    site: Annotated[str, typer.Option(help="Site id of the community")] = "demo",
+    name: Annotated[str, typer.Option(help="Community name")] = "示例小区",
     preset: Annotated[str | None, typer.Option(help="'youzheng' reproduces the committed pilot file")] = None,
 ) -> None:
     """Generate a community file from parameters (same parameters + seed => same file)."""
@@ -150,16 +150,16 @@ def run_cmd(
     username: Annotated[str | None, typer.Option(help="operator account for --check")] = None,
     password: Annotated[str | None, typer.Option(help="operator password for --check")] = None,
     config: ConfigOpt = None,
-    data_dir: Annotated[Path | None, typer.Option()] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Platform data directory (default from config)")] = None,
     secrets: Annotated[Path | None, typer.Option(help="device secrets JSON (default from provision)")] = None,
     speed: Annotated[float | None, typer.Option(min=0.001, help="time acceleration (60 = an hour a minute)")] = None,
     start: Annotated[str | None, typer.Option(help="simulated start, ISO local time (community mode)")] = None,
     duration: Annotated[float, typer.Option(help="simulated seconds to run (community mode)")] = 3600.0,
-    seed: int = 1,
+    seed: Annotated[int, typer.Option(help="Random seed of the behaviour model")] = 1,
     patience: Annotated[float, typer.Option(min=0.01, help="scale every expectation's time limit")] = 1.0,
     visitor_pass: Annotated[str | None, typer.Option(
         help="signed visitor QR payload for visitor-qr (`anfang community pass issue`)")] = None,
-    verbose: bool = False,
+    verbose: Annotated[bool, typer.Option(help="Log each action")] = False,
 ) -> None:
     """Run a scenario (optionally checking the platform's reactions) or the whole community's day."""
     from firmware_sim.provision import SecretsError, load_secrets, secrets_path
@@ -213,9 +213,9 @@ def run_cmd(
 @app.command("actions")
 def actions_cmd(
     community: Annotated[str, typer.Argument()] = "youzheng",
-    seed: int = 1,
+    seed: Annotated[int, typer.Option(help="Random seed of the behaviour model")] = 1,
     start: Annotated[str, typer.Option(help="ISO local time")] = "2026-11-25T07:00:00+08:00",
-    hours: float = 1.0,
+    hours: Annotated[float, typer.Option(help="Simulated hours to list")] = 1.0,
     limit: Annotated[int | None, typer.Option(help="print at most this many")] = None,
 ) -> None:
     """Print the behaviour model's actions as JSON lines (deterministic for a seed)."""
@@ -233,13 +233,13 @@ def actions_cmd(
 
 @app.command("fleet")
 def fleet_cmd(
-    devices: Annotated[int, typer.Option(min=1)] = 10_000,
+    devices: Annotated[int, typer.Option(min=1, help="Number of simulated devices")] = 10_000,
     rate: Annotated[float, typer.Option(min=1, help="messages per second, whole fleet")] = 5000.0,
     duration: Annotated[float, typer.Option(min=1, help="seconds of sending")] = 60.0,
     host: HostOpt = None,
     port: PortOpt = None,
-    site: str = "fleet",
-    qos: Annotated[int, typer.Option(min=0, max=1)] = 1,
+    site: Annotated[str, typer.Option(help="Site id in topics")] = "fleet",
+    qos: Annotated[int, typer.Option(min=0, max=1, help="MQTT QoS of reports (0 or 1)")] = 1,
     config: ConfigOpt = None,
     secrets: Annotated[Path | None, typer.Option(help="device secrets JSON for fleet-NNNNN ids")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the result as JSON")] = None,

@@ -7,6 +7,7 @@ since 2020). Idempotent: folder and datasource are created once, dashboards over
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,11 +77,24 @@ def push(
     datasource: InfluxDatasource | None = None,
     timeout: float = 10.0,
 ) -> list[str]:
-    """Create the folder (and datasource), upload every dashboard; returns the uploaded uids."""
+    """Create the folder (and datasource), upload every dashboard; returns the uploaded uids.
+
+    Raises :class:`GrafanaPushError` for every failure, an unreachable Grafana included."""
     from grafana_client.api import GrafanaApi
-    from grafana_client.client import GrafanaClientError, GrafanaException
 
     api = GrafanaApi.from_url(url=url, credential=token, timeout=timeout)
+    try:
+        return _push(api, dashboards, datasource)
+    except OSError as exc:  # the HTTP client's connection errors (refused, timed out, no such host) are OSErrors
+        reason = re.sub(r"\s+", " ", str(exc.__context__ or exc))
+        match = re.search(r"\[Errno -?\d+\] [^'\")]+", reason)
+        raise GrafanaPushError("connect", f"cannot reach Grafana at {url}: "
+                               f"{match.group(0) if match else type(exc).__name__}") from None  # fmt: skip
+
+
+def _push(api: Any, dashboards: Iterable[dict[str, Any]], datasource: InfluxDatasource | None) -> list[str]:
+    from grafana_client.client import GrafanaClientError, GrafanaException
+
     try:
         api.folder.get_folder(FOLDER_UID)
     except GrafanaClientError as exc:
