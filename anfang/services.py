@@ -39,7 +39,7 @@ from telemetry.factory import build_handler
 from telemetry.handler import TelemetryHandler
 from telemetry.metrics import PlatformMetrics, counter, gauge
 from telemetry.sinks import SinkMisconfigured
-from telemetry.vocabulary import ALARM_ACTIVE, ALARM_CLEARED
+from telemetry.vocabulary import ALARM_RAISED, ALARM_CLEARED
 from twins.hooks import DeviceEvent, PlatformActions, TwinChange
 from vision.service import VisionService
 
@@ -115,7 +115,7 @@ class TelemetryFeed:
         parts = topic.split("/")
         if len(parts) != 4 or parts[2] != "alarms" or not isinstance(payload, dict):
             return
-        state = payload.get("state") or (ALARM_ACTIVE if payload.get("active", True) else ALARM_CLEARED)
+        state = payload.get("state") or (ALARM_RAISED if payload.get("active", True) else ALARM_CLEARED)
         self.telemetry.record_alarm(
             parts[1], parts[3], str(payload.get("rule_id") or payload.get("rule") or "access"),
             str(payload.get("kind") or payload.get("type") or "unknown"), str(payload.get("severity", "medium")),

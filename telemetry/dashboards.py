@@ -153,7 +153,7 @@ def _count_by(tag: str) -> str:
 
 
 _COUNT = f'sum("{v.F_COUNT}")'
-_RAISED = _eq(v.T_STATE, v.ALARM_ACTIVE)
+_RAISED = _eq(v.T_STATE, v.ALARM_RAISED)
 _FENCE = _one_of(v.T_KIND, v.FENCE_ALARM_KINDS)
 
 
@@ -232,7 +232,7 @@ def _people() -> Dashboard:
                   (Query(_q(_COUNT, v.ALARM, f"{_FENCE} AND {_RAISED}", _count_by(v.T_RULE)), alias="$tag_rule"),),
                   custom=_BARS),
             Panel("table", "Recent fence alarms",
-                  "The latest fence alarm state changes (active, acknowledged, cleared).",
+                  "The latest fence alarm state changes (raised, acknowledged, cleared).",
                   (Query(_q(f'"{v.F_ALARM_ID}", "{v.T_STATE}", "{v.T_SEVERITY}", "{v.T_RULE}"', v.ALARM, _FENCE,
                             "ORDER BY time DESC LIMIT 50"), table=True),)),
             Panel("timeseries", "Tag sightings per hour",
@@ -333,7 +333,7 @@ def _platform() -> Dashboard:
             Panel("timeseries", "Rule firings per hour", "How often each rule's actions ran.",
                   (Query(_q(_COUNT, v.RULE_FIRING, group=_count_by(v.T_RULE)), alias="$tag_rule"),), custom=_BARS),
             Panel("timeseries", "Alarm changes per hour",
-                  "Alarm state changes per hour: raised (active), acknowledged and cleared.",
+                  "Alarm state changes per hour: raised, acknowledged and cleared.",
                   (Query(_q(_COUNT, v.ALARM, group=_count_by(v.T_STATE)), alias="$tag_state"),), custom=_BARS),
             Panel("timeseries", "Telemetry writer",
                   "Points waiting in the disk spool, and points dropped (buffer full / spool cap / disk) or "

@@ -46,11 +46,11 @@ CREDENTIALS = frozenset({"face", "plate", "qr", "card", "pin", "exit_button", "k
 DIRECTIONS = frozenset({IN, OUT})
 PASSAGE_VIA = CREDENTIALS | {"access"}
 SEVERITIES = frozenset({"info", "low", "medium", "high", "critical", "major", "minor"})
-# the alarm states of the rules engine (rules/alarms.py): raised alarms are "active"
-ALARM_ACTIVE = "active"
+# the alarm states of the one alarm system (registry/alarms.py)
+ALARM_RAISED = "raised"
 ALARM_ACKNOWLEDGED = "acknowledged"
 ALARM_CLEARED = "cleared"
-ALARM_STATES = frozenset({ALARM_ACTIVE, ALARM_ACKNOWLEDGED, ALARM_CLEARED})
+ALARM_STATES = frozenset({ALARM_RAISED, ALARM_ACKNOWLEDGED, ALARM_CLEARED})
 # alarm kinds raised by the built-in geofence rules (rules/builtin): a tag left its allowed area
 FENCE_ALARM_KINDS = ("elderly_left_fence", "child_left_kindergarten")
 TAG_GROUPS = frozenset({"elderly", "child", "staff", "asset"})

@@ -11,7 +11,7 @@ import pytest
 from telemetry_servers import InfluxV1
 
 from anfang.service import Counters
-from rules.alarms import ACTIVE_STATES
+from registry.alarms import STATES
 from telemetry import vocabulary as v
 from telemetry.dashboards import build_dashboards, dashboard_json
 from telemetry.handler import TelemetryHandler
@@ -46,7 +46,7 @@ def test_the_platform_and_the_writer_report_vocabulary_names() -> None:
 
 
 def test_alarm_states_and_fence_kinds_are_the_rules_engine_ones() -> None:
-    assert {*ACTIVE_STATES, "cleared"} == v.ALARM_STATES
+    assert set(STATES) == v.ALARM_STATES
     raised = set(re.findall(r"^\s+kind: (\w+)$", "\n".join(
         p.read_text() for p in (REPO / "rules" / "builtin").glob("*.yaml")), re.M))  # fmt: skip
     assert set(v.FENCE_ALARM_KINDS) <= raised
@@ -69,7 +69,7 @@ async def test_202_alarms_in_the_same_microsecond_are_202_points_stored(influx_v
     handler = TelemetryHandler(writer, site="s")
     async with handler:
         for n in range(202):  # one rule raising for many residents at once
-            handler.record_alarm("s", f"a-{n}", "elderly-left-fence", "elderly_left_fence", "high", "active", 1e9)
+            handler.record_alarm("s", f"a-{n}", "elderly-left-fence", "elderly_left_fence", "high", "raised", 1e9)
         await writer.wait_until(lambda s: s.written == 202, within=30)
     result = influx_v1.query('SELECT count("alarm_id") FROM "alarm"')
     assert result["results"][0]["series"][0]["values"][0][1] == 202
