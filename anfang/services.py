@@ -39,7 +39,7 @@ from telemetry.factory import build_handler
 from telemetry.handler import TelemetryHandler
 from telemetry.metrics import PlatformMetrics, counter, gauge
 from telemetry.sinks import SinkMisconfigured
-from telemetry.vocabulary import ALARM_RAISED, ALARM_CLEARED
+from telemetry.vocabulary import ALARM_CLEARED, ALARM_RAISED
 from twins.hooks import DeviceEvent, PlatformActions, TwinChange
 from vision.service import VisionService
 
