@@ -185,7 +185,8 @@ async def serve(settings: Settings, services_factory: Callable[..., AbstractAsyn
             # processes of one site on one host (standbys, --workers) share the port
             server = ApiServer(app, settings.api_bind or "", reuse_port=not settings.broker.embedded)
             await stack.enter_async_context(server)
-        factory = functools.partial(services_factory, access_registry=community, alarms=alarms, metrics=metrics)
+        factory = functools.partial(services_factory, access_registry=community, alarms=alarms, metrics=metrics,
+                                    readiness=readiness)
         if settings.workers.partitions > 1:
             await run_partitioned_worker(settings, factory, opened=(registry, store), readiness=readiness)
             return

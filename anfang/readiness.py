@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from tortoise.backends.base.client import BaseDBAsyncClient
@@ -35,11 +35,21 @@ class Readiness:
         self._conn, self._postgres = connection, postgres
         self._workers: list[Platform] = []
         self.standing_by = False
+        self._checks: dict[str, Callable[[], str]] = {}
 
     @property
     def workers(self) -> list[Platform]:
         """The platform workers this process runs now."""
         return list(self._workers)
+
+    @contextlib.contextmanager
+    def extra_check(self, name: str, check: Callable[[], str]) -> Iterator[None]:
+        """While the context is open, ``check()`` (``ok`` or what is wrong) is one more component of readiness."""
+        self._checks[name] = check
+        try:
+            yield
+        finally:
+            self._checks.pop(name, None)
 
     @contextlib.contextmanager
     def serving(self, worker: Platform) -> Iterator[None]:
@@ -55,6 +65,8 @@ class Readiness:
         report = {"database": await self._database(), "migrations": "ok", "broker": self._broker()}
         if report["database"] == "ok":
             report["migrations"] = await self._migrations()
+        for name, check in list(self._checks.items()):
+            report[name] = check()
         return all(v == "ok" for v in report.values()), report
 
     def _broker(self) -> str:

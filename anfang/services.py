@@ -22,6 +22,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from anfang.alarm_dispatch import AlarmDispatcher
 from anfang.app import Services, community_services
 from anfang.config import ConfigError, Settings
+from anfang.readiness import Readiness
 from community.api import CommunityServices
 from community.handler import AccessConfig, AccessHandler
 from firmware_sim.community import Community, bundled_community_path, load_community
@@ -46,6 +47,31 @@ from vision.service import VisionService
 log = logging.getLogger(__name__)
 
 DB_PROBE_INTERVAL_S = 5.0
+TELEMETRY_WATCH_S = 10.0
+
+
+class TelemetryWatch:
+    """Raises an alarm while the telemetry writer is stopped, dropping points or refused by the server's
+    settings, and clears it once the writer is well again (one open alarm, bumped while it lasts)."""
+
+    SUBJECT = "telemetry-writer"
+
+    def __init__(self, telemetry: TelemetryHandler, alarms: AlarmManager) -> None:
+        self.telemetry, self.alarms = telemetry, alarms
+        self.raised = False
+
+    async def check(self, actions: PlatformActions | None, now: float) -> None:
+        health = self.telemetry.writer.health()
+        if health.state in ("stopped", "dropping", "misconfigured"):
+            await self.alarms.raise_alarm(
+                actions, rule_id="platform", subject=self.SUBJECT, kind=f"telemetry_{health.state}",
+                severity="high", message=f"telemetry writer {health.state}: {health.detail}", now=now,
+            )  # fmt: skip
+            self.raised = True
+        elif self.raised:
+            await self.alarms.clear_for(actions, "platform", self.SUBJECT, by="platform", now=now,
+                                        reason=f"telemetry writer {health.state}")  # fmt: skip
+            self.raised = False
 
 BUILTIN_RULES = Path(__file__).resolve().parent.parent / "rules" / "builtin"
 
@@ -137,11 +163,13 @@ async def open_services(
     settings: Settings, registry: Registry, access_registry: CommunityServices | None = None,
     alarms: AlarmManager | None = None,
     metrics: PlatformMetrics | None = None,
+    readiness: Readiness | None = None,
 ) -> AsyncIterator[Services]:
     """Rules, access control, vision, telemetry and alarm delivery for the configured site.
     ``access_registry`` and ``alarms``: what the HTTP API uses too (one instance each per process), so a
     change made through the API reaches access decisions, and an alarm acknowledged there is delivered, at once.
-    ``metrics``: the process's ``/metrics``, which these services add their counters to."""
+    ``metrics``: the process's ``/metrics``, which these services add their counters to; ``readiness``:
+    ``/readyz``, which learns whether telemetry can be delivered."""
     community = community_for(settings)
     site = settings.site
     data = settings.data_dir
@@ -217,7 +245,17 @@ async def open_services(
             await vision.warm_up()  # load the models now, not on the first capture
 
         rules_feed = RulesFeed(engine)
+        if readiness is not None:
+            stack.enter_context(readiness.extra_check("telemetry", telemetry.writer.readiness))
+        watch = TelemetryWatch(telemetry, alarms)
+
+        async def watch_telemetry(actions: PlatformActions) -> None:
+            while True:
+                await asyncio.sleep(TELEMETRY_WATCH_S)
+                await watch.check(actions, actions.now())
+
         tasks: list[Callable[[PlatformActions], Coroutine[Any, Any, None]]] = [
+            watch_telemetry,
             run_rules, run_access, deliver_alarms, warm_up_vision,
         ]
         if metrics is not None:

@@ -380,6 +380,15 @@ class TelemetryWriter:
         """Ask the server whether the settings can work; raises :class:`SinkMisconfigured` naming what is wrong."""
         await asyncio.to_thread(self.core.sink.check)
 
+    def readiness(self) -> str:
+        """``ok`` while telemetry can be delivered (an outage the spool rides out included), else what is wrong:
+        settings the server refuses, or a writer that is not running."""
+        if not self.stats.running:
+            return "the telemetry writer is not running"
+        if self.stats.misconfigured:
+            return f"misconfigured: {self.stats.last_error}"
+        return "ok"
+
     def health(self) -> WriterHealth:
         """The writer's state now (see :class:`WriterHealth`); ``dropping`` while points were lost since
         the previous call."""
@@ -409,6 +418,7 @@ class TelemetryWriter:
         return self.stats
 
     async def __aenter__(self) -> TelemetryWriter:
+        self.stats.running = True  # from now on; run() clears it when it ends
         self._task = asyncio.create_task(self.run(), name="telemetry-writer")
         return self
 

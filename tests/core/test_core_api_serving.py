@@ -80,7 +80,7 @@ def test_run_serves_health_openapi_and_the_api_with_a_token_from_the_same_config
     url = running.url
     assert httpx.get(f"{url}/healthz", timeout=5).json() == {"status": "alive"}
     ready = _wait_ready(url)
-    assert ready["checks"] == {"database": "ok", "migrations": "ok", "broker": "ok"}
+    assert ready["checks"] == {"database": "ok", "migrations": "ok", "broker": "ok", "telemetry": "ok"}
     paths = httpx.get(f"{url}/openapi.json", timeout=5).json()["paths"]
     assert {"/healthz", "/readyz", "/passes", "/people", "/watchlist"} <= set(paths)
 
