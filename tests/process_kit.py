@@ -27,8 +27,10 @@ ANFANG = str(Path(sys.executable).parent / "anfang")
 class PlatformProcess:
     """``anfang run`` as a real process, with its log watched for readiness."""
 
-    def __init__(self, env: dict[str, str], cwd: Path) -> None:
-        self.env, self.cwd = env, cwd
+    def __init__(self, env: dict[str, str], cwd: Path, *, own_api_port: bool = True) -> None:
+        """``own_api_port``: serve the HTTP API on a free port unless ``env`` names one (8080, the default,
+        may be taken on a shared machine); off when the test configures it in a file."""
+        self.env, self.cwd, self._own_api_port = env, cwd, own_api_port
         self.proc: subprocess.Popen[str] | None = None
         self.log: list[str] = []
         self.ready = threading.Event()
@@ -37,7 +39,8 @@ class PlatformProcess:
 
     def start(self, timeout: float = 30, wait_ready: bool = True) -> None:
         ready = threading.Event()
-        self.proc = subprocess.Popen([ANFANG, "run"], env=self.env, cwd=self.cwd, stderr=subprocess.PIPE,
+        env = {"ANFANG_API_BIND": "127.0.0.1:0", **self.env} if self._own_api_port else self.env
+        self.proc = subprocess.Popen([ANFANG, "run"], env=env, cwd=self.cwd, stderr=subprocess.PIPE,
                                      stdout=subprocess.DEVNULL, text=True)
 
         def watch(stream: object) -> None:

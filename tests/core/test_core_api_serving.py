@@ -58,7 +58,7 @@ def running(tmp_path: Path) -> Iterator[Running]:
     }
     (tmp_path / "anfang.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
     env = _clean_env()
-    proc = PlatformProcess(env, tmp_path)
+    proc = PlatformProcess(env, tmp_path, own_api_port=False)
     proc.start(timeout=90)
     try:
         yield Running(proc, f"http://127.0.0.1:{api_port}", tmp_path, env)

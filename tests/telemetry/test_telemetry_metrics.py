@@ -74,7 +74,7 @@ async def test_metrics_while_the_simulator_plays_and_equal_to_the_platforms_coun
     await asyncio.to_thread(
         subprocess.run, provision, env=env, cwd=tmp_path, check=True, capture_output=True, timeout=300
     )
-    platform = PlatformProcess(env, tmp_path)
+    platform = PlatformProcess(env, tmp_path, own_api_port=False)  # the API port is in the config file
     platform.start(timeout=90)
     url = f"http://127.0.0.1:{api}"
     try:
@@ -146,7 +146,7 @@ def test_json_logs_carry_the_site_and_the_device(tmp_path: Path) -> None:
     added = subprocess.run([ANFANG, "devices", "add", "door-1", "--kind", "door_lock"], env=env, cwd=tmp_path,
                            capture_output=True, text=True, check=True, timeout=60)  # fmt: skip
     secret = re.search(r"secret: (\S+)", added.stdout).group(1)  # type: ignore[union-attr]
-    platform = PlatformProcess(env, tmp_path)
+    platform = PlatformProcess(env, tmp_path, own_api_port=False)  # the API port is in the config file
     platform.start(timeout=90)
     try:
         publish = ["mosquitto_pub", "-p", str(mqtt), "-i", "door-1", "-u", "door-1", "-P", secret, "-q", "1",
