@@ -100,6 +100,9 @@ def run(
     from anfang.mqtt_link import MqttLinkError
     from anfang.services import open_services
     from broker.embedded import BrokerError
+    from registry.migrate import MigrationError
+
+    startup_errors = (BrokerError, MqttLinkError, ApiServerError, MigrationError)
 
     async def main() -> None:
         await serve(settings, open_services)
@@ -111,9 +114,9 @@ def run(
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    except (BrokerError, MqttLinkError, ApiServerError, ExceptionGroup) as exc:
+    except (*startup_errors, ExceptionGroup) as exc:
         errors = exc.exceptions if isinstance(exc, ExceptionGroup) else (exc,)
-        if not all(isinstance(e, BrokerError | MqttLinkError | ApiServerError) for e in errors):
+        if not all(isinstance(e, startup_errors) for e in errors):
             raise
         for err in errors:
             typer.echo(f"error: {err}", err=True)

@@ -109,3 +109,18 @@ def test_several_workers_on_the_embedded_broker_are_refused_up_front(
     monkeypatch.setenv("ANFANG_PARTITIONS", "2")
     result = runner.invoke(app, ["run"])  # a worker started by hand with partitions on the embedded broker
     assert result.exit_code == 2 and "needs an external broker" in result.output, result.output
+
+
+def test_run_on_a_database_that_cannot_be_migrated_says_which_migration(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3
+
+    (tmp_path / "data").mkdir()
+    with sqlite3.connect(tmp_path / "data" / "anfang.db") as db:
+        db.execute("CREATE TABLE sites (something_else TEXT)")  # not this project's schema
+    monkeypatch.setenv("ANFANG_DATA_DIR", str(tmp_path / "data"))
+    result = runner.invoke(app, ["run"])
+    assert result.exit_code == 1, result.output
+    assert "error: 0001_core.sql" in result.output and "already exists" in result.output
+    assert "Traceback" not in result.output
