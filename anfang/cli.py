@@ -18,8 +18,11 @@ from anfang.accounts import OPERATOR_USER, read_or_create_secret
 from anfang.config import ConfigError, Settings, load_settings
 from twins.errors import TwinError
 
-app = typer.Typer(help="anfang (安防): smart-security community platform — device twins over MQTT.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="anfang (安防): smart-security community platform — device twins over MQTT.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 devices_app = typer.Typer(help="Register and inspect devices.", no_args_is_help=True)
 twin_app = typer.Typer(help="Read and change device twins through the platform's MQTT API.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -58,8 +61,12 @@ def run(
         str | None, typer.Option(help="Use this broker host:port instead of the embedded one")
     ] = None,
     workers: Annotated[
-        int | None, typer.Option(min=1, help="Start this many worker processes for the site (external broker, "
-                                             "PostgreSQL); devices are split between them")
+        int | None,
+        typer.Option(
+            min=1,
+            help="Start this many worker processes for the site (external broker, "
+            "PostgreSQL); devices are split between them",
+        ),
     ] = None,
     api_bind: Annotated[
         str | None, typer.Option(help="Serve the HTTP API on this host:port ('off' for none; overrides config)")
@@ -126,8 +133,9 @@ def run(
 @app.command()
 def health(
     config: ConfigOpt = None,
-    ready: Annotated[bool, typer.Option("--ready", help="Check readiness (/readyz), not only liveness (/healthz)")]
-    = False,
+    ready: Annotated[
+        bool, typer.Option("--ready", help="Check readiness (/readyz), not only liveness (/healthz)")
+    ] = False,
     timeout: Annotated[float, typer.Option(min=0.1, help="Seconds to wait for an answer")] = 3.0,
 ) -> None:
     """Ask the running platform's HTTP API whether it is alive (or ready); exit 0 if so, else 1.
@@ -244,8 +252,14 @@ def devices_show(device_id: str, config: ConfigOpt = None) -> None:
             if info is None:
                 return None
             twin = await store.load(device_id)
-            return {"id": info.id, "kind": info.kind, "site": info.site, "name": info.name,
-                    "position": info.position, "twin": twin.to_json() if twin else None}
+            return {
+                "id": info.id,
+                "kind": info.kind,
+                "site": info.site,
+                "name": info.name,
+                "position": info.position,
+                "twin": twin.to_json() if twin else None,
+            }
 
     shown = _run(main())
     if shown is None:

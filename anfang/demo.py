@@ -83,8 +83,7 @@ def run_demo(community: str, speed: float, data_dir: Path, broker_bind: str, api
     data_dir.mkdir(parents=True, exist_ok=True)
     log_file = data_dir / "platform.log"
     print(f"provisioning {community} (devices, residents, vehicles, credentials) ...", flush=True)
-    provisioned = subprocess.run([*ANFANG, "sim", "provision", community], env=env, text=True,
-                                 capture_output=True)
+    provisioned = subprocess.run([*ANFANG, "sim", "provision", community], env=env, text=True, capture_output=True)
     if provisioned.returncode != 0:
         raise DemoError(f"provisioning failed:\n{provisioned.stderr or provisioned.stdout}")
     print(provisioned.stdout.strip(), flush=True)
@@ -93,8 +92,21 @@ def run_demo(community: str, speed: float, data_dir: Path, broker_bind: str, api
     print(f"playing the community at {speed:g}x — Ctrl-C to stop", flush=True)
     # a whole day from the morning rush (07:00 at the site, UTC+8), so there is something to see at once
     morning = dt.datetime.now(dt.timezone(dt.timedelta(hours=8))).replace(hour=7, minute=0, second=0, microsecond=0)
-    sim = subprocess.Popen([*ANFANG, "sim", "run", community, "--speed", str(speed), "--start", morning.isoformat(),
-                            "--duration", "86400"], env=env)
+    sim = subprocess.Popen(
+        [
+            *ANFANG,
+            "sim",
+            "run",
+            community,
+            "--speed",
+            str(speed),
+            "--start",
+            morning.isoformat(),
+            "--duration",
+            "86400",
+        ],
+        env=env,
+    )
     try:
         return sim.wait()
     except KeyboardInterrupt:

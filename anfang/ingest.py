@@ -92,8 +92,13 @@ class Outcome:
 
 def desired_publishes(doc: TwinDocument, now: float) -> list[Publish]:
     """The retained full desired document and, if anything differs, the delta."""
-    out = [Publish(desired_topic(doc.site, doc.device_id), {"version": doc.version, "desired": doc.desired, "ts": now},
-                   retain=True)]
+    out = [
+        Publish(
+            desired_topic(doc.site, doc.device_id),
+            {"version": doc.version, "desired": doc.desired, "ts": now},
+            retain=True,
+        )
+    ]
     delta = doc.delta
     if delta:
         out.append(Publish(delta_topic(doc.site, doc.device_id), {"version": doc.version, "delta": delta, "ts": now}))
@@ -230,8 +235,9 @@ def _process_one(
                 twins[info.id] = after
                 out.twins[info.id] = after
                 out.dispatch.append(
-                    DeviceEvent(info.site, info.id, info.kind, "status", f"status-{after.version}", now,
-                                {"state": status})
+                    DeviceEvent(
+                        info.site, info.id, info.kind, "status", f"status-{after.version}", now, {"state": status}
+                    )
                 )
         case Channel.CMD_RESULT:
             assert topic.name is not None
@@ -244,8 +250,13 @@ def _process_one(
             doc = applied.document
             twins[info.id] = doc
             out.twins[info.id] = doc
-            reply = {"version": doc.version, "desired": doc.desired, "delta": doc.delta,
-                     "client_token": update.client_token, "ts": now}
+            reply = {
+                "version": doc.version,
+                "desired": doc.desired,
+                "delta": doc.delta,
+                "client_token": update.client_token,
+                "ts": now,
+            }
             _answer(out, msg, update_reply_topic(info.site, info.id, accepted=True), reply)
             if applied.is_change:
                 out.publishes.extend(desired_publishes(doc, now))
@@ -258,6 +269,13 @@ def _process_one(
 
 def _change(before: TwinDocument, after: TwinDocument, changed: dict[str, Any], now: float) -> TwinChange:
     return TwinChange(
-        site=after.site, device_id=after.device_id, kind=after.kind, version=after.version, ts=now,
-        reported=after.reported, previous_reported=before.reported, desired=after.desired, changed=changed,
+        site=after.site,
+        device_id=after.device_id,
+        kind=after.kind,
+        version=after.version,
+        ts=now,
+        reported=after.reported,
+        previous_reported=before.reported,
+        desired=after.desired,
+        changed=changed,
     )

@@ -62,7 +62,7 @@ def _publish(data: bytes, start: int, end: int, mqtt5: bool, dup: bool, on_publi
             return False
         body += 1
     try:
-        topic = data[start + 2:topic_end].decode()
+        topic = data[start + 2 : topic_end].decode()
     except UnicodeDecodeError:
         return False
     if not topic or mid == 0:

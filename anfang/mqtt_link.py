@@ -110,7 +110,7 @@ class MqttLink:
         """Subscribe (QoS 1) to more topic filters, a few hundred per SUBSCRIBE packet."""
         full = [f"$share/{self._shared_group}/{t}" if self._shared_group else t for t in filters]
         for start in range(0, len(full), _FILTERS_PER_PACKET):
-            chunk = full[start:start + _FILTERS_PER_PACKET]
+            chunk = full[start : start + _FILTERS_PER_PACKET]
             self._client.subscribe([gmqtt.Subscription(t, qos=1) for t in chunk])
 
     def _take_qos1_directly(self, accept: AcceptQos1) -> None:
@@ -120,8 +120,13 @@ class MqttLink:
         handler = self._client._package_handler
 
         def on_qos1(mid: int, packet: bytes, print_topic: str, properties: dict[str, Any]) -> None:
-            accept(print_topic, packet, _reply_to(properties), functools.partial(self._puback, mid),
-                   bool(properties.get("dup")))
+            accept(
+                print_topic,
+                packet,
+                _reply_to(properties),
+                functools.partial(self._puback, mid),
+                bool(properties.get("dup")),
+            )
 
         handler._handle_qos_1_publish_packet = on_qos1
 
@@ -177,6 +182,7 @@ class MqttLink:
         protocol.read = gated_read
         accept = self._accept_qos1
         if accept is not None:
+
             def on_publish(mid: int, topic: str, payload: bytes, dup: bool) -> None:
                 accept(topic, payload, None, functools.partial(self._puback, mid), dup)
 
@@ -218,8 +224,12 @@ class MqttLink:
     def _wait_for_window(self, message: _Outgoing) -> None:
         if len(self._waiting) >= _MAX_WAITING:
             self.dropped += 1
-            log.error("MQTT publish backlog full (%d): dropped a message to %s (%d dropped so far)",
-                      _MAX_WAITING, message[0], self.dropped)
+            log.error(
+                "MQTT publish backlog full (%d): dropped a message to %s (%d dropped so far)",
+                _MAX_WAITING,
+                message[0],
+                self.dropped,
+            )
             return
         self._waiting.append(message)
 

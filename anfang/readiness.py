@@ -25,9 +25,6 @@ log = logging.getLogger(__name__)
 DB_TIMEOUT_S = 2.0
 
 
-
-
-
 class Readiness:
     """Tracks this process's workers and checks the database on demand."""
 

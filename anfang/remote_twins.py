@@ -39,8 +39,9 @@ class RemoteTwins:
         try:
             reply = await asyncio.wait_for(future, self._timeout)
         except TimeoutError:
-            raise TwinError(f"the worker owning {device_id} did not answer within {self._timeout:.0f}s",
-                            device_id=device_id) from None
+            raise TwinError(
+                f"the worker owning {device_id} did not answer within {self._timeout:.0f}s", device_id=device_id
+            ) from None
         finally:
             self._pending.pop(token, None)
         if "code" in reply:

@@ -67,12 +67,19 @@ class Counters:
         return {"ingest_latency_ms_p50": pick(0.50), "ingest_latency_ms_p99": pick(0.99)}
 
     def as_json(self) -> dict[str, Any]:
-        return {**self.latency_percentiles(),
-            "received": self.received, "accepted": self.accepted, "duplicates": self.duplicates,
-            "rejected": sum(self.rejected.values()), "rejected_by_code": {str(k): v for k, v in self.rejected.items()},
-            "dispatch_dropped": self.dispatch_dropped, "handler_errors": self.handler_errors,
-            "batches": self.batches, "commands_sent": self.commands_sent,
-            "commands_timed_out": self.commands_timed_out, "inbox_peak": self.inbox_peak,
+        return {
+            **self.latency_percentiles(),
+            "received": self.received,
+            "accepted": self.accepted,
+            "duplicates": self.duplicates,
+            "rejected": sum(self.rejected.values()),
+            "rejected_by_code": {str(k): v for k, v in self.rejected.items()},
+            "dispatch_dropped": self.dispatch_dropped,
+            "handler_errors": self.handler_errors,
+            "batches": self.batches,
+            "commands_sent": self.commands_sent,
+            "commands_timed_out": self.commands_timed_out,
+            "inbox_peak": self.inbox_peak,
         }
 
 
@@ -173,8 +180,9 @@ class Platform:
             self.link.pause_reading(True)
             if time.monotonic() - self._warned_at > 10:
                 self._warned_at = time.monotonic()
-                log.warning("%d messages wait for ingest: reading from the broker paused until they halve",
-                            len(self._arrivals))
+                log.warning(
+                    "%d messages wait for ingest: reading from the broker paused until they halve", len(self._arrivals)
+                )
 
     async def ingest(
         self, raw_topic: str, payload: bytes, retained: bool = False, reply_to: tuple[str, bytes | None] | None = None
@@ -234,8 +242,14 @@ class Platform:
         c.duplicates += outcome.duplicates
         for rej in outcome.rejections:
             c.rejected[rej.code] += 1
-            log.warning("rejected %s from device=%s: %d %s", rej.topic[:200], rej.device_id, rej.code, rej.message,
-                        extra={"device": rej.device_id})
+            log.warning(
+                "rejected %s from device=%s: %d %s",
+                rej.topic[:200],
+                rej.device_id,
+                rej.code,
+                rej.message,
+                extra={"device": rej.device_id},
+            )
 
     def _forward_telemetry(self, outcome: Outcome) -> None:
         for sample in outcome.telemetry:
@@ -243,8 +257,15 @@ class Platform:
                 if isinstance(handler, TelemetryRecorder):
                     handler.record_telemetry(sample.site, sample.device_id, sample.kind, sample.ts, sample.metrics)
             outcome.dispatch.append(
-                DeviceEvent(sample.site, sample.device_id, sample.kind, "telemetry", f"t-{sample.ts}", sample.ts,
-                            dict(sample.metrics))
+                DeviceEvent(
+                    sample.site,
+                    sample.device_id,
+                    sample.kind,
+                    "telemetry",
+                    f"t-{sample.ts}",
+                    sample.ts,
+                    dict(sample.metrics),
+                )
             )
 
     async def _preload(self, batch: list[Inbound]) -> None:
@@ -283,8 +304,11 @@ class Platform:
                 continue
             future, sent = pending
             status = "ok" if answer.reply.ok else "error"
-            records.append(CommandRecord(sent.id, sent.device_id, sent.name, sent.args, status,
-                                         answer.reply.result, sent.created_at, now))
+            records.append(
+                CommandRecord(
+                    sent.id, sent.device_id, sent.name, sent.args, status, answer.reply.result, sent.created_at, now
+                )
+            )
             if not future.done():
                 future.set_result(CommandResult(sent.id, answer.reply.ok, answer.reply.result, answer.reply.error))
         return records
@@ -304,8 +328,12 @@ class Platform:
                 queue.put_nowait(item)
             except asyncio.QueueFull:
                 self.counters.dispatch_dropped += 1
-                log.error("dispatch queue full: dropped %s for %s", type(item).__name__, item.device_id,
-                          extra={"device": item.device_id})
+                log.error(
+                    "dispatch queue full: dropped %s for %s",
+                    type(item).__name__,
+                    item.device_id,
+                    extra={"device": item.device_id},
+                )
 
     async def _dispatch_loop(self, handler: PlatformHandler, queue: asyncio.Queue[DeviceEvent | TwinChange]) -> None:
         while True:
@@ -317,8 +345,13 @@ class Platform:
                     await handler.on_twin_change(item, self)
             except Exception:
                 self.counters.handler_errors += 1
-                log.exception("handler %s failed on %s from %s", type(handler).__name__, type(item).__name__,
-                              item.device_id, extra={"device": item.device_id})
+                log.exception(
+                    "handler %s failed on %s from %s",
+                    type(handler).__name__,
+                    type(item).__name__,
+                    item.device_id,
+                    extra={"device": item.device_id},
+                )
 
     def health(self) -> dict[str, Any]:
         """The counters and gauges published on ``_platform/health`` (and scraped on ``/metrics``)."""
@@ -337,8 +370,9 @@ class Platform:
             now = time.time()
             health = self.health()
             for site in self._sites:
-                self.link.publish(topics.platform_topic(site, self._health_name), {"ts": now, **health}, retain=True,
-                                  qos=0)
+                self.link.publish(
+                    topics.platform_topic(site, self._health_name), {"ts": now, **health}, retain=True, qos=0
+                )
             numbers = {k: float(v) for k, v in health.items() if isinstance(v, int | float)}
             for sink in self._health_sinks:
                 sink(now, numbers)
@@ -407,8 +441,19 @@ class Platform:
             self._twins[device_id] = applied.document
             self._committed.notify_all()
         doc = applied.document
-        self._dispatch_nowait(TwinChange(doc.site, doc.device_id, doc.kind, doc.version, now, doc.reported,
-                                         before.reported, doc.desired, applied.changed))
+        self._dispatch_nowait(
+            TwinChange(
+                doc.site,
+                doc.device_id,
+                doc.kind,
+                doc.version,
+                now,
+                doc.reported,
+                before.reported,
+                doc.desired,
+                applied.changed,
+            )
+        )
 
     async def send_command(
         self, device_id: str, name: str, args: dict[str, Any], timeout: float | None = None
@@ -423,8 +468,10 @@ class Platform:
         self._pending[record.id] = (future, record)
         # publish first (a gate should not wait on the database to open); the record follows, and
         # never overwrites an answer that was recorded before it
-        self.link.publish(topics.command_topic(info.site, device_id, name),
-                          {"id": record.id, "args": args, "ts": now, "timeout": wait})
+        self.link.publish(
+            topics.command_topic(info.site, device_id, name),
+            {"id": record.id, "args": args, "ts": now, "timeout": wait},
+        )
         self.counters.commands_sent += 1
         try:
             await self.store.record_command_sent(record)
@@ -432,14 +479,22 @@ class Platform:
         except TimeoutError:
             self._pending.pop(record.id, None)
             self.counters.commands_timed_out += 1
-            log.warning("command %s %s to %s timed out after %.1fs", name, record.id, device_id, wait,
-                        extra={"device": device_id})
+            log.warning(
+                "command %s %s to %s timed out after %.1fs",
+                name,
+                record.id,
+                device_id,
+                wait,
+                extra={"device": device_id},
+            )
             done = time.time()
-            await self.store.commit([], commands=[CommandRecord(record.id, device_id, name, args, "timeout",
-                                                                None, now, done)])
-            self.link.publish(topics.platform_topic(info.site, f"commands/{record.id}"),
-                              {"id": record.id, "device_id": device_id, "name": name, "status": "timeout",
-                               "ts": done})
+            await self.store.commit(
+                [], commands=[CommandRecord(record.id, device_id, name, args, "timeout", None, now, done)]
+            )
+            self.link.publish(
+                topics.platform_topic(info.site, f"commands/{record.id}"),
+                {"id": record.id, "device_id": device_id, "name": name, "status": "timeout", "ts": done},
+            )
             return CommandResult(record.id, False, {}, "timed out", timed_out=True)
 
     async def publish(self, topic: str, payload: dict[str, Any] | str, *, retain: bool = False, qos: int = 1) -> None:

@@ -73,6 +73,7 @@ class TelemetryWatch:
                                         reason=f"telemetry writer {health.state}")  # fmt: skip
             self.raised = False
 
+
 BUILTIN_RULES = Path(__file__).resolve().parent.parent / "rules" / "builtin"
 
 
@@ -128,8 +129,9 @@ class TelemetryFeed:
 
     async def on_event(self, event: DeviceEvent, actions: PlatformActions) -> None:
         if event.type == "status":
-            self.telemetry.record_status(event.site, event.device_id, event.kind, event.ts,
-                                         event.data.get("state") == "online")
+            self.telemetry.record_status(
+                event.site, event.device_id, event.kind, event.ts, event.data.get("state") == "online"
+            )
         elif event.type != "telemetry":
             await self.telemetry.on_event(event, actions)
 
@@ -143,9 +145,13 @@ class TelemetryFeed:
             return
         state = payload.get("state") or (ALARM_RAISED if payload.get("active", True) else ALARM_CLEARED)
         self.telemetry.record_alarm(
-            parts[1], parts[3], str(payload.get("rule_id") or payload.get("rule") or "access"),
-            str(payload.get("kind") or payload.get("type") or "unknown"), str(payload.get("severity", "medium")),
-            str(state), float(payload.get("updated_at") or payload.get("ts") or payload.get("raised_at") or 0.0),
+            parts[1],
+            parts[3],
+            str(payload.get("rule_id") or payload.get("rule") or "access"),
+            str(payload.get("kind") or payload.get("type") or "unknown"),
+            str(payload.get("severity", "medium")),
+            str(state),
+            float(payload.get("updated_at") or payload.get("ts") or payload.get("raised_at") or 0.0),
         )
 
 
@@ -160,7 +166,9 @@ def registry_connection(settings: Settings) -> BaseDBAsyncClient:
 
 @asynccontextmanager
 async def open_services(
-    settings: Settings, registry: Registry, access_registry: CommunityServices | None = None,
+    settings: Settings,
+    registry: Registry,
+    access_registry: CommunityServices | None = None,
     alarms: AlarmManager | None = None,
     metrics: PlatformMetrics | None = None,
     readiness: Readiness | None = None,
@@ -175,7 +183,8 @@ async def open_services(
     data = settings.data_dir
     async with AsyncExitStack() as stack:
         telemetry = build_handler(
-            settings_from_platform(settings.telemetry, data), site=site,
+            settings_from_platform(settings.telemetry, data),
+            site=site,
             tag_groups={t.id: t.group for t in community.tags},
             origin=(community.origin.lat, community.origin.lon),
         )
@@ -206,8 +215,13 @@ async def open_services(
         alarm_store = DatabaseAlarmStore(db, site)
         alarms = alarms or AlarmManager(site, alarm_store)
         engine = RulesEngine(
-            loaded.rules, plan, alarm_store=alarm_store, timer_store=timers,
-            webhooks=HttpxWebhookSender(http), audit=JsonlAuditLog(data / "rule-audit.jsonl"), rules_path=rules_path,
+            loaded.rules,
+            plan,
+            alarm_store=alarm_store,
+            timer_store=timers,
+            webhooks=HttpxWebhookSender(http),
+            audit=JsonlAuditLog(data / "rule-audit.jsonl"),
+            rules_path=rules_path,
             observer=lambda firing: telemetry.record_rule_firing(site, firing.rule_id, firing.ts),
         )
         log.info("rules: %d loaded from %s, %d problems", len(loaded.rules), rules_path, len(loaded.diagnostics))
@@ -226,9 +240,13 @@ async def open_services(
 
         people = access_registry or community_services(settings)
         access = AccessHandler(
-            people.store, people.records,
-            access_config, embed_image=vision.embed_face, read_plate_image=read_plate_image,
-            on_platform_event=platform_event, alarms=alarms,
+            people.store,
+            people.records,
+            access_config,
+            embed_image=vision.embed_face,
+            read_plate_image=read_plate_image,
+            on_platform_event=platform_event,
+            alarms=alarms,
         )
 
         async def run_rules(actions: PlatformActions) -> None:
@@ -256,7 +274,10 @@ async def open_services(
 
         tasks: list[Callable[[PlatformActions], Coroutine[Any, Any, None]]] = [
             watch_telemetry,
-            run_rules, run_access, deliver_alarms, warm_up_vision,
+            run_rules,
+            run_access,
+            deliver_alarms,
+            warm_up_vision,
         ]
         if metrics is not None:
             stack.enter_context(metrics.source(telemetry.metrics))

@@ -52,8 +52,12 @@ def supervise(workers: int, partitions: int, args: Sequence[str]) -> int:
     signal.signal(signal.SIGTERM, stop)
 
     def spawn(index: int) -> subprocess.Popen[bytes]:
-        env = {**os.environ, "ANFANG_WORKERS": str(workers), "ANFANG_WORKER_INDEX": str(index),
-               "ANFANG_PARTITIONS": str(partitions)}
+        env = {
+            **os.environ,
+            "ANFANG_WORKERS": str(workers),
+            "ANFANG_WORKER_INDEX": str(index),
+            "ANFANG_PARTITIONS": str(partitions),
+        }
         child = subprocess.Popen(worker_command(args), env=env)
         log.info("started worker %d of %d (pid %d)", index, workers, child.pid)
         return child
@@ -66,8 +70,9 @@ def supervise(workers: int, partitions: int, args: Sequence[str]) -> int:
                 log.error("worker %d stopped on a configuration error; stopping all workers", index)
                 stopping = True
             elif code is not None and not stopping:
-                log.error("worker %d (pid %d) exited with %d; restarting in %.0fs", index, child.pid, code,
-                          RESTART_PAUSE_S)
+                log.error(
+                    "worker %d (pid %d) exited with %d; restarting in %.0fs", index, child.pid, code, RESTART_PAUSE_S
+                )
                 time.sleep(RESTART_PAUSE_S)
                 children[index] = spawn(index)
         time.sleep(0.2)  # polling the children; signal handlers set ``stopping``

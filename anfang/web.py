@@ -21,7 +21,9 @@ __all__ = ["create_platform_app"]
 
 
 def create_platform_app(
-    community_services: CommunityServices, readiness: Readiness | None = None, alarm_desk: AlarmDesk | None = None,
+    community_services: CommunityServices,
+    readiness: Readiness | None = None,
+    alarm_desk: AlarmDesk | None = None,
     metrics: PlatformMetrics | None = None,
 ) -> FastAPI:
     """The HTTP app of one platform process (``metrics``: what ``/metrics`` shows to Prometheus)."""

@@ -48,8 +48,10 @@ def check_partitioned(settings: Settings) -> None:
 
 
 async def run_partitioned_worker(
-    settings: Settings, services_factory: ServicesFactory | None,
-    opened: tuple[Registry, TwinStore] | None = None, readiness: Readiness | None = None,
+    settings: Settings,
+    services_factory: ServicesFactory | None,
+    opened: tuple[Registry, TwinStore] | None = None,
+    readiness: Readiness | None = None,
 ) -> None:
     """Serve this worker's home partitions, and any partition left without a worker, until cancelled.
     ``opened``: the registry and twin store if the caller opened the database; ``readiness`` learns
@@ -60,8 +62,14 @@ async def run_partitioned_worker(
         registry, store = opened if opened else await stack.enter_async_context(open_registry(settings))
         password = await prepare_site(settings, registry)
         homes = set(home_partitions(w.index, w.count, w.partitions))
-        log.info("worker %d of %d for site %s: home partitions %s of %d", w.index, w.count, settings.site,
-                 sorted(homes), w.partitions)
+        log.info(
+            "worker %d of %d for site %s: home partitions %s of %d",
+            w.index,
+            w.count,
+            settings.site,
+            sorted(homes),
+            w.partitions,
+        )
         async with asyncio.TaskGroup() as tg:
             for part in range(w.partitions):
                 worker = PartitionWorker(settings, registry, store, password, part, services_factory, readiness)
@@ -72,8 +80,14 @@ class PartitionWorker:
     """Takes a partition's lease when it can and serves the partition while it holds it."""
 
     def __init__(
-        self, settings: Settings, registry: Registry, store: TwinStore, password: str, part: int,
-        services_factory: ServicesFactory | None, readiness: Readiness | None = None,
+        self,
+        settings: Settings,
+        registry: Registry,
+        store: TwinStore,
+        password: str,
+        part: int,
+        services_factory: ServicesFactory | None,
+        readiness: Readiness | None = None,
     ) -> None:
         self.settings, self.registry, self.store, self.password = settings, registry, store, password
         self.part, self.services_factory, self.readiness = part, services_factory, readiness
@@ -98,8 +112,15 @@ class PartitionWorker:
         s, part = self.settings, self.part
         owned = {d.id for d in await self.registry.list_devices(s.site) if self.owns(d)}
         client_id = partition_client_id(s.mqtt.client_id, part, self.partitions)
-        link = MqttLink(host=s.mqtt.host, port=s.mqtt.port, client_id=client_id, username=s.mqtt.username,
-                        password=self.password, mqtt5=True, keepalive=s.mqtt.keepalive)
+        link = MqttLink(
+            host=s.mqtt.host,
+            port=s.mqtt.port,
+            client_id=client_id,
+            username=s.mqtt.username,
+            password=self.password,
+            mqtt5=True,
+            keepalive=s.mqtt.keepalive,
+        )
         subscriptions = twin_filters(s.site, sorted(owned))
         async with AsyncExitStack() as stack:
             leader = part == LEADER
@@ -129,12 +150,26 @@ class PartitionWorker:
                 await FeedReader(self.store, s.site, others, platform.deliver).run()
 
             platform = make_platform(
-                s, self.registry, self.store, link, services, subscriptions,
+                s,
+                self.registry,
+                self.store,
+                link,
+                services,
+                subscriptions,
                 extra_tasks=[watch_lease, pick_up_new_devices, *([read_feed] if leader else [])],
-                feed=feed, remote=remote, owns=self.owns, health_name="health" if leader else f"health/p{part}",
+                feed=feed,
+                remote=remote,
+                owns=self.owns,
+                health_name="health" if leader else f"health/p{part}",
             )
-            log.info("serving partition %d of %d of site %s: %d devices%s", part, self.partitions, s.site,
-                     len(owned), " (leader: rules, access, telemetry)" if leader else "")
+            log.info(
+                "serving partition %d of %d of site %s: %d devices%s",
+                part,
+                self.partitions,
+                s.site,
+                len(owned),
+                " (leader: rules, access, telemetry)" if leader else "",
+            )
             try:
                 with self.readiness.serving(platform) if self.readiness else contextlib.nullcontext():
                     await platform.run()

@@ -33,14 +33,23 @@ def _run_one(name: str, quick: bool, results: Path) -> dict[str, Any]:
     print(f"[{dt.datetime.now():%H:%M:%S}] {name}: {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
     with (results / f"{name}.log").open("w") as log:
         try:
-            proc = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                  timeout=bench.timeout_quick if quick else bench.timeout)
+            proc = subprocess.run(
+                cmd,
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                timeout=bench.timeout_quick if quick else bench.timeout,
+            )
             rc: int | str = proc.returncode
         except subprocess.TimeoutExpired:
             rc = "timeout"
-    entry: dict[str, Any] = {"command": "python " + " ".join(cmd[1:]), "exit": rc,
-                             "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                             "seconds": round(time.monotonic() - t0, 1), "load_average_before": load_before}
+    entry: dict[str, Any] = {
+        "command": "python " + " ".join(cmd[1:]),
+        "exit": rc,
+        "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "seconds": round(time.monotonic() - t0, 1),
+        "load_average_before": load_before,
+    }
     try:
         doc = json.loads(out.read_text())
     except (OSError, ValueError) as exc:
@@ -55,11 +64,19 @@ def main(argv: list[str] | None = None) -> int:
     """Run the selected benchmarks; exit 0 when every one produced results (PASS or FAIL), else 1."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="short smoke run of every benchmark")
-    ap.add_argument("--only", action="append", choices=list(BENCHES), metavar="NAME",
-                    help=f"run only this benchmark (repeatable): {', '.join(BENCHES)}")
+    ap.add_argument(
+        "--only",
+        action="append",
+        choices=list(BENCHES),
+        metavar="NAME",
+        help=f"run only this benchmark (repeatable): {', '.join(BENCHES)}",
+    )
     ap.add_argument("--results", type=Path, default=RESULTS, help="folder for the JSON results")
-    ap.add_argument("--merge", action="store_true",
-                    help="keep the other benchmarks of an earlier summary.json in --results (re-run a few)")
+    ap.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the other benchmarks of an earlier summary.json in --results (re-run a few)",
+    )
     args = ap.parse_args(argv)
     names = args.only or list(BENCHES)
     results = args.results.resolve()
@@ -79,9 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     table = format_table(rows)
     print(table)
     summary = {
-        "started": started.isoformat(timespec="seconds"), "finished": dt.datetime.now(dt.UTC).isoformat(
-            timespec="seconds"), "quick": args.quick, "command": "python -m bench " + " ".join(argv or sys.argv[1:]),
-        "machine": machine(), "benchmarks": benches,
+        "started": started.isoformat(timespec="seconds"),
+        "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "quick": args.quick,
+        "command": "python -m bench " + " ".join(argv or sys.argv[1:]),
+        "machine": machine(),
+        "benchmarks": benches,
     }
     (results / "summary.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
     (results / "summary.md").write_text(format_table(rows, markdown=True) + "\n")

@@ -50,9 +50,14 @@ def _template(rng: np.random.Generator) -> list[float]:
 
 def synthetic_community(rng: np.random.Generator, buildings: int = 8, per_building: int = 70) -> dict[str, Any]:
     """A community-file dict: ``buildings`` × ``per_building`` residents, doors, two gates, cars."""
-    data: dict[str, Any] = {"site": SITE, "buildings": [], "households": [], "people": [], "vehicles": [],
-                            "devices": [{"id": "gate-north", "kind": "vehicle_gate"},
-                                        {"id": "gate-south", "kind": "vehicle_gate"}]}
+    data: dict[str, Any] = {
+        "site": SITE,
+        "buildings": [],
+        "households": [],
+        "people": [],
+        "vehicles": [],
+        "devices": [{"id": "gate-north", "kind": "vehicle_gate"}, {"id": "gate-south", "kind": "vehicle_gate"}],
+    }
     n = 0
     for b in range(1, buildings + 1):
         data["buildings"].append({"id": f"b{b}", "units": 1})
@@ -63,10 +68,18 @@ def synthetic_community(rng: np.random.Generator, buildings: int = 8, per_buildi
             for _ in range(2):
                 n += 1
                 body = f"36040219{80 + n % 20:02d}0101{n % 1000:03d}"
-                data["people"].append({
-                    "id": f"p{n:04d}", "household": hid, "role": "owner", "phone": f"138{n:08d}",
-                    "id_number": body + check_char(body), "face_consent": n % 10 != 0, "card": f"C{n:05d}",
-                    "face_template": _template(rng)})
+                data["people"].append(
+                    {
+                        "id": f"p{n:04d}",
+                        "household": hid,
+                        "role": "owner",
+                        "phone": f"138{n:08d}",
+                        "id_number": body + check_char(body),
+                        "face_consent": n % 10 != 0,
+                        "card": f"C{n:05d}",
+                        "face_template": _template(rng),
+                    }
+                )
                 if n % 3 == 0:
                     data["vehicles"].append({"plate": f"赣G{n:05d}", "owner": f"p{n:04d}"})
     return data
@@ -79,8 +92,9 @@ class TimingActions(FakePlatformActions):
         super().__init__(clock=time.time(), command_results={"open": {"opened": True}})
         self.sent_at: dict[str, float] = {}
 
-    async def send_command(self, device_id: str, name: str, args: dict[str, Any],
-                           timeout: float = 10.0) -> CommandResult:
+    async def send_command(
+        self, device_id: str, name: str, args: dict[str, Any], timeout: float = 10.0
+    ) -> CommandResult:
         self.sent_at[_current.get()] = time.perf_counter()
         return await super().send_command(device_id, name, args, timeout)
 
@@ -92,8 +106,11 @@ def _captures(data: dict[str, Any], rng: np.random.Generator, count: int) -> lis
         r = rng.random()
         unknown = rng.random() < 0.2
         if r < 0.4:
-            plate = (random.choice(PROVINCES) + f"A{rng.integers(0, 99999):05d}" if unknown
-                     else data["vehicles"][rng.integers(len(data["vehicles"]))]["plate"])
+            plate = (
+                random.choice(PROVINCES) + f"A{rng.integers(0, 99999):05d}"
+                if unknown
+                else data["vehicles"][rng.integers(len(data["vehicles"]))]["plate"]
+            )
             ev = ("gate-north", "vehicle_gate", "plate_captured", {"plate": plate, "camera": "cam-1"})
         else:
             p = people[rng.integers(len(people))]
@@ -165,14 +182,28 @@ async def run(rate: float, seconds: float, workers: int) -> dict[str, Any]:
     to_open = [(actions.sent_at[k] - arrived[k]) * 1000 for k in actions.sent_at]
     to_done = [(done_at[k] - arrived[k]) * 1000 for k in done_at]
     return {
-        "benchmark": "access_capture_to_open", "mode": "central", "transport": "in-process FakePlatformActions",
-        "database": "sqlite (tempfile)", "people": len(data["people"]), "vehicles": len(data["vehicles"]),
-        "target_rate_per_s": rate, "captures": len(events), "achieved_rate_per_s": round(len(events) / wall, 1),
-        "opened": len(to_open), "refused": len(events) - len(to_open), "workers": workers,
-        "capture_to_open_ms": {"p50": round(_pct(to_open, 0.5), 2), "p99": round(_pct(to_open, 0.99), 2),
-                               "max": round(max(to_open), 2), "mean": round(statistics.fmean(to_open), 2)},
+        "benchmark": "access_capture_to_open",
+        "mode": "central",
+        "transport": "in-process FakePlatformActions",
+        "database": "sqlite (tempfile)",
+        "people": len(data["people"]),
+        "vehicles": len(data["vehicles"]),
+        "target_rate_per_s": rate,
+        "captures": len(events),
+        "achieved_rate_per_s": round(len(events) / wall, 1),
+        "opened": len(to_open),
+        "refused": len(events) - len(to_open),
+        "workers": workers,
+        "capture_to_open_ms": {
+            "p50": round(_pct(to_open, 0.5), 2),
+            "p99": round(_pct(to_open, 0.99), 2),
+            "max": round(max(to_open), 2),
+            "mean": round(statistics.fmean(to_open), 2),
+        },
         "capture_to_recorded_ms": {"p50": round(_pct(to_done, 0.5), 2), "p99": round(_pct(to_done, 0.99), 2)},
-        "import_seconds": round(import_s, 2), "python": platform.python_version(), "machine": platform.machine(),
+        "import_seconds": round(import_s, 2),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
     }
 
 

@@ -76,11 +76,14 @@ class Devices:
                 self.latencies.append((now - waiting.popleft()) * 1000)
             else:
                 self.unmatched += 1
-            client.publish(f"anfang/{SITE}/{dev}/cmd/open/result",
-                           json.dumps({"id": cmd["id"], "ok": True, "result": {"opened": True}, "error": None}),
-                           qos=1)
+            client.publish(
+                f"anfang/{SITE}/{dev}/cmd/open/result",
+                json.dumps({"id": cmd["id"], "ok": True, "result": {"opened": True}, "error": None}),
+                qos=1,
+            )
             self.arrived.set()
             return 0
+
         return on_message
 
     async def __aenter__(self) -> Devices:
@@ -138,8 +141,9 @@ def plan(data: dict[str, Any], rng: np.random.Generator, count: int) -> list[Cap
     return out
 
 
-async def phase(devices: Devices, rate: float, seconds: float, rng: np.random.Generator,
-                data: dict[str, Any]) -> dict[str, Any]:
+async def phase(
+    devices: Devices, rate: float, seconds: float, rng: np.random.Generator, data: dict[str, Any]
+) -> dict[str, Any]:
     """Captures at ``rate`` for ``seconds``; latency figures of the open commands they caused."""
     captures = plan(data, rng, int(rate * seconds))
     devices.latencies.clear()
@@ -153,10 +157,17 @@ async def phase(devices: Devices, rate: float, seconds: float, rng: np.random.Ge
     sent_s = time.monotonic() - start
     complete = await devices.wait_opened(expected, 30)
     lat = list(devices.latencies)
-    return {"captures": len(captures), "achieved_rate": round(len(captures) / sent_s, 1), "expected_opens": expected,
-            "opened": len(lat), "complete": complete, "unmatched": devices.unmatched,
-            "p50_ms": round(pct(lat, 0.5), 2), "p99_ms": round(pct(lat, 0.99), 2),
-            "max_ms": round(max(lat), 2) if lat else None}
+    return {
+        "captures": len(captures),
+        "achieved_rate": round(len(captures) / sent_s, 1),
+        "expected_opens": expected,
+        "opened": len(lat),
+        "complete": complete,
+        "unmatched": devices.unmatched,
+        "p50_ms": round(pct(lat, 0.5), 2),
+        "p99_ms": round(pct(lat, 0.99), 2),
+        "max_ms": round(max(lat), 2) if lat else None,
+    }
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -173,8 +184,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         env = platform_env(tmp / "data", SITE, broker.port)
         features = f"anfang/{SITE}/_platform/features"
         log = (tmp / "platform.log").open("w")
-        proc = await asyncio.create_subprocess_exec(ANFANG, "run", env=env, cwd=str(ROOT),
-                                                    stdout=subprocess.DEVNULL, stderr=log)
+        proc = await asyncio.create_subprocess_exec(
+            ANFANG, "run", env=env, cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=log
+        )
         try:
             async with Watcher(broker.port, [features], "access-watch") as watch:
                 await watch.wait(lambda latest: features in latest, 120)
@@ -186,14 +198,26 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await asyncio.wait_for(proc.wait(), 30)
             log.close()
         platform_log = (tmp / "platform.log").read_text()[-4000:]
-    summary = {"rate": args.rate, "p50_ms": median([p["p50_ms"] for p in phases]),
-               "p99_ms": median([p["p99_ms"] for p in phases]),
-               "achieved_rate": median([p["achieved_rate"] for p in phases]),
-               "all_opens_arrived": all(p["complete"] for p in phases)}
-    return {"benchmark": "access capture -> cmd/open through Mosquitto and anfang run", "mode": "central",
-            "people": len(data["people"]), "vehicles": len(data["vehicles"]), "devices": len(data["devices"]),
-            "provision_s": round(provision_s, 2), "warmup": warm, "phases": phases, "summary": summary,
-            "platform_log_tail": platform_log, "machine": machine()}
+    summary = {
+        "rate": args.rate,
+        "p50_ms": median([p["p50_ms"] for p in phases]),
+        "p99_ms": median([p["p99_ms"] for p in phases]),
+        "achieved_rate": median([p["achieved_rate"] for p in phases]),
+        "all_opens_arrived": all(p["complete"] for p in phases),
+    }
+    return {
+        "benchmark": "access capture -> cmd/open through Mosquitto and anfang run",
+        "mode": "central",
+        "people": len(data["people"]),
+        "vehicles": len(data["vehicles"]),
+        "devices": len(data["devices"]),
+        "provision_s": round(provision_s, 2),
+        "warmup": warm,
+        "phases": phases,
+        "summary": summary,
+        "platform_log_tail": platform_log,
+        "machine": machine(),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -39,8 +39,13 @@ def machine() -> dict[str, Any]:
                 mem_kib = int(line.split()[1])
     except OSError:
         pass
-    return {"nproc": os.cpu_count(), "ram_gib": round(mem_kib / 1024 / 1024, 1), "cpu": cpu,
-            "python": platform.python_version(), "kernel": platform.release()}
+    return {
+        "nproc": os.cpu_count(),
+        "ram_gib": round(mem_kib / 1024 / 1024, 1),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+    }
 
 
 def median(values: Sequence[float | None]) -> float | None:
@@ -57,8 +62,15 @@ def pct(values: Sequence[float], q: float) -> float:
 
 def platform_env(data_dir: Path, site: str, port: int, config: Path | None = None) -> dict[str, str]:
     """Environment for ``anfang run`` against an external broker on 127.0.0.1:``port``."""
-    env = {**os.environ, "ANFANG_DATA_DIR": str(data_dir), "ANFANG_SITE": site, "ANFANG_EMBEDDED_BROKER": "false",
-           "ANFANG_MQTT_HOST": "127.0.0.1", "ANFANG_MQTT_PORT": str(port), "ANFANG_LOG_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        "ANFANG_DATA_DIR": str(data_dir),
+        "ANFANG_SITE": site,
+        "ANFANG_EMBEDDED_BROKER": "false",
+        "ANFANG_MQTT_HOST": "127.0.0.1",
+        "ANFANG_MQTT_PORT": str(port),
+        "ANFANG_LOG_LEVEL": "WARNING",
+    }
     if config is not None:
         env["ANFANG_CONFIG"] = str(config)
     return env

@@ -33,22 +33,37 @@ def main(argv: list[str] | None = None) -> int:
     # Raised before Mosquitto starts so the broker inherits the higher limit too.
     fd_limit = raise_fd_limit(args.devices * 2 + 2048)
     with Mosquitto(fleet=True) as broker:
-        cfg = FleetConfig(host=broker.host, port=broker.port, devices=args.devices, rate=args.rate,
-                          duration=args.duration, qos=args.qos)
+        cfg = FleetConfig(
+            host=broker.host,
+            port=broker.port,
+            devices=args.devices,
+            rate=args.rate,
+            duration=args.duration,
+            qos=args.qos,
+        )
 
         def progress(line: str) -> None:
             sys.stderr.write("\r" + line if sys.stderr.isatty() else line + "\n")
 
         t0 = time.time()
         result = asyncio.run(run_fleet(cfg, progress))
-    doc = {"bench": "fleet", "when": t0, "host": platform.node(), "cpus": os.cpu_count(), "fd_limit": fd_limit,
-           "qos": args.qos, **result.as_dict()}
+    doc = {
+        "bench": "fleet",
+        "when": t0,
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+        "fd_limit": fd_limit,
+        "qos": args.qos,
+        **result.as_dict(),
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=2))
-    print(f"\n{result.connected}/{result.devices} devices connected in {result.connect_seconds:.1f} s; "
-          f"sustained {result.sustained_rate:,.0f} msg/s QoS {args.qos} over {result.send_seconds:.0f} s "
-          f"(target {args.rate:,.0f}); errors {result.errors}; simulator peak RSS {result.peak_rss_mb:.0f} MB; "
-          f"wrote {args.out}")
+    print(
+        f"\n{result.connected}/{result.devices} devices connected in {result.connect_seconds:.1f} s; "
+        f"sustained {result.sustained_rate:,.0f} msg/s QoS {args.qos} over {result.send_seconds:.0f} s "
+        f"(target {args.rate:,.0f}); errors {result.errors}; simulator peak RSS {result.peak_rss_mb:.0f} MB; "
+        f"wrote {args.out}"
+    )
     return 0 if result.connected == result.devices and result.errors == 0 else 1
 
 

@@ -44,8 +44,13 @@ import psutil
 from bench.common import ANFANG, BARE, RESULTS, ROOT
 from firmware_sim.mosquitto import Mosquitto
 
-COMMANDS = {"full": [ANFANG, "run"], "bare": BARE, "pg": [ANFANG, "run"], "workers2": [ANFANG, "run", "--workers", "2"],
-            "events": [ANFANG, "run"]}
+COMMANDS = {
+    "full": [ANFANG, "run"],
+    "bare": BARE,
+    "pg": [ANFANG, "run"],
+    "workers2": [ANFANG, "run", "--workers", "2"],
+    "events": [ANFANG, "run"],
+}
 EVENT_SHARE = {"events": 0.5}  # the share of the fleet's messages that are events (new ids), per variant
 NEEDS_POSTGRES = {"pg", "workers2"}
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
@@ -65,10 +70,33 @@ async def _register(data_dir: Path, devices: int, database_url: str | None) -> N
 
 def _fleet(port: int, devices: int, rate: float, duration: float, out: Path, events: float) -> dict[str, Any]:
     duration = max(duration, 1.0)
-    subprocess.run([ANFANG, "sim", "fleet", "--devices", str(devices), "--rate", str(rate), "--duration",
-                    str(duration), "--host", "127.0.0.1", "--port", str(port), "--site", "fleet", "--json", str(out),
-                    "--events", str(events)],
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=duration + 300)
+    subprocess.run(
+        [
+            ANFANG,
+            "sim",
+            "fleet",
+            "--devices",
+            str(devices),
+            "--rate",
+            str(rate),
+            "--duration",
+            str(duration),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--site",
+            "fleet",
+            "--json",
+            str(out),
+            "--events",
+            str(events),
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=duration + 300,
+    )
     return dict(json.loads(out.read_text()))
 
 
@@ -168,23 +196,31 @@ class _Counter:
         return self.count / max(self.last - self.first, 1e-6)
 
 
-async def _run_fleet(port: int, args: argparse.Namespace, rate: float, out: Path,
-                     duration: float | None = None, variant: str = "") -> dict[str, Any]:
-    return await asyncio.to_thread(_fleet, port, args.devices, rate, duration or args.duration, out,
-                                   EVENT_SHARE.get(variant, 0.0))
+async def _run_fleet(
+    port: int, args: argparse.Namespace, rate: float, out: Path, duration: float | None = None, variant: str = ""
+) -> dict[str, Any]:
+    return await asyncio.to_thread(
+        _fleet, port, args.devices, rate, duration or args.duration, out, EVENT_SHARE.get(variant, 0.0)
+    )
 
 
 async def one_run(args: argparse.Namespace, run: int) -> dict[str, Any]:
     """One baseline phase, then each variant's throughput and latency phases, all on one broker."""
-    with tempfile.TemporaryDirectory(prefix="anfang-bench-") as tmp_s, \
-            Mosquitto(fleet=True, extra_config=["max_queued_messages 10000000"]) as broker:
+    with (
+        tempfile.TemporaryDirectory(prefix="anfang-bench-") as tmp_s,
+        Mosquitto(fleet=True, extra_config=["max_queued_messages 10000000"]) as broker,
+    ):
         tmp = Path(tmp_s)
         # baseline: the same fleet into a subscriber that does nothing
         async with _Counter(broker.port, "anfang/+/+/twin/reported", "baseline") as base:
-            fleet_base = await _run_fleet(broker.port, args, args.baseline_rate, tmp / "f1.json",
-                                          args.baseline_duration)
-        result: dict[str, Any] = {"run": run, "baseline_fleet_rate": fleet_base["sustained_rate"],
-                                  "baseline_subscriber_rate": round(base.rate(), 1)}
+            fleet_base = await _run_fleet(
+                broker.port, args, args.baseline_rate, tmp / "f1.json", args.baseline_duration
+            )
+        result: dict[str, Any] = {
+            "run": run,
+            "baseline_fleet_rate": fleet_base["sustained_rate"],
+            "baseline_subscriber_rate": round(base.rate(), 1),
+        }
         for variant in args.variants.split(","):
             result[variant] = await _platform_phases(args, run, variant, broker.port, tmp / variant)
     return result
@@ -236,9 +272,15 @@ async def _measure(
 ) -> dict[str, Any]:
     os.mkdir(tmp)
     await _register(tmp / "data", args.devices, database_url)
-    env = {**os.environ, "ANFANG_DATA_DIR": str(tmp / "data"), "ANFANG_SITE": "fleet",
-           "ANFANG_EMBEDDED_BROKER": "false", "ANFANG_MQTT_PORT": str(port),
-           "ANFANG_LOG_LEVEL": "WARNING", "ANFANG_CONFIG": str(tmp / "anfang.yaml")}
+    env = {
+        **os.environ,
+        "ANFANG_DATA_DIR": str(tmp / "data"),
+        "ANFANG_SITE": "fleet",
+        "ANFANG_EMBEDDED_BROKER": "false",
+        "ANFANG_MQTT_PORT": str(port),
+        "ANFANG_LOG_LEVEL": "WARNING",
+        "ANFANG_CONFIG": str(tmp / "anfang.yaml"),
+    }
     if database_url:
         env["ANFANG_DATABASE_URL"] = database_url
     (tmp / "anfang.yaml").write_text("limits:\n  health_interval_s: 0.25\n")
@@ -246,8 +288,9 @@ async def _measure(
     log = (RESULTS / f"ingest-platform-{variant}.log").open("w")
 
     async def start() -> asyncio.subprocess.Process:
-        return await asyncio.create_subprocess_exec(*COMMANDS[variant], env=env, stdout=subprocess.DEVNULL,
-                                                    stderr=log, cwd=str(ROOT))
+        return await asyncio.create_subprocess_exec(
+            *COMMANDS[variant], env=env, stdout=subprocess.DEVNULL, stderr=log, cwd=str(ROOT)
+        )
 
     try:
         result = await _stream_phases(args, run, variant, port, tmp, start)
@@ -264,8 +307,9 @@ async def _stop(platform: asyncio.subprocess.Process) -> None:
     await asyncio.wait_for(platform.wait(), 20)
 
 
-async def _stream_phases(args: argparse.Namespace, run: int, variant: str, port: int, tmp: Path,
-                         start: Any) -> dict[str, Any]:
+async def _stream_phases(
+    args: argparse.Namespace, run: int, variant: str, port: int, tmp: Path, start: Any
+) -> dict[str, Any]:
     """The fleet at full speed into the running platform until all is accepted, then the latency phase."""
     started = time.time()
     platform = await start()
@@ -288,8 +332,7 @@ async def _stream_phases(args: argparse.Namespace, run: int, variant: str, port:
             while_sending = watch.accepted.rate(sending_from, sending_until)
             accepted_rate = watch.accepted.rate(watch.accepted.growth_start(), done_at)
             watch.health.clear()
-            fleet_lat = await _run_fleet(port, args, args.latency_rate, tmp / "f3.json", args.latency_duration,
-                                       variant)
+            fleet_lat = await _run_fleet(port, args, args.latency_rate, tmp / "f3.json", args.latency_duration, variant)
             latency = await watch.wait_health(lambda h: h["accepted"] >= sent + fleet_lat["acked"], 60)
     finally:
         sampler.cancel()
@@ -329,12 +372,15 @@ async def _drain_backlog(run: int, variant: str, port: int, start: Any, queued: 
 
 def summarise(runs: list[dict[str, Any]], variants: list[str]) -> dict[str, Any]:
     """Medians over the runs: the baseline, and per variant its rate, ratio to the baseline and latency."""
+
     def med(values: list[Any]) -> float:
         return round(float(statistics.median(v for v in values if v is not None)), 1)
 
     base = med([r["baseline_subscriber_rate"] for r in runs])
-    out: dict[str, Any] = {"baseline_subscriber_rate": base,
-                           "baseline_fleet_rate": med([r["baseline_fleet_rate"] for r in runs])}
+    out: dict[str, Any] = {
+        "baseline_subscriber_rate": base,
+        "baseline_fleet_rate": med([r["baseline_fleet_rate"] for r in runs]),
+    }
     for variant in variants:
         rows = [r[variant] for r in runs]
         accepted = med([r["platform_accepted_rate"] for r in rows])
@@ -342,11 +388,20 @@ def summarise(runs: list[dict[str, Any]], variants: list[str]) -> dict[str, Any]
             "platform_accepted_rate": accepted,
             "ratio_to_baseline": round(accepted / base, 2) if base else None,
             # the ratio within each run (same broker, same minute), then the median of those
-            "ratio_to_baseline_per_run_median": round(float(statistics.median(
-                r[variant]["platform_accepted_rate"] / r["baseline_subscriber_rate"] for r in runs)), 2),
+            "ratio_to_baseline_per_run_median": round(
+                float(
+                    statistics.median(
+                        r[variant]["platform_accepted_rate"] / r["baseline_subscriber_rate"] for r in runs
+                    )
+                ),
+                2,
+            ),
             "platform_accepted_rate_while_sending": med([r.get("platform_accepted_rate_while_sending") for r in rows]),
             "ratio_to_baseline_while_sending": round(
-                med([r.get("platform_accepted_rate_while_sending") for r in rows]) / base, 2) if base else None,
+                med([r.get("platform_accepted_rate_while_sending") for r in rows]) / base, 2
+            )
+            if base
+            else None,
             "backlog": med([r.get("backlog") for r in rows]),
             "backlog_drain_rate": med([r.get("backlog_drain_rate") for r in rows]),
             "backlog_drain_cores": med([r.get("backlog_drain_cores") for r in rows]),
@@ -364,23 +419,39 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--devices", type=int, default=1000)
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of sending per phase")
-    parser.add_argument("--rate", type=float, default=100_000,
-                        help="fleet target rate for the platform phase (default: as fast as the fleet goes, "
-                             "as in the baseline)")
-    parser.add_argument("--baseline-rate", type=float, default=100_000,
-                        help="fleet target rate for the baseline phase (above what broker+subscriber take)")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=100_000,
+        help="fleet target rate for the platform phase (default: as fast as the fleet goes, as in the baseline)",
+    )
+    parser.add_argument(
+        "--baseline-rate",
+        type=float,
+        default=100_000,
+        help="fleet target rate for the baseline phase (above what broker+subscriber take)",
+    )
     parser.add_argument("--baseline-duration", type=float, default=None, help="seconds (default: --duration)")
-    parser.add_argument("--backlog-duration", type=float, default=20.0,
-                        help="seconds the fleet sends while the platform is stopped, for the backlog phase")
+    parser.add_argument(
+        "--backlog-duration",
+        type=float,
+        default=20.0,
+        help="seconds the fleet sends while the platform is stopped, for the backlog phase",
+    )
     parser.add_argument("--latency-rate", type=float, default=5000)
     parser.add_argument("--latency-duration", type=float, default=None, help="seconds (default: --duration)")
-    parser.add_argument("--variants", default="full,bare",
-                        help="comma list of full (anfang run), bare, pg (anfang run on PostgreSQL), workers2 "
-                             "(anfang run --workers 2, PostgreSQL) and events (anfang run, half the messages events)")
+    parser.add_argument(
+        "--variants",
+        default="full,bare",
+        help="comma list of full (anfang run), bare, pg (anfang run on PostgreSQL), workers2 "
+        "(anfang run --workers 2, PostgreSQL) and events (anfang run, half the messages events)",
+    )
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--postgres", action="store_true",
-                        help=f"every variant on a fresh PostgreSQL database (made through {PG_ADMIN}); "
-                             "workers2 always is")
+    parser.add_argument(
+        "--postgres",
+        action="store_true",
+        help=f"every variant on a fresh PostgreSQL database (made through {PG_ADMIN}); workers2 always is",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "ingest.json")
     args = parser.parse_args()
     variants = args.variants.split(",")
@@ -394,12 +465,15 @@ def main() -> None:
     summary = summarise(runs, variants)
     print(f"{'measure':38} {'median':>12}")
     for key, value in summary.items():
-        for sub, val in (value.items() if isinstance(value, dict) else [("", value)]):
+        for sub, val in value.items() if isinstance(value, dict) else [("", value)]:
             name = f"{key}.{sub}" if sub else key
             print(f"{name:38} {val!s:>12}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, "runs": runs,
-           "summary": summary}
+    doc = {
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "runs": runs,
+        "summary": summary,
+    }
     args.out.write_text(json.dumps(doc, indent=1))
 
 

@@ -57,14 +57,24 @@ def make_registry(data_dir: Path, twins: int) -> float:
     devices, docs = [], []
     for i in range(twins):
         dev = f"fleet-{i:05d}" if i < 100_000 else f"fleet-{i}"
-        doc = TwinDocument(device_id=dev, kind="camera", site=SITE, desired={"fps": 25},
-                           reported={"recording": True, "fps": 25}, version=2, last_seq=1,
-                           metadata={"desired": {"fps": now}, "reported": {"recording": now, "fps": now}})
+        doc = TwinDocument(
+            device_id=dev,
+            kind="camera",
+            site=SITE,
+            desired={"fps": 25},
+            reported={"recording": True, "fps": 25},
+            version=2,
+            last_seq=1,
+            metadata={"desired": {"fps": now}, "reported": {"recording": now, "fps": now}},
+        )
         devices.append((dev, SITE, "camera", dev, float(i % 300), float(i // 300), None, now, now))
         docs.append((dev, 2, json.dumps(doc.to_json(), separators=(",", ":")), now))
     with sqlite3.connect(data_dir / "anfang.db") as db:
-        db.executemany("INSERT INTO devices(id, site_id, kind, name, x, y, secret_hash, created_at, updated_at) "
-                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", devices)
+        db.executemany(
+            "INSERT INTO devices(id, site_id, kind, name, x, y, secret_hash, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            devices,
+        )
         db.executemany("INSERT INTO twins(device_id, version, doc, updated_at) VALUES (?, ?, ?, ?)", docs)
     return time.perf_counter() - t0
 
@@ -87,8 +97,9 @@ async def measure(data_dir: Path, loaded: int, label: str, command: list[str]) -
         env = platform_env(data_dir, SITE, broker.port, config)
         async with Watcher(broker.port, [FEATURES, HEALTH], f"memwatch-{label}") as watch:
             t0 = time.monotonic()
-            proc = await asyncio.create_subprocess_exec(*command, env=env, cwd=str(ROOT),
-                                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            proc = await asyncio.create_subprocess_exec(
+                *command, env=env, cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
             try:
                 await watch.wait(lambda latest: FEATURES in latest, 120)
                 out["start_s"] = round(watch.latest[FEATURES][0] - t0, 3)
@@ -102,15 +113,39 @@ async def measure(data_dir: Path, loaded: int, label: str, command: list[str]) -
                     fleet_json = data_dir.parent / f"{label}-fleet.json"
                     await asyncio.to_thread(
                         subprocess.run,
-                        [ANFANG, "sim", "fleet", "--devices", str(loaded), "--rate", str(loaded), "--duration", "1",
-                         "--host", "127.0.0.1", "--port", str(broker.port), "--site", SITE, "--json",
-                         str(fleet_json)],
-                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
+                        [
+                            ANFANG,
+                            "sim",
+                            "fleet",
+                            "--devices",
+                            str(loaded),
+                            "--rate",
+                            str(loaded),
+                            "--duration",
+                            "1",
+                            "--host",
+                            "127.0.0.1",
+                            "--port",
+                            str(broker.port),
+                            "--site",
+                            SITE,
+                            "--json",
+                            str(fleet_json),
+                        ],
+                        check=True,
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                        timeout=600,
+                    )
                     fleet = json.loads(fleet_json.read_text())
                     acked = int(fleet["acked"])
                     t_sent = time.monotonic()
-                    await watch.wait(lambda latest: HEALTH in latest and latest[HEALTH][0] > t_sent
-                                     and latest[HEALTH][1]["accepted"] >= acked, 300)
+                    await watch.wait(
+                        lambda latest: (
+                            HEALTH in latest and latest[HEALTH][0] > t_sent and latest[HEALTH][1]["accepted"] >= acked
+                        ),
+                        300,
+                    )
                     out["loaded_reports_accepted"] = watch.latest[HEALTH][1]["accepted"]
                     out["loaded_devices"] = loaded
                     out["rss_loaded_mib"] = round(ps.memory_info().rss / 2**20, 1)
@@ -122,30 +157,42 @@ async def measure(data_dir: Path, loaded: int, label: str, command: list[str]) -
 
 async def one_run(empty: Path, full: Path, loaded: int, run: int, command: list[str]) -> dict[str, Any]:
     """Empty registry, then the full one (with the loaded phase)."""
-    return {"run": run, "empty": await measure(empty, 0, f"empty-{run}", command),
-            "registered": await measure(full, loaded, f"full-{run}", command)}
+    return {
+        "run": run,
+        "empty": await measure(empty, 0, f"empty-{run}", command),
+        "registered": await measure(full, loaded, f"full-{run}", command),
+    }
 
 
 def summarise(runs: list[dict[str, Any]], twins: int, loaded: int) -> dict[str, Any]:
     """Medians and the per-twin figures the targets are stated in."""
+
     def med(path: tuple[str, str]) -> float | None:
         value = median([r[path[0]].get(path[1]) for r in runs])
         return None if value is None else round(value, 3)
 
     empty_rss, full_rss = med(("empty", "rss_idle_mib")), med(("registered", "rss_idle_mib"))
     out: dict[str, Any] = {
-        "twins": twins, "start_empty_s": med(("empty", "start_s")),
+        "twins": twins,
+        "start_empty_s": med(("empty", "start_s")),
         "start_registered_s": med(("registered", "start_s")),
-        "rss_empty_mib": empty_rss, "rss_registered_idle_mib": full_rss,
+        "rss_empty_mib": empty_rss,
+        "rss_registered_idle_mib": full_rss,
     }
     if empty_rss is not None and full_rss is not None:
         out["idle_bytes_per_twin"] = round((full_rss - empty_rss) * 2**20 / twins, 1)
     loaded_rss = med(("registered", "rss_loaded_mib"))
     if loaded and loaded_rss is not None and full_rss is not None:
         per = (loaded_rss - full_rss) * 2**20 / loaded
-        out.update({"loaded_devices": loaded, "rss_loaded_mib": loaded_rss, "loaded_bytes_per_twin": round(per, 1),
-                    "rss_all_loaded_mib": round(full_rss + per * twins / 2**20, 1),
-                    "rss_all_loaded_is_extrapolated": loaded < twins})
+        out.update(
+            {
+                "loaded_devices": loaded,
+                "rss_loaded_mib": loaded_rss,
+                "loaded_bytes_per_twin": round(per, 1),
+                "rss_all_loaded_mib": round(full_rss + per * twins / 2**20, 1),
+                "rss_all_loaded_is_extrapolated": loaded < twins,
+            }
+        )
     return out
 
 
@@ -172,8 +219,12 @@ def main(argv: list[str] | None = None) -> None:
     for key, value in summary.items():
         print(f"{key:32} {value!s:>12}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"args": {**vars(args), "out": str(args.out)}, "machine": machine(),
-                                    "runs": runs, "summary": summary}, indent=1))
+    args.out.write_text(
+        json.dumps(
+            {"args": {**vars(args), "out": str(args.out)}, "machine": machine(), "runs": runs, "summary": summary},
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -65,8 +65,7 @@ def build_allow_list(snap: RegistrySnapshot, device_id: str, now: float) -> dict
         entries.append(_entry(subject, "qr", credential_digest("qr", payload), c.valid_from, c.valid_until))
         if c.plate and device.kind == "vehicle_gate":
             entries.append(_entry(subject, "plate", c.plate, c.valid_from, c.valid_until))
-    return {"face_threshold": snap.faces.threshold if len(snap.faces) else DEFAULT_FACE_THRESHOLD,
-            "entries": entries}
+    return {"face_threshold": snap.faces.threshold if len(snap.faces) else DEFAULT_FACE_THRESHOLD, "entries": entries}
 
 
 def allow_list_digest(allow_list: dict[str, Any]) -> str:
@@ -78,6 +77,10 @@ def allow_list_digest(allow_list: dict[str, Any]) -> str:
 def next_boundary(allow_list: dict[str, Any], now: float) -> float | None:
     """The next ``valid_from``/``valid_until`` after ``now`` in a list (when it should be refreshed)."""
     entries = allow_list.get("entries", [])
-    times = [float(t) for e in entries for t in (e.get("valid_from"), e.get("valid_until"))
-             if t is not None and float(t) > now]
+    times = [
+        float(t)
+        for e in entries
+        for t in (e.get("valid_from"), e.get("valid_until"))
+        if t is not None and float(t) > now
+    ]
     return min(times) if times else None

@@ -22,8 +22,9 @@ from community.store import CommunityStore, NewPerson
 
 __all__ = ["app"]
 
-app = typer.Typer(help="Community access control: registry, visitor passes, decisions, watchlist.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Community access control: registry, visitor passes, decisions, watchlist.", no_args_is_help=True
+)
 person_app = typer.Typer(help="Residents, staff and police.", no_args_is_help=True)
 tenant_app = typer.Typer(help="Tenants (leases).", no_args_is_help=True)
 vehicle_app = typer.Typer(help="Vehicles.", no_args_is_help=True)
@@ -31,8 +32,15 @@ pass_app = typer.Typer(help="Visitor passes.", no_args_is_help=True)
 decisions_app = typer.Typer(help="Access decisions.", no_args_is_help=True)
 watch_app = typer.Typer(help="Police watchlist.", no_args_is_help=True)
 token_app = typer.Typer(help="API tokens.", no_args_is_help=True)
-for _name, _sub in (("person", person_app), ("tenant", tenant_app), ("vehicle", vehicle_app), ("pass", pass_app),
-                    ("decisions", decisions_app), ("watchlist", watch_app), ("token", token_app)):
+for _name, _sub in (
+    ("person", person_app),
+    ("tenant", tenant_app),
+    ("vehicle", vehicle_app),
+    ("pass", pass_app),
+    ("decisions", decisions_app),
+    ("watchlist", watch_app),
+    ("token", token_app),
+):
     app.add_typer(_sub, name=_name)
 
 T = TypeVar("T")
@@ -48,13 +56,18 @@ class Ctx:
     now: float
 
 
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file (default: ./anfang.yaml), "
-                                                "the same as `anfang run` reads")]
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="YAML config file (default: ./anfang.yaml), the same as `anfang run` reads"),
+]
 
 
 @app.callback()
-def _main(ctx: typer.Context, config: ConfigOpt = None,
-          site: Annotated[str | None, typer.Option(help="Site id (default: the configured site)")] = None) -> None:
+def _main(
+    ctx: typer.Context,
+    config: ConfigOpt = None,
+    site: Annotated[str | None, typer.Option(help="Site id (default: the configured site)")] = None,
+) -> None:
     """Community access control, on the database and site of the platform's configuration."""
     from anfang.config import ConfigError, load_settings
 
@@ -96,8 +109,17 @@ def import_cmd(ctx: typer.Context, path: Path) -> None:
 
     async def body(c: Ctx) -> None:
         rep = await import_community(data, c.store, now=c.now, operator=c.operator)
-        _echo({"buildings": rep.buildings, "households": rep.households, "devices": rep.devices,
-               "people": rep.people, "vehicles": rep.vehicles, "faces": rep.faces, "generated_pins": rep.pins})
+        _echo(
+            {
+                "buildings": rep.buildings,
+                "households": rep.households,
+                "devices": rep.devices,
+                "people": rep.people,
+                "vehicles": rep.vehicles,
+                "faces": rep.faces,
+                "generated_pins": rep.pins,
+            }
+        )
 
     _run(ctx, body)
 
@@ -115,14 +137,15 @@ def person_add(
     card: Annotated[str | None, typer.Option(help="Access card number (stored as a keyed hash)")] = None,
 ) -> None:
     """Register a resident (owner, family, elderly_alone, child), staff member or police officer."""
+
     async def body(c: Ctx) -> None:
-        pid = await c.store.add_person(NewPerson(id, role, household, name, phone, id_number, face_consent),
-                                       registered_by=c.operator, now=c.now)
+        pid = await c.store.add_person(
+            NewPerson(id, role, household, name, phone, id_number, face_consent), registered_by=c.operator, now=c.now
+        )
         if card:
             await c.store.add_credential(pid, "card", card, now=c.now)
         pin = None if face_consent else await c.store.ensure_alternative_credential(pid, now=c.now)
-        await c.records.audit(actor=c.operator, actor_role="operator", action="register_person", target=pid,
-                              now=c.now)
+        await c.records.audit(actor=c.operator, actor_role="operator", action="register_person", target=pid, now=c.now)
         _echo({"id": pid, "pin": pin})
 
     _run(ctx, body)
@@ -142,9 +165,19 @@ def tenant_add(
     card: Annotated[str | None, typer.Option(help="Access card number (stored as a keyed hash)")] = None,
 ) -> None:
     """Register a tenant against a room with a lease (dates YYYY-MM-DD, end inclusive)."""
+
     async def body(c: Ctx) -> None:
-        new = NewPerson(id, "tenant", household, name, phone, id_number, False,
-                        dt.date.fromisoformat(lease_start), dt.date.fromisoformat(lease_end))
+        new = NewPerson(
+            id,
+            "tenant",
+            household,
+            name,
+            phone,
+            id_number,
+            False,
+            dt.date.fromisoformat(lease_start),
+            dt.date.fromisoformat(lease_end),
+        )
         pid = await c.store.add_tenant(new, registered_by=by, now=c.now)
         if card:
             await c.store.add_credential(pid, "card", card, now=c.now)
@@ -157,6 +190,7 @@ def tenant_add(
 @vehicle_app.command("add")
 def vehicle_add(ctx: typer.Context, plate: str, owner: Annotated[str, typer.Option(help="Owner's person id")]) -> None:
     """Register a vehicle (blue 7-character or green 8-character plate) to a person."""
+
     async def body(c: Ctx) -> None:
         _echo({"plate": await c.store.add_vehicle(plate, owner, now=c.now), "owner": owner})
 
@@ -175,10 +209,19 @@ def pass_issue(
     name: Annotated[str | None, typer.Option(help="Visitor's name")] = None,
 ) -> None:
     """Issue a visitor pass for a resident; prints the signed QR payload."""
+
     async def body(c: Ctx) -> None:
-        row, payload = await c.store.issue_pass(issuer, valid_from=c.now, valid_until=c.now + hours * 3600,
-                                                doors=door, max_uses=uses, now=c.now, visitor_name=name,
-                                                visitor_phone=phone, plate=plate)
+        row, payload = await c.store.issue_pass(
+            issuer,
+            valid_from=c.now,
+            valid_until=c.now + hours * 3600,
+            doors=door,
+            max_uses=uses,
+            now=c.now,
+            visitor_name=name,
+            visitor_phone=phone,
+            plate=plate,
+        )
         _echo({"id": row.id, "payload": payload, "valid_until": row.valid_until, "doors": json.loads(row.doors)})
 
     _run(ctx, body)
@@ -194,14 +237,36 @@ def decisions_list(
     limit: Annotated[int, typer.Option(help="At most N rows")] = 50,
 ) -> None:
     """List recent access decisions (the read is written to the audit log)."""
+
     async def body(c: Ctx) -> None:
-        rows = await c.records.search_decisions(since=c.now - since_hours * 3600, device=device, plate=plate,
-                                                subject=subject, limit=limit)
-        await c.records.audit(actor=c.operator, actor_role="operator", action="search_decisions",
-                              target=subject or plate, now=c.now, detail={"results": len(rows)})
-        _echo([{"ts": r.ts, "device": r.device_id, "mode": r.mode, "allowed": r.allowed, "reason": r.reason,
-                "subject": r.subject_id, "role": r.subject_role, "credential": r.credential_kind,
-                "ref": r.credential_ref, "score": r.score} for r in rows])
+        rows = await c.records.search_decisions(
+            since=c.now - since_hours * 3600, device=device, plate=plate, subject=subject, limit=limit
+        )
+        await c.records.audit(
+            actor=c.operator,
+            actor_role="operator",
+            action="search_decisions",
+            target=subject or plate,
+            now=c.now,
+            detail={"results": len(rows)},
+        )
+        _echo(
+            [
+                {
+                    "ts": r.ts,
+                    "device": r.device_id,
+                    "mode": r.mode,
+                    "allowed": r.allowed,
+                    "reason": r.reason,
+                    "subject": r.subject_id,
+                    "role": r.subject_role,
+                    "credential": r.credential_kind,
+                    "ref": r.credential_ref,
+                    "score": r.score,
+                }
+                for r in rows
+            ]
+        )
 
     _run(ctx, body)
 
@@ -221,8 +286,15 @@ def watch_add(
     tpl = json.loads(template.read_text()) if template is not None else None
 
     async def body(c: Ctx) -> None:
-        wid = await c.store.add_watch(kind="plate" if plate else "face", reason=reason, added_by=by, now=c.now,
-                                      plate=plate, template=tpl, label=label)
+        wid = await c.store.add_watch(
+            kind="plate" if plate else "face",
+            reason=reason,
+            added_by=by,
+            now=c.now,
+            plate=plate,
+            template=tpl,
+            label=label,
+        )
         _echo({"id": wid})
 
     _run(ctx, body)
@@ -235,10 +307,20 @@ def watch_list(ctx: typer.Context) -> None:
 
     async def body(c: Ctx) -> None:
         rows = await WatchRow.filter(site=c.store.site, active=True).order_by("created_at")
-        await c.records.audit(actor=c.operator, actor_role="operator", action="view_watchlist", target=None,
-                              now=c.now)
-        _echo([{"id": r.id, "kind": r.kind, "plate": r.plate, "label": r.label, "reason": r.reason,
-                "added_by": r.added_by} for r in rows])
+        await c.records.audit(actor=c.operator, actor_role="operator", action="view_watchlist", target=None, now=c.now)
+        _echo(
+            [
+                {
+                    "id": r.id,
+                    "kind": r.kind,
+                    "plate": r.plate,
+                    "label": r.label,
+                    "reason": r.reason,
+                    "added_by": r.added_by,
+                }
+                for r in rows
+            ]
+        )
 
     _run(ctx, body)
 
@@ -267,6 +349,7 @@ def token_create(
     label: Annotated[str | None, typer.Option(help="A label to recognise the token by")] = None,
 ) -> None:
     """Create an API bearer token for a person (printed once; only its hash is stored)."""
+
     async def body(c: Ctx) -> None:
         token = await c.records.create_token(person, label=label, now=c.now)
         _echo({"person": person, "token": token})

@@ -67,7 +67,7 @@ class FieldCipher:
         if not token.startswith(_PREFIX):
             raise CryptoError("unknown ciphertext format")
         try:
-            raw = base64.b64decode(token[len(_PREFIX):], validate=True)
+            raw = base64.b64decode(token[len(_PREFIX) :], validate=True)
             return self._aead.decrypt(raw[:_NONCE_LEN], raw[_NONCE_LEN:], context.encode())
         except (InvalidTag, ValueError) as exc:
             raise CryptoError("ciphertext does not authenticate") from exc

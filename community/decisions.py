@@ -16,8 +16,7 @@ from community.snapshot import STAFF_ROLES, DeviceInfo, PersonInfo, RegistrySnap
 from vision.gallery import GalleryError
 from vision.plate_text import PlateFormatError, match_plate, normalize_plate
 
-__all__ = ["Capture", "CredentialKind", "Decision", "decide", "entitlement_refusal", "resolve_target",
-           "watchlist_hits"]
+__all__ = ["Capture", "CredentialKind", "Decision", "decide", "entitlement_refusal", "resolve_target", "watchlist_hits"]
 
 CredentialKind = Literal["plate", "face", "qr", "card", "pin"]
 _OPENABLE = ("door_lock", "vehicle_gate")
@@ -97,18 +96,25 @@ def _ref(kind: str, credential: str | None) -> str | None:
     return credential
 
 
-def _person_decision(snap: RegistrySnapshot, capture: Capture, target: DeviceInfo, subject: str,
-                     now: float, score: float | None, ref: str | None) -> Decision:
+def _person_decision(
+    snap: RegistrySnapshot,
+    capture: Capture,
+    target: DeviceInfo,
+    subject: str,
+    now: float,
+    score: float | None,
+    ref: str | None,
+) -> Decision:
     person = snap.people.get(subject)
     if person is None:
         return Decision(False, "unknown_subject", target.id, capture.kind, subject, None, ref, score)
     refusal = entitlement_refusal(person, target, now)
-    return Decision(refusal is None, refusal or "granted", target.id, capture.kind, subject, person.role,
-                    ref, score)
+    return Decision(refusal is None, refusal or "granted", target.id, capture.kind, subject, person.role, ref, score)
 
 
-def _pass_decision(snap: RegistrySnapshot, capture: Capture, target: DeviceInfo, pass_id: str, now: float,
-                   ref: str | None) -> Decision:
+def _pass_decision(
+    snap: RegistrySnapshot, capture: Capture, target: DeviceInfo, pass_id: str, now: float, ref: str | None
+) -> Decision:
     state = snap.passes.get(pass_id)
 
     def deny(reason: str) -> Decision:
@@ -156,19 +162,26 @@ def decide(capture: Capture, snap: RegistrySnapshot, now: float) -> Decision:
         try:
             claims = verify_pass(cred, snap.pass_key, now=now, site=snap.site, door=target.id)
         except PassError as exc:
-            return Decision(False, exc.reason, target.id, "qr", subject_role="visitor", credential_ref=exc.pass_id,
-                            pass_id=exc.pass_id)
+            return Decision(
+                False,
+                exc.reason,
+                target.id,
+                "qr",
+                subject_role="visitor",
+                credential_ref=exc.pass_id,
+                pass_id=exc.pass_id,
+            )
         return _pass_decision(snap, capture, target, claims.pass_id, now, claims.pass_id)
     table = snap.cards if capture.kind == "card" else snap.pins
     subject = table.get(cred.strip())
     if subject is None:
-        return Decision(False, f"unknown_{capture.kind}", target.id, capture.kind,
-                        credential_ref=_ref(capture.kind, cred))
+        return Decision(
+            False, f"unknown_{capture.kind}", target.id, capture.kind, credential_ref=_ref(capture.kind, cred)
+        )
     return _person_decision(snap, capture, target, subject, now, None, _ref(capture.kind, cred))
 
 
-def _plate_decision(snap: RegistrySnapshot, capture: Capture, target: DeviceInfo, read: str,
-                    now: float) -> Decision:
+def _plate_decision(snap: RegistrySnapshot, capture: Capture, target: DeviceInfo, read: str, now: float) -> Decision:
     try:
         ref = normalize_plate(read)
     except PlateFormatError:
@@ -180,8 +193,7 @@ def _plate_decision(snap: RegistrySnapshot, capture: Capture, target: DeviceInfo
     plate = match_plate(read, by_pass.keys())
     if plate is not None:
         return _pass_decision(snap, capture, target, by_pass[plate], now, plate)
-    return Decision(False, "unknown_vehicle", target.id, "plate", credential_ref=ref,
-                    score=capture.confidence)
+    return Decision(False, "unknown_vehicle", target.id, "plate", credential_ref=ref, score=capture.confidence)
 
 
 def watchlist_hits(capture: Capture, snap: RegistrySnapshot) -> list[tuple[WatchEntry, float | None]]:

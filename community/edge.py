@@ -25,8 +25,15 @@ import numpy as np
 from vision.gallery import DEFAULT_THRESHOLD
 from vision.plate_text import match_plate
 
-__all__ = ["DEFAULT_FACE_THRESHOLD", "DEFAULT_LIVENESS_THRESHOLD", "EdgeDecision", "credential_digest",
-           "decode_template", "edge_decide", "encode_template"]
+__all__ = [
+    "DEFAULT_FACE_THRESHOLD",
+    "DEFAULT_LIVENESS_THRESHOLD",
+    "EdgeDecision",
+    "credential_digest",
+    "decode_template",
+    "edge_decide",
+    "encode_template",
+]
 
 DEFAULT_FACE_THRESHOLD = DEFAULT_THRESHOLD  # calibrated in vision.gallery; sites override
 DEFAULT_LIVENESS_THRESHOLD = 0.8
@@ -65,8 +72,9 @@ def _window(entry: Mapping[str, Any], now: float) -> str | None:
     return None
 
 
-def _face_matches(entries: list[Mapping[str, Any]], credential: str | Sequence[float],
-                  threshold: float) -> list[Mapping[str, Any]]:
+def _face_matches(
+    entries: list[Mapping[str, Any]], credential: str | Sequence[float], threshold: float
+) -> list[Mapping[str, Any]]:
     probe = decode_template(credential) if isinstance(credential, str) else np.asarray(credential, np.float32)
     n = float(np.linalg.norm(probe))
     if probe.size != 128 or n == 0.0:
@@ -87,9 +95,15 @@ def _face_matches(entries: list[Mapping[str, Any]], credential: str | Sequence[f
     return [e for _, e in scored if e.get("subject") == best_subject]
 
 
-def edge_decide(allow_list: Mapping[str, Any], kind: str, credential: str | Sequence[float], now: float, *,
-                liveness: float | None = None,
-                liveness_threshold: float = DEFAULT_LIVENESS_THRESHOLD) -> EdgeDecision:
+def edge_decide(
+    allow_list: Mapping[str, Any],
+    kind: str,
+    credential: str | Sequence[float],
+    now: float,
+    *,
+    liveness: float | None = None,
+    liveness_threshold: float = DEFAULT_LIVENESS_THRESHOLD,
+) -> EdgeDecision:
     """Decide locally whether ``credential`` of ``kind`` opens the door holding ``allow_list``.
 
     Returns:

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
-__all__ = ["CommunityError", "ConsentError", "EnrolmentRefused", "Forbidden", "NotFound", "RegistryConflict",
-           "RegistryInvalid"]
+__all__ = [
+    "CommunityError",
+    "ConsentError",
+    "EnrolmentRefused",
+    "Forbidden",
+    "NotFound",
+    "RegistryConflict",
+    "RegistryInvalid",
+]
 
 
 class CommunityError(Exception):
@@ -59,7 +66,6 @@ class EnrolmentRefused(CommunityError):
     status = 422
 
     def __init__(self, score: float, threshold: float) -> None:
-        super().__init__("face_id_mismatch",
-                         f"live face does not match the ID photo ({score:.3f} < {threshold})")
+        super().__init__("face_id_mismatch", f"live face does not match the ID photo ({score:.3f} < {threshold})")
         self.score = score
         self.threshold = threshold

@@ -42,7 +42,10 @@ PlatformEventSink = Callable[[DeviceEvent], Awaitable[None]]
 _FORCED_RELOAD_EVERY = 5.0  # seconds; bounds the reloads an unknown credential can cause
 
 _CAPTURE_TYPES: dict[str, CredentialKind] = {
-    "plate_captured": "plate", "face_captured": "face", "qr_scanned": "qr", "card_presented": "card",
+    "plate_captured": "plate",
+    "face_captured": "face",
+    "qr_scanned": "qr",
+    "card_presented": "card",
     "pin_entered": "pin",
 }
 _CREDENTIAL_FIELD = {"plate": "plate", "qr": "payload", "card": "card", "pin": "pin"}
@@ -68,10 +71,19 @@ class AccessConfig:
 class AccessHandler:
     """The community access-control service (see module docstring)."""
 
-    def __init__(self, store: CommunityStore, records: AccessRecords, config: AccessConfig, *, alarms: AlarmManager,
-                 embed_image: EmbedImage | None = None, on_platform_event: PlatformEventSink | None = None,
-                 read_plate_image: ReadPlateImage | None = None,
-                 actions: PlatformActions | None = None, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        store: CommunityStore,
+        records: AccessRecords,
+        config: AccessConfig,
+        *,
+        alarms: AlarmManager,
+        embed_image: EmbedImage | None = None,
+        on_platform_event: PlatformEventSink | None = None,
+        read_plate_image: ReadPlateImage | None = None,
+        actions: PlatformActions | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         """``alarms``: the site's alarm system (watchlist hits raise their alarms there)."""
         self.store = store
         self.records = records
@@ -97,8 +109,9 @@ class AccessHandler:
         async with self._reload_lock:
             if force or self._snap is None or self._snap_generation != self.store.generation:
                 generation = self.store.generation
-                self._snap = await self.store.snapshot(liveness_threshold=self.config.liveness_threshold,
-                                                       face_threshold=self.config.face_threshold)
+                self._snap = await self.store.snapshot(
+                    liveness_threshold=self.config.liveness_threshold, face_threshold=self.config.face_threshold
+                )
                 self._snap_generation = generation
             return self._snap
 
@@ -158,9 +171,15 @@ class AccessHandler:
                     raise ValueError("image_jpeg_b64 is not base64") from exc
                 embedding = await self._embed_image(image)
             liveness = data.get("liveness")
-            return Capture(event.device_id, event.kind, "face", embedding=embedding,
-                           liveness=None if liveness is None else float(liveness), camera=camera,
-                           snapshot_ref=snapshot_ref)
+            return Capture(
+                event.device_id,
+                event.kind,
+                "face",
+                embedding=embedding,
+                liveness=None if liveness is None else float(liveness),
+                camera=camera,
+                snapshot_ref=snapshot_ref,
+            )
         value = data.get(_CREDENTIAL_FIELD[kind])
         confidence = data.get("confidence")
         if kind == "plate" and value is None and data.get("image_jpeg_b64") and self._read_plate_image is not None:
@@ -171,17 +190,26 @@ class AccessHandler:
             reading = await self._read_plate_image(image)
             if reading is not None:
                 value, confidence = reading
-        return Capture(event.device_id, event.kind, kind, credential=None if value is None else str(value),
-                       confidence=None if confidence is None else float(confidence), camera=camera,
-                       snapshot_ref=snapshot_ref)
+        return Capture(
+            event.device_id,
+            event.kind,
+            kind,
+            credential=None if value is None else str(value),
+            confidence=None if confidence is None else float(confidence),
+            camera=camera,
+            snapshot_ref=snapshot_ref,
+        )
 
     async def handle_capture(self, capture: Capture, actions: PlatformActions) -> Decision:
         """Decide, open, record, and alarm on watchlist matches. Returns the decision."""
         snap = await self.snapshot()
         now = actions.now()
         decision = decide(capture, snap, now)
-        if not decision.allowed and decision.reason.startswith("unknown_") and \
-                time.monotonic() - self._forced_reload_at > _FORCED_RELOAD_EVERY:
+        if (
+            not decision.allowed
+            and decision.reason.startswith("unknown_")
+            and time.monotonic() - self._forced_reload_at > _FORCED_RELOAD_EVERY
+        ):
             # a credential registered by another process (CLI, provisioning) since the last reload
             self._forced_reload_at = time.monotonic()
             snap = await self.snapshot(force=True)
@@ -194,15 +222,18 @@ class AccessHandler:
             if decision.allowed and decision.pass_id is not None:
                 decision = await self._consume_pass(decision, snap)
             if decision.allowed:
-                args = {"seconds": self.config.open_seconds, "subject": decision.subject or decision.pass_id,
-                        "reason": decision.reason}
+                args = {
+                    "seconds": self.config.open_seconds,
+                    "subject": decision.subject or decision.pass_id,
+                    "reason": decision.reason,
+                }
                 result = await actions.send_command(target, "open", args, self.config.command_timeout)
                 command_ok = result.ok
-        capture_id = await self.records.record_capture(capture, ts=now, subject=decision.subject,
-                                                       score=decision.score)
+        capture_id = await self.records.record_capture(capture, ts=now, subject=decision.subject, score=decision.score)
         if target is not None and not edge:
-            await self.records.record_decision(decision, ts=now, mode="central", device_id=target,
-                                               capture_id=capture_id, command_ok=command_ok)
+            await self.records.record_decision(
+                decision, ts=now, mode="central", device_id=target, capture_id=capture_id, command_ok=command_ok
+            )
             await self._emit(capture.device_id, "access_decided", now, _decision_data(decision))
         for entry, score in hits:
             await self._raise_alarm(entry, score, capture, decision, snap, actions, now)
@@ -212,54 +243,104 @@ class AccessHandler:
         assert decision.pass_id is not None
         async with self._pass_lock:
             if not await self.store.record_pass_use(decision.pass_id):
-                return Decision(False, "uses_exhausted", decision.target, decision.credential_kind, None,
-                                "visitor", decision.credential_ref, None, decision.pass_id)
+                return Decision(
+                    False,
+                    "uses_exhausted",
+                    decision.target,
+                    decision.credential_kind,
+                    None,
+                    "visitor",
+                    decision.credential_ref,
+                    None,
+                    decision.pass_id,
+                )
             snap.register_use(decision.pass_id)
         return decision
 
-    async def _raise_alarm(self, entry: WatchEntry, score: float | None, capture: Capture, decision: Decision,
-                           snap: RegistrySnapshot, actions: PlatformActions, now: float) -> None:
+    async def _raise_alarm(
+        self,
+        entry: WatchEntry,
+        score: float | None,
+        capture: Capture,
+        decision: Decision,
+        snap: RegistrySnapshot,
+        actions: PlatformActions,
+        now: float,
+    ) -> None:
         """One alarm per watchlist entry while it is open (a second sighting counts on it), to police."""
         device = snap.devices.get(capture.device_id)
         place = device.name if device is not None and device.name else capture.device_id
         subject = entry.plate or entry.label or decision.subject or entry.id
-        evidence = {"device": capture.device_id, "camera": capture.camera, "watch_id": entry.id,
-                    "snapshot_ref": capture.snapshot_ref, "score": score}
+        evidence = {
+            "device": capture.device_id,
+            "camera": capture.camera,
+            "watch_id": entry.id,
+            "snapshot_ref": capture.snapshot_ref,
+            "score": score,
+        }
         alarm, _created = await self._alarms.raise_alarm(
-            actions, rule_id="access", subject=subject, kind="watchlist_match", severity="critical",
-            message=f"watchlist: {subject} ({entry.reason}) at {place}", now=now, evidence=evidence,
+            actions,
+            rule_id="access",
+            subject=subject,
+            kind="watchlist_match",
+            severity="critical",
+            message=f"watchlist: {subject} ({entry.reason}) at {place}",
+            now=now,
+            evidence=evidence,
             data={"place": place, "list_reason": entry.reason, "door_opened": decision.allowed},
-            audience="police", dedupe_key=f"access|watchlist|{entry.id}",
+            audience="police",
+            dedupe_key=f"access|watchlist|{entry.id}",
         )
-        await self._emit(capture.device_id, "watchlist_match", now, {
-            "device": capture.device_id, "subject": subject, "list_reason": entry.reason,
-            "snapshot_ref": capture.snapshot_ref, "camera": capture.camera, "alarm_id": alarm.id})
+        await self._emit(
+            capture.device_id,
+            "watchlist_match",
+            now,
+            {
+                "device": capture.device_id,
+                "subject": subject,
+                "list_reason": entry.reason,
+                "snapshot_ref": capture.snapshot_ref,
+                "camera": capture.camera,
+                "alarm_id": alarm.id,
+            },
+        )
 
     async def _emit(self, device_id: str, type_: str, now: float, data: dict[str, Any]) -> None:
         if self._on_platform_event is not None:
-            await self._on_platform_event(DeviceEvent(self.config.site, device_id, "platform", type_,
-                                                      uuid.uuid4().hex, now, data))
+            await self._on_platform_event(
+                DeviceEvent(self.config.site, device_id, "platform", type_, uuid.uuid4().hex, now, data)
+            )
 
     # --- edge mode --------------------------------------------------------------------------------
     async def _record_edge_decision(self, event: DeviceEvent, actions: PlatformActions) -> None:
         data = event.data
         subject = data.get("subject")
-        pass_id = subject.removeprefix("visitor:") if isinstance(subject, str) and subject.startswith(
-            "visitor:") else None
+        pass_id = (
+            subject.removeprefix("visitor:") if isinstance(subject, str) and subject.startswith("visitor:") else None
+        )
         snap = await self.snapshot()
         person = snap.people.get(subject) if isinstance(subject, str) else None
         role = "visitor" if pass_id else (person.role if person else None)
-        decision = Decision(bool(data["allowed"]), str(data.get("reason") or ""), event.device_id,
-                            str(data.get("credential_kind") or "unknown"), None if pass_id else subject, role,
-                            None, None, pass_id)
+        decision = Decision(
+            bool(data["allowed"]),
+            str(data.get("reason") or ""),
+            event.device_id,
+            str(data.get("credential_kind") or "unknown"),
+            None if pass_id else subject,
+            role,
+            None,
+            None,
+            pass_id,
+        )
         if decision.allowed and pass_id is not None:
             await self.store.record_pass_use(pass_id)
             snap.register_use(pass_id)
         await self.records.record_decision(decision, ts=event.ts, mode="edge", device_id=event.device_id)
         await self._emit(event.device_id, "access_decided", event.ts, _decision_data(decision))
 
-    async def refresh_edge_allow_lists(self, actions: PlatformActions, *, only: str | None = None,
-                                       force: bool = False) -> list[str]:
+    async def refresh_edge_allow_lists(
+        self, actions: PlatformActions, *, only: str | None = None, force: bool = False
+    ) -> list[str]:
         """Push changed allow-lists to edge-mode doors; returns the devices updated."""
         snap = await self.snapshot()
         now = actions.now()
@@ -271,8 +352,9 @@ class AccessHandler:
             if digest == prev_digest and not force:
                 continue
             version = max(prev_version + 1, int(now))
-            await actions.set_desired(device_id, {"access_mode": "edge",
-                                                  "allow_list": {"version": version, "entries": allow["entries"]}})
+            await actions.set_desired(
+                device_id, {"access_mode": "edge", "allow_list": {"version": version, "entries": allow["entries"]}}
+            )
             self._pushed[device_id] = (version, digest)
             updated.append(device_id)
         return updated
@@ -331,6 +413,12 @@ class AccessHandler:
 
 
 def _decision_data(d: Decision) -> dict[str, Any]:
-    return {"device": d.target, "allowed": d.allowed, "subject": d.subject or d.pass_id,
-            "subject_role": d.subject_role, "credential_kind": d.credential_kind, "reason": d.reason,
-            "score": d.score}
+    return {
+        "device": d.target,
+        "allowed": d.allowed,
+        "subject": d.subject or d.pass_id,
+        "subject_role": d.subject_role,
+        "credential_kind": d.credential_kind,
+        "reason": d.reason,
+        "score": d.score,
+    }

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-__all__ = ["IdCardError", "birth_date", "check_char", "is_valid_id_number", "mask_id_number",
-           "validate_id_number"]
+__all__ = ["IdCardError", "birth_date", "check_char", "is_valid_id_number", "mask_id_number", "validate_id_number"]
 
 _WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _CHECK = "10X98765432"

@@ -48,8 +48,14 @@ async def import_places(data: dict[str, Any], store: CommunityStore, rep: Import
     for d in data.get("devices", []):
         if d.get("kind") in ("door_lock", "vehicle_gate", "camera"):
             unit = d.get("unit")
-            await store.add_device(d["id"], d["kind"], name=d.get("name"), building=d.get("building"),
-                                   unit=None if unit is None else int(unit), gate=d.get("gate"))
+            await store.add_device(
+                d["id"],
+                d["kind"],
+                name=d.get("name"),
+                building=d.get("building"),
+                unit=None if unit is None else int(unit),
+                gate=d.get("gate"),
+            )
             rep.devices += 1
             for cam in d.get("cameras", []) or []:
                 if not any(x.get("id") == cam for x in data.get("devices", [])):
@@ -59,22 +65,33 @@ async def import_places(data: dict[str, Any], store: CommunityStore, rep: Import
 
 def _new_person(p: dict[str, Any]) -> NewPerson:
     lease = p.get("lease") or {}
-    return NewPerson(id=p["id"], role=p["role"], household_id=p.get("household"), name=p.get("name"),
-                     phone=p.get("phone"), id_number=p.get("id_number"),
-                     face_consent=bool(p.get("face_consent", False)),
-                     lease_start=_date(lease["start"]) if lease.get("start") else None,
-                     lease_end=_date(lease["end"]) if lease.get("end") else None)
+    return NewPerson(
+        id=p["id"],
+        role=p["role"],
+        household_id=p.get("household"),
+        name=p.get("name"),
+        phone=p.get("phone"),
+        id_number=p.get("id_number"),
+        face_consent=bool(p.get("face_consent", False)),
+        lease_start=_date(lease["start"]) if lease.get("start") else None,
+        lease_end=_date(lease["end"]) if lease.get("end") else None,
+    )
 
 
-async def _credentials(store: CommunityStore, p: dict[str, Any], new: NewPerson, now: float, rep: ImportReport,
-                       alternative_pins: bool) -> None:
+async def _credentials(
+    store: CommunityStore, p: dict[str, Any], new: NewPerson, now: float, rep: ImportReport, alternative_pins: bool
+) -> None:
     for kind in ("card", "pin"):
         if p.get(kind):
             try:
                 await store.add_credential(p["id"], kind, str(p[kind]), now=now)
             except RegistryConflict:
-                mine = CredentialRow.filter(person_id=p["id"], kind=kind, revoked=False,
-                                            value_hash=store.cipher.lookup_hash(str(p[kind]).strip(), kind))
+                mine = CredentialRow.filter(
+                    person_id=p["id"],
+                    kind=kind,
+                    revoked=False,
+                    value_hash=store.cipher.lookup_hash(str(p[kind]).strip(), kind),
+                )
                 if not await mine.exists():
                     raise
     if new.face_consent and p.get("face_template") is not None:
@@ -86,8 +103,9 @@ async def _credentials(store: CommunityStore, p: dict[str, Any], new: NewPerson,
             rep.pins[p["id"]] = pin
 
 
-async def import_community(data: dict[str, Any], store: CommunityStore, *, now: float,
-                           operator: str = "import", alternative_pins: bool = True) -> ImportReport:
+async def import_community(
+    data: dict[str, Any], store: CommunityStore, *, now: float, operator: str = "import", alternative_pins: bool = True
+) -> ImportReport:
     """Register a community file's contents (already parsed into a dict) into ``store``.
 
     People may carry ``face_template`` (128 floats, used only with ``face_consent``), ``card`` and
@@ -112,8 +130,13 @@ class StorePeopleRegistrar:
     use; without it a missing household ``h-{building}-u{unit}-{room}`` is created from its id.
     """
 
-    def __init__(self, store: CommunityStore, clock: Callable[[], float], places: dict[str, Any] | None = None,
-                 operator: str = "provision") -> None:
+    def __init__(
+        self,
+        store: CommunityStore,
+        clock: Callable[[], float],
+        places: dict[str, Any] | None = None,
+        operator: str = "provision",
+    ) -> None:
         self.store = store
         self.clock = clock
         self.report = ImportReport()
@@ -140,10 +163,10 @@ class StorePeopleRegistrar:
             await self.store.add_person(new, registered_by=self._operator, now=now)
             self.report.people += 1
         else:
-            window = (lease_window(new.lease_start, new.lease_end) if new.lease_start and new.lease_end
-                      else (None, None))
-            await PersonRow.filter(id=row.id).update(role=new.role, household_id=new.household_id,
-                                                     lease_start=window[0], lease_end=window[1])
+            window = lease_window(new.lease_start, new.lease_end) if new.lease_start and new.lease_end else (None, None)
+            await PersonRow.filter(id=row.id).update(
+                role=new.role, household_id=new.household_id, lease_start=window[0], lease_end=window[1]
+            )
             if row.face_consent != new.face_consent:
                 await self.store.set_face_consent(row.id, new.face_consent)
             self.store.generation += 1

@@ -9,9 +9,21 @@ from __future__ import annotations
 from tortoise import fields
 from tortoise.models import Model
 
-__all__ = ["AccessDecisionRow", "ApiTokenRow", "AuditRow", "BuildingRow", "CaptureRow",
-           "CredentialRow", "DeviceRow", "EnrolmentRow", "HouseholdRow", "PassRow", "PersonRow", "VehicleRow",
-           "WatchRow"]
+__all__ = [
+    "AccessDecisionRow",
+    "ApiTokenRow",
+    "AuditRow",
+    "BuildingRow",
+    "CaptureRow",
+    "CredentialRow",
+    "DeviceRow",
+    "EnrolmentRow",
+    "HouseholdRow",
+    "PassRow",
+    "PersonRow",
+    "VehicleRow",
+    "WatchRow",
+]
 
 
 class BuildingRow(Model):
@@ -205,7 +217,7 @@ class AccessDecisionRow(Model):
 
 
 class Meta:
-        table = "community_alarms"
+    table = "community_alarms"
 
 
 class ApiTokenRow(Model):

@@ -53,8 +53,12 @@ class PassClaims:
     def to_json(self) -> dict[str, Any]:
         """Compact claim dictionary (short keys keep the QR code small)."""
         out: dict[str, Any] = {
-            "i": self.pass_id, "s": self.site, "f": self.valid_from, "t": self.valid_until,
-            "d": list(self.doors), "u": self.max_uses,
+            "i": self.pass_id,
+            "s": self.site,
+            "f": self.valid_from,
+            "t": self.valid_until,
+            "d": list(self.doors),
+            "u": self.max_uses,
         }
         if self.plate is not None:
             out["p"] = self.plate
@@ -87,8 +91,12 @@ def _claims_from(obj: Any) -> PassClaims:
         doors = obj["d"]
         plate = obj.get("p")
         claims = PassClaims(
-            pass_id=str(obj["i"]), site=str(obj["s"]), valid_from=int(obj["f"]), valid_until=int(obj["t"]),
-            doors=tuple(str(d) for d in doors), max_uses=int(obj["u"]),
+            pass_id=str(obj["i"]),
+            site=str(obj["s"]),
+            valid_from=int(obj["f"]),
+            valid_until=int(obj["t"]),
+            doors=tuple(str(d) for d in doors),
+            max_uses=int(obj["u"]),
             plate=None if plate is None else str(plate),
         )
     except (KeyError, TypeError, ValueError, OverflowError) as exc:
@@ -114,8 +122,9 @@ def parse_pass(payload: str) -> PassClaims:
     return _claims_from(obj)
 
 
-def verify_pass(payload: str, key: bytes, *, now: float, site: str | None = None,
-                door: str | None = None) -> PassClaims:
+def verify_pass(
+    payload: str, key: bytes, *, now: float, site: str | None = None, door: str | None = None
+) -> PassClaims:
     """Check signature, validity window, site and (optionally) the door; return the claims.
 
     Raises:

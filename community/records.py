@@ -45,26 +45,62 @@ class AccessRecords:
     async def record_capture(self, capture: Capture, *, ts: float, subject: str | None, score: float | None) -> str:
         """Store a capture (plate text, matched subject, snapshot reference — never the image)."""
         cid = uuid.uuid4().hex
-        await CaptureRow.create(id=cid, site=self.site, ts=ts, device_id=capture.device_id, camera=capture.camera,
-                                credential_kind=capture.kind,
-                                plate=capture.credential if capture.kind == "plate" else None,
-                                subject_id=subject, score=score, snapshot_ref=capture.snapshot_ref)
+        await CaptureRow.create(
+            id=cid,
+            site=self.site,
+            ts=ts,
+            device_id=capture.device_id,
+            camera=capture.camera,
+            credential_kind=capture.kind,
+            plate=capture.credential if capture.kind == "plate" else None,
+            subject_id=subject,
+            score=score,
+            snapshot_ref=capture.snapshot_ref,
+        )
         return cid
 
-    async def record_decision(self, decision: Decision, *, ts: float, mode: str, device_id: str,
-                              capture_id: str | None = None, command_ok: bool | None = None) -> str:
+    async def record_decision(
+        self,
+        decision: Decision,
+        *,
+        ts: float,
+        mode: str,
+        device_id: str,
+        capture_id: str | None = None,
+        command_ok: bool | None = None,
+    ) -> str:
         """Store one access decision."""
         did = uuid.uuid4().hex
         await AccessDecisionRow.create(
-            id=did, site=self.site, ts=ts, device_id=device_id, mode=mode, allowed=decision.allowed,
-            reason=decision.reason, subject_id=decision.subject, subject_role=decision.subject_role,
-            credential_kind=decision.credential_kind, credential_ref=decision.credential_ref, score=decision.score,
-            pass_id=decision.pass_id, capture_id=capture_id, command_ok=command_ok)
+            id=did,
+            site=self.site,
+            ts=ts,
+            device_id=device_id,
+            mode=mode,
+            allowed=decision.allowed,
+            reason=decision.reason,
+            subject_id=decision.subject,
+            subject_role=decision.subject_role,
+            credential_kind=decision.credential_kind,
+            credential_ref=decision.credential_ref,
+            score=decision.score,
+            pass_id=decision.pass_id,
+            capture_id=capture_id,
+            command_ok=command_ok,
+        )
         return did
 
-    async def search_decisions(self, *, since: float | None = None, until: float | None = None,
-                               device: str | None = None, plate: str | None = None, subject: str | None = None,
-                               allowed: bool | None = None, limit: int = 100) -> list[AccessDecisionRow]:
+    async def search_decisions(
+        self,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        device: str | None = None,
+        plate: str | None = None,
+        subject: str | None = None,
+        allowed: bool | None = None,
+        limit: int = 100,
+    ) -> list[AccessDecisionRow]:
         """Decisions filtered by time, place, plate and person, newest first."""
         q = AccessDecisionRow.filter(site=self.site)
         if since is not None:
@@ -81,9 +117,16 @@ class AccessRecords:
             q = q.filter(allowed=allowed)
         return await q.order_by("-ts").limit(limit)
 
-    async def search_captures(self, *, since: float | None = None, until: float | None = None,
-                              device: str | None = None, plate: str | None = None, subject: str | None = None,
-                              limit: int = 100) -> list[CaptureRow]:
+    async def search_captures(
+        self,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        device: str | None = None,
+        plate: str | None = None,
+        subject: str | None = None,
+        limit: int = 100,
+    ) -> list[CaptureRow]:
         """Captures filtered by time, place, plate and person, newest first."""
         q = CaptureRow.filter(site=self.site)
         if since is not None:
@@ -98,11 +141,26 @@ class AccessRecords:
             q = q.filter(subject_id=subject)
         return await q.order_by("-ts").limit(limit)
 
-    async def audit(self, *, actor: str, actor_role: str | None, action: str, target: str | None, now: float,
-                    detail: dict[str, Any] | None = None) -> None:
+    async def audit(
+        self,
+        *,
+        actor: str,
+        actor_role: str | None,
+        action: str,
+        target: str | None,
+        now: float,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
         """Append to the audit log of personal-data access."""
-        await AuditRow.create(id=uuid.uuid4().hex, ts=now, actor=actor, actor_role=actor_role, action=action,
-                              target=target, detail=json.dumps(detail, ensure_ascii=False) if detail else None)
+        await AuditRow.create(
+            id=uuid.uuid4().hex,
+            ts=now,
+            actor=actor,
+            actor_role=actor_role,
+            action=action,
+            target=target,
+            detail=json.dumps(detail, ensure_ascii=False) if detail else None,
+        )
 
     async def create_token(self, person_id: str, *, label: str | None, now: float) -> str:
         """Issue an API bearer token for a person; only its hash is stored. Returns the token."""
@@ -124,9 +182,9 @@ class AccessRecords:
         out = {
             "captures": await CaptureRow.filter(site=self.site, ts__lt=now - retention.captures_days * _DAY).delete(),
             "decisions": await AccessDecisionRow.filter(
-                site=self.site, ts__lt=now - retention.decisions_days * _DAY).delete(),
-            "passes": await PassRow.filter(
-                site=self.site, valid_until__lt=now - retention.passes_days * _DAY).delete(),
+                site=self.site, ts__lt=now - retention.decisions_days * _DAY
+            ).delete(),
+            "passes": await PassRow.filter(site=self.site, valid_until__lt=now - retention.passes_days * _DAY).delete(),
             "audit": await AuditRow.filter(ts__lt=now - retention.audit_days * _DAY).delete(),
         }
         return out

@@ -15,8 +15,18 @@ import numpy as np
 from community.passes import PassClaims
 from vision.gallery import FaceGallery
 
-__all__ = ["ALL_ROLES", "CHINA_TZ", "RESIDENT_ROLES", "STAFF_ROLES", "DeviceInfo", "PassState", "PersonInfo",
-           "RegistrySnapshot", "WatchEntry", "lease_window"]
+__all__ = [
+    "ALL_ROLES",
+    "CHINA_TZ",
+    "RESIDENT_ROLES",
+    "STAFF_ROLES",
+    "DeviceInfo",
+    "PassState",
+    "PersonInfo",
+    "RegistrySnapshot",
+    "WatchEntry",
+    "lease_window",
+]
 
 RESIDENT_ROLES = frozenset({"owner", "family", "tenant", "elderly_alone", "child"})
 STAFF_ROLES = frozenset({"staff", "police"})

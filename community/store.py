@@ -103,21 +103,40 @@ class CommunityStore:
     # --- places -----------------------------------------------------------------------------------
     async def add_building(self, building_id: str, name: str | None = None, units: int = 1, floors: int = 1) -> None:
         """Create or update a building."""
-        await BuildingRow.update_or_create(id=building_id, defaults={
-            "site": self.site, "name": name, "units": units, "floors": floors})
+        await BuildingRow.update_or_create(
+            id=building_id, defaults={"site": self.site, "name": name, "units": units, "floors": floors}
+        )
         self._changed()
 
     async def add_household(self, household_id: str, building_id: str, unit: int | None, room: str | None) -> None:
         """Create or update a household."""
-        await HouseholdRow.update_or_create(id=household_id, defaults={
-            "site": self.site, "building_id": building_id, "unit": unit, "room": room})
+        await HouseholdRow.update_or_create(
+            id=household_id, defaults={"site": self.site, "building_id": building_id, "unit": unit, "room": room}
+        )
         self._changed()
 
-    async def add_device(self, device_id: str, kind: str, *, name: str | None = None, building: str | None = None,
-                         unit: int | None = None, gate: str | None = None) -> None:
+    async def add_device(
+        self,
+        device_id: str,
+        kind: str,
+        *,
+        name: str | None = None,
+        building: str | None = None,
+        unit: int | None = None,
+        gate: str | None = None,
+    ) -> None:
         """Record where an access device or capture camera sits."""
-        await DeviceRow.update_or_create(id=device_id, defaults={
-            "site": self.site, "kind": kind, "name": name, "building_id": building, "unit": unit, "gate_id": gate})
+        await DeviceRow.update_or_create(
+            id=device_id,
+            defaults={
+                "site": self.site,
+                "kind": kind,
+                "name": name,
+                "building_id": building,
+                "unit": unit,
+                "gate_id": gate,
+            },
+        )
         self._changed()
 
     # --- people -----------------------------------------------------------------------------------
@@ -164,9 +183,18 @@ class CommunityStore:
         pid = new.id or "p-" + _uid()[:12]
         if await PersonRow.filter(id=pid).exists():
             raise RegistryConflict("duplicate_person", f"person {pid} exists")
-        await PersonRow.create(id=pid, site=self.site, role=new.role, household_id=new.household_id,
-                               face_consent=new.face_consent, lease_start=lease_start, lease_end=lease_end,
-                               registered_by=registered_by, created_at=now, **values)
+        await PersonRow.create(
+            id=pid,
+            site=self.site,
+            role=new.role,
+            household_id=new.household_id,
+            face_consent=new.face_consent,
+            lease_start=lease_start,
+            lease_end=lease_end,
+            registered_by=registered_by,
+            created_at=now,
+            **values,
+        )
         self._changed()
         return pid
 
@@ -187,11 +215,15 @@ class CommunityStore:
         """A person's record with personal fields decrypted (callers write the audit row)."""
         dec = self.cipher.decrypt
         return {
-            "id": row.id, "role": row.role, "household_id": row.household_id,
+            "id": row.id,
+            "role": row.role,
+            "household_id": row.household_id,
             "name": dec(row.name_enc, "name") if row.name_enc else None,
             "phone": dec(row.phone_enc, "phone") if row.phone_enc else None,
             "id_number": dec(row.id_number_enc, "id_number") if row.id_number_enc else None,
-            "face_consent": row.face_consent, "lease_start": row.lease_start, "lease_end": row.lease_end,
+            "face_consent": row.face_consent,
+            "lease_start": row.lease_start,
+            "lease_end": row.lease_end,
             "active": row.active,
         }
 
@@ -234,12 +266,21 @@ class CommunityStore:
         except ValueError as exc:
             raise RegistryInvalid("bad_template", str(exc), field="face_template") from exc
         await CredentialRow.filter(person_id=person_id, kind="face").delete()
-        await CredentialRow.create(id=_uid(), person_id=person_id, kind="face",
-                                   value_enc=self.cipher.encrypt(enc, "face"), created_at=now)
+        await CredentialRow.create(
+            id=_uid(), person_id=person_id, kind="face", value_enc=self.cipher.encrypt(enc, "face"), created_at=now
+        )
         self._changed()
 
-    async def enrol_face(self, person_id: str, id_photo: Any, live: Any, *, operator: str, now: float,
-                         threshold: float = DEFAULT_ENROL_THRESHOLD) -> float:
+    async def enrol_face(
+        self,
+        person_id: str,
+        id_photo: Any,
+        live: Any,
+        *,
+        operator: str,
+        now: float,
+        threshold: float = DEFAULT_ENROL_THRESHOLD,
+    ) -> float:
         """人证合一: compare the ID-card photo with the live face, record the check, enrol on a match.
 
         Returns the match score. Raises:
@@ -251,8 +292,15 @@ class CommunityStore:
         except GalleryError as exc:
             raise RegistryInvalid("bad_template", str(exc), field="embedding") from exc
         matched = score >= threshold
-        await EnrolmentRow.create(id=_uid(), person_id=person_id, operator=operator, match_score=score,
-                                  threshold=threshold, matched=matched, ts=now)
+        await EnrolmentRow.create(
+            id=_uid(),
+            person_id=person_id,
+            operator=operator,
+            match_score=score,
+            threshold=threshold,
+            matched=matched,
+            ts=now,
+        )
         if not matched:
             raise EnrolmentRefused(score, threshold)
         await self.add_face_template(person_id, live, now=now)
@@ -273,8 +321,14 @@ class CommunityStore:
         h = self.cipher.lookup_hash(value, kind)
         if await CredentialRow.filter(kind=kind, value_hash=h, revoked=False).exists():
             raise RegistryConflict("duplicate_credential", f"this {kind} is already in use")
-        await CredentialRow.create(id=_uid(), person_id=person_id, kind=kind, value_hash=h,
-                                   value_enc=self.cipher.encrypt(value, kind), created_at=now)
+        await CredentialRow.create(
+            id=_uid(),
+            person_id=person_id,
+            kind=kind,
+            value_hash=h,
+            value_enc=self.cipher.encrypt(value, kind),
+            created_at=now,
+        )
         self._changed()
 
     async def ensure_alternative_credential(self, person_id: str, *, now: float) -> str | None:
@@ -299,22 +353,36 @@ class CommunityStore:
         await self.person(owner_id)
         if await VehicleRow.filter(site=self.site, plate=norm).exists():
             raise RegistryConflict("duplicate_plate", f"{norm} is already registered")
-        await VehicleRow.create(id=_uid(), site=self.site, plate=norm, color=plate_color(norm), owner_id=owner_id,
-                                created_at=now)
+        await VehicleRow.create(
+            id=_uid(), site=self.site, plate=norm, color=plate_color(norm), owner_id=owner_id, created_at=now
+        )
         self._changed()
         return norm
 
     # --- snapshot ---------------------------------------------------------------------------------
-    async def snapshot(self, *, liveness_threshold: float = 0.8,
-                       face_threshold: float = DEFAULT_THRESHOLD) -> RegistrySnapshot:
+    async def snapshot(
+        self, *, liveness_threshold: float = 0.8, face_threshold: float = DEFAULT_THRESHOLD
+    ) -> RegistrySnapshot:
         """Build the in-memory view decisions run against (decrypts credentials)."""
         buildings = {h.id: h.building_id for h in await HouseholdRow.filter(site=self.site)}
-        snap = RegistrySnapshot(site=self.site, pass_key=self.cipher.pass_key, liveness_threshold=liveness_threshold,
-                                faces=FaceGallery(threshold=face_threshold),
-                                watch_faces=FaceGallery(threshold=face_threshold))
+        snap = RegistrySnapshot(
+            site=self.site,
+            pass_key=self.cipher.pass_key,
+            liveness_threshold=liveness_threshold,
+            faces=FaceGallery(threshold=face_threshold),
+            watch_faces=FaceGallery(threshold=face_threshold),
+        )
         for p in await PersonRow.filter(site=self.site):
-            snap.people[p.id] = PersonInfo(p.id, p.role, p.household_id, buildings.get(p.household_id or ""),
-                                           p.lease_start, p.lease_end, p.face_consent, p.active)
+            snap.people[p.id] = PersonInfo(
+                p.id,
+                p.role,
+                p.household_id,
+                buildings.get(p.household_id or ""),
+                p.lease_start,
+                p.lease_end,
+                p.face_consent,
+                p.active,
+            )
         for d in await DeviceRow.filter(site=self.site):
             snap.devices[d.id] = DeviceInfo(d.id, d.kind, d.building_id, d.unit, d.gate_id, d.name)
         for v in await VehicleRow.filter(site=self.site):
@@ -343,8 +411,15 @@ class CommunityStore:
     # --- visitor passes ---------------------------------------------------------------------------
     def claims_of(self, row: PassRow) -> PassClaims:
         """The signed claims of a stored pass (the QR payload is re-derivable from them)."""
-        return PassClaims(row.id, row.site, int(row.valid_from), int(row.valid_until), tuple(json.loads(row.doors)),
-                          row.max_uses, row.plate)
+        return PassClaims(
+            row.id,
+            row.site,
+            int(row.valid_from),
+            int(row.valid_until),
+            tuple(json.loads(row.doors)),
+            row.max_uses,
+            row.plate,
+        )
 
     def payload_of(self, row: PassRow) -> str:
         """The QR payload of a stored pass."""
@@ -352,17 +427,35 @@ class CommunityStore:
 
     async def entitled_devices(self, person: PersonRow, now: float) -> list[str]:
         """Doors and gates a person may open at ``now``."""
-        info = PersonInfo(person.id, person.role, person.household_id, await self.person_building(person),
-                          person.lease_start, person.lease_end, person.face_consent, person.active)
+        info = PersonInfo(
+            person.id,
+            person.role,
+            person.household_id,
+            await self.person_building(person),
+            person.lease_start,
+            person.lease_end,
+            person.face_consent,
+            person.active,
+        )
         out = []
         for d in await DeviceRow.filter(site=self.site, kind__in=["door_lock", "vehicle_gate"]).order_by("id"):
             if entitlement_refusal(info, DeviceInfo(d.id, d.kind, d.building_id, d.unit), now) is None:
                 out.append(d.id)
         return out
 
-    async def issue_pass(self, issuer_id: str, *, valid_from: float, valid_until: float, doors: list[str] | None,
-                         max_uses: int, now: float, visitor_name: str | None = None,
-                         visitor_phone: str | None = None, plate: str | None = None) -> tuple[PassRow, str]:
+    async def issue_pass(
+        self,
+        issuer_id: str,
+        *,
+        valid_from: float,
+        valid_until: float,
+        doors: list[str] | None,
+        max_uses: int,
+        now: float,
+        visitor_name: str | None = None,
+        visitor_phone: str | None = None,
+        plate: str | None = None,
+    ) -> tuple[PassRow, str]:
         """Issue a visitor pass; returns the row and the signed QR payload.
 
         Residents may only grant doors they may open themselves, and a tenant's pass ends with the lease.
@@ -383,8 +476,9 @@ class CommunityStore:
         if not 1 <= max_uses <= 100:
             raise RegistryInvalid("bad_uses", "max_uses must be within 1..100", field="max_uses")
         if valid_until <= valid_from or valid_until <= now or valid_until - valid_from > 31 * 86400:
-            raise RegistryInvalid("bad_window", "validity must be a future window of at most 31 days",
-                                  field="valid_until")
+            raise RegistryInvalid(
+                "bad_window", "validity must be a future window of at most 31 days", field="valid_until"
+            )
         norm_plate = None
         if plate:
             try:
@@ -394,13 +488,24 @@ class CommunityStore:
         values: dict[str, Any] = {}
         if visitor_phone:
             phone = normalize_phone(visitor_phone)
-            values = {"visitor_phone_enc": self.cipher.encrypt(phone, "phone"),
-                      "visitor_phone_hash": self.cipher.lookup_hash(phone, "phone")}
+            values = {
+                "visitor_phone_enc": self.cipher.encrypt(phone, "phone"),
+                "visitor_phone_hash": self.cipher.lookup_hash(phone, "phone"),
+            }
         if visitor_name:
             values["visitor_name_enc"] = self.cipher.encrypt(visitor_name, "name")
-        row = await PassRow.create(id="v" + _uid()[:15], site=self.site, issued_by=issuer_id, plate=norm_plate,
-                                   valid_from=float(int(valid_from)), valid_until=float(int(valid_until)),
-                                   doors=json.dumps(wanted), max_uses=max_uses, created_at=now, **values)
+        row = await PassRow.create(
+            id="v" + _uid()[:15],
+            site=self.site,
+            issued_by=issuer_id,
+            plate=norm_plate,
+            valid_from=float(int(valid_from)),
+            valid_until=float(int(valid_until)),
+            doors=json.dumps(wanted),
+            max_uses=max_uses,
+            created_at=now,
+            **values,
+        )
         self._changed()
         return row, self.payload_of(row)
 
@@ -421,8 +526,17 @@ class CommunityStore:
         return bool(updated)
 
     # --- watchlist --------------------------------------------------------------------------------
-    async def add_watch(self, *, kind: str, reason: str, added_by: str, now: float, plate: str | None = None,
-                        template: Any = None, label: str | None = None) -> str:
+    async def add_watch(
+        self,
+        *,
+        kind: str,
+        reason: str,
+        added_by: str,
+        now: float,
+        plate: str | None = None,
+        template: Any = None,
+        label: str | None = None,
+    ) -> str:
         """Add a face (template) or plate of interest; returns its id."""
         if kind == "plate":
             try:
@@ -439,8 +553,17 @@ class CommunityStore:
         else:
             raise RegistryInvalid("bad_kind", "kind must be face or plate", field="kind")
         wid = "w" + _uid()[:15]
-        await WatchRow.create(id=wid, site=self.site, kind=kind, plate=plate, template_enc=enc, label=label,
-                              reason=reason, added_by=added_by, created_at=now)
+        await WatchRow.create(
+            id=wid,
+            site=self.site,
+            kind=kind,
+            plate=plate,
+            template_enc=enc,
+            label=label,
+            reason=reason,
+            added_by=added_by,
+            created_at=now,
+        )
         self._changed()
         return wid
 

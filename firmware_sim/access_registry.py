@@ -34,14 +34,20 @@ class StoreWatchlist:
         label = str(entry["id"])
         if await WatchRow.filter(site=site, label=label, active=True).exists():
             return
-        await self.store.add_watch(kind="face", reason=str(entry.get("reason") or "watchlist"),
-                                   added_by=self.operator, now=self.clock(), template=face_embedding(label),
-                                   label=label)
+        await self.store.add_watch(
+            kind="face",
+            reason=str(entry.get("reason") or "watchlist"),
+            added_by=self.operator,
+            now=self.clock(),
+            template=face_embedding(label),
+            label=label,
+        )
         self.added += 1
 
 
-def people_registrars(community: Community, store: CommunityStore,
-                      clock: Callable[[], float]) -> tuple[StorePeopleRegistrar, StoreWatchlist]:
+def people_registrars(
+    community: Community, store: CommunityStore, clock: Callable[[], float]
+) -> tuple[StorePeopleRegistrar, StoreWatchlist]:
     """People/vehicle and watchlist registrars over ``store`` (places registered from ``community``)."""
     places = community.model_dump(mode="json")
     return StorePeopleRegistrar(store, clock, places=places), StoreWatchlist(store, clock)

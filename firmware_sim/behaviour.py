@@ -117,17 +117,31 @@ class BehaviourModel:
         cams = gate.cameras or [gate.id]
         cam = cams[0] if direction == "in" else cams[min(1, len(cams) - 1)]
         readable = rng.random() > 0.03
-        payload: dict[str, Any] = {"camera": cam, "direction": direction,
-                                   "confidence": round(rng.uniform(0.86, 0.995) if readable else 0.3, 3)}
+        payload: dict[str, Any] = {
+            "camera": cam,
+            "direction": direction,
+            "confidence": round(rng.uniform(0.86, 0.995) if readable else 0.3, 3),
+        }
         if readable:
             payload["plate"] = plate
         out.append(Action(round(ts, 3), gate.id, "events/plate_captured", payload))
         if self._trackers:
             tracker = min(self._trackers, key=lambda d: abs(d.position[1] - gate.position[1]))
             x, y = tracker.position[0] - 3.0, tracker.position[1] + rng.uniform(-15.0, 15.0)
-            out.append(Action(round(ts + rng.uniform(5.0, 20.0), 3), tracker.id, "events/target_tracked",
-                              {"target_id": f"v{abs(hash_str(plate)) % 100000:05d}", "target_kind": "vehicle",
-                               "x": round(x, 2), "y": round(y, 2), "confidence": round(rng.uniform(0.7, 0.98), 3)}))
+            out.append(
+                Action(
+                    round(ts + rng.uniform(5.0, 20.0), 3),
+                    tracker.id,
+                    "events/target_tracked",
+                    {
+                        "target_id": f"v{abs(hash_str(plate)) % 100000:05d}",
+                        "target_kind": "vehicle",
+                        "x": round(x, 2),
+                        "y": round(y, 2),
+                        "confidence": round(rng.uniform(0.7, 0.98), 3),
+                    },
+                )
+            )
 
     # --- people -----------------------------------------------------------------------------
     def _door_of(self, p: Person) -> Device | None:
@@ -153,8 +167,11 @@ class BehaviourModel:
         out.append(Action(round(t_out, 3), door.id, "events/door_opened", {"by": "exit_button"}))
         self._phone_heard(rng, t_out + 60.0, p, out)
         if p.face_consent:
-            payload: dict[str, Any] = {"liveness": round(rng.uniform(0.9, 0.999), 3),
-                                       "embedding": face_embedding(p.id, 0.05, rng), "_credential": p.id}
+            payload: dict[str, Any] = {
+                "liveness": round(rng.uniform(0.9, 0.999), 3),
+                "embedding": face_embedding(p.id, 0.05, rng),
+                "_credential": p.id,
+            }
             out.append(Action(round(t_in, 3), door.id, "events/face_captured", payload))
         elif p.card:
             out.append(Action(round(t_in, 3), door.id, "events/card_presented", {"card": p.card}))
@@ -168,12 +185,17 @@ class BehaviourModel:
         for s in self._sniffers:
             rssi = heard_rssi(math.dist(where, s.position), rng)
             if rssi is not None:
-                out.append(Action(round(ts + rng.uniform(0, 5), 3), s.id, "events/mac_seen",
-                                  {"mac": mac, "rssi": rssi, "randomized": p.mac_randomized}))
+                out.append(
+                    Action(
+                        round(ts + rng.uniform(0, 5), 3),
+                        s.id,
+                        "events/mac_seen",
+                        {"mac": mac, "rssi": rssi, "randomized": p.mac_randomized},
+                    )
+                )
 
     # --- tags -------------------------------------------------------------------------------
-    def _tag_day(self, rng: random.Random, t0: float, tag: str, group: str, p: Person,
-                 out: list[Action]) -> None:
+    def _tag_day(self, rng: random.Random, t0: float, tag: str, group: str, p: Person, out: list[Action]) -> None:
         if group == "elderly":
             walk = self._paths.get("walk-loop")
             if walk is None or rng.random() < 0.3:
@@ -197,15 +219,21 @@ class BehaviourModel:
                 lo, hi = _hhmm(w.start), _hhmm(w.end)
                 self._walk(rng, tag, pickup, t0 + rng.uniform(lo, hi) * HOUR, 300.0, out)
 
-    def _walk(self, rng: random.Random, tag: str, path: list[tuple[float, float]], start: float,
-              duration: float, out: list[Action]) -> None:
+    def _walk(
+        self,
+        rng: random.Random,
+        tag: str,
+        path: list[tuple[float, float]],
+        start: float,
+        duration: float,
+        out: list[Action],
+    ) -> None:
         t = start
         while t <= start + duration:
             self._sample(rng, tag, point_along(path, (t - start) / duration), t, out)
             t += self.cfg.tag_sample_s
 
-    def _sample(self, rng: random.Random, tag: str, pos: tuple[float, float], ts: float,
-                out: list[Action]) -> None:
+    def _sample(self, rng: random.Random, tag: str, pos: tuple[float, float], ts: float, out: list[Action]) -> None:
         near = sorted(self._readers, key=lambda r: math.dist(pos, r.position))[: self.cfg.readers_per_sample]
         for r in near:
             d = math.dist(pos, r.position)
@@ -213,8 +241,9 @@ class BehaviourModel:
                 continue
             rssi = heard_rssi(d, rng)
             if rssi is not None:
-                out.append(Action(round(ts + rng.uniform(0, 1), 3), r.id, "events/tag_seen",
-                                  {"tag": tag, "rssi": rssi}))
+                out.append(
+                    Action(round(ts + rng.uniform(0, 1), 3), r.id, "events/tag_seen", {"tag": tag, "rssi": rssi})
+                )
 
     # --- telemetry --------------------------------------------------------------------------
     def _telemetry_day(self, rng: random.Random, t0: float, out: list[Action]) -> None:
@@ -223,8 +252,14 @@ class BehaviourModel:
             phase = rng.uniform(0, every)
             base_rssi = rng.uniform(-75.0, -45.0)
             for k in range(int(DAY // every)):
-                out.append(Action(round(t0 + phase + k * every, 3), d.id, "telemetry",
-                                  {"rssi": round(base_rssi + rng.gauss(0, 2), 1)}))
+                out.append(
+                    Action(
+                        round(t0 + phase + k * every, 3),
+                        d.id,
+                        "telemetry",
+                        {"rssi": round(base_rssi + rng.gauss(0, 2), 1)},
+                    )
+                )
 
 
 def hash_str(s: str) -> int:

@@ -33,8 +33,9 @@ class Outcome:
 
     def line(self) -> str:
         """A one-line human summary."""
-        mark = {"met": "ok", "missing": "MISSING", "pending": "...", "skipped": "SKIPPED",
-                "violated": "UNEXPECTED"}[self.status]
+        mark = {"met": "ok", "missing": "MISSING", "pending": "...", "skipped": "SKIPPED", "violated": "UNEXPECTED"}[
+            self.status
+        ]
         return f"[{mark}] {self.expect.description}" + (f" — {self.detail}" if self.detail else "")
 
 
@@ -122,15 +123,24 @@ def evaluate(
             first_t[i] = hits[0].t
         overdue = t_steps_done is not None and now >= t_steps_done + e.within * patience
         if e.kind == "absent":
-            outcomes.append(Outcome(i, e, "violated", f"seen on {hits[0].topic}") if hits
-                            else Outcome(i, e, "met" if overdue else "pending"))
+            outcomes.append(
+                Outcome(i, e, "violated", f"seen on {hits[0].topic}")
+                if hits
+                else Outcome(i, e, "met" if overdue else "pending")
+            )
             continue
         if e.count is None:
             if hits:
                 outcomes.append(Outcome(i, e, "met"))
             else:
-                outcomes.append(Outcome(i, e, "missing" if overdue else "pending",
-                                        f"nothing within {e.within * patience:g} s" if overdue else ""))
+                outcomes.append(
+                    Outcome(
+                        i,
+                        e,
+                        "missing" if overdue else "pending",
+                        f"nothing within {e.within * patience:g} s" if overdue else "",
+                    )
+                )
             continue
         if len(hits) > e.count:
             outcomes.append(Outcome(i, e, "violated", f"seen {len(hits)} times, expected {e.count}"))

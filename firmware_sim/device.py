@@ -141,9 +141,7 @@ class DeviceClient:
         self.perform(self.fw.on_connect(self.clock.now()))
         self._wake.set()
 
-    def _on_disconnect(
-        self, client: mqtt.Client, userdata: Any, flags: Any, rc: ReasonCode, props: Any
-    ) -> None:
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: ReasonCode, props: Any) -> None:
         self.connected.clear()
         self._disconnected.set()
         self._wake.set()
@@ -151,7 +149,7 @@ class DeviceClient:
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         if not msg.topic.startswith(self.base):
             return
-        self.perform(self.fw.on_message(msg.topic[len(self.base):], bytes(msg.payload), self.clock.now()))
+        self.perform(self.fw.on_message(msg.topic[len(self.base) :], bytes(msg.payload), self.clock.now()))
 
     # --- outputs ------------------------------------------------------------------------------
     def perform(self, outputs: list[Output]) -> None:
@@ -174,8 +172,12 @@ class DeviceClient:
             self.outbox.popleft()
             self.dropped += 1
             # Drop-oldest: the newest state and events matter most after an outage.
-            log.warning("%s: offline outbox full (%d), dropped oldest message (%d dropped so far)",
-                        self.fw.device_id, self.outbox_limit, self.dropped)
+            log.warning(
+                "%s: offline outbox full (%d), dropped oldest message (%d dropped so far)",
+                self.fw.device_id,
+                self.outbox_limit,
+                self.dropped,
+            )
         self.outbox.append(out)
 
     def _send(self, out: Publish) -> None:

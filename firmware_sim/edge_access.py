@@ -32,8 +32,12 @@ class Decision:
 
     def as_event(self) -> dict[str, Any]:
         """The ``access_decided`` event data."""
-        return {"allowed": self.allowed, "subject": self.subject, "credential_kind": self.credential_kind,
-                "reason": self.reason}
+        return {
+            "allowed": self.allowed,
+            "subject": self.subject,
+            "credential_kind": self.credential_kind,
+            "reason": self.reason,
+        }
 
 
 def credential_digest(kind: str, value: str) -> str:

@@ -62,8 +62,9 @@ class Firmware:
     desired_fields: ClassVar[frozenset[str]] = frozenset()
     commands: ClassVar[frozenset[str]] = frozenset({"reboot"})
 
-    def __init__(self, device_id: str, *, seq_start: int, boot_ts: float,
-                 new_id: Callable[[], str] | None = None) -> None:
+    def __init__(
+        self, device_id: str, *, seq_start: int, boot_ts: float, new_id: Callable[[], str] | None = None
+    ) -> None:
         self.device_id = device_id
         self.seq = seq_start
         self.boot_ts = boot_ts
@@ -91,8 +92,12 @@ class Firmware:
         uptime = max(0.0, now - self.boot_ts)
         battery = max(0.0, 100.0 - uptime / 3600.0 * 0.05)
         temperature = 20.0 + 6.0 * math.sin((now % 86400.0) / 86400.0 * 2 * math.pi - math.pi / 2)
-        metrics = {"battery": round(battery, 2), "rssi": round(rssi, 1), "temperature": round(temperature, 2),
-                   "uptime": round(uptime, 1)}
+        metrics = {
+            "battery": round(battery, 2),
+            "rssi": round(rssi, 1),
+            "temperature": round(temperature, 2),
+            "uptime": round(uptime, 1),
+        }
         return Publish("telemetry", {"ts": now, "metrics": metrics}, qos=0)
 
     def stimulate(self, suffix: str, payload: dict[str, Any], now: float) -> list[Output]:
@@ -106,7 +111,7 @@ class Firmware:
         if suffix == "twin/reported":
             return [self.report(dict(payload), now)]
         if suffix.startswith("events/"):
-            return self.physical_event(suffix[len("events/"):], payload, now)
+            return self.physical_event(suffix[len("events/") :], payload, now)
         raise ValueError(f"{self.device_id}: cannot simulate {suffix!r}")
 
     def physical_event(self, type_: str, data: dict[str, Any], now: float) -> list[Output]:
@@ -225,8 +230,14 @@ class VehicleGate(Firmware):
     """A barrier arm with its capture cameras; the arm takes ``BARRIER_TRAVEL_S`` to move."""
 
     kind = "vehicle_gate"
-    initial: ClassVar[dict[str, Any]] = {"barrier": "down", "mode": "auto", "open_seconds": 8,
-                                         "access_mode": "central", "allow_list_version": 0, "cameras": {}}
+    initial: ClassVar[dict[str, Any]] = {
+        "barrier": "down",
+        "mode": "auto",
+        "open_seconds": 8,
+        "access_mode": "central",
+        "allow_list_version": 0,
+        "cameras": {},
+    }
     desired_fields = frozenset({"barrier", "mode", "open_seconds", "access_mode", "allow_list"})
     commands = frozenset({"reboot", "open"})
 
@@ -251,8 +262,11 @@ class VehicleGate(Firmware):
 
     def _timer_arrive(self, now: float, target: str, by: str) -> list[Output]:
         out: list[Output] = [self.report({"barrier": target}, now)]
-        out.append(self.event("barrier_opened" if target == "up" else "barrier_closed",
-                              {"by": by} if target == "up" else {}, now))
+        out.append(
+            self.event(
+                "barrier_opened" if target == "up" else "barrier_closed", {"by": by} if target == "up" else {}, now
+            )
+        )
         if target == "up" and self.reported.get("mode") == "auto" and by != "platform":
             self.schedule(now + float(self.reported.get("open_seconds", 8)), "close")
         return out
@@ -273,14 +287,20 @@ class VehicleGate(Firmware):
 
     def physical_event(self, type_: str, data: dict[str, Any], now: float) -> list[Output]:
         if type_ == "plate_captured":
-            return self.capture_plate(str(data.get("camera", "")), str(data.get("direction", "in")),
-                                      data.get("plate"), float(data.get("confidence", 0.9)), now)
+            return self.capture_plate(
+                str(data.get("camera", "")),
+                str(data.get("direction", "in")),
+                data.get("plate"),
+                float(data.get("confidence", 0.9)),
+                now,
+            )
         if type_ == "qr_scanned" and self.reported.get("access_mode") == "edge":
             return [self.event(type_, public(data), now), *self._edge("qr", str(data.get("payload")), now)]
         return super().physical_event(type_, data, now)
 
-    def capture_plate(self, camera: str, direction: str, plate: str | None, confidence: float,
-                      now: float) -> list[Output]:
+    def capture_plate(
+        self, camera: str, direction: str, plate: str | None, confidence: float, now: float
+    ) -> list[Output]:
         """A vehicle in front of a capture camera."""
         data: dict[str, Any] = {"camera": camera, "direction": direction, "confidence": round(confidence, 3)}
         if plate is not None:
@@ -306,9 +326,14 @@ class DoorLock(Firmware):
     """A unit-door face terminal with 3D liveness and an electric lock that relocks after its hold time."""
 
     kind = "door_lock"
-    initial: ClassVar[dict[str, Any]] = {"lock": "locked", "door": "closed", "hold_seconds": 5,
-                                         "access_mode": "central", "allow_list_version": 0,
-                                         "liveness_threshold": 0.8}
+    initial: ClassVar[dict[str, Any]] = {
+        "lock": "locked",
+        "door": "closed",
+        "hold_seconds": 5,
+        "access_mode": "central",
+        "allow_list_version": 0,
+        "liveness_threshold": 0.8,
+    }
     desired_fields = frozenset({"lock", "hold_seconds", "access_mode", "liveness_threshold", "allow_list"})
     commands = frozenset({"reboot", "open"})
 
@@ -331,8 +356,10 @@ class DoorLock(Firmware):
         data: dict[str, Any] = {"by": by}
         if subject:
             data["subject"] = subject
-        out: list[Output] = [self.report({"lock": "unlocked", "door": "open"}, now),
-                             self.event("door_opened", data, now)]
+        out: list[Output] = [
+            self.report({"lock": "unlocked", "door": "open"}, now),
+            self.event("door_opened", data, now),
+        ]
         self.schedule(now + seconds, "relock")
         return out
 
@@ -356,11 +383,15 @@ class DoorLock(Firmware):
     # --- physical interactions driven by the behaviour model ------------------------------------
     def physical_event(self, type_: str, data: dict[str, Any], now: float) -> list[Output]:
         if type_ == "face_captured":
-            return self.present("face", str(data.get("_credential", "")), now,
-                                liveness=float(data.get("liveness", 0.97)), embedding=data.get("embedding"),
-                                image_jpeg_b64=data.get("image_jpeg_b64"))
-        simple = {"card_presented": ("card", "card"), "pin_entered": ("pin", "pin"),
-                  "qr_scanned": ("qr", "payload")}
+            return self.present(
+                "face",
+                str(data.get("_credential", "")),
+                now,
+                liveness=float(data.get("liveness", 0.97)),
+                embedding=data.get("embedding"),
+                image_jpeg_b64=data.get("image_jpeg_b64"),
+            )
+        simple = {"card_presented": ("card", "card"), "pin_entered": ("pin", "pin"), "qr_scanned": ("qr", "payload")}
         if type_ in simple:
             kind, key = simple[type_]
             return self.present(kind, str(data.get(key, "")), now)
@@ -370,8 +401,16 @@ class DoorLock(Firmware):
             return self.force(now)
         return super().physical_event(type_, data, now)
 
-    def present(self, kind: str, credential: str, now: float, *, liveness: float = 0.97,
-                embedding: list[float] | None = None, image_jpeg_b64: str | None = None) -> list[Output]:
+    def present(
+        self,
+        kind: str,
+        credential: str,
+        now: float,
+        *,
+        liveness: float = 0.97,
+        embedding: list[float] | None = None,
+        image_jpeg_b64: str | None = None,
+    ) -> list[Output]:
         """Someone presents a face / card / pin / QR code."""
         out: list[Output] = []
         if kind == "face":
@@ -391,8 +430,12 @@ class DoorLock(Firmware):
             raise ValueError(f"unknown credential kind {kind!r}")
         if self.reported.get("access_mode") == "edge":
             if kind == "face" and liveness < float(self.reported.get("liveness_threshold", 0.8)):
-                refused = {"allowed": False, "subject": None, "credential_kind": "face",
-                           "reason": "liveness_below_threshold"}
+                refused = {
+                    "allowed": False,
+                    "subject": None,
+                    "credential_kind": "face",
+                    "reason": "liveness_below_threshold",
+                }
                 out.append(self.event("access_decided", refused, now))
                 return out
             entries = (self.desired.get("allow_list") or {}).get("entries") or []
@@ -434,8 +477,7 @@ class PtzTracker(Firmware):
     """A wide + PTZ tracker (灵瞳) that moves its head and tracks targets."""
 
     kind = "ptz_tracker"
-    initial: ClassVar[dict[str, Any]] = {"pan": 0.0, "tilt": 0.0, "zoom": 1.0, "tracking": False,
-                                         "target_id": None}
+    initial: ClassVar[dict[str, Any]] = {"pan": 0.0, "tilt": 0.0, "zoom": 1.0, "tracking": False, "target_id": None}
     desired_fields = frozenset({"pan", "tilt", "zoom", "tracking"})
     commands = frozenset({"reboot", "ptz_goto"})
 
@@ -459,15 +501,26 @@ class PtzTracker(Firmware):
             return {"moving_to": pose}, []
         return super().run_command(name, args, now)
 
-    def track(self, target_id: str, target_kind: str, x: float, y: float, confidence: float,
-              now: float) -> list[Output]:
+    def track(
+        self, target_id: str, target_kind: str, x: float, y: float, confidence: float, now: float
+    ) -> list[Output]:
         """The tracker follows a target on the site plan."""
         out: list[Output] = []
         if self.reported.get("target_id") != target_id:
             out.append(self.report({"tracking": True, "target_id": target_id}, now))
-        out.append(self.event("target_tracked", {"target_id": target_id, "target_kind": target_kind,
-                                                 "x": round(x, 2), "y": round(y, 2),
-                                                 "confidence": round(confidence, 3)}, now))
+        out.append(
+            self.event(
+                "target_tracked",
+                {
+                    "target_id": target_id,
+                    "target_kind": target_kind,
+                    "x": round(x, 2),
+                    "y": round(y, 2),
+                    "confidence": round(confidence, 3),
+                },
+                now,
+            )
+        )
         return out
 
 

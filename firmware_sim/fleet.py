@@ -52,8 +52,10 @@ class FleetStats:
 
     def line(self, rate: float) -> str:
         """The live progress line."""
-        return (f"connected {self.connected}/{self.devices}  sent {self.sent}  acked {self.acked}  "
-                f"errors {self.errors}  {rate:,.0f} msg/s  peak RSS {peak_rss_mb():.0f} MB")
+        return (
+            f"connected {self.connected}/{self.devices}  sent {self.sent}  acked {self.acked}  "
+            f"errors {self.errors}  {rate:,.0f} msg/s  peak RSS {peak_rss_mb():.0f} MB"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,8 +115,19 @@ def raise_fd_limit(needed: int) -> int:
 class _Device(asyncio.Protocol):
     """One fleet device connection."""
 
-    __slots__ = ("_decoder", "_pid", "base", "closing", "connack", "dev_id", "inflight", "paused", "seq",
-                 "stats", "transport")
+    __slots__ = (
+        "_decoder",
+        "_pid",
+        "base",
+        "closing",
+        "connack",
+        "dev_id",
+        "inflight",
+        "paused",
+        "seq",
+        "stats",
+        "transport",
+    )
 
     def __init__(self, dev_id: str, base: str, stats: FleetStats, seq_start: int) -> None:
         self.dev_id = dev_id
@@ -175,8 +188,7 @@ class _Device(asyncio.Protocol):
             self._pid = self._pid % 65535 + 1
             self.inflight += 1
             self.stats.inflight += 1
-        self.transport.write(publish_packet(self.base + suffix, payload, qos=qos, packet_id=self._pid,
-                                            retain=retain))
+        self.transport.write(publish_packet(self.base + suffix, payload, qos=qos, packet_id=self._pid, retain=retain))
         self.stats.sent += 1
 
 
@@ -196,9 +208,15 @@ async def _connect_all(cfg: FleetConfig, stats: FleetStats, devices: list[_Devic
                 continue
             assert d.transport is not None
             secret = cfg.secrets.get(d.dev_id)
-            d.transport.write(connect_packet(
-                d.dev_id, username=d.dev_id if secret is not None else None, password=secret,
-                keepalive=cfg.keepalive, will=(d.base + "status", b"offline")))
+            d.transport.write(
+                connect_packet(
+                    d.dev_id,
+                    username=d.dev_id if secret is not None else None,
+                    password=secret,
+                    keepalive=cfg.keepalive,
+                    will=(d.base + "status", b"offline"),
+                )
+            )
             try:
                 rc = await asyncio.wait_for(d.connack, timeout=30.0)
             except TimeoutError:
@@ -222,8 +240,10 @@ async def run_fleet(cfg: FleetConfig, progress: Callable[[str], None] | None = N
     raise_fd_limit(cfg.devices + 1024)
     stats = FleetStats(devices=cfg.devices)
     seq0 = int(time.time() * 1000)
-    devices = [_Device(f"{cfg.prefix}-{i:05d}", f"anfang/{cfg.site}/{cfg.prefix}-{i:05d}/", stats, seq0)
-               for i in range(cfg.devices)]
+    devices = [
+        _Device(f"{cfg.prefix}-{i:05d}", f"anfang/{cfg.site}/{cfg.prefix}-{i:05d}/", stats, seq0)
+        for i in range(cfg.devices)
+    ]
     t0 = time.monotonic()
     reporter_stop = asyncio.Event()
 
@@ -262,9 +282,18 @@ async def run_fleet(cfg: FleetConfig, progress: Callable[[str], None] | None = N
                 if d.transport is not None:
                     d.closing = True
                     d.transport.abort()
-    return FleetResult(cfg.devices, stats.connected, round(t_conn, 2), round(send_seconds, 2), stats.sent,
-                       stats.acked, stats.errors, cfg.rate, round(acked / max(send_seconds, 1e-6), 1),
-                       round(peak_rss_mb(), 1))
+    return FleetResult(
+        cfg.devices,
+        stats.connected,
+        round(t_conn, 2),
+        round(send_seconds, 2),
+        stats.sent,
+        stats.acked,
+        stats.errors,
+        cfg.rate,
+        round(acked / max(send_seconds, 1e-6), 1),
+        round(peak_rss_mb(), 1),
+    )
 
 
 async def _send_loop(cfg: FleetConfig, stats: FleetStats, devices: list[_Device]) -> float:
@@ -285,11 +314,15 @@ async def _send_loop(cfg: FleetConfig, stats: FleetStats, devices: list[_Device]
                 continue
             d.seq += 1
             if int((sent + 1) * cfg.events) > int(sent * cfg.events):
-                d.publish("events/motion", b'{"id":"m-%d","ts":%.3f,"data":{"zone":"gate"}}' % (d.seq, time.time()),
-                          cfg.qos)
+                d.publish(
+                    "events/motion", b'{"id":"m-%d","ts":%.3f,"data":{"zone":"gate"}}' % (d.seq, time.time()), cfg.qos
+                )
             else:
-                d.publish("twin/reported",
-                          b'{"seq":%d,"ts":%.3f,"state":{"recording":true,"fps":25}}' % (d.seq, time.time()), cfg.qos)
+                d.publish(
+                    "twin/reported",
+                    b'{"seq":%d,"ts":%.3f,"state":{"recording":true,"fps":25}}' % (d.seq, time.time()),
+                    cfg.qos,
+                )
             sent += 1
             due -= 1
             tried = 0

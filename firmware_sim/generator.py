@@ -119,43 +119,81 @@ def _layout(p: Params) -> dict[str, Any]:
 def _devices(p: Params, lay: dict[str, Any]) -> list[dict[str, Any]]:
     height: float = lay["height"]
     devices: list[dict[str, Any]] = []
-    gate_spots = [("north", (_ROAD_X, height)), ("south", (_ROAD_X, 0.0)), ("west", (0.0, height / 2)),
-                  ("east", (_WIDTH, height / 2))]
+    gate_spots = [
+        ("north", (_ROAD_X, height)),
+        ("south", (_ROAD_X, 0.0)),
+        ("west", (0.0, height / 2)),
+        ("east", (_WIDTH, height / 2)),
+    ]
     cn = {"north": "北", "south": "南", "west": "西", "east": "东"}
     for g in range(p.gates):
         label, (gx, gy) = gate_spots[g] if g < len(gate_spots) else (str(g + 1), (_ROAD_X + 10 * g, 0.0))
         cams = [f"cam-{label}-{c + 1}" for c in range(p.cameras_per_gate)]
-        devices.append({"id": f"gate-{label}", "kind": "vehicle_gate", "name": f"{cn.get(label, label)}门道闸",
-                        "position": (gx, gy), "cameras": cams})
+        devices.append(
+            {
+                "id": f"gate-{label}",
+                "kind": "vehicle_gate",
+                "name": f"{cn.get(label, label)}门道闸",
+                "position": (gx, gy),
+                "cameras": cams,
+            }
+        )
         for c, cam in enumerate(cams):
             pos = (gx - 4 + 4 * c, gy + (2 if gy > 0 else -2))
-            devices.append({"id": cam, "kind": "camera", "name": f"{cn.get(label, label)}门抓拍{c + 1}",
-                            "position": pos, "gate": f"gate-{label}"})
+            devices.append(
+                {
+                    "id": cam,
+                    "kind": "camera",
+                    "name": f"{cn.get(label, label)}门抓拍{c + 1}",
+                    "position": pos,
+                    "gate": f"gate-{label}",
+                }
+            )
     for b in lay["buildings"]:
         bx, by = b["position"]
         for u in range(1, b["units"] + 1):
-            devices.append({"id": f"door-{b['id']}-u{u}", "kind": "door_lock",
-                            "name": f"{b['name']}{u}单元门禁", "position": (bx - 8 + 16 * (u - 1), by - 6),
-                            "building": b["id"], "unit": u})
+            devices.append(
+                {
+                    "id": f"door-{b['id']}-u{u}",
+                    "kind": "door_lock",
+                    "name": f"{b['name']}{u}单元门禁",
+                    "position": (bx - 8 + 16 * (u - 1), by - 6),
+                    "building": b["id"],
+                    "unit": u,
+                }
+            )
     for t in range(p.trackers):
-        devices.append({"id": f"tracker-{t + 1}", "kind": "ptz_tracker", "name": f"主干道灵瞳{t + 1}",
-                        "position": (_ROAD_X + 3, round(height * (t + 1) / (p.trackers + 1), 1))})
+        devices.append(
+            {
+                "id": f"tracker-{t + 1}",
+                "kind": "ptz_tracker",
+                "name": f"主干道灵瞳{t + 1}",
+                "position": (_ROAD_X + 3, round(height * (t + 1) / (p.trackers + 1), 1)),
+            }
+        )
     for s in range(p.sniffers):
         y = round(10 + (height - 20) * s / max(1, p.sniffers - 1), 1)
-        devices.append({"id": f"sniffer-{s + 1:02d}", "kind": "mac_sniffer", "name": f"WiFi探针{s + 1:02d}",
-                        "position": (_ROAD_X - 3, y)})
+        devices.append(
+            {
+                "id": f"sniffer-{s + 1:02d}",
+                "kind": "mac_sniffer",
+                "name": f"WiFi探针{s + 1:02d}",
+                "position": (_ROAD_X - 3, y),
+            }
+        )
     spots = _perimeter_points(lay["fence"], p.rfid_spacing)
     if p.kindergarten:
         spots += lay["kg"]
     if p.rfid_outside_m > 0:
         # Readers only on the fence estimate a tag walking away as still on the fence (the centroid of
         # the readers that hear it): three readers just outside each gate see it leave.
-        for _, (gx, gy) in gate_spots[:p.gates]:
+        for _, (gx, gy) in gate_spots[: p.gates]:
             dy = p.rfid_outside_m if gy > 0 else -p.rfid_outside_m
             spots += [(round(gx + dx, 1), round(gy + dy, 1)) for dx in (-20.0, 0.0, 20.0)]
     for r, (x, y) in enumerate(spots):
-        devices.append({"id": f"rfid-{r + 1:02d}", "kind": "rfid_reader", "name": f"RFID {r + 1:02d}",
-                        "position": (x, y)})
+        devices.append(
+            {"id": f"rfid-{r + 1:02d}", "kind": "rfid_reader", "name": f"RFID {r + 1:02d}", "position": (x, y)}
+        )
     return devices
 
 
@@ -169,8 +207,12 @@ def _people(p: Params, lay: dict[str, Any], rng: random.Random) -> dict[str, lis
                     rooms.append((b["id"], u, f"{f}{r:02d}"))
     occupied = sorted(rng.sample(range(len(rooms)), min(p.households, len(rooms))))
     households: list[dict[str, Any]] = [
-        {"id": f"h-{rooms[i][0]}-u{rooms[i][1]}-{rooms[i][2]}", "building": rooms[i][0], "unit": rooms[i][1],
-         "room": rooms[i][2]}
+        {
+            "id": f"h-{rooms[i][0]}-u{rooms[i][1]}-{rooms[i][2]}",
+            "building": rooms[i][0],
+            "unit": rooms[i][1],
+            "room": rooms[i][2],
+        }
         for i in occupied
     ]
     kinds = [rng.choices(("owner", "tenant", "elderly_alone"), (70, 18, 12))[0] for _ in households]
@@ -197,11 +239,18 @@ def _people(p: Params, lay: dict[str, Any], rng: random.Random) -> dict[str, lis
         adult = role not in ("child",)
         randomized = rng.random() < 0.4
         person: dict[str, Any] = {
-            "id": pid, "name": _name(rng, surname), "household": household, "role": role,
-            "phone": make_phone(rng), "id_number": make_id_number(rng, birth, male),
-            "face_consent": rng.random() < 0.92, "card": f"C{len(people) + 1:04d}" if adult else None,
-            "tag": None, "lease": None,
-            "mac": make_mac(rng, randomized) if adult else None, "mac_randomized": randomized and adult,
+            "id": pid,
+            "name": _name(rng, surname),
+            "household": household,
+            "role": role,
+            "phone": make_phone(rng),
+            "id_number": make_id_number(rng, birth, male),
+            "face_consent": rng.random() < 0.92,
+            "card": f"C{len(people) + 1:04d}" if adult else None,
+            "tag": None,
+            "lease": None,
+            "mac": make_mac(rng, randomized) if adult else None,
+            "mac_randomized": randomized and adult,
         }
         people.append(person)
         return person
@@ -244,10 +293,15 @@ def _people(p: Params, lay: dict[str, Any], rng: random.Random) -> dict[str, lis
     watchlist = []
     for w in range(3):
         birth = _birth(rng, today, 20, 50)
-        watchlist.append({"id": f"w{w + 1:03d}", "name": _name(rng), "reason": "协查通报 (synthetic)",
-                          "id_number": make_id_number(rng, birth, rng.random() < 0.8, region="360402")})
-    return {"households": households, "people": people, "tags": tags, "vehicles": vehicles,
-            "watchlist": watchlist}
+        watchlist.append(
+            {
+                "id": f"w{w + 1:03d}",
+                "name": _name(rng),
+                "reason": "协查通报 (synthetic)",
+                "id_number": make_id_number(rng, birth, rng.random() < 0.8, region="360402"),
+            }
+        )
+    return {"households": households, "people": people, "tags": tags, "vehicles": vehicles, "watchlist": watchlist}
 
 
 def generate(params: Params) -> Community:
@@ -259,11 +313,15 @@ def generate(params: Params) -> Community:
     people = _people(params, lay, rng)
     paths = [
         {"id": "walk-main", "points": [(_ROAD_X, 0.0), (_ROAD_X, height)]},
-        {"id": "walk-loop", "points": [(8.0, 8.0), (_WIDTH - 8, 8.0), (_WIDTH - 8, height - 8),
-                                       (8.0, height - 8), (8.0, 8.0)]},
+        {
+            "id": "walk-loop",
+            "points": [(8.0, 8.0), (_WIDTH - 8, 8.0), (_WIDTH - 8, height - 8), (8.0, height - 8), (8.0, 8.0)],
+        },
         {"id": "kg-pickup", "points": [(150.0, 30.0), (_ROAD_X, 30.0), (_ROAD_X, 0.0), (_ROAD_X, -40.0)]},
-        {"id": "wander-out", "points": [(50.0, 75.0), (_ROAD_X, 75.0), (_ROAD_X, height),
-                                        (_ROAD_X + 30, height + 80.0)]},
+        {
+            "id": "wander-out",
+            "points": [(50.0, 75.0), (_ROAD_X, 75.0), (_ROAD_X, height), (_ROAD_X + 30, height + 80.0)],
+        },
     ]
     doc: dict[str, Any] = {
         "site": params.site,
@@ -280,7 +338,8 @@ def generate(params: Params) -> Community:
         "watchlist": people["watchlist"],
         "paths": paths,
         "pickup_windows": [{"start": "11:30", "end": "12:00"}, {"start": "16:00", "end": "17:30"}]
-        if params.kindergarten else [],
+        if params.kindergarten
+        else [],
     }
     return community_from_dict(doc, f"generated:{params.site}")
 
@@ -298,12 +357,14 @@ def dump_yaml(community: Community, header: str = "") -> str:
             for item in value:
                 if key == "devices":
                     item = {k: v for k, v in item.items() if v not in (None, [])}
-                line = yaml.safe_dump(item, default_flow_style=True, allow_unicode=True, width=100000,
-                                      sort_keys=False).strip()
+                line = yaml.safe_dump(
+                    item, default_flow_style=True, allow_unicode=True, width=100000, sort_keys=False
+                ).strip()
                 out.append(f"  - {line}")
         else:
-            line = yaml.safe_dump({key: value}, default_flow_style=False, allow_unicode=True, width=100000,
-                                  sort_keys=False).strip()
+            line = yaml.safe_dump(
+                {key: value}, default_flow_style=False, allow_unicode=True, width=100000, sort_keys=False
+            ).strip()
             out.append(line)
     return "\n".join(out) + "\n"
 

@@ -60,11 +60,21 @@ class Mosquitto:
     def __enter__(self) -> Mosquitto:
         self._tmp = tempfile.TemporaryDirectory(prefix="anfang-mosq-")
         self.port = self.port or free_port()
-        lines = [f"listener {self.port} {self.host}", "allow_anonymous true", "persistence false",
-                 "log_dest stderr", "log_type error", "log_type warning"]
+        lines = [
+            f"listener {self.port} {self.host}",
+            "allow_anonymous true",
+            "persistence false",
+            "log_dest stderr",
+            "log_type error",
+            "log_type warning",
+        ]
         if self.fleet:
-            lines += ["max_connections -1", "max_queued_messages 100000", "max_inflight_messages 1000",
-                      "set_tcp_nodelay true"]
+            lines += [
+                "max_connections -1",
+                "max_queued_messages 100000",
+                "max_inflight_messages 1000",
+                "set_tcp_nodelay true",
+            ]
         lines += self.extra_config
         conf = Path(self._tmp.name) / "mosquitto.conf"
         conf.write_text("\n".join(lines) + "\n")
@@ -76,9 +86,7 @@ class Mosquitto:
             raise BrokerStartError(self.port, log_path.read_text(errors="replace"))
         return self
 
-    def __exit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
         if self._proc is not None:
             self._proc.terminate()
             try:

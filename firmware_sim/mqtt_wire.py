@@ -111,5 +111,5 @@ class Decoder:
             if len(self._buf) < i + length:
                 return out
             first = self._buf[0]
-            out.append(Packet(first & 0xF0, first & 0x0F, bytes(self._buf[i:i + length])))
+            out.append(Packet(first & 0xF0, first & 0x0F, bytes(self._buf[i : i + length])))
             del self._buf[: i + length]

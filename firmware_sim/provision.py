@@ -80,8 +80,9 @@ async def provision(
     secrets: dict[str, str] = {}
     for d in community.devices:
         if devices is None or d.id in devices:
-            secrets[d.id] = await registrar.ensure_device(community.site, d.id, d.kind, d.name,
-                                                          (d.position[0], d.position[1]))
+            secrets[d.id] = await registrar.ensure_device(
+                community.site, d.id, d.kind, d.name, (d.position[0], d.position[1])
+            )
     for t in community.tags:
         await registrar.ensure_device(community.site, t.id, "rfid_tag", f"{t.group} tag of {t.person}", None)
     if people is not None:

@@ -94,8 +94,9 @@ class Watcher:
         if msg.topic == f"anfang/{self.site}/_platform/features":
             self._set_features(bytes(msg.payload))
             self._probe_seen.set()
-        self._loop.call_soon_threadsafe(self._record, Seen(time.monotonic(), msg.topic, bytes(msg.payload),
-                                                           bool(msg.retain)))
+        self._loop.call_soon_threadsafe(
+            self._record, Seen(time.monotonic(), msg.topic, bytes(msg.payload), bool(msg.retain))
+        )
 
     def _set_features(self, payload: bytes) -> None:
         try:
@@ -173,8 +174,9 @@ async def running_devices(
     clients: dict[str, DeviceClient] = {}
     for dev_id in device_ids:
         fw = make_firmware(community.device(dev_id), clock.now())
-        clients[dev_id] = DeviceClient(fw, site=community.site, host=host, port=port,
-                                       password=secrets.get(dev_id), clock=clock)
+        clients[dev_id] = DeviceClient(
+            fw, site=community.site, host=host, port=port, password=secrets.get(dev_id), clock=clock
+        )
     fleet = Fleet(clients)
     async with asyncio.TaskGroup() as tg:
         try:
@@ -182,7 +184,7 @@ async def running_devices(
             # embedded amqtt 0.12 broker, which iterates all subscriptions while awaiting on each connect.
             items = list(clients.items())
             for i in range(0, len(items), boot_wave):
-                wave = items[i:i + boot_wave]
+                wave = items[i : i + boot_wave]
                 for dev_id, c in wave:
                     tg.create_task(c.run(), name=f"device:{dev_id}")
                 await Fleet(dict(wave)).wait_connected(connect_timeout)
@@ -192,8 +194,7 @@ async def running_devices(
                 c.stop()
 
 
-def _do_step(fleet: Fleet, watcher: Watcher | None, action: str, device: str, payload: Any,
-             topic: str | None) -> None:
+def _do_step(fleet: Fleet, watcher: Watcher | None, action: str, device: str, payload: Any, topic: str | None) -> None:
     client = fleet.clients[device]
     if action == "net/down":
         client.cut_network()
@@ -223,8 +224,7 @@ class ScenarioReport:
     def first(self, topic_suffix: str, after: float | None = None) -> Seen | None:
         """The first live message seen on a topic ending with ``topic_suffix`` (times: ``time.monotonic``)."""
         t0 = self.t_start if after is None else after
-        return next((m for m in self.seen if not m.retained and m.t >= t0 and m.topic.endswith(topic_suffix)),
-                    None)
+        return next((m for m in self.seen if not m.retained and m.t >= t0 and m.topic.endswith(topic_suffix)), None)
 
     def text(self) -> str:
         """Human-readable report."""
@@ -251,8 +251,9 @@ async def run_scenario(
     await watcher.start()
     try:
         clock = SimClock(scenario.start, speed or scenario.speed)
-        async with running_devices(community, list(scenario.devices), host=host, port=port, secrets=secrets,
-                                   clock=clock) as fleet:
+        async with running_devices(
+            community, list(scenario.devices), host=host, port=port, secrets=secrets, clock=clock
+        ) as fleet:
             clock = SimClock(scenario.start, speed or scenario.speed)
             for c in fleet.clients.values():
                 c.clock = clock
@@ -263,17 +264,39 @@ async def run_scenario(
             t_done = time.monotonic()
             if on_progress is not None:
                 on_progress(f"{len(scenario.steps)} steps played in {t_done - t_start:.1f} s")
-            outcomes = evaluate(scenario, community.site, watcher.seen, t_start=t_start, t_steps_done=t_done,
-                                now=time.monotonic(), features=watcher.features, patience=patience)
+            outcomes = evaluate(
+                scenario,
+                community.site,
+                watcher.seen,
+                t_start=t_start,
+                t_steps_done=t_done,
+                now=time.monotonic(),
+                features=watcher.features,
+                patience=patience,
+            )
             while check and any(o.status == "pending" for o in outcomes):
                 await watcher.wait_changed(0.25)
-                outcomes = evaluate(scenario, community.site, watcher.seen, t_start=t_start,
-                                    t_steps_done=t_done, now=time.monotonic(), features=watcher.features,
-                                    patience=patience)
+                outcomes = evaluate(
+                    scenario,
+                    community.site,
+                    watcher.seen,
+                    t_start=t_start,
+                    t_steps_done=t_done,
+                    now=time.monotonic(),
+                    features=watcher.features,
+                    patience=patience,
+                )
     finally:
         watcher.stop()
-    return ScenarioReport(scenario.name, outcomes, watcher.features, passed(outcomes) if check else True,
-                          list(watcher.seen), t_start, t_done)
+    return ScenarioReport(
+        scenario.name,
+        outcomes,
+        watcher.features,
+        passed(outcomes) if check else True,
+        list(watcher.seen),
+        t_start,
+        t_done,
+    )
 
 
 async def run_community(

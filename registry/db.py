@@ -39,10 +39,12 @@ async def open_database(
         # committed" needs) without an fsync per commit; power-loss durability needs PostgreSQL
         url += ("&" if "?" in url else "?") + "synchronous=NORMAL"
     name = connection_name(db_url)
-    await Tortoise.init(config={
-        "connections": {name: url},
-        "apps": {"models": {"models": list(models), "default_connection": name}},
-    })
+    await Tortoise.init(
+        config={
+            "connections": {name: url},
+            "apps": {"models": {"models": list(models), "default_connection": name}},
+        }
+    )
     try:
         yield connections.get(name)
     finally:

@@ -19,7 +19,11 @@ from tortoise.transactions import in_transaction
 #: What a failing statement raises: Tortoise translates only some driver errors (syntax, constraint);
 #: a lost connection surfaces as the driver's own error or an ``OSError``.
 DB_ERRORS: tuple[type[BaseException], ...] = (
-    BaseORMException, OSError, sqlite3.Error, asyncpg.PostgresError, asyncpg.InterfaceError,
+    BaseORMException,
+    OSError,
+    sqlite3.Error,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
 )
 
 

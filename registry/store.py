@@ -113,8 +113,15 @@ class Registry:
         now = time.time()
         x, y = position if position else (None, None)
         await Device.create(
-            id=device_id, site_id=site, kind=kind, name=name or device_id, x=x, y=y,
-            secret_hash=hashed, created_at=now, updated_at=now,
+            id=device_id,
+            site_id=site,
+            kind=kind,
+            name=name or device_id,
+            x=x,
+            y=y,
+            secret_hash=hashed,
+            created_at=now,
+            updated_at=now,
         )
         return secret
 
@@ -146,8 +153,9 @@ class Registry:
         hashed = await self._hash(secret)
         if account is None:
             try:
-                await ServiceAccount.create(username=username, role=role.value, secret_hash=hashed,
-                                            created_at=time.time())
+                await ServiceAccount.create(
+                    username=username, role=role.value, secret_hash=hashed, created_at=time.time()
+                )
                 return
             except IntegrityError:  # another worker starting at the same moment created it first
                 account = await ServiceAccount.get(username=username)
@@ -208,7 +216,7 @@ class TwinStore:
         pair an index lookup (a batch of events would otherwise cost a round trip per event)."""
         seen: set[tuple[str, str]] = set()
         for start in range(0, len(keys), _KEYS_PER_QUERY):
-            chunk = keys[start:start + _KEYS_PER_QUERY]
+            chunk = keys[start : start + _KEYS_PER_QUERY]
             where = " OR ".join(["(device_id = ? AND event_id = ?)"] * len(chunk))
             rows = await self._conn.execute_query_dict(
                 self._q(f"SELECT device_id, event_id FROM device_events WHERE {where}"),
@@ -229,17 +237,19 @@ class TwinStore:
         ``feed`` rows (a partition owner's twin changes for the site's leader) commit with the twins.
         """
         now = time.time()
-        twin_rows = [
-            [t.device_id, t.version, jsoncodec.dumps(t.to_json()), now]
-            for t in twins
-        ]
-        event_rows = [
-            [e.device_id, e.event_id, e.type, e.ts, e.received_at, jsoncodec.dumps(e.data)]
-            for e in events
-        ]
+        twin_rows = [[t.device_id, t.version, jsoncodec.dumps(t.to_json()), now] for t in twins]
+        event_rows = [[e.device_id, e.event_id, e.type, e.ts, e.received_at, jsoncodec.dumps(e.data)] for e in events]
         command_rows = [
-            [c.id, c.device_id, c.name, json.dumps(c.args), c.status,
-             None if c.result is None else json.dumps(c.result), c.created_at, c.finished_at]
+            [
+                c.id,
+                c.device_id,
+                c.name,
+                json.dumps(c.args),
+                c.status,
+                None if c.result is None else json.dumps(c.result),
+                c.created_at,
+                c.finished_at,
+            ]
             for c in commands
         ]
         async with in_transaction() as tx:
@@ -317,8 +327,16 @@ class TwinStore:
                 "INSERT INTO commands(id, device_id, name, args, status, result, created_at, finished_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING"
             ),
-            [record.id, record.device_id, record.name, json.dumps(record.args), record.status, None,
-             record.created_at, None],
+            [
+                record.id,
+                record.device_id,
+                record.name,
+                json.dumps(record.args),
+                record.status,
+                None,
+                record.created_at,
+                None,
+            ],
         )
 
     async def command(self, command_id: str) -> dict[str, Any] | None:

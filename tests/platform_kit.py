@@ -96,8 +96,9 @@ class _ReloadingRegistrar(Registrar):
         super().__init__(stack.platform.registry)
         self._stack = stack
 
-    async def ensure_device(self, site: str, device_id: str, kind: str, name: str,
-                            position: tuple[float, float] | None) -> str:
+    async def ensure_device(
+        self, site: str, device_id: str, kind: str, name: str, position: tuple[float, float] | None
+    ) -> str:
         secret = await super().ensure_device(site, device_id, kind, name, position)
         await self._stack.sync_broker()
         if secret:
@@ -133,8 +134,15 @@ async def running_platform(
         server = Mosquitto(workdir, port=settings.mqtt.port)
     try:
         async with build_platform(settings, services_factory) as platform:
-            stack = Stack(settings, platform, "127.0.0.1", port if broker == "amqtt" else settings.mqtt.port,
-                          settings.site, broker, server)
+            stack = Stack(
+                settings,
+                platform,
+                "127.0.0.1",
+                port if broker == "amqtt" else settings.mqtt.port,
+                settings.site,
+                broker,
+                server,
+            )
             if server is not None:
                 entries = await platform.registry.credential_hashes()
                 (server.workdir / "passwd").write_text(password_file(entries))

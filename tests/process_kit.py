@@ -40,8 +40,9 @@ class PlatformProcess:
     def start(self, timeout: float = 30, wait_ready: bool = True) -> None:
         ready = threading.Event()
         env = {"ANFANG_API_BIND": "127.0.0.1:0", **self.env} if self._own_api_port else self.env
-        self.proc = subprocess.Popen([ANFANG, "run"], env=env, cwd=self.cwd, stderr=subprocess.PIPE,
-                                     stdout=subprocess.DEVNULL, text=True)
+        self.proc = subprocess.Popen(
+            [ANFANG, "run"], env=env, cwd=self.cwd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
+        )
 
         def watch(stream: object) -> None:
             for line in stream:  # type: ignore[attr-defined]
@@ -84,8 +85,17 @@ def site_env(port: int, database_url: str, extra: dict[str, str]) -> dict[str, s
     ``youzheng`` on ``database_url``, an external broker on ``port`` and the HTTP API on a port of its
     own, then ``extra``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ANFANG_")}
-    env.update({"ANFANG_SITE": "youzheng", "ANFANG_DATABASE_URL": database_url, "ANFANG_EMBEDDED_BROKER": "false",
-                "ANFANG_MQTT_PORT": str(port), "ANFANG_LOG_LEVEL": "INFO", "ANFANG_API_BIND": "127.0.0.1:0", **extra})
+    env.update(
+        {
+            "ANFANG_SITE": "youzheng",
+            "ANFANG_DATABASE_URL": database_url,
+            "ANFANG_EMBEDDED_BROKER": "false",
+            "ANFANG_MQTT_PORT": str(port),
+            "ANFANG_LOG_LEVEL": "INFO",
+            "ANFANG_API_BIND": "127.0.0.1:0",
+            **extra,
+        }
+    )
     return env
 
 
@@ -109,8 +119,14 @@ def operator_credentials(env: dict[str, str]) -> tuple[str, str]:
     return "anfang-operator", secret
 
 
-async def document_when(port: int, env: dict[str, str], device_id: str, last_seq: int,
-                        timeout: float = 30, until: Callable[[dict[str, Any]], bool] | None = None) -> dict[str, Any]:
+async def document_when(
+    port: int,
+    env: dict[str, str],
+    device_id: str,
+    last_seq: int,
+    timeout: float = 30,
+    until: Callable[[dict[str, Any]], bool] | None = None,
+) -> dict[str, Any]:
     """Ask the platform (as the operator, over MQTT) for a twin until it has applied ``last_seq``
     (and ``until`` holds for it)."""
     op = Device("127.0.0.1", port, *operator_credentials(env), site="youzheng", client_id="op", will=False)

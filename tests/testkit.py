@@ -60,8 +60,7 @@ class Mosquitto:
         if not anonymous:
             lines += [f"password_file {self.workdir / 'passwd'}", f"acl_file {self.workdir / 'acl'}"]
         conf.write_text("\n".join(lines) + "\n" + extra)
-        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         wait_port(self.port)
 
     def reload(self) -> None:
@@ -83,15 +82,26 @@ class Mosquitto:
 class Device:
     """A paho MQTT client acting as a device or operator; received messages wait in an asyncio queue."""
 
-    def __init__(self, host: str, port: int, username: str, password: str, *, site: str | None = None,
-                 client_id: str | None = None, will: bool = True, clean: bool = True) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        username: str,
+        password: str,
+        *,
+        site: str | None = None,
+        client_id: str | None = None,
+        will: bool = True,
+        clean: bool = True,
+    ) -> None:
         self.loop = asyncio.get_running_loop()
         self.username, self.site = username, site
         self.messages: asyncio.Queue[tuple[str, bytes, bool]] = asyncio.Queue()
         self.seen: list[str] = []  # every topic received, in order
         self._connack: asyncio.Future[int] = self.loop.create_future()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id or f"{username}",
-                                  clean_session=clean)
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id or f"{username}", clean_session=clean
+        )
         self.client.username_pw_set(username, password)
         if will and site:
             self.client.will_set(self.topic("status"), "offline", qos=1, retain=True)
@@ -131,12 +141,14 @@ class Device:
     async def subscribe(self, *filters: str) -> None:
         done = self.loop.create_future()
         self.client.on_subscribe = lambda c, u, mid, rcs, p: self.loop.call_soon_threadsafe(
-            lambda: done.done() or done.set_result([getattr(r, "value", r) for r in rcs]))
+            lambda: done.done() or done.set_result([getattr(r, "value", r) for r in rcs])
+        )
         self.client.subscribe([(f, 1) for f in filters])
         await asyncio.wait_for(done, 10)
 
-    def publish(self, suffix_or_topic: str, payload: Any, *, qos: int = 1, retain: bool = False,
-                raw_topic: bool = False) -> mqtt.MQTTMessageInfo:
+    def publish(
+        self, suffix_or_topic: str, payload: Any, *, qos: int = 1, retain: bool = False, raw_topic: bool = False
+    ) -> mqtt.MQTTMessageInfo:
         topic = suffix_or_topic if raw_topic else self.topic(suffix_or_topic)
         body = payload if isinstance(payload, bytes | str) else json.dumps(payload)
         return self.client.publish(topic, body, qos=qos, retain=retain)

@@ -215,11 +215,16 @@ def _stamp(meta: Mapping[str, float], patch: JSON, ts: float) -> dict[str, float
 
 
 def _evolve(
-    doc: TwinDocument, desired: JSON, reported: JSON, metadata: dict[str, dict[str, float]], version: int,
+    doc: TwinDocument,
+    desired: JSON,
+    reported: JSON,
+    metadata: dict[str, dict[str, float]],
+    version: int,
     last_seq: int | None,
 ) -> TwinDocument:
-    return TwinDocument(doc.device_id, doc.kind, doc.site, desired, reported, metadata, version, last_seq, doc.status,
-                        doc.status_ts)
+    return TwinDocument(
+        doc.device_id, doc.kind, doc.site, desired, reported, metadata, version, last_seq, doc.status, doc.status_ts
+    )
 
 
 def apply_reported(
@@ -280,5 +285,15 @@ def apply_status(doc: TwinDocument, status: str, *, now: float) -> TwinDocument:
     """Record the device's connection status (``online``/``offline``) from its status topic."""
     if status == doc.status:
         return doc
-    return TwinDocument(doc.device_id, doc.kind, doc.site, doc.desired, doc.reported, doc.metadata, doc.version + 1,
-                        doc.last_seq, status, now)
+    return TwinDocument(
+        doc.device_id,
+        doc.kind,
+        doc.site,
+        doc.desired,
+        doc.reported,
+        doc.metadata,
+        doc.version + 1,
+        doc.last_seq,
+        status,
+        now,
+    )

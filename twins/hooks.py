@@ -110,9 +110,7 @@ class FakePlatformActions:
             return CommandResult(cid, True, self.command_results[name], None)
         return CommandResult(cid, False, {}, "timed out", timed_out=True)
 
-    async def publish(
-        self, topic: str, payload: dict[str, Any] | str, *, retain: bool = False, qos: int = 1
-    ) -> None:
+    async def publish(self, topic: str, payload: dict[str, Any] | str, *, retain: bool = False, qos: int = 1) -> None:
         self.published.append((topic, payload, retain))
 
     async def report_virtual(self, device_id: str, state: dict[str, Any]) -> None:

@@ -22,9 +22,7 @@ from vision.store import GalleryFileError, gallery_path, load_gallery, save_gall
 
 app = typer.Typer(help="Face enrolment/identification and licence-plate reading.", no_args_is_help=True)
 
-GalleryOpt = Annotated[
-    Path, typer.Option("--gallery", help="Gallery file (or data directory holding gallery.json).")
-]
+GalleryOpt = Annotated[Path, typer.Option("--gallery", help="Gallery file (or data directory holding gallery.json).")]
 ThresholdOpt = Annotated[
     float | None, typer.Option("--threshold", help=f"Cosine match threshold (default {DEFAULT_THRESHOLD}).")
 ]
@@ -100,12 +98,14 @@ def identify(
     out = []
     for f in faces:
         m = store.best_match(f.embedding)
-        out.append({
-            "subject": m.subject,
-            "score": round(m.score, 4),
-            "box": [round(v, 1) for v in f.detection.box],
-            "detector_score": round(f.detection.score, 3),
-        })
+        out.append(
+            {
+                "subject": m.subject,
+                "score": round(m.score, 4),
+                "box": [round(v, 1) for v in f.detection.box],
+                "detector_score": round(f.detection.score, 3),
+            }
+        )
     _emit({"ok": True, "gallery": str(gallery_path(gallery)), "threshold": store.threshold, "faces": out})
 
 
@@ -121,12 +121,14 @@ def plate(
     if reading is None:
         raise _fail(1, "no plate found")
     regs = registered or []
-    _emit({
-        "ok": True,
-        "text": reading.text,
-        "plate": reading.plate,
-        "color": reading.color,
-        "score": round(reading.score, 4),
-        "box": None if reading.box is None else [list(p) for p in reading.box],
-        "matched": match_plate(reading.text, regs) if regs else None,
-    })
+    _emit(
+        {
+            "ok": True,
+            "text": reading.text,
+            "plate": reading.plate,
+            "color": reading.color,
+            "score": round(reading.score, 4),
+            "box": None if reading.box is None else [list(p) for p in reading.box],
+            "matched": match_plate(reading.text, regs) if regs else None,
+        }
+    )

@@ -99,17 +99,16 @@ async def _recognize_face(service: VisionService, data: dict[str, Any]) -> Recog
     return Recognition("face", "image", subject=ident.match.subject, score=ident.match.score)
 
 
-async def _recognize_plate(
-    service: VisionService, data: dict[str, Any], registered: Collection[str]
-) -> Recognition:
+async def _recognize_plate(service: VisionService, data: dict[str, Any], registered: Collection[str]) -> Recognition:
     text = data.get("plate")
     if isinstance(text, str) and text.strip():
         try:
             read = normalize_plate(text)
         except PlateFormatError:
             read = fold_plate_text(text)
-        return Recognition("plate", "text", plate_read=read, plate=match_plate(read, registered),
-                           score=data.get("confidence"))
+        return Recognition(
+            "plate", "text", plate_read=read, plate=match_plate(read, registered), score=data.get("confidence")
+        )
     b64 = data.get("image_jpeg_b64")
     if not isinstance(b64, str):
         return Recognition("plate", "image", error="event has neither plate nor image_jpeg_b64")
@@ -120,8 +119,9 @@ async def _recognize_plate(
         return Recognition("plate", "image", error=str(exc))
     if reading is None:
         return Recognition("plate", "image", error="no plate readable in the image")
-    return Recognition("plate", "image", plate_read=reading.text, score=reading.score,
-                       plate=match_plate(reading.text, registered))
+    return Recognition(
+        "plate", "image", plate_read=reading.text, score=reading.score, plate=match_plate(reading.text, registered)
+    )
 
 
 async def recognize_event(
@@ -172,8 +172,9 @@ class VisionHandler:
             self._queue.put_nowait((event, actions))
         except asyncio.QueueFull:
             kind = "face" if event.type == "face_captured" else "plate"
-            await actions.publish(recognition_topic(event.site),
-                                  Recognition(kind, "image", error="overloaded").to_json(event))
+            await actions.publish(
+                recognition_topic(event.site), Recognition(kind, "image", error="overloaded").to_json(event)
+            )
 
     async def on_twin_change(self, change: TwinChange, actions: PlatformActions) -> None:
         """Twin changes are not used by recognition."""
@@ -189,8 +190,7 @@ class VisionHandler:
                 try:
                     result = await recognize_event(self.service, event, self.registered_plates())
                 except VisionBusyError as exc:
-                    result = Recognition("face" if event.type == "face_captured" else "plate", "image",
-                                         error=str(exc))
+                    result = Recognition("face" if event.type == "face_captured" else "plate", "image", error=str(exc))
                 if result is not None:
                     await actions.publish(recognition_topic(event.site), result.to_json(event))
                 self.handled += 1

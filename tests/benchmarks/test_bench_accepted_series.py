@@ -23,10 +23,14 @@ def test_two_partitions_reporting_at_different_moments_add_up() -> None:
     assert late.growth_start() == 1.0
 
 
-@given(st.lists(st.tuples(st.floats(0, 100), st.integers(0, 10**6)), min_size=1, max_size=30),
-       st.floats(-10, 110), st.floats(-10, 110))
-def test_accepted_never_falls_and_stays_within_what_was_reported(points: list[tuple[float, int]], a: float,
-                                                                 b: float) -> None:
+@given(
+    st.lists(st.tuples(st.floats(0, 100), st.integers(0, 10**6)), min_size=1, max_size=30),
+    st.floats(-10, 110),
+    st.floats(-10, 110),
+)
+def test_accepted_never_falls_and_stays_within_what_was_reported(
+    points: list[tuple[float, int]], a: float, b: float
+) -> None:
     series = _Accepted()
     running = 0
     for ts, extra in sorted(points):

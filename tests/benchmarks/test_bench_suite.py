@@ -11,8 +11,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _suite(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "bench", "--quick", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=240)
+    return subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", *args], cwd=ROOT, capture_output=True, text=True, timeout=240
+    )
 
 
 def test_quick_suite_writes_results_and_summary(tmp_path: Path) -> None:
@@ -42,10 +43,17 @@ def test_quick_suite_writes_results_and_summary(tmp_path: Path) -> None:
 def test_a_failing_benchmark_is_reported_not_hidden(tmp_path: Path) -> None:
     # an unknown flag makes the benchmark process exit before writing results
     proc = subprocess.run(
-        [sys.executable, "-c", "import sys; from bench.__main__ import main; from bench.suite import BENCHES;"
-         "BENCHES['rules'].quick.append('--no-such-flag'); sys.exit(main(['--quick', '--only', 'rules',"
-         f"'--results', {str(tmp_path)!r}]))"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-c",
+            "import sys; from bench.__main__ import main; from bench.suite import BENCHES;"
+            "BENCHES['rules'].quick.append('--no-such-flag'); sys.exit(main(['--quick', '--only', 'rules',"
+            f"'--results', {str(tmp_path)!r}]))",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 1
     summary = json.loads((tmp_path / "summary.json").read_text())

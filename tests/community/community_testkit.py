@@ -50,9 +50,11 @@ def community_data() -> dict[str, Any]:
     return {
         "site": SITE,
         "buildings": [{"id": "b1", "name": "1栋", "units": 1, "floors": 6}, {"id": "b2", "name": "2栋", "units": 1}],
-        "households": [{"id": "h1", "building": "b1", "unit": 1, "room": "101"},
-                       {"id": "h2", "building": "b2", "unit": 1, "room": "201"},
-                       {"id": "h3", "building": "b1", "unit": 1, "room": "102"}],
+        "households": [
+            {"id": "h1", "building": "b1", "unit": 1, "room": "101"},
+            {"id": "h2", "building": "b2", "unit": 1, "room": "201"},
+            {"id": "h3", "building": "b1", "unit": 1, "room": "102"},
+        ],
         "devices": [
             {"id": "gate-north", "kind": "vehicle_gate", "name": "北门道闸", "cameras": ["cam-north-1"]},
             {"id": "cam-north-1", "kind": "camera", "name": "北门抓拍1", "gate": "gate-north"},
@@ -63,20 +65,65 @@ def community_data() -> dict[str, Any]:
             {"id": "rfid-01", "kind": "rfid_reader"},
         ],
         "people": [
-            {"id": "p-owner", "name": "张伟", "household": "h1", "role": "owner", "phone": "13800000001",
-             "id_number": "11010519491231002X", "face_consent": True, "card": "C0001",
-             "face_template": template(1)},
-            {"id": "p-b2", "name": "李娜", "household": "h2", "role": "owner", "phone": "13800000002",
-             "id_number": "440524188001010014", "face_consent": True, "face_template": template(2)},
-            {"id": "p-tenant", "name": "王芳", "household": "h3", "role": "tenant", "phone": "13800000003",
-             "face_consent": True, "card": "C0003", "face_template": template(3),
-             "lease": {"start": "2026-09-01", "end": LEASE_END_DAY.isoformat()}},
-            {"id": "p-noface", "name": "赵强", "household": "h1", "role": "family", "phone": "13800000004",
-             "face_consent": False, "face_template": template(4)},
-            {"id": "p-staff", "name": "物业", "household": None, "role": "staff", "phone": "13800000005",
-             "face_consent": False, "card": "S0001"},
-            {"id": "p-police", "name": "民警", "household": None, "role": "police", "phone": "13800000006",
-             "face_consent": False, "card": "P0001"},
+            {
+                "id": "p-owner",
+                "name": "张伟",
+                "household": "h1",
+                "role": "owner",
+                "phone": "13800000001",
+                "id_number": "11010519491231002X",
+                "face_consent": True,
+                "card": "C0001",
+                "face_template": template(1),
+            },
+            {
+                "id": "p-b2",
+                "name": "李娜",
+                "household": "h2",
+                "role": "owner",
+                "phone": "13800000002",
+                "id_number": "440524188001010014",
+                "face_consent": True,
+                "face_template": template(2),
+            },
+            {
+                "id": "p-tenant",
+                "name": "王芳",
+                "household": "h3",
+                "role": "tenant",
+                "phone": "13800000003",
+                "face_consent": True,
+                "card": "C0003",
+                "face_template": template(3),
+                "lease": {"start": "2026-09-01", "end": LEASE_END_DAY.isoformat()},
+            },
+            {
+                "id": "p-noface",
+                "name": "赵强",
+                "household": "h1",
+                "role": "family",
+                "phone": "13800000004",
+                "face_consent": False,
+                "face_template": template(4),
+            },
+            {
+                "id": "p-staff",
+                "name": "物业",
+                "household": None,
+                "role": "staff",
+                "phone": "13800000005",
+                "face_consent": False,
+                "card": "S0001",
+            },
+            {
+                "id": "p-police",
+                "name": "民警",
+                "household": None,
+                "role": "police",
+                "phone": "13800000006",
+                "face_consent": False,
+                "card": "P0001",
+            },
         ],
         "vehicles": [{"plate": "赣G12345", "owner": "p-owner"}, {"plate": "赣GD12345", "owner": "p-tenant"}],
     }
@@ -100,11 +147,13 @@ class Community:
 
     def handler(self, **config: Any) -> AccessHandler:
         """An AccessHandler over this community, platform events collected in ``platform_events``."""
+
         async def sink(ev: DeviceEvent) -> None:
             self.platform_events.append(ev)
 
-        return AccessHandler(self.store, self.records, AccessConfig(site=SITE, **config), on_platform_event=sink,
-                             alarms=self.alarms)
+        return AccessHandler(
+            self.store, self.records, AccessConfig(site=SITE, **config), on_platform_event=sink, alarms=self.alarms
+        )
 
 
 @pytest.fixture(name="db")

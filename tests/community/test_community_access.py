@@ -12,8 +12,14 @@ from community.models import AccessDecisionRow, CaptureRow
 from community.snapshot import CHINA_TZ, lease_window
 from twins.hooks import DeviceEvent, FakePlatformActions
 
-DEVICE_KINDS = {"gate-north": "vehicle_gate", "gate-south": "vehicle_gate", "cam-north-1": "camera",
-                "door-b1-u1": "door_lock", "door-b2-u1": "door_lock", "cam-park": "camera"}
+DEVICE_KINDS = {
+    "gate-north": "vehicle_gate",
+    "gate-south": "vehicle_gate",
+    "cam-north-1": "camera",
+    "door-b1-u1": "door_lock",
+    "door-b2-u1": "door_lock",
+    "cam-park": "camera",
+}
 
 
 def event(device: str, type_: str, data: dict[str, Any], ts: float = NOW) -> DeviceEvent:
@@ -44,15 +50,26 @@ async def last_decision() -> AccessDecisionRow:
 
 async def test_registered_car_opens_gate_unknown_car_does_not(community: Community) -> None:
     handler, actions = community.handler(), fake()
-    await handler.on_event(event("gate-north", "plate_captured",
-                                 {"camera": "cam-north-1", "direction": "in", "plate": "赣G12345", "confidence": 0.97}),
-                           actions)
+    await handler.on_event(
+        event(
+            "gate-north",
+            "plate_captured",
+            {"camera": "cam-north-1", "direction": "in", "plate": "赣G12345", "confidence": 0.97},
+        ),
+        actions,
+    )
     assert opened(actions) == [("gate-north", "open", {"seconds": 5, "subject": "p-owner", "reason": "granted"})]
     row = await last_decision()
-    assert (row.allowed, row.subject_id, row.credential_ref, row.device_id) == (True, "p-owner", "赣G12345",
-                                                                                 "gate-north")
-    await handler.on_event(event("gate-north", "plate_captured", {"camera": "cam-north-1", "direction": "in",
-                                                                  "plate": "京A99999"}), actions)
+    assert (row.allowed, row.subject_id, row.credential_ref, row.device_id) == (
+        True,
+        "p-owner",
+        "赣G12345",
+        "gate-north",
+    )
+    await handler.on_event(
+        event("gate-north", "plate_captured", {"camera": "cam-north-1", "direction": "in", "plate": "京A99999"}),
+        actions,
+    )
     assert len(opened(actions)) == 1, "barrier must stay down for an unknown car"
     row = await AccessDecisionRow.get(credential_ref="京A99999")
     assert (row.allowed, row.reason) == (False, "unknown_vehicle")
@@ -62,8 +79,10 @@ async def test_registered_car_opens_gate_unknown_car_does_not(community: Communi
 async def test_plate_read_with_wrong_province_still_matches_and_camera_maps_to_gate(community: Community) -> None:
     handler, actions = community.handler(), fake()
     # The capture camera reports on its own; the open command goes to its gate.
-    await handler.on_event(event("cam-north-1", "plate_captured", {"camera": "cam-north-1", "direction": "in",
-                                                                   "plate": "粤GD12345"}), actions)
+    await handler.on_event(
+        event("cam-north-1", "plate_captured", {"camera": "cam-north-1", "direction": "in", "plate": "粤GD12345"}),
+        actions,
+    )
     assert opened(actions)[0][0] == "gate-north"
     assert opened(actions)[0][2]["subject"] == "p-tenant"
 
@@ -82,8 +101,7 @@ async def test_face_opens_own_building_door_only(community: Community) -> None:
 
 async def test_spoof_with_low_liveness_is_refused(community: Community) -> None:
     handler, actions = community.handler(), fake()
-    await handler.on_event(event("door-b1-u1", "face_captured",
-                                 {"liveness": 0.42, "embedding": template(1)}), actions)
+    await handler.on_event(event("door-b1-u1", "face_captured", {"liveness": 0.42, "embedding": template(1)}), actions)
     assert opened(actions) == []
     row = await last_decision()
     assert (row.allowed, row.reason, row.score) == (False, "liveness_below_threshold", 0.42)
@@ -91,15 +109,13 @@ async def test_spoof_with_low_liveness_is_refused(community: Community) -> None:
 
 async def test_liveness_threshold_is_configurable(community: Community) -> None:
     handler, actions = community.handler(liveness_threshold=0.4), fake()
-    await handler.on_event(event("door-b1-u1", "face_captured",
-                                 {"liveness": 0.42, "embedding": template(1)}), actions)
+    await handler.on_event(event("door-b1-u1", "face_captured", {"liveness": 0.42, "embedding": template(1)}), actions)
     assert len(opened(actions)) == 1
 
 
 async def test_unknown_face_is_refused(community: Community) -> None:
     handler, actions = community.handler(), fake()
-    await handler.on_event(event("door-b1-u1", "face_captured", {"liveness": 0.99, "embedding": template(99)}),
-                           actions)
+    await handler.on_event(event("door-b1-u1", "face_captured", {"liveness": 0.99, "embedding": template(99)}), actions)
     assert opened(actions) == []
     assert (await last_decision()).reason == "unknown_face"
 
@@ -124,8 +140,7 @@ async def test_declined_face_consent_gets_working_alternative_credential(communi
     pin = community.report.pins["p-noface"]
     handler, actions = community.handler(), fake()
     # Their face is never enrolled although the community file carried a template.
-    await handler.on_event(event("door-b1-u1", "face_captured", {"liveness": 0.99, "embedding": template(4)}),
-                           actions)
+    await handler.on_event(event("door-b1-u1", "face_captured", {"liveness": 0.99, "embedding": template(4)}), actions)
     assert opened(actions) == []
     for door in ("door-b1-u1",):
         await handler.on_event(event(door, "pin_entered", {"pin": pin}), actions)
@@ -147,9 +162,15 @@ async def test_staff_card_opens_every_door_and_police_too(community: Community) 
 
 async def test_visitor_qr_works_for_its_uses_then_is_refused(community: Community) -> None:
     handler, actions = community.handler(), fake()
-    _, payload = await community.store.issue_pass("p-owner", valid_from=NOW - 60, valid_until=NOW + 3600,
-                                                  doors=["door-b1-u1"], max_uses=2, now=NOW,
-                                                  visitor_phone="13900000000")
+    _, payload = await community.store.issue_pass(
+        "p-owner",
+        valid_from=NOW - 60,
+        valid_until=NOW + 3600,
+        doors=["door-b1-u1"],
+        max_uses=2,
+        now=NOW,
+        visitor_phone="13900000000",
+    )
     for _ in range(3):
         await handler.on_event(event("door-b1-u1", "qr_scanned", {"payload": payload}), actions)
     assert len(opened(actions)) == 2
@@ -161,8 +182,9 @@ async def test_visitor_qr_works_for_its_uses_then_is_refused(community: Communit
 
 async def test_forged_altered_expired_or_revoked_qr_opens_nothing(community: Community) -> None:
     handler = community.handler()
-    row, payload = await community.store.issue_pass("p-owner", valid_from=NOW - 60, valid_until=NOW + 3600,
-                                                    doors=None, max_uses=5, now=NOW)
+    row, payload = await community.store.issue_pass(
+        "p-owner", valid_from=NOW - 60, valid_until=NOW + 3600, doors=None, max_uses=5, now=NOW
+    )
     head, claims, tag = payload.split(".")
     altered = f"{head}.{claims[:-2]}{'A' if claims[-2] != 'A' else 'B'}{claims[-1]}.{tag}"
     forged_tag = f"{head}.{claims}.{'A' * len(tag)}"
@@ -186,8 +208,15 @@ async def test_forged_altered_expired_or_revoked_qr_opens_nothing(community: Com
 
 async def test_visitor_car_enters_with_plate_pass(community: Community) -> None:
     handler, actions = community.handler(), fake()
-    await community.store.issue_pass("p-owner", valid_from=NOW - 60, valid_until=NOW + 3600, doors=["gate-north"],
-                                     max_uses=1, now=NOW, plate="湘A8888D")
+    await community.store.issue_pass(
+        "p-owner",
+        valid_from=NOW - 60,
+        valid_until=NOW + 3600,
+        doors=["gate-north"],
+        max_uses=1,
+        now=NOW,
+        plate="湘A8888D",
+    )
     for _ in range(2):
         await handler.on_event(event("gate-north", "plate_captured", {"plate": "湘A8888D"}), actions)
     assert len(opened(actions)) == 1
@@ -196,10 +225,22 @@ async def test_visitor_car_enters_with_plate_pass(community: Community) -> None:
 
 async def test_watchlisted_face_raises_police_alarm_even_when_door_opens(community: Community) -> None:
     handler, actions = community.handler(), fake()
-    wid = await community.store.add_watch(kind="face", template=template(1), reason="wanted for questioning",
-                                          added_by="p-police", now=NOW, label="嫌疑人A")
-    await handler.on_event(event("door-b1-u1", "face_captured", {
-        "liveness": 0.99, "embedding": noisy(template(1), 3), "image_jpeg_b64": "aGVsbG8="}), actions)
+    wid = await community.store.add_watch(
+        kind="face",
+        template=template(1),
+        reason="wanted for questioning",
+        added_by="p-police",
+        now=NOW,
+        label="嫌疑人A",
+    )
+    await handler.on_event(
+        event(
+            "door-b1-u1",
+            "face_captured",
+            {"liveness": 0.99, "embedding": noisy(template(1), 3), "image_jpeg_b64": "aGVsbG8="},
+        ),
+        actions,
+    )
     assert len(opened(actions)) == 1
     [(topic, payload, retain)] = actions.published
     assert topic.startswith(f"anfang/{SITE}/alarms/") and retain
@@ -209,8 +250,14 @@ async def test_watchlisted_face_raises_police_alarm_even_when_door_opens(communi
     alarm = await community.alarms.store.get(payload["id"])
     assert alarm is not None and alarm.evidence["watch_id"] == wid and alarm.kind == "watchlist_match"
     # seen again while the alarm is open: the same alarm counts it, no second alarm
-    await handler.on_event(event("door-b1-u1", "face_captured", {
-        "liveness": 0.99, "embedding": noisy(template(1), 4), "image_jpeg_b64": "aGVsbG8="}), actions)
+    await handler.on_event(
+        event(
+            "door-b1-u1",
+            "face_captured",
+            {"liveness": 0.99, "embedding": noisy(template(1), 4), "image_jpeg_b64": "aGVsbG8="},
+        ),
+        actions,
+    )
     [only] = await community.alarms.store.list()
     assert only.id == alarm.id and only.count == 2
     types = [e.type for e in community.platform_events]
@@ -220,8 +267,9 @@ async def test_watchlisted_face_raises_police_alarm_even_when_door_opens(communi
 
 async def test_watchlisted_plate_at_plain_camera_alarms_without_decision(community: Community) -> None:
     handler, actions = community.handler(), fake()
-    await community.store.add_watch(kind="plate", plate="京A99999", reason="stolen vehicle", added_by="p-police",
-                                    now=NOW)
+    await community.store.add_watch(
+        kind="plate", plate="京A99999", reason="stolen vehicle", added_by="p-police", now=NOW
+    )
     await handler.on_event(event("cam-park", "plate_captured", {"camera": "cam-park", "plate": "京A99999"}), actions)
     assert opened(actions) == [] and await AccessDecisionRow.all().count() == 0
     assert len(actions.published) == 1
@@ -240,11 +288,13 @@ async def test_image_capture_is_embedded_by_injected_vision(community: Community
 
     from community.handler import AccessConfig, AccessHandler
 
-    handler = AccessHandler(community.store, community.records, AccessConfig(site=SITE), embed_image=embed,
-                            alarms=community.alarms)
+    handler = AccessHandler(
+        community.store, community.records, AccessConfig(site=SITE), embed_image=embed, alarms=community.alarms
+    )
     actions = fake()
-    await handler.on_event(event("door-b2-u1", "face_captured", {"liveness": 0.9, "image_jpeg_b64": "aGVsbG8="}),
-                           actions)
+    await handler.on_event(
+        event("door-b2-u1", "face_captured", {"liveness": 0.9, "image_jpeg_b64": "aGVsbG8="}), actions
+    )
     assert calls == [b"hello"] and opened(actions)[0][2]["subject"] == "p-b2"
 
 

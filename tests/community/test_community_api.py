@@ -31,8 +31,10 @@ async def api(community: Community) -> AsyncIterator[Api]:
     clock = [NOW]
     desk = PlatformAlarmDesk(community.alarms, lambda: None)
     app = create_app(CommunityServices(community.store, community.records, clock=lambda: clock[0]), desk)
-    tokens = {p: await community.records.create_token(p, label="test", now=NOW)
-              for p in ("p-owner", "p-b2", "p-tenant", "p-staff", "p-police")}
+    tokens = {
+        p: await community.records.create_token(p, label="test", now=NOW)
+        for p in ("p-owner", "p-b2", "p-tenant", "p-staff", "p-police")
+    }
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
         yield Api(client, tokens, clock)
 
@@ -63,8 +65,10 @@ async def test_personal_data_reads_are_audited(api: Api) -> None:
     await api.client.get("/me", headers=api.h("p-owner"))
     await api.client.get("/households/h2", headers=api.h("p-police"))
     rows = await AuditRow.all().order_by("ts")
-    assert [(r.actor, r.action, r.target) for r in rows] == [("p-owner", "view_person", "p-owner"),
-                                                             ("p-police", "view_household", "h2")]
+    assert [(r.actor, r.action, r.target) for r in rows] == [
+        ("p-owner", "view_person", "p-owner"),
+        ("p-police", "view_household", "h2"),
+    ]
 
 
 async def test_only_police_see_the_watchlist(api: Api) -> None:
@@ -81,8 +85,13 @@ async def test_only_police_see_the_watchlist(api: Api) -> None:
 
 
 async def test_only_staff_register_people_tenants_and_vehicles(api: Api) -> None:
-    person = {"role": "owner", "household_id": "h2", "name": "新住户", "phone": "13811112222",
-              "id_number": "110105194912310021"}
+    person = {
+        "role": "owner",
+        "household_id": "h2",
+        "name": "新住户",
+        "phone": "13811112222",
+        "id_number": "110105194912310021",
+    }
     r = await api.client.post("/people", json=person, headers=api.h("p-staff"))
     assert r.status_code == 422 and r.json()["code"] == "id_number_check_digit_mismatch"
     person["id_number"] = "11010519491231002X"
@@ -115,8 +124,13 @@ async def test_enrolment_refuses_face_not_matching_id_photo(api: Api) -> None:
 
 
 async def test_passes_issue_list_revoke_and_tenant_after_lease(api: Api) -> None:
-    body = {"valid_from": NOW, "valid_until": NOW + 86400, "doors": ["door-b1-u1"], "max_uses": 2,
-            "visitor_phone": "13900001111"}
+    body = {
+        "valid_from": NOW,
+        "valid_until": NOW + 86400,
+        "doors": ["door-b1-u1"],
+        "max_uses": 2,
+        "visitor_phone": "13900001111",
+    }
     r = await api.client.post("/passes", json=body, headers=api.h("p-owner"))
     assert r.status_code == 201 and r.json()["payload"].startswith("AFP1.")
     pid = r.json()["id"]
@@ -141,14 +155,14 @@ async def test_access_history_and_police_search(api: Api, community: Community) 
     from community.decisions import Decision
 
     for subject, device in (("p-owner", "door-b1-u1"), ("p-b2", "door-b2-u1")):
-        await community.records.record_decision(Decision(True, "granted", device, "card", subject, "owner"),
-                                                ts=NOW, mode="central", device_id=device)
+        await community.records.record_decision(
+            Decision(True, "granted", device, "card", subject, "owner"), ts=NOW, mode="central", device_id=device
+        )
     mine = (await api.client.get("/me/access", headers=api.h("p-owner"))).json()
     assert [d["subject_id"] for d in mine] == ["p-owner"]
     assert (await api.client.get("/decisions", headers=api.h("p-owner"))).status_code == 403
     assert (await api.client.get("/captures", headers=api.h("p-staff"))).status_code == 403
-    r = await api.client.get("/decisions", params={"device": "door-b2-u1", "since": NOW - 1},
-                             headers=api.h("p-police"))
+    r = await api.client.get("/decisions", params={"device": "door-b2-u1", "since": NOW - 1}, headers=api.h("p-police"))
     assert [d["subject_id"] for d in r.json()] == ["p-b2"]
     assert await AccessDecisionRow.all().count() == 2
     assert await AuditRow.filter(actor="p-police", action="search_decisions").count() == 1
@@ -156,11 +170,26 @@ async def test_access_history_and_police_search(api: Api, community: Community) 
 
 async def test_alarms_are_listed_acknowledged_and_cleared_by_role(api: Api, community: Community) -> None:
     alarms = community.alarms
-    hit, _ = await alarms.raise_alarm(None, rule_id="access", subject="嫌疑人A", kind="watchlist_match",
-                                      severity="critical", message="watchlist: 嫌疑人A", now=NOW, audience="police",
-                                      evidence={"device": "door-b1-u1", "snapshot_ref": "s/d/e"})
-    forced, _ = await alarms.raise_alarm(None, rule_id="door-forced", subject="door-b2-u1", kind="door_forced",
-                                         severity="critical", message="2栋1单元 forced", now=NOW + 1)
+    hit, _ = await alarms.raise_alarm(
+        None,
+        rule_id="access",
+        subject="嫌疑人A",
+        kind="watchlist_match",
+        severity="critical",
+        message="watchlist: 嫌疑人A",
+        now=NOW,
+        audience="police",
+        evidence={"device": "door-b1-u1", "snapshot_ref": "s/d/e"},
+    )
+    forced, _ = await alarms.raise_alarm(
+        None,
+        rule_id="door-forced",
+        subject="door-b2-u1",
+        kind="door_forced",
+        severity="critical",
+        message="2栋1单元 forced",
+        now=NOW + 1,
+    )
     assert (await api.client.get("/alarms", headers=api.h("p-owner"))).status_code == 403
     police = (await api.client.get("/alarms", headers=api.h("p-police"))).json()
     assert [a["id"] for a in police] == [hit.id, forced.id]
@@ -179,8 +208,9 @@ async def test_alarms_are_listed_acknowledged_and_cleared_by_role(api: Api, comm
     assert again.status_code == 409 and again.json()["code"] == "alarm_not_open"
     still_open = (await api.client.get("/alarms", headers=api.h("p-police"))).json()
     assert [a["id"] for a in still_open] == [hit.id]
-    everything = await api.client.get("/alarms", params={"state": ["raised", "acknowledged", "cleared"]},
-                                      headers=api.h("p-police"))
+    everything = await api.client.get(
+        "/alarms", params={"state": ["raised", "acknowledged", "cleared"]}, headers=api.h("p-police")
+    )
     assert [a["id"] for a in everything.json()] == [hit.id, forced.id]
     assert (await api.client.get("/alarms", params={"state": "gone"}, headers=api.h("p-police"))).status_code == 400
     assert (await api.client.post("/alarms/nope/ack", json={}, headers=api.h("p-police"))).status_code == 404

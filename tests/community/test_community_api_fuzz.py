@@ -45,8 +45,12 @@ def api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, 
     (data_dir / "c.yaml").write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ANFANG_")}
-    env.update(ANFANG_DATA_DIR=str(data_dir / "data"), ANFANG_SITE="testsite", ANFANG_API_BIND=f"127.0.0.1:{port}",
-               ANFANG_BROKER_BIND=f"127.0.0.1:{_free_port()}")
+    env.update(
+        ANFANG_DATA_DIR=str(data_dir / "data"),
+        ANFANG_SITE="testsite",
+        ANFANG_API_BIND=f"127.0.0.1:{port}",
+        ANFANG_BROKER_BIND=f"127.0.0.1:{_free_port()}",
+    )
     _cli(env, data_dir, "import", str(data_dir / "c.yaml"))
     tokens = {who: _cli(env, data_dir, "token", "create", who)["token"] for who in ("p-owner", "p-staff", "p-police")}
     proc = PlatformProcess(env, data_dir)
@@ -73,8 +77,15 @@ def test_api_has_no_server_errors(api_server: tuple[str, dict[str, str]]) -> Non
         def check(case: Any) -> None:
             for h in headers:
                 kw = case.as_transport_kwargs(base_url=url, headers=h)
-                r = client.request(kw["method"], kw["url"], headers=kw.get("headers"), params=kw.get("params"),
-                                   json=kw.get("json"), content=kw.get("data"), cookies=kw.get("cookies"))
+                r = client.request(
+                    kw["method"],
+                    kw["url"],
+                    headers=kw.get("headers"),
+                    params=kw.get("params"),
+                    json=kw.get("json"),
+                    content=kw.get("data"),
+                    cookies=kw.get("cookies"),
+                )
                 statuses[r.status_code] += 1
                 assert r.status_code < 500, f"{kw['method']} {kw['url']} -> {r.status_code}: {r.text[:300]}"
 

@@ -16,9 +16,11 @@ runner = CliRunner()
 
 
 def run(tmp_path: Path, *args: str, ok: bool = True) -> Any:
-    res = runner.invoke(app, ["--site", "testsite", *args],
-                        env={"ANFANG_DATA_DIR": str(tmp_path), "ANFANG_SECRET_KEY": "", "ANFANG_DATABASE_URL": "",
-                             "ANFANG_CONFIG": ""})
+    res = runner.invoke(
+        app,
+        ["--site", "testsite", *args],
+        env={"ANFANG_DATA_DIR": str(tmp_path), "ANFANG_SECRET_KEY": "", "ANFANG_DATABASE_URL": "", "ANFANG_CONFIG": ""},
+    )
     if ok:
         assert res.exit_code == 0, res.output
         return json.loads(res.stdout)
@@ -33,8 +35,19 @@ def test_cli_operator_workflow(tmp_path: Path) -> None:
     rep = run(tmp_path, "import", str(tmp_path / "c.yaml"))
     assert rep["people"] == 6 and rep["vehicles"] == 2
     assert (tmp_path / "secret.key").stat().st_mode & 0o777 == 0o600
-    added = run(tmp_path, "person", "add", "family", "--household", "h2", "--phone", "13811110000",
-                "--id-number", "440524188001010014", ok=False)
+    added = run(
+        tmp_path,
+        "person",
+        "add",
+        "family",
+        "--household",
+        "h2",
+        "--phone",
+        "13811110000",
+        "--id-number",
+        "440524188001010014",
+        ok=False,
+    )
     assert added.exit_code == 2 and "duplicate_id_number" in added.output
     added = run(tmp_path, "person", "add", "family", "--household", "h2", "--phone", "13811110000")
     assert added["pin"] and len(added["pin"]) == 6

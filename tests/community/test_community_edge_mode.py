@@ -49,8 +49,9 @@ async def test_unchanged_list_is_not_pushed_again_and_new_pass_is(community: Com
     actions = FakePlatformActions(clock=NOW)
     assert await handler.refresh_edge_allow_lists(actions) == ["door-b1-u1", "gate-north"]
     assert await handler.refresh_edge_allow_lists(actions) == []
-    _, payload = await community.store.issue_pass("p-owner", valid_from=NOW, valid_until=NOW + 7200,
-                                                  doors=["gate-north"], max_uses=1, now=NOW, plate="湘A8888D")
+    _, payload = await community.store.issue_pass(
+        "p-owner", valid_from=NOW, valid_until=NOW + 7200, doors=["gate-north"], max_uses=1, now=NOW, plate="湘A8888D"
+    )
     assert await handler.refresh_edge_allow_lists(actions) == ["gate-north"]
     gate = pushed_list(actions, "gate-north")
     assert {e["kind"] for e in gate["entries"]} == {"card", "pin", "plate", "qr"}, "no face templates at gates"
@@ -67,12 +68,20 @@ async def test_unchanged_list_is_not_pushed_again_and_new_pass_is(community: Com
 async def test_door_switching_to_edge_gets_list_and_edge_decisions_are_recorded(community: Community) -> None:
     handler = community.handler()
     actions = FakePlatformActions(clock=NOW)
-    change = TwinChange(SITE, "door-b2-u1", "door_lock", 7, NOW, {"access_mode": "edge"}, {}, {},
-                        {"access_mode": "edge"})
+    change = TwinChange(
+        SITE, "door-b2-u1", "door_lock", 7, NOW, {"access_mode": "edge"}, {}, {}, {"access_mode": "edge"}
+    )
     await handler.on_twin_change(change, actions)
     assert "p-b2" in {e["subject"] for e in pushed_list(actions, "door-b2-u1")["entries"]}
-    ev = DeviceEvent(SITE, "door-b2-u1", "door_lock", "access_decided", uuid.uuid4().hex, NOW,
-                     {"allowed": True, "subject": "p-b2", "credential_kind": "face", "reason": "allowed"})
+    ev = DeviceEvent(
+        SITE,
+        "door-b2-u1",
+        "door_lock",
+        "access_decided",
+        uuid.uuid4().hex,
+        NOW,
+        {"allowed": True, "subject": "p-b2", "credential_kind": "face", "reason": "allowed"},
+    )
     await handler.on_event(ev, actions)
     row = await AccessDecisionRow.get(device_id="door-b2-u1")
     assert (row.mode, row.allowed, row.subject_id, row.subject_role) == ("edge", True, "p-b2", "owner")

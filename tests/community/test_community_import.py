@@ -15,12 +15,22 @@ from twins.hooks import DeviceEvent, FakePlatformActions
 
 async def test_people_registrar_is_idempotent_and_updates(db: object) -> None:
     store = CommunityStore(FieldCipher(bytes(32)), SITE)
-    places = {"buildings": [{"id": "b1"}], "devices": [
-        {"id": "door-b1-u1", "kind": "door_lock", "building": "b1", "unit": 1}]}
+    places = {
+        "buildings": [{"id": "b1"}],
+        "devices": [{"id": "door-b1-u1", "kind": "door_lock", "building": "b1", "unit": 1}],
+    }
     reg = StorePeopleRegistrar(store, lambda: NOW, places=places)
-    person: dict[str, object] = {"id": "p0001", "household": "h-b1-u1-101", "role": "owner",
-                                 "phone": "13800000001", "id_number": "11010519491231002X", "face_consent": True,
-                                 "card": "C0001", "face_template": template(1), "lease": None}
+    person: dict[str, object] = {
+        "id": "p0001",
+        "household": "h-b1-u1-101",
+        "role": "owner",
+        "phone": "13800000001",
+        "id_number": "11010519491231002X",
+        "face_consent": True,
+        "card": "C0001",
+        "face_template": template(1),
+        "lease": None,
+    }
     for _ in range(2):
         await reg.ensure_person(SITE, person)
         await reg.ensure_vehicle(SITE, "赣G12345", "p0001")
@@ -37,6 +47,8 @@ async def test_people_registrar_is_idempotent_and_updates(db: object) -> None:
     alarms = AlarmManager(SITE, InMemoryAlarmStore())
     handler = AccessHandler(store, AccessRecords(SITE), AccessConfig(site=SITE), alarms=alarms)
     actions = FakePlatformActions(clock=NOW, command_results={"open": {}})
-    await handler.on_event(DeviceEvent(SITE, "door-b1-u1", "door_lock", "card_presented", uuid.uuid4().hex, NOW,
-                                       {"card": "C0001"}), actions)
+    await handler.on_event(
+        DeviceEvent(SITE, "door-b1-u1", "door_lock", "card_presented", uuid.uuid4().hex, NOW, {"card": "C0001"}),
+        actions,
+    )
     assert actions.commands == [], "the lease set by the update ended before NOW"

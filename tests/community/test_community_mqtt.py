@@ -44,15 +44,23 @@ async def test_captures_over_mosquitto_open_gate_and_door_and_raise_alarm(tmp_pa
     async def factory(settings: Settings, registry: Registry) -> AsyncIterator[Services]:
         store = CommunityStore(FieldCipher(KEY), settings.site)
         alarms = AlarmManager(settings.site, DatabaseAlarmStore(open_connection(settings.db_url), settings.site))
-        handlers.append(AccessHandler(store, AccessRecords(settings.site), AccessConfig(site=settings.site),
-                                      on_platform_event=sink, alarms=alarms))
+        handlers.append(
+            AccessHandler(
+                store,
+                AccessRecords(settings.site),
+                AccessConfig(site=settings.site),
+                on_platform_event=sink,
+                alarms=alarms,
+            )
+        )
         yield Services(handlers=list(handlers), features=["twins", "access"])
 
     async with running_platform(tmp_path, "mosquitto", factory) as stack:
         handler = handlers[0]
         await import_community(community_data(), handler.store, now=time.time())
-        await handler.store.add_watch(kind="plate", plate="京A99999", reason="stolen vehicle", added_by="p-police",
-                                      now=time.time())
+        await handler.store.add_watch(
+            kind="plate", plate="京A99999", reason="stolen vehicle", added_by="p-police", now=time.time()
+        )
         gate = await stack.device("gate-north", await stack.add_device("gate-north", "vehicle_gate"))
         door = await stack.device("door-b2-u1", await stack.add_device("door-b2-u1", "door_lock"))
         police = await stack.operator()
@@ -61,20 +69,30 @@ async def test_captures_over_mosquitto_open_gate_and_door_and_raise_alarm(tmp_pa
             await dev.subscribe(dev.topic("cmd/#"))
         async with asyncio.TaskGroup() as tg:
             runner = tg.create_task(handler.run())
-            await gate.published(gate.publish("events/plate_captured", _event(
-                {"camera": "cam-north-1", "direction": "in", "plate": "京A99999", "confidence": 0.9})))
-            await gate.published(gate.publish("events/plate_captured", _event(
-                {"camera": "cam-north-1", "direction": "in", "plate": "赣G12345", "confidence": 0.95})))
+            await gate.published(
+                gate.publish(
+                    "events/plate_captured",
+                    _event({"camera": "cam-north-1", "direction": "in", "plate": "京A99999", "confidence": 0.9}),
+                )
+            )
+            await gate.published(
+                gate.publish(
+                    "events/plate_captured",
+                    _event({"camera": "cam-north-1", "direction": "in", "plate": "赣G12345", "confidence": 0.95}),
+                )
+            )
             _, cmd = await gate.expect(r"/cmd/open$")
             assert cmd["args"]["subject"] == "p-owner" and cmd["args"]["seconds"] == 5
             gate.publish("cmd/open/result", {"id": cmd["id"], "ok": True, "result": {}, "error": None})
             topic, alarm = await police.expect(r"/alarms/")
             assert alarm["data"]["list_reason"] == "stolen vehicle" and alarm["evidence"]["device"] == "gate-north"
             # The face of building 2's owner opens building 2's door; a spoof does not.
-            await door.published(door.publish("events/face_captured", _event(
-                {"liveness": 0.3, "embedding": template(2)})))
-            await door.published(door.publish("events/face_captured", _event(
-                {"liveness": 0.97, "embedding": noisy(template(2), 8)})))
+            await door.published(
+                door.publish("events/face_captured", _event({"liveness": 0.3, "embedding": template(2)}))
+            )
+            await door.published(
+                door.publish("events/face_captured", _event({"liveness": 0.97, "embedding": noisy(template(2), 8)}))
+            )
             _, cmd = await door.expect(r"/cmd/open$")
             assert cmd["args"]["subject"] == "p-b2"
             door.publish("cmd/open/result", {"id": cmd["id"], "ok": True, "result": {}, "error": None})
@@ -84,9 +102,12 @@ async def test_captures_over_mosquitto_open_gate_and_door_and_raise_alarm(tmp_pa
                     ev = await decided.get()
                     outcomes.append((ev.data["device"], ev.data["allowed"], ev.data["reason"]))
             runner.cancel()
-        assert sorted(outcomes) == [("door-b2-u1", False, "liveness_below_threshold"),
-                                    ("door-b2-u1", True, "granted"), ("gate-north", False, "unknown_vehicle"),
-                                    ("gate-north", True, "granted")]
+        assert sorted(outcomes) == [
+            ("door-b2-u1", False, "liveness_below_threshold"),
+            ("door-b2-u1", True, "granted"),
+            ("gate-north", False, "unknown_vehicle"),
+            ("gate-north", True, "granted"),
+        ]
         rows = await AccessDecisionRow.filter(allowed=True).order_by("device_id")
         assert [(r.device_id, r.command_ok) for r in rows] == [("door-b2-u1", True), ("gate-north", True)]
         assert topic.startswith(f"anfang/{stack.site}/alarms/")

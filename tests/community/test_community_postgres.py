@@ -53,20 +53,27 @@ async def test_registry_and_decisions_on_postgres(pg_url: str) -> None:
     store, records = CommunityStore(FieldCipher(KEY), SITE), AccessRecords(SITE)
     report = await import_community(community_data(), store, now=NOW)
     assert report.people == 6 and await PersonRow.all().count() == 6
-    handler = AccessHandler(store, records, AccessConfig(site=SITE),
-                            alarms=AlarmManager(SITE, DatabaseAlarmStore(Tortoise.get_connection("default"), SITE)))
+    handler = AccessHandler(
+        store,
+        records,
+        AccessConfig(site=SITE),
+        alarms=AlarmManager(SITE, DatabaseAlarmStore(Tortoise.get_connection("default"), SITE)),
+    )
     actions = FakePlatformActions(clock=NOW, command_results={"open": {}})
 
     def ev(device: str, kind: str, type_: str, data: dict[str, object]) -> DeviceEvent:
         return DeviceEvent(SITE, device, kind, type_, uuid.uuid4().hex, NOW, data)
 
     await handler.on_event(ev("gate-north", "vehicle_gate", "plate_captured", {"plate": "赣G12345"}), actions)
-    await handler.on_event(ev("door-b1-u1", "door_lock", "face_captured",
-                              {"liveness": 0.9, "embedding": noisy(template(1), 2)}), actions)
-    await handler.on_event(ev("door-b2-u1", "door_lock", "face_captured",
-                              {"liveness": 0.9, "embedding": noisy(template(1), 2)}), actions)
-    _, payload = await store.issue_pass("p-owner", valid_from=NOW - 1, valid_until=NOW + 60, doors=["door-b1-u1"],
-                                        max_uses=1, now=NOW)
+    await handler.on_event(
+        ev("door-b1-u1", "door_lock", "face_captured", {"liveness": 0.9, "embedding": noisy(template(1), 2)}), actions
+    )
+    await handler.on_event(
+        ev("door-b2-u1", "door_lock", "face_captured", {"liveness": 0.9, "embedding": noisy(template(1), 2)}), actions
+    )
+    _, payload = await store.issue_pass(
+        "p-owner", valid_from=NOW - 1, valid_until=NOW + 60, doors=["door-b1-u1"], max_uses=1, now=NOW
+    )
     for _ in range(2):
         await handler.on_event(ev("door-b1-u1", "door_lock", "qr_scanned", {"payload": payload}), actions)
     assert [c[0] for c in actions.commands] == ["gate-north", "door-b1-u1", "door-b1-u1"]

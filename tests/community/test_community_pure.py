@@ -22,7 +22,10 @@ KEY = b"k" * 32
 
 bodies = st.builds(
     lambda area, day, seq: f"{area:06d}{day:%Y%m%d}{seq:03d}",
-    st.integers(110000, 659999), st.dates(dt.date(1900, 1, 1), dt.date(2025, 12, 31)), st.integers(0, 999))
+    st.integers(110000, 659999),
+    st.dates(dt.date(1900, 1, 1), dt.date(2025, 12, 31)),
+    st.integers(0, 999),
+)
 
 
 @given(bodies)
@@ -43,7 +46,7 @@ def test_any_wrong_check_character_is_refused(body: str, c: str) -> None:
 @given(bodies, st.integers(0, 16), st.integers(1, 9))
 def test_single_digit_change_is_detected(body: str, pos: int, delta: int) -> None:
     number = body + check_char(body)
-    changed = number[:pos] + str((int(number[pos]) + delta) % 10) + number[pos + 1:]
+    changed = number[:pos] + str((int(number[pos]) + delta) % 10) + number[pos + 1 :]
     # ISO 7064 MOD 11-2 detects every single-digit substitution.
     assert not is_valid_id_number(changed)
 
@@ -69,11 +72,16 @@ def test_field_cipher_roundtrip_and_context_binding(plain: str, ctx: str) -> Non
     assert c.lookup_hash(plain, "phone") != FieldCipher(b"j" * 32).lookup_hash(plain, "phone")
 
 
-claims_st = st.builds(PassClaims, pass_id=st.text("abcdef0123456789", min_size=4, max_size=16),
-                      site=st.just("s"), valid_from=st.integers(0, 10**9),
-                      valid_until=st.integers(10**9 + 1, 2 * 10**9),
-                      doors=st.lists(st.sampled_from(["door-a", "gate-b"]), min_size=1, unique=True).map(tuple),
-                      max_uses=st.integers(1, 100), plate=st.one_of(st.none(), st.just("赣G12345")))
+claims_st = st.builds(
+    PassClaims,
+    pass_id=st.text("abcdef0123456789", min_size=4, max_size=16),
+    site=st.just("s"),
+    valid_from=st.integers(0, 10**9),
+    valid_until=st.integers(10**9 + 1, 2 * 10**9),
+    doors=st.lists(st.sampled_from(["door-a", "gate-b"]), min_size=1, unique=True).map(tuple),
+    max_uses=st.integers(1, 100),
+    plate=st.one_of(st.none(), st.just("赣G12345")),
+)
 
 
 @given(claims_st)
@@ -94,7 +102,7 @@ def test_any_single_character_change_breaks_the_pass(claims: PassClaims, data: s
     payload = sign_pass(claims, KEY)
     i = data.draw(st.integers(0, len(payload) - 1))
     c = data.draw(st.sampled_from("AQgw.-_0x"))
-    altered = payload[:i] + c + payload[i + 1:]
+    altered = payload[:i] + c + payload[i + 1 :]
     if altered == payload:
         return
     with pytest.raises(PassError) as err:
@@ -103,15 +111,33 @@ def test_any_single_character_change_breaks_the_pass(claims: PassClaims, data: s
 
 
 def allow_list() -> dict[str, object]:
-    return {"version": 3, "entries": [
-        {"subject": "p1", "kind": "card", "credential": credential_digest("card", "C1"), "valid_from": None,
-         "valid_until": None},
-        {"subject": "t1", "kind": "card", "credential": credential_digest("card", "C2"), "valid_from": 100.0,
-         "valid_until": 200.0},
-        {"subject": "t1", "kind": "face", "credential": encode_template(template(7)), "valid_from": 100.0,
-         "valid_until": 200.0},
-        {"subject": "p1", "kind": "plate", "credential": "赣G12345", "valid_from": None, "valid_until": None},
-    ]}
+    return {
+        "version": 3,
+        "entries": [
+            {
+                "subject": "p1",
+                "kind": "card",
+                "credential": credential_digest("card", "C1"),
+                "valid_from": None,
+                "valid_until": None,
+            },
+            {
+                "subject": "t1",
+                "kind": "card",
+                "credential": credential_digest("card", "C2"),
+                "valid_from": 100.0,
+                "valid_until": 200.0,
+            },
+            {
+                "subject": "t1",
+                "kind": "face",
+                "credential": encode_template(template(7)),
+                "valid_from": 100.0,
+                "valid_until": 200.0,
+            },
+            {"subject": "p1", "kind": "plate", "credential": "赣G12345", "valid_from": None, "valid_until": None},
+        ],
+    }
 
 
 def test_edge_decide_windows_and_kinds() -> None:

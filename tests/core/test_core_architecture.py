@@ -6,8 +6,15 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PURE = ["twins/document.py", "twins/kinds.py", "twins/topics.py", "twins/messages.py", "twins/errors.py",
-        "broker/acl.py", "anfang/ingest.py"]
+PURE = [
+    "twins/document.py",
+    "twins/kinds.py",
+    "twins/topics.py",
+    "twins/messages.py",
+    "twins/errors.py",
+    "broker/acl.py",
+    "anfang/ingest.py",
+]
 FORBIDDEN = {"tortoise", "gmqtt", "paho", "amqtt", "aiosqlite", "asyncpg", "asyncio", "socket"}
 
 

@@ -41,8 +41,10 @@ async def test_a_held_database_leaves_the_backlog_with_the_broker_and_loses_noth
             pause_reading(flag)
 
         stack.platform.link.pause_reading = watched_pause  # type: ignore[method-assign]
-        infos = [device.publish("twin/reported", {"seq": i, "state": {"hold_seconds": 1 + i % 599}})
-                 for i in range(1, REPORTS + 1)]
+        infos = [
+            device.publish("twin/reported", {"seq": i, "state": {"hold_seconds": 1 + i % 599}})
+            for i in range(1, REPORTS + 1)
+        ]
         for info in infos:
             await device.published(info, timeout=30)  # all with the broker now
         await asyncio.wait_for(paused.wait(), 10)
@@ -56,8 +58,9 @@ async def test_a_held_database_leaves_the_backlog_with_the_broker_and_loses_noth
             await stack.platform.wait_until(applied, timeout=60)
         except TimeoutError:
             doc = stack.platform.cached_twin("door-b1-u1")
-            raise AssertionError(f"twin at version {doc and doc.version}; {stack.platform.counters.as_json()}") \
-                from None
+            raise AssertionError(
+                f"twin at version {doc and doc.version}; {stack.platform.counters.as_json()}"
+            ) from None
         doc = await stack.platform.twin("door-b1-u1")
     assert doc.reported["hold_seconds"] == 1 + REPORTS % 599 and doc.version == REPORTS  # every report, in order
     # it read a little past the limit (what was already in its socket buffer), not the whole backlog

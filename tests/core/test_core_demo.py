@@ -27,8 +27,14 @@ def _count(db: Path, sql: str) -> int:
 def test_demo_plays_the_pilot_community_into_the_platform(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ANFANG_")}
     env.update({"ANFANG_DATA_DIR": str(tmp_path / "data"), "ANFANG_BROKER_BIND": f"127.0.0.1:{free_port()}"})
-    demo = subprocess.Popen([ANFANG, "demo", "--speed", "1200"], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    demo = subprocess.Popen(
+        [ANFANG, "demo", "--speed", "1200"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     lines: list[str] = []
     playing = threading.Event()
 

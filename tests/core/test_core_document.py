@@ -96,8 +96,11 @@ def test_applying_changes_never_alters_an_earlier_document(steps: list[tuple[boo
     # made in place would alter every twin that has not reported yet
     history = [(doc := _doc(), repr(doc))]
     for seq, (is_report, patch) in enumerate(steps, start=1):
-        applied = apply_reported(doc, patch, now=float(seq), seq=seq) if is_report else apply_desired(
-            doc, patch, now=float(seq))
+        applied = (
+            apply_reported(doc, patch, now=float(seq), seq=seq)
+            if is_report
+            else apply_desired(doc, patch, now=float(seq))
+        )
         doc = applied.document
         history.append((doc, repr(doc)))
     assert all(repr(d) == before for d, before in history)
@@ -105,8 +108,9 @@ def test_applying_changes_never_alters_an_earlier_document(steps: list[tuple[boo
 
 
 def test_null_deletes_and_nested_objects_merge() -> None:
-    doc = apply_reported(_doc(), {"cameras": {"c1": {"online": True}, "c2": {"online": True}}, "lock": "locked"},
-                         now=1, seq=1).document
+    doc = apply_reported(
+        _doc(), {"cameras": {"c1": {"online": True}, "c2": {"online": True}}, "lock": "locked"}, now=1, seq=1
+    ).document
     doc = apply_reported(doc, {"cameras": {"c2": None, "c3": {"online": False}}, "lock": None}, now=2, seq=2).document
     assert doc.reported == {"cameras": {"c1": {"online": True}, "c3": {"online": False}}}
     assert doc.metadata["reported"]["cameras.c1.online"] == 1

@@ -31,7 +31,11 @@ def _publish(
 
 topics = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), min_size=1, max_size=40)
 publishes = st.tuples(
-    st.just("publish"), topics, st.integers(1, 65535), st.binary(max_size=300), st.sampled_from([0, 1, 2]),
+    st.just("publish"),
+    topics,
+    st.integers(1, 65535),
+    st.binary(max_size=300),
+    st.sampled_from([0, 1, 2]),
     st.sampled_from([b"", b"\x09\x00\x01x"]),  # no properties, or correlation data "x"
     st.sampled_from([0, 1, 8, 9]),  # retain and dup flags
 )
@@ -40,7 +44,9 @@ others = st.tuples(st.just("other"), st.sampled_from([0x40, 0x90, 0xD0, 0x20]), 
 
 @given(st.lists(st.one_of(publishes, others), max_size=12), st.booleans(), st.data())
 def test_every_complete_packet_is_handed_on_once_in_order(
-    packets: list[tuple], mqtt5: bool, data: st.DataObject  # type: ignore[type-arg]
+    packets: list[tuple],
+    mqtt5: bool,
+    data: st.DataObject,  # type: ignore[type-arg]
 ) -> None:
     stream, expected, ends = b"", [], []
     for p in packets:
@@ -57,8 +63,12 @@ def test_every_complete_packet_is_handed_on_once_in_order(
         ends.append(len(stream))
     cut = data.draw(st.integers(0, len(stream)))
     seen: list[tuple] = []  # type: ignore[type-arg]
-    used = split_packets(stream[:cut], mqtt5, lambda mid, t, pl, dup: seen.append(("pub", mid, t, pl, dup)),
-                         lambda cmd, body: seen.append(("other", cmd, body)))
+    used = split_packets(
+        stream[:cut],
+        mqtt5,
+        lambda mid, t, pl, dup: seen.append(("pub", mid, t, pl, dup)),
+        lambda cmd, body: seen.append(("other", cmd, body)),
+    )
     complete = sum(1 for end in ends if end <= cut)
     assert seen == expected[:complete]
     assert used == (ends[complete - 1] if complete else 0)

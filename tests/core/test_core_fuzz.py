@@ -16,15 +16,20 @@ def _bad_messages(rng: random.Random, n: int) -> list[tuple[str, bytes]]:
         lambda: ("twin/reported", bytes(rng.randrange(256) for _ in range(rng.randrange(1, 60)))),
         lambda: ("twin/reported", b'{"seq": 1, "state": ' + b"[" * rng.randrange(1, 50)),
         lambda: ("twin/reported", json.dumps({"seq": rng.choice(["1", -1, 1.5, True]), "state": {}}).encode()),
-        lambda: ("twin/reported", json.dumps({"state": {"lock": rng.choice([1, True, "open", None, []])},
-                                              "seq": 0}).encode() if rng.random() < 0.5 else
-                 json.dumps({"state": {"barrier": "up"}}).encode()),
+        lambda: (
+            "twin/reported",
+            json.dumps({"state": {"lock": rng.choice([1, True, "open", None, []])}, "seq": 0}).encode()
+            if rng.random() < 0.5
+            else json.dumps({"state": {"barrier": "up"}}).encode(),
+        ),
         lambda: ("twin/reported", json.dumps({"state": {"hold_seconds": rng.choice(["5", 0, 10_000, 1.5])}}).encode()),
         lambda: ("twin/reported", json.dumps(rng.choice([[], 1, "x", None])).encode()),
         lambda: ("twin/reported", json.dumps({"state": {"lock": "locked"}, "extra": 1}).encode()),
         lambda: ("twin/reported", b'{"state": {"x": "' + b"a" * (300 * 1024) + b'"}}'),
-        lambda: (f"events/{rng.choice(['plate_captured', 'tag_seen', 'nope', 'door_forced'])}",
-                 json.dumps({"id": rng.choice([None, 5, "", "x" * 100]), "data": {}}).encode()),
+        lambda: (
+            f"events/{rng.choice(['plate_captured', 'tag_seen', 'nope', 'door_forced'])}",
+            json.dumps({"id": rng.choice([None, 5, "", "x" * 100]), "data": {}}).encode(),
+        ),
         lambda: ("events/face_captured", json.dumps({"id": f"f{rng.random()}", "data": {"liveness": "high"}}).encode()),
         lambda: ("events/Bad Type", b'{"id": "a", "data": {}}'),
         lambda: ("events/a/b/c", b'{"id": "a", "data": {}}'),
@@ -51,6 +56,7 @@ async def test_fuzzed_payloads_are_all_rejected_and_counted(platform_stack: Stac
         await dev.published(info, timeout=60)
     await dev.published(dev.publish("twin/reported", {"seq": 2, "state": {"lock": "unlocked"}}))
     counters = platform_stack.platform.counters
+
     def unlocked(platform: Platform) -> bool:
         doc = platform.cached_twin("door-b1-u1")
         return doc is not None and doc.reported.get("lock") == "unlocked"

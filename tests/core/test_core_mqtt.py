@@ -58,8 +58,11 @@ async def test_desired_change_reaches_device_as_desired_and_delta(platform_stack
 
     op = await platform_stack.operator()
     await op.subscribe("anfang/youzheng/gate-north/twin/update/+")
-    op.publish("anfang/youzheng/gate-north/twin/update",
-               {"desired": {"barrier": "up", "open_seconds": 8}, "client_token": "t1"}, raw_topic=True)
+    op.publish(
+        "anfang/youzheng/gate-north/twin/update",
+        {"desired": {"barrier": "up", "open_seconds": 8}, "client_token": "t1"},
+        raw_topic=True,
+    )
     _, accepted = await op.expect(r"/twin/update/accepted$")
     assert accepted["client_token"] == "t1" and accepted["version"] == 2
 
@@ -87,12 +90,18 @@ async def test_stale_version_is_rejected_with_409(platform_stack: Stack) -> None
     await platform_stack.add_device("door-b1-u2", "door_lock")
     op = await platform_stack.operator()
     await op.subscribe("anfang/youzheng/door-b1-u2/twin/update/+")
-    op.publish("anfang/youzheng/door-b1-u2/twin/update", {"desired": {"hold_seconds": 5}, "version": 0,
-                                                           "client_token": "a"}, raw_topic=True)
+    op.publish(
+        "anfang/youzheng/door-b1-u2/twin/update",
+        {"desired": {"hold_seconds": 5}, "version": 0, "client_token": "a"},
+        raw_topic=True,
+    )
     _, ok = await op.expect(r"/accepted$")
     assert ok["version"] == 1
-    op.publish("anfang/youzheng/door-b1-u2/twin/update", {"desired": {"hold_seconds": 9}, "version": 0,
-                                                           "client_token": "b"}, raw_topic=True)
+    op.publish(
+        "anfang/youzheng/door-b1-u2/twin/update",
+        {"desired": {"hold_seconds": 9}, "version": 0, "client_token": "b"},
+        raw_topic=True,
+    )
     topic, rejected = await op.expect(r"/twin/update/(accepted|rejected)$")
     assert topic.endswith("/rejected")
     assert rejected["code"] == 409 and rejected["client_token"] == "b"
@@ -152,7 +161,8 @@ async def test_redelivered_event_is_processed_once(platform_stack: Stack) -> Non
     await _wait_twin(platform_stack, "door-b5-u1", lambda d: d.version >= 1)
     assert platform_stack.platform.counters.duplicates == 2
     rows = await platform_stack.platform.store._conn.execute_query_dict(
-        "SELECT event_id FROM device_events WHERE device_id = 'door-b5-u1'")
+        "SELECT event_id FROM device_events WHERE device_id = 'door-b5-u1'"
+    )
     assert [r["event_id"] for r in rows] == ["evt-42"]
 
 
@@ -241,8 +251,9 @@ async def test_mqtt5_requester_gets_answer_on_its_response_topic(platform_stack:
     client.on_subscribe = lambda *args: subscribed.set()
     client.subscribe(reply_topic, qos=1)
     await asyncio.wait_for(subscribed.wait(), 10)
-    client.publish("anfang/youzheng/door-b7-u1/twin/get", b"{}", qos=1, response_topic=reply_topic,
-                   correlation_data=b"req-1")
+    client.publish(
+        "anfang/youzheng/door-b7-u1/twin/get", b"{}", qos=1, response_topic=reply_topic, correlation_data=b"req-1"
+    )
     try:
         topic, payload, props = await asyncio.wait_for(answers.get(), 10)
     finally:

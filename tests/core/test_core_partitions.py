@@ -55,8 +55,16 @@ async def test_two_active_workers_split_a_site_and_survive_one_of_them_dying(tmp
     port = free_port()
     (tmp_path / "rules").mkdir()
     (tmp_path / "rules" / "doors.yaml").write_text(RULE)
-    env = site_env(port, pg_url, {"ANFANG_DATA_DIR": str(tmp_path / "data"), "ANFANG_PARTITIONS": "2",
-                                  "ANFANG_WORKERS": "2", "ANFANG_RULES_DIR": str(tmp_path / "rules")})
+    env = site_env(
+        port,
+        pg_url,
+        {
+            "ANFANG_DATA_DIR": str(tmp_path / "data"),
+            "ANFANG_PARTITIONS": "2",
+            "ANFANG_WORKERS": "2",
+            "ANFANG_RULES_DIR": str(tmp_path / "rules"),
+        },
+    )
     secrets = {door: add_device(env, tmp_path, door, "door_lock") for door in DOORS}
     broker = start_mosquitto(env, tmp_path, port)
     leader = PlatformProcess({**env, "ANFANG_WORKER_INDEX": "0"}, tmp_path)
@@ -76,7 +84,7 @@ async def test_two_active_workers_split_a_site_and_survive_one_of_them_dying(tmp
         infos = []
         for i in range(1, N + 1):
             if i == N // 2:
-                for info in infos[-len(devices) * 2:]:
+                for info in infos[-len(devices) * 2 :]:
                     await devices[0].published(info)
                 other.kill()
             for dev in devices:

@@ -50,15 +50,19 @@ def test_a_single_partition_keeps_the_plain_client_id_and_twin_filters_name_the_
 
 # integers as twins hold them: every state was read by twins.jsoncodec, which reads integers beyond
 # 64 bits as floats (documented there)
-json_values = st.recursive(st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.text(max_size=5),
-                           lambda inner: st.dictionaries(st.text(max_size=5), inner, max_size=3), max_leaves=8)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.text(max_size=5),
+    lambda inner: st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=8,
+)
 docs = st.dictionaries(st.text(max_size=5), json_values, max_size=4)
 
 
 @given(docs, docs, docs, st.integers(0, 10**9))
 def test_feed_items_survive_the_round_trip(reported: dict, previous: dict, changed: dict, version: int) -> None:  # type: ignore[type-arg]
-    change = TwinChange("youzheng", "door-1", "door_lock", version, 1.5, reported, previous, {"lock": "locked"},
-                        changed)
+    change = TwinChange(
+        "youzheng", "door-1", "door_lock", version, 1.5, reported, previous, {"lock": "locked"}, changed
+    )
     event = DeviceEvent("youzheng", "door-1", "door_lock", "status", "status-3", 2.0, {"state": "offline"})
     assert decode(encode(change)) == change
     assert decode(encode(event)) == event

@@ -22,8 +22,14 @@ def test_topics_parse_into_value_objects() -> None:
     assert t is not None and t.channel is Channel.EVENT and t.name == "door_forced"
     r = parse("anfang/site/door-1/cmd/open/result")
     assert r is not None and r.channel is Channel.CMD_RESULT and r.name == "open"
-    for bad in ["anfang/site/door-1", "other/site/d/twin/reported", "anfang/Site/d/twin/reported",
-                "anfang/site/alarms/twin/reported", "anfang/site/d/events/a/b", "anfang/site/d/twin/desired"]:
+    for bad in [
+        "anfang/site/door-1",
+        "other/site/d/twin/reported",
+        "anfang/Site/d/twin/reported",
+        "anfang/site/alarms/twin/reported",
+        "anfang/site/d/events/a/b",
+        "anfang/site/d/twin/desired",
+    ]:
         assert parse(bad) is None, bad
 
 
@@ -50,8 +56,10 @@ def test_device_acl_is_own_topics_only() -> None:
     assert may_subscribe(Identity("p", Role.PLATFORM), "$share/g/anfang/+/+/twin/reported")
 
 
-@given(st.lists(st.sampled_from(["a", "b", "+", "#"]), min_size=1, max_size=4),
-       st.lists(st.sampled_from(["a", "b", "c"]), min_size=1, max_size=4))
+@given(
+    st.lists(st.sampled_from(["a", "b", "+", "#"]), min_size=1, max_size=4),
+    st.lists(st.sampled_from(["a", "b", "c"]), min_size=1, max_size=4),
+)
 def test_covers_agrees_with_matching(filter_levels: list[str], topic_levels: list[str]) -> None:
     if "#" in filter_levels[:-1]:
         return
@@ -97,11 +105,22 @@ def test_every_kind_validates_reports_with_the_path_of_the_first_error() -> None
     assert err.value.path == "$.state.cameras.cam-1.online"
     with pytest.raises(SchemaError, match=r"\$\.state\.colour"):
         validate_reported("camera", {"colour": 1})
-    validate_desired("door_lock", {"allow_list": {"version": 1, "entries": [
-        {"subject": "p1", "kind": "face", "credential": "t", "valid_from": None, "valid_until": 5.0}]}})
+    validate_desired(
+        "door_lock",
+        {
+            "allow_list": {
+                "version": 1,
+                "entries": [
+                    {"subject": "p1", "kind": "face", "credential": "t", "valid_from": None, "valid_until": 5.0}
+                ],
+            }
+        },
+    )
     with pytest.raises(SchemaError, match=r"entries\[0\]\.kind"):
-        validate_desired("door_lock", {"allow_list": {"version": 1, "entries": [
-            {"subject": "p1", "kind": "iris", "credential": "t"}]}})
+        validate_desired(
+            "door_lock",
+            {"allow_list": {"version": 1, "entries": [{"subject": "p1", "kind": "iris", "credential": "t"}]}},
+        )
     validate_event("rfid_reader", "tag_seen", {"tag": "tag-1", "rssi": -70})
     with pytest.raises(SchemaError, match="emit no event"):
         validate_event("rfid_reader", "door_forced", {})

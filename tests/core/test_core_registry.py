@@ -82,8 +82,10 @@ async def test_twin_store_group_commit_and_stale_guard(db_url: str) -> None:
         doc = TwinDocument(device_id="door-1", kind="door_lock", site="youzheng")
         v1 = apply_reported(doc, {"lock": "locked"}, now=1, seq=1).document
         v2 = apply_reported(v1, {"lock": "unlocked"}, now=2, seq=2).document
-        events = [StoredEvent("door-1", "e1", "door_forced", 1.0, 2.0, {}),
-                  StoredEvent("door-1", "e1", "door_forced", 1.0, 2.0, {})]
+        events = [
+            StoredEvent("door-1", "e1", "door_forced", 1.0, 2.0, {}),
+            StoredEvent("door-1", "e1", "door_forced", 1.0, 2.0, {}),
+        ]
         cmd = CommandRecord("c1", "door-1", "open", {"seconds": 5}, "sent", None, 1.0, None)
         await store.commit([v2], events, [cmd])
         await store.commit([v1])  # an older version never overwrites a newer one

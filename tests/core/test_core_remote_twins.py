@@ -20,8 +20,14 @@ async def test_the_owner_answers_the_leaders_desired_writes_and_refusals_keep_th
     async with running_platform(tmp_path, "mosquitto") as stack:  # the owner of gate-1's partition
         await stack.add_device("gate-1", "vehicle_gate")
         replies = reply_topic(SITE, "leader-under-test")
-        link = MqttLink(host=stack.host, port=stack.port, client_id="leader-under-test", username=PLATFORM_USER,
-                        password=read_or_create_secret(stack.settings.secrets_dir, PLATFORM_USER), mqtt5=True)
+        link = MqttLink(
+            host=stack.host,
+            port=stack.port,
+            client_id="leader-under-test",
+            username=PLATFORM_USER,
+            password=read_or_create_secret(stack.settings.secrets_dir, PLATFORM_USER),
+            mqtt5=True,
+        )
         remote = RemoteTwins(link, replies, timeout=10)
 
         async def on_message(topic: str, payload: bytes, retained: bool, reply_to: Any) -> None:

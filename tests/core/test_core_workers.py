@@ -23,9 +23,7 @@ async def pg_url() -> AsyncIterator[str]:
 
 
 @pytest.mark.postgres
-async def test_standby_worker_takes_over_and_applies_every_report_once_in_order(
-    tmp_path: Path, pg_url: str
-) -> None:
+async def test_standby_worker_takes_over_and_applies_every_report_once_in_order(tmp_path: Path, pg_url: str) -> None:
     port = free_port()
     env = site_env(port, pg_url, {"ANFANG_DATA_DIR": str(tmp_path / "data")})
     secret = add_device(env, tmp_path, "door-b1-u1", "door_lock")

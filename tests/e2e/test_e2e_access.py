@@ -37,10 +37,18 @@ async def full(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[FullPl
 
 
 async def _play(full: FullPlatform, steps: list[Step], expects: list[Expect], speed: float = 600.0) -> ScenarioReport:
-    scenario = Scenario("adhoc", "", ("access",), START, speed, tuple(sorted({s.device for s in steps})),
-                        tuple(steps), tuple(expects))
-    report = await run_scenario(scenario, full.community, host=full.stack.host, port=full.stack.port,
-                                secrets=full.secrets, operator=full.stack.operator_credentials, speed=speed)
+    scenario = Scenario(
+        "adhoc", "", ("access",), START, speed, tuple(sorted({s.device for s in steps})), tuple(steps), tuple(expects)
+    )
+    report = await run_scenario(
+        scenario,
+        full.community,
+        host=full.stack.host,
+        port=full.stack.port,
+        secrets=full.secrets,
+        operator=full.stack.operator_credentials,
+        speed=speed,
+    )
     assert report.ok, report.text()
     return report
 
@@ -68,14 +76,35 @@ async def test_a_registered_car_opens_the_gate_and_an_unknown_one_does_not(full:
     known_tails = {v.plate[1:] for v in c.vehicles}
     stranger = next(p for i in range(100) if (p := make_plate(random.Random(i), green=False))[1:] not in known_tails)
     _decisions(full)
-    await _play(full, [
-        Step(0.0, "gate-north", "events/plate_captured", {"camera": "cam-north-1", "direction": "in",
-                                                          "plate": car.plate, "confidence": 0.95}),
-        Step(30.0, "gate-north", "events/plate_captured", {"camera": "cam-north-1", "direction": "in",
-                                                           "plate": stranger, "confidence": 0.95}),
-    ], [Expect("command", "the barrier opens for the resident's car only", device="gate-north", name="open",
-               match={"subject": car.owner}, count=1, within=6.0),
-        Expect("command", "and for nothing else", device="gate-north", name="open", count=1, within=6.0)])
+    await _play(
+        full,
+        [
+            Step(
+                0.0,
+                "gate-north",
+                "events/plate_captured",
+                {"camera": "cam-north-1", "direction": "in", "plate": car.plate, "confidence": 0.95},
+            ),
+            Step(
+                30.0,
+                "gate-north",
+                "events/plate_captured",
+                {"camera": "cam-north-1", "direction": "in", "plate": stranger, "confidence": 0.95},
+            ),
+        ],
+        [
+            Expect(
+                "command",
+                "the barrier opens for the resident's car only",
+                device="gate-north",
+                name="open",
+                match={"subject": car.owner},
+                count=1,
+                within=6.0,
+            ),
+            Expect("command", "and for nothing else", device="gate-north", name="open", count=1, within=6.0),
+        ],
+    )
     reasons = sorted((d["allowed"], d["reason"]) for d in _decisions(full) if d["device"] == "gate-north")
     assert reasons == [(False, "unknown_vehicle"), (True, "granted")]
 
@@ -84,17 +113,27 @@ async def test_a_face_opens_its_own_building_not_another_and_a_spoof_is_refused(
     c = full.community
     resident = next(p for p in c.people if p.role == "owner" and p.face_consent)
     own = _door_of(c, resident)
-    other = next(d.id for d in c.devices_of("door_lock")
-                 if d.building != c.device(own).building)
+    other = next(d.id for d in c.devices_of("door_lock") if d.building != c.device(own).building)
     _decisions(full)
-    await _play(full, [
-        Step(0.0, own, "events/face_captured", _face(resident.id)),
-        Step(30.0, other, "events/face_captured", _face(resident.id, seed=2)),
-        Step(60.0, own, "events/face_captured", _face(resident.id, liveness=0.3, seed=3)),  # a photo
-    ], [Expect("command", f"{own} opens for its resident once (not for the photo)", device=own, name="open",
-               count=1, within=6.0),
-        Expect("command", f"{other} (another building) stays shut", device=other, name="open", count=0,
-               within=6.0)])
+    await _play(
+        full,
+        [
+            Step(0.0, own, "events/face_captured", _face(resident.id)),
+            Step(30.0, other, "events/face_captured", _face(resident.id, seed=2)),
+            Step(60.0, own, "events/face_captured", _face(resident.id, liveness=0.3, seed=3)),  # a photo
+        ],
+        [
+            Expect(
+                "command",
+                f"{own} opens for its resident once (not for the photo)",
+                device=own,
+                name="open",
+                count=1,
+                within=6.0,
+            ),
+            Expect("command", f"{other} (another building) stays shut", device=other, name="open", count=0, within=6.0),
+        ],
+    )
     reasons = {(d["device"], d["reason"]) for d in _decisions(full)}
     assert {(own, "granted"), (other, "not_entitled_here"), (own, "liveness_below_threshold")} <= reasons
 
@@ -109,14 +148,27 @@ async def test_a_tenant_is_let_in_until_the_lease_ends_and_refused_after(full: F
     await PersonRow.filter(id=tenant.id).update(lease_start=time.time() - 86400, lease_end=lease_end)
     full.observed.store.generation += 1  # what the store's own writes do: the handler reloads its snapshot
     _decisions(full)
-    await _play(full, [
-        Step(0.0, door, "events/card_presented", {"card": tenant.card}),
-        Step(6.0, door, "events/card_presented", {"card": tenant.card}),
-        Step(7.0, door, "events/face_captured", _face(tenant.id)),
-    ], [Expect("command", "the door opens for the tenant before the lease ends, not after", device=door,
-               name="open", match={"subject": tenant.id}, count=1, within=5.0)], speed=1.0)
-    decided = sorted((d["allowed"], d["reason"], d["credential_kind"]) for d in _decisions(full)
-                     if d["device"] == door)
+    await _play(
+        full,
+        [
+            Step(0.0, door, "events/card_presented", {"card": tenant.card}),
+            Step(6.0, door, "events/card_presented", {"card": tenant.card}),
+            Step(7.0, door, "events/face_captured", _face(tenant.id)),
+        ],
+        [
+            Expect(
+                "command",
+                "the door opens for the tenant before the lease ends, not after",
+                device=door,
+                name="open",
+                match={"subject": tenant.id},
+                count=1,
+                within=5.0,
+            )
+        ],
+        speed=1.0,
+    )
+    decided = sorted((d["allowed"], d["reason"], d["credential_kind"]) for d in _decisions(full) if d["device"] == door)
     assert decided == [(False, "lease_ended", "card"), (False, "lease_ended", "face"), (True, "granted", "card")]
 
 
@@ -124,9 +176,14 @@ async def test_a_watchlisted_face_raises_a_retained_police_alarm(full: FullPlatf
     c = full.community
     wanted = c.watchlist[1]
     door = c.devices_of("door_lock")[2].id
-    await _play(full, [Step(0.0, door, "events/face_captured", _face(wanted.id, 0.95))],
-                [Expect("alarm", "police alarm", name="watchlist_match", subjects=(wanted.id,), within=6.0),
-                 Expect("command", "the door stays shut", device=door, name="open", count=0, within=4.0)])
+    await _play(
+        full,
+        [Step(0.0, door, "events/face_captured", _face(wanted.id, 0.95))],
+        [
+            Expect("alarm", "police alarm", name="watchlist_match", subjects=(wanted.id,), within=6.0),
+            Expect("command", "the door stays shut", device=door, name="open", count=0, within=4.0),
+        ],
+    )
     # A police console connecting afterwards still gets the alarm: it is retained on alarms/+.
     got: list[dict[str, Any]] = []
     found = threading.Event()

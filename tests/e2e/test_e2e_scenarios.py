@@ -57,8 +57,9 @@ async def test_scenario_passes_its_check_against_the_full_platform(full: FullPla
 async def test_visitor_qr_opens_once_then_refuses_it_and_a_forged_copy(full: FullPlatform) -> None:
     host, door = visitor_pass_request(full.community)
     now = time.time()
-    _, payload = await full.observed.store.issue_pass(host, valid_from=now - 60, valid_until=now + 3600,
-                                                      doors=[door], max_uses=1, now=now)
+    _, payload = await full.observed.store.issue_pass(
+        host, valid_from=now - 60, valid_until=now + 3600, doors=[door], max_uses=1, now=now
+    )
     while not full.observed.decisions.empty():
         full.observed.decisions.get_nowait()
     report = await full.play("visitor-qr", ScenarioParams(visitor_pass=payload))
@@ -75,9 +76,20 @@ async def test_elderly_wandering_off_raises_the_alarm_within_the_rules_for_windo
     raised within the rule's ``for`` plus 5 s of the first reading outside."""
     report = await full.play("elderly-wanders-off")
     _all_met(report)
-    outside = [m.t for m in report.seen if m.t >= report.t_start and m.topic.endswith("/events/tag_seen")
-               and m.topic.split("/")[2] in ("rfid-27", "rfid-28", "rfid-29")]
-    raised = [m for m in report.seen if m.t >= report.t_start and "/alarms/" in m.topic
-              and _doc(m.payload).get("kind") == "elderly_left_fence" and _doc(m.payload).get("state") == "raised"]
+    outside = [
+        m.t
+        for m in report.seen
+        if m.t >= report.t_start
+        and m.topic.endswith("/events/tag_seen")
+        and m.topic.split("/")[2] in ("rfid-27", "rfid-28", "rfid-29")
+    ]
+    raised = [
+        m
+        for m in report.seen
+        if m.t >= report.t_start
+        and "/alarms/" in m.topic
+        and _doc(m.payload).get("kind") == "elderly_left_fence"
+        and _doc(m.payload).get("state") == "raised"
+    ]
     assert outside and raised, report.text()
     assert raised[0].t - outside[0] <= SHORT_FOR["elderly-left-fence"] + 5.0

@@ -152,10 +152,22 @@ async def test_the_engine_retries_a_failed_timer_flush_at_the_next_tick(
 # --- alarms ---------------------------------------------------------------------------------------
 
 
-def an_alarm(alarm_id: str, raised_at: float, *, rule_id: str = "held", subject: str = "door-b1-u1",
-             state: str = "raised") -> Alarm:
-    return Alarm(alarm_id, "youzheng", rule_id, subject, "held", "major", "门开着", state, raised_at, raised_at,
-                 data={"door": "1栋"})
+def an_alarm(
+    alarm_id: str, raised_at: float, *, rule_id: str = "held", subject: str = "door-b1-u1", state: str = "raised"
+) -> Alarm:
+    return Alarm(
+        alarm_id,
+        "youzheng",
+        rule_id,
+        subject,
+        "held",
+        "major",
+        "门开着",
+        state,
+        raised_at,
+        raised_at,
+        data={"door": "1栋"},
+    )
 
 
 async def test_alarms_round_trip_per_site(conn: BaseDBAsyncClient) -> None:
@@ -188,8 +200,9 @@ rules:
 """
     acts = FakePlatformActions(clock=T0)
     a = RulesEngine(held_rules(site, forced), site, actions=acts, alarm_store=DatabaseAlarmStore(conn, "youzheng"))
-    alarm, created = await a.alarms.raise_alarm(acts, rule_id="forced", subject="door-b1-u1", kind="door_forced",
-                                                severity="critical", message="", now=T0)
+    alarm, created = await a.alarms.raise_alarm(
+        acts, rule_id="forced", subject="door-b1-u1", kind="door_forced", severity="critical", message="", now=T0
+    )
     assert created
     await a.acknowledge(alarm.id, "guard-li")
 
@@ -197,8 +210,9 @@ rules:
     b = RulesEngine(held_rules(site, forced), site, actions=acts, alarm_store=DatabaseAlarmStore(conn, "youzheng"))
     seen = await b.alarms.store.get(alarm.id)
     assert seen is not None and (seen.state, seen.acked_by, seen.acked_at) == ("acknowledged", "guard-li", T0)
-    again, created = await b.alarms.raise_alarm(acts, rule_id="forced", subject="door-b1-u1", kind="door_forced",
-                                                severity="critical", message="", now=T0 + 60)
+    again, created = await b.alarms.raise_alarm(
+        acts, rule_id="forced", subject="door-b1-u1", kind="door_forced", severity="critical", message="", now=T0 + 60
+    )
     assert not created and again.id == alarm.id and again.count == 2 and again.state == "acknowledged"
     cleared = await b.clear_alarm(alarm.id, "guard-wang")
     assert cleared.state == "cleared"
@@ -230,15 +244,25 @@ async def test_a_for_timer_armed_by_one_engine_fires_in_the_engine_that_takes_ov
     conn: BaseDBAsyncClient, site: SitePlan
 ) -> None:
     acts_a = FakePlatformActions(clock=T0)
-    a = RulesEngine(held_rules(site), site, actions=acts_a, alarm_store=DatabaseAlarmStore(conn, "youzheng"),
-                    timer_store=await DatabaseTimerStore.open(conn, "youzheng"))
+    a = RulesEngine(
+        held_rules(site),
+        site,
+        actions=acts_a,
+        alarm_store=DatabaseAlarmStore(conn, "youzheng"),
+        timer_store=await DatabaseTimerStore.open(conn, "youzheng"),
+    )
     await a.on_twin_change(door_opened(T0), acts_a)
     await a.tick(T0 + 1, acts_a)  # the tick writes the pending timer; then worker A dies
 
     # worker B takes over 10 minutes later: the timer is overdue and fires at its first tick
     acts_b = FakePlatformActions(clock=T0 + 600)
-    b = RulesEngine(held_rules(site), site, actions=acts_b, alarm_store=DatabaseAlarmStore(conn, "youzheng"),
-                    timer_store=await DatabaseTimerStore.open(conn, "youzheng"))
+    b = RulesEngine(
+        held_rules(site),
+        site,
+        actions=acts_b,
+        alarm_store=DatabaseAlarmStore(conn, "youzheng"),
+        timer_store=await DatabaseTimerStore.open(conn, "youzheng"),
+    )
     await b.tick(T0 + 600, acts_b)
     active = await DatabaseAlarmStore(conn, "youzheng").find_active("held", "door-b1-u1")
     assert active is not None and active.raised_at == T0 + 600 and active.message == "门开着"
@@ -256,8 +280,9 @@ async def test_a_timer_not_yet_due_at_takeover_fires_at_its_due_time(conn: BaseD
 
     acts_b = FakePlatformActions(clock=T0 + 60)
     alarms = DatabaseAlarmStore(conn, "y")
-    b = RulesEngine(held_rules(site), site, actions=acts_b, alarm_store=alarms,
-                    timer_store=await DatabaseTimerStore.open(conn, "y"))
+    b = RulesEngine(
+        held_rules(site), site, actions=acts_b, alarm_store=alarms, timer_store=await DatabaseTimerStore.open(conn, "y")
+    )
     await b.tick(T0 + 60, acts_b)
     assert await alarms.list() == [] and b.next_due() == T0 + 180
     acts_b.clock = T0 + 180

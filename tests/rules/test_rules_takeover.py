@@ -66,9 +66,15 @@ async def test_a_for_timer_armed_by_a_killed_worker_fires_in_the_next_worker_on_
     (tmp_path / "rules" / "held.yaml").write_text(RULE, encoding="utf-8")
     # what the workers of a site share (from the deployment, not a data directory): database, broker,
     # platform account, key for personal data, rules
-    base = site_env(port, pg_url, {"ANFANG_MQTT_PASSWORD": secrets.token_urlsafe(24),
-                                   "ANFANG_SECRET_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
-                                   "ANFANG_RULES_DIR": str(tmp_path / "rules")})
+    base = site_env(
+        port,
+        pg_url,
+        {
+            "ANFANG_MQTT_PASSWORD": secrets.token_urlsafe(24),
+            "ANFANG_SECRET_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
+            "ANFANG_RULES_DIR": str(tmp_path / "rules"),
+        },
+    )
     env_a = {**base, "ANFANG_DATA_DIR": str(tmp_path / "host-a")}
     env_b = {**base, "ANFANG_DATA_DIR": str(tmp_path / "host-b")}
     secret = add_device(env_a, tmp_path, "door-b1-u1", "door_lock")

@@ -37,8 +37,9 @@ def short_rules(folder: Path) -> Path:
     for src in sorted(BUILTIN_RULES.glob("*.yaml")):
         text = src.read_text(encoding="utf-8")
         for rule_id, seconds in SHORT_FOR.items():
-            text = re.sub(rf"(- id: {re.escape(rule_id)}\n(?:(?!  - id:).*\n)*?    for: )\S+",
-                          rf"\g<1>{seconds:g}s", text)
+            text = re.sub(
+                rf"(- id: {re.escape(rule_id)}\n(?:(?!  - id:).*\n)*?    for: )\S+", rf"\g<1>{seconds:g}s", text
+            )
         (folder / src.name).write_text(text, encoding="utf-8")
     return folder
 
@@ -59,12 +60,20 @@ class FullPlatform:
     community: Community
     secrets: dict[str, str]
 
-    async def play(self, name: str, params: ScenarioParams | None = None,
-                   speed: float = SCENARIO_SPEED) -> ScenarioReport:
+    async def play(
+        self, name: str, params: ScenarioParams | None = None, speed: float = SCENARIO_SPEED
+    ) -> ScenarioReport:
         """``anfang sim run --scenario NAME --check`` against this platform (the function the CLI calls)."""
-        return await run_scenario(build(name, self.community, params), self.community, host=self.stack.host,
-                                  port=self.stack.port, secrets=self.secrets,
-                                  operator=self.stack.operator_credentials, speed=speed, check=True)
+        return await run_scenario(
+            build(name, self.community, params),
+            self.community,
+            host=self.stack.host,
+            port=self.stack.port,
+            secrets=self.secrets,
+            operator=self.stack.operator_credentials,
+            speed=speed,
+            check=True,
+        )
 
 
 @asynccontextmanager

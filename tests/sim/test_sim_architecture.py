@@ -7,8 +7,19 @@ from pathlib import Path
 
 import firmware_sim
 
-PURE = ["community", "generator", "firmware", "edge_access", "behaviour", "radio", "checker", "mqtt_wire",
-        "identity", "scenarios/__init__", "scenarios/library"]
+PURE = [
+    "community",
+    "generator",
+    "firmware",
+    "edge_access",
+    "behaviour",
+    "radio",
+    "checker",
+    "mqtt_wire",
+    "identity",
+    "scenarios/__init__",
+    "scenarios/library",
+]
 FORBIDDEN_IMPORTS = {"paho", "socket", "asyncio", "gmqtt", "amqtt", "time"}
 FORBIDDEN_CALLS = {"now", "time", "today", "utcnow"}
 

@@ -26,7 +26,8 @@ def test_same_seed_gives_the_same_event_sequence(youzheng: Community) -> None:
     b = list(BehaviourModel(youzheng, seed=42).actions(DAY0 + 6 * 3600, DAY0 + 10 * 3600))
     c = list(BehaviourModel(youzheng, seed=43).actions(DAY0 + 6 * 3600, DAY0 + 10 * 3600))
     assert a and [(x.ts, x.device_id, x.suffix, x.payload) for x in a] == [
-        (x.ts, x.device_id, x.suffix, x.payload) for x in b]
+        (x.ts, x.device_id, x.suffix, x.payload) for x in b
+    ]
     assert [x.ts for x in a] != [x.ts for x in c]
     assert [x.ts for x in a] == sorted(x.ts for x in a)
 
@@ -40,8 +41,9 @@ def test_a_window_does_not_depend_on_where_the_run_started(youzheng: Community) 
 
 def test_daily_rhythm_rush_hours_and_quiet_nights(youzheng: Community) -> None:
     acts = [a for a in BehaviourModel(youzheng, seed=1).actions(DAY0, DAY0 + 86400) if a.suffix != "telemetry"]
-    gates = collections.Counter((_hour(a.ts), a.payload["direction"]) for a in acts
-                                if a.suffix == "events/plate_captured")
+    gates = collections.Counter(
+        (_hour(a.ts), a.payload["direction"]) for a in acts if a.suffix == "events/plate_captured"
+    )
     out_morning = sum(n for (h, d), n in gates.items() if 7 <= h < 9 and d == "out")
     in_evening = sum(n for (h, d), n in gates.items() if 17 <= h < 20 and d == "in")
     assert out_morning > 0.6 * len(youzheng.vehicles) * 0.8 * 0.8
@@ -49,8 +51,14 @@ def test_daily_rhythm_rush_hours_and_quiet_nights(youzheng: Community) -> None:
     night = [a for a in acts if _hour(a.ts) < 6 or _hour(a.ts) >= 22]
     assert len(night) < 0.01 * len(acts)
     kinds = {a.suffix for a in acts}
-    assert {"events/face_captured", "events/door_opened", "events/tag_seen", "events/mac_seen",
-            "events/target_tracked", "events/plate_captured"} <= kinds
+    assert {
+        "events/face_captured",
+        "events/door_opened",
+        "events/tag_seen",
+        "events/mac_seen",
+        "events/target_tracked",
+        "events/plate_captured",
+    } <= kinds
     faces = [a for a in acts if a.suffix == "events/face_captured"]
     assert all(len(a.payload["embedding"]) == 128 and 0 <= a.payload["liveness"] <= 1 for a in faces)
 

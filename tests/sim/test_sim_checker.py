@@ -16,8 +16,9 @@ def test_a_cleared_alarm_is_not_a_raised_one() -> None:
     e = Expect("alarm", "x", name="elderly_left_fence", subjects=("p0001",))
     topic = "anfang/youzheng/alarms/a1"
     assert matches(e, "youzheng", _seen(topic, {"kind": "elderly_left_fence", "subject": "p0001", "state": "active"}))
-    assert not matches(e, "youzheng", _seen(topic, {"kind": "elderly_left_fence", "subject": "p0001",
-                                                   "state": "cleared"}))
+    assert not matches(
+        e, "youzheng", _seen(topic, {"kind": "elderly_left_fence", "subject": "p0001", "state": "cleared"})
+    )
     assert not matches(e, "youzheng", _seen(topic, {"type": "watchlist_match", "subject": "p0001"}))
 
 

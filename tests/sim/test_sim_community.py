@@ -47,8 +47,11 @@ def test_rfid_readers_cover_perimeter_and_kindergarten(youzheng: Community) -> N
     assert sum(1 for r in readers if fence.exterior.distance(r) < 1.0) >= 8
     assert sum(1 for r in readers if kg.exterior.distance(r) < 1.0) >= 4
     for gate in youzheng.devices_of("vehicle_gate"):  # so that a tag walking out is estimated outside
-        outside = [r for r in readers if not fence.covers(r) and 15 <= fence.exterior.distance(r) <= 25
-                   and r.distance(Point(gate.position)) <= 35]
+        outside = [
+            r
+            for r in readers
+            if not fence.covers(r) and 15 <= fence.exterior.distance(r) <= 25 and r.distance(Point(gate.position)) <= 35
+        ]
         assert len(outside) >= 2, gate.id
 
 
@@ -60,8 +63,9 @@ def test_cli_generate_is_deterministic(tmp_path: Path) -> None:
     runner = CliRunner()
     outs = []
     for name in ("a.yaml", "b.yaml"):
-        r = runner.invoke(app, ["generate", "--buildings", "3", "--households", "40", "--seed", "5",
-                                "--out", str(tmp_path / name)])
+        r = runner.invoke(
+            app, ["generate", "--buildings", "3", "--households", "40", "--seed", "5", "--out", str(tmp_path / name)]
+        )
         assert r.exit_code == 0, r.output
         outs.append((tmp_path / name).read_text())
     assert outs[0] == outs[1]

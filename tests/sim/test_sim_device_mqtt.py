@@ -77,8 +77,9 @@ def observer(broker: Mosquitto, site: str) -> Iterator[Observer]:
 
 
 @contextlib.asynccontextmanager
-async def running(fw: Firmware, broker: Mosquitto, site: str, clock: SimClock,
-                  **kw: Any) -> AsyncIterator[DeviceClient]:
+async def running(
+    fw: Firmware, broker: Mosquitto, site: str, clock: SimClock, **kw: Any
+) -> AsyncIterator[DeviceClient]:
     dc = DeviceClient(fw, site=site, host=broker.host, port=broker.port, password=None, clock=clock, **kw)
     async with asyncio.TaskGroup() as tg:
         tg.create_task(dc.run())
@@ -89,8 +90,7 @@ async def running(fw: Firmware, broker: Mosquitto, site: str, clock: SimClock,
             dc.stop()
 
 
-async def test_device_announces_itself_and_answers_commands(broker: Mosquitto, site: str,
-                                                          observer: Observer) -> None:
+async def test_device_announces_itself_and_answers_commands(broker: Mosquitto, site: str, observer: Observer) -> None:
     clock = SimClock(time.time(), speed=10)
     gate = VehicleGate("gate-1", cameras=["cam-1"], seq_start=int(time.time() * 1000), boot_ts=clock.now())
     base = f"anfang/{site}/gate-1/"
@@ -101,11 +101,19 @@ async def test_device_announces_itself_and_answers_commands(broker: Mosquitto, s
         assert first["state"]["barrier"] == "down" and first["state"]["cameras"] == {"cam-1": {"online": True}}
         observer.publish(base + "cmd/open", {"id": "c1", "args": {"seconds": 3, "subject": "p0001"}, "timeout": 5})
         observer.publish(base + "cmd/warp", {"id": "c2", "args": {}})
-        msgs = await observer.wait(lambda m: sum(t == base + "twin/reported" for t, _, _ in m) >= 5
-                                   and any(t == base + "cmd/warp/result" for t, _, _ in m))
+        msgs = await observer.wait(
+            lambda m: (
+                sum(t == base + "twin/reported" for t, _, _ in m) >= 5
+                and any(t == base + "cmd/warp/result" for t, _, _ in m)
+            )
+        )
         assert docs(msgs, base + "cmd/open/result")[0]["ok"] is True
-        assert docs(msgs, base + "cmd/warp/result")[0] == {"id": "c2", "ok": False, "result": {},
-                                                           "error": "unknown command 'warp'"}
+        assert docs(msgs, base + "cmd/warp/result")[0] == {
+            "id": "c2",
+            "ok": False,
+            "result": {},
+            "error": "unknown command 'warp'",
+        }
         states = [d["state"].get("barrier") for d in docs(msgs, base + "twin/reported")]
         assert states[1:5] == ["moving", "up", "moving", "down"]
         seqs = [d["seq"] for d in docs(msgs, base + "twin/reported")]
@@ -113,20 +121,31 @@ async def test_device_announces_itself_and_answers_commands(broker: Mosquitto, s
     msgs = await observer.wait(lambda m: m[-1][:2] == (base + "status", b"offline"))
 
 
-async def test_edge_door_decides_offline_with_the_simulated_clock(broker: Mosquitto, site: str,
-                                                                observer: Observer) -> None:
+async def test_edge_door_decides_offline_with_the_simulated_clock(
+    broker: Mosquitto, site: str, observer: Observer
+) -> None:
     start = 1_800_000_000.0
     skew = [0.0]
     clock = SimClock(start, speed=100, monotonic=lambda: time.monotonic() + skew[0])
     door = DoorLock("door-1", seq_start=int(time.time() * 1000), boot_ts=start)
     base = f"anfang/{site}/door-1/"
-    allow = {"version": 2, "entries": [{"subject": "p7", "kind": "card", "credential": "C7",
-                                        "valid_from": None, "valid_until": start + 300}]}
-    observer.publish(base + "twin/desired", {"version": 1, "desired": {"access_mode": "edge", "allow_list": allow},
-                                             "ts": start}, retain=True)
+    allow = {
+        "version": 2,
+        "entries": [
+            {"subject": "p7", "kind": "card", "credential": "C7", "valid_from": None, "valid_until": start + 300}
+        ],
+    }
+    observer.publish(
+        base + "twin/desired",
+        {"version": 1, "desired": {"access_mode": "edge", "allow_list": allow}, "ts": start},
+        retain=True,
+    )
     async with running(door, broker, site, clock) as dc:
-        await observer.wait(lambda m: any(t == base + "twin/reported" and b"allow_list_version" in p
-                                          and b'"edge"' in p for t, p, _ in m))
+        await observer.wait(
+            lambda m: any(
+                t == base + "twin/reported" and b"allow_list_version" in p and b'"edge"' in p for t, p, _ in m
+            )
+        )
         dc.stimulate("events/card_presented", {"card": "C7"})
         await observer.wait(lambda m: any(t == base + "events/access_decided" for t, _, _ in m))
         dc.cut_network()
@@ -143,8 +162,7 @@ async def test_edge_door_decides_offline_with_the_simulated_clock(broker: Mosqui
     assert statuses[-2:] == [b"offline", b"online"]
 
 
-async def test_offline_outbox_is_bounded_and_drops_the_oldest(broker: Mosquitto, site: str,
-                                                             observer: Observer) -> None:
+async def test_offline_outbox_is_bounded_and_drops_the_oldest(broker: Mosquitto, site: str, observer: Observer) -> None:
     clock = SimClock(time.time(), speed=1)
     door = DoorLock("door-2", seq_start=int(time.time() * 1000), boot_ts=clock.now())
     base = f"anfang/{site}/door-2/"
@@ -159,15 +177,17 @@ async def test_offline_outbox_is_bounded_and_drops_the_oldest(broker: Mosquitto,
     assert [d["data"]["seconds"] for d in docs(msgs, base + "events/door_held_open")] == [2.0, 3.0, 4.0]
 
 
-async def test_reboot_drops_the_connection_and_comes_back(broker: Mosquitto, site: str,
-                                                         observer: Observer) -> None:
+async def test_reboot_drops_the_connection_and_comes_back(broker: Mosquitto, site: str, observer: Observer) -> None:
     clock = SimClock(time.time(), speed=20)
     door = DoorLock("door-3", seq_start=int(time.time() * 1000), boot_ts=clock.now())
     base = f"anfang/{site}/door-3/"
     async with running(door, broker, site, clock) as dc:
         observer.publish(base + "cmd/reboot", {"id": "r1", "args": {}})
-        msgs = await observer.wait(lambda m: [p for t, p, _ in m if t == base + "status"][-2:]
-                                   == [b"offline", b"online"] and dc.connections == 2)
+        msgs = await observer.wait(
+            lambda m: (
+                [p for t, p, _ in m if t == base + "status"][-2:] == [b"offline", b"online"] and dc.connections == 2
+            )
+        )
         assert docs(msgs, base + "cmd/reboot/result")[0]["ok"] is True
 
 

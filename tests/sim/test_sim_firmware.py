@@ -21,15 +21,15 @@ def msg(doc: dict[str, Any]) -> bytes:
 
 
 def pubs(outs: list[Output], suffix: str) -> list[dict[str, Any]]:
-    return [o.payload for o in outs if isinstance(o, Publish) and o.suffix == suffix
-            and isinstance(o.payload, dict)]
+    return [o.payload for o in outs if isinstance(o, Publish) and o.suffix == suffix and isinstance(o.payload, dict)]
 
 
 def test_gate_open_command_travels_then_closes() -> None:
     gate = VehicleGate("gate-n", cameras=["c1"], seq_start=1000, boot_ts=0.0)
     outs = gate.on_message("cmd/open", msg({"id": "x1", "args": {"seconds": 5, "subject": "p1"}}), now=100.0)
-    assert pubs(outs, "cmd/open/result") == [{"id": "x1", "ok": True,
-                                              "result": {"barrier": "moving", "open_seconds": 5.0}, "error": None}]
+    assert pubs(outs, "cmd/open/result") == [
+        {"id": "x1", "ok": True, "result": {"barrier": "moving", "open_seconds": 5.0}, "error": None}
+    ]
     assert pubs(outs, "twin/reported")[0]["state"] == {"barrier": "moving"}
     assert gate.tick(101.9) == []
     up = gate.tick(102.0)
@@ -92,9 +92,16 @@ def test_edge_decision_respects_validity_window(window: list[float], now: float)
 
 def test_edge_entries_in_the_access_services_format() -> None:
     template = base64.b64encode(struct.pack("<128e", *face_embedding("p5"))).decode()
-    entries = [{"subject": "p5", "kind": "face", "credential": template, "valid_from": None, "valid_until": None},
-               {"subject": "p5", "kind": "card", "credential": credential_digest("card", "C5"),
-                "valid_from": None, "valid_until": None}]
+    entries = [
+        {"subject": "p5", "kind": "face", "credential": template, "valid_from": None, "valid_until": None},
+        {
+            "subject": "p5",
+            "kind": "card",
+            "credential": credential_digest("card", "C5"),
+            "valid_from": None,
+            "valid_until": None,
+        },
+    ]
     assert decide(entries, "card", "C5", 0.0).allowed
     seen = face_embedding("p5", 0.05, random.Random(1))
     assert decide(entries, "face", "", 0.0, embedding=seen).subject == "p5"
@@ -103,19 +110,28 @@ def test_edge_entries_in_the_access_services_format() -> None:
 
 def test_edge_door_decides_locally_and_qr_is_single_use() -> None:
     door = DoorLock("door-1", seq_start=0, boot_ts=0.0)
-    allow = {"version": 7, "entries": [
-        {"subject": "p1", "kind": "face", "credential": "p1", "valid_from": None, "valid_until": 1000.0},
-        {"subject": "guest", "kind": "qr", "credential": "Q1", "valid_from": None, "valid_until": None}]}
-    outs = door.on_message("twin/desired", msg({"version": 1, "desired": {"access_mode": "edge",
-                                                                          "allow_list": allow}}), 0.0)
+    allow = {
+        "version": 7,
+        "entries": [
+            {"subject": "p1", "kind": "face", "credential": "p1", "valid_from": None, "valid_until": 1000.0},
+            {"subject": "guest", "kind": "qr", "credential": "Q1", "valid_from": None, "valid_until": None},
+        ],
+    }
+    outs = door.on_message(
+        "twin/desired", msg({"version": 1, "desired": {"access_mode": "edge", "allow_list": allow}}), 0.0
+    )
     assert pubs(outs, "twin/reported")[0]["state"] == {"access_mode": "edge", "allow_list_version": 7}
     face = {"liveness": 0.97, "_credential": "p1"}
     ok = door.stimulate("events/face_captured", face, 500.0)
     assert pubs(ok, "events/access_decided")[0]["data"]["allowed"] is True
     assert "_credential" not in pubs(ok, "events/face_captured")[0]["data"]
     late = door.stimulate("events/face_captured", face, 1001.0)
-    assert pubs(late, "events/access_decided")[0]["data"] == {"allowed": False, "subject": "p1",
-                                                              "credential_kind": "face", "reason": "expired"}
+    assert pubs(late, "events/access_decided")[0]["data"] == {
+        "allowed": False,
+        "subject": "p1",
+        "credential_kind": "face",
+        "reason": "expired",
+    }
     spoof = door.stimulate("events/face_captured", {"liveness": 0.2, "_credential": "p1"}, 500.0)
     assert pubs(spoof, "events/access_decided")[0]["data"]["reason"] == "liveness_below_threshold"
     first = door.stimulate("events/qr_scanned", {"payload": "Q1"}, 600.0)

@@ -36,9 +36,9 @@ def test_decoder_reassembles_packets_split_anywhere(payloads: list[bytes], chunk
     dec = Decoder()
     packets = []
     for i in range(0, len(stream), chunk):
-        packets += dec.feed(stream[i:i + chunk])
+        packets += dec.feed(stream[i : i + chunk])
     assert [p.type for p in packets] == [PUBLISH] * len(payloads)
-    assert [p.body[5 + 2:] for p in packets] == payloads
+    assert [p.body[5 + 2 :] for p in packets] == payloads
 
 
 def test_connect_packet_carries_credentials_and_will() -> None:
@@ -58,8 +58,24 @@ async def test_fleet_connects_every_device_and_gets_acks() -> None:
 
 def test_fleet_cli_prints_rate_and_memory(tmp_path: Path) -> None:
     with Mosquitto(fleet=True) as b:
-        r = CliRunner().invoke(app, ["fleet", "--devices", "200", "--rate", "1000", "--duration", "1",
-                                     "--host", b.host, "--port", str(b.port), "--json", str(tmp_path / "f.json")])
+        r = CliRunner().invoke(
+            app,
+            [
+                "fleet",
+                "--devices",
+                "200",
+                "--rate",
+                "1000",
+                "--duration",
+                "1",
+                "--host",
+                b.host,
+                "--port",
+                str(b.port),
+                "--json",
+                str(tmp_path / "f.json"),
+            ],
+        )
     assert r.exit_code == 0, r.output
     assert "200/200 devices connected" in r.output and "msg/s" in r.output and "peak RSS" in r.output
     doc = json.loads((tmp_path / "f.json").read_text())

@@ -17,8 +17,9 @@ class FakeRegistrar:
     def __init__(self) -> None:
         self.devices: dict[str, tuple[str, str, str, tuple[float, float]]] = {}
 
-    async def ensure_device(self, site: str, device_id: str, kind: str, name: str,
-                            position: tuple[float, float] | None) -> str:
+    async def ensure_device(
+        self, site: str, device_id: str, kind: str, name: str, position: tuple[float, float] | None
+    ) -> str:
         self.devices[device_id] = (site, kind, name, position or (0.0, 0.0))
         return "" if kind == "rfid_tag" else f"secret-{device_id}"
 

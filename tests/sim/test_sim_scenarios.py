@@ -66,16 +66,32 @@ class StandInPlatform:
 
 
 def _run(broker: Mosquitto, tmp_path: Path, scenario: str, *extra: str) -> Any:
-    return CliRunner().invoke(app, ["run", "youzheng", "--scenario", scenario, "--check", "--host", broker.host,
-                                    "--port", str(broker.port), "--speed", "600", "--data-dir", str(tmp_path),
-                                    *extra])
+    return CliRunner().invoke(
+        app,
+        [
+            "run",
+            "youzheng",
+            "--scenario",
+            scenario,
+            "--check",
+            "--host",
+            broker.host,
+            "--port",
+            str(broker.port),
+            "--speed",
+            "600",
+            "--data-dir",
+            str(tmp_path),
+            *extra,
+        ],
+    )
 
 
 @pytest.mark.parametrize("name", list(SCENARIOS))
-async def test_every_scenario_plays_and_its_devices_behave(broker: Mosquitto, youzheng: Community,
-                                                           name: str) -> None:
-    report = await run_scenario(build(name, youzheng), youzheng, host=broker.host, port=broker.port, secrets={},
-                                speed=600)
+async def test_every_scenario_plays_and_its_devices_behave(broker: Mosquitto, youzheng: Community, name: str) -> None:
+    report = await run_scenario(
+        build(name, youzheng), youzheng, host=broker.host, port=broker.port, secrets={}, speed=600
+    )
     assert report.ok, report.text()
     device_level = [o for o in report.outcomes if o.expect.level == "device"]
     assert all(o.status == "met" for o in device_level), report.text()
@@ -104,8 +120,7 @@ def test_checker_fails_loudly_when_a_reaction_is_missing(broker: Mosquitto, tmp_
     assert "[MISSING] alarm: door forced — nothing within 1 s" in r.output
 
 
-def test_checker_sees_the_alarm_when_the_platform_reacts(broker: Mosquitto, tmp_path: Path,
-                                                         features: Any) -> None:
+def test_checker_sees_the_alarm_when_the_platform_reacts(broker: Mosquitto, tmp_path: Path, features: Any) -> None:
     features(["twins", "rules"])
     platform = StandInPlatform(broker)
     try:
@@ -126,25 +141,64 @@ async def test_scenario_against_the_real_platform(platform_stack: Any, youzheng:
     device_ids = set(scenario.devices)
     subset = youzheng.model_copy(update={"devices": [d for d in youzheng.devices if d.id in device_ids]})
     secrets = await provision(subset, platform_stack.registrar)
-    report = await run_scenario(scenario, youzheng, host=platform_stack.host, port=platform_stack.port,
-                                secrets=secrets, operator=platform_stack.operator_credentials, speed=600)
+    report = await run_scenario(
+        scenario,
+        youzheng,
+        host=platform_stack.host,
+        port=platform_stack.port,
+        secrets=secrets,
+        operator=platform_stack.operator_credentials,
+        speed=600,
+    )
     print(report.text())
     assert report.ok, report.text()
     assert report.features is not None and "twins" in report.features
 
 
 def test_community_mode_plays_the_morning(broker: Mosquitto, tmp_path: Path) -> None:
-    r = CliRunner().invoke(app, ["run", "youzheng", "--host", broker.host, "--port", str(broker.port),
-                                 "--speed", "3600", "--duration", "1200", "--start", "2026-11-25T07:40:00+08:00",
-                                 "--data-dir", str(tmp_path)])
+    r = CliRunner().invoke(
+        app,
+        [
+            "run",
+            "youzheng",
+            "--host",
+            broker.host,
+            "--port",
+            str(broker.port),
+            "--speed",
+            "3600",
+            "--duration",
+            "1200",
+            "--start",
+            "2026-11-25T07:40:00+08:00",
+            "--data-dir",
+            str(tmp_path),
+        ],
+    )
     assert r.exit_code == 0, r.output
     played = int(r.output.split("played ")[1].split()[0])
     assert played > 100
 
 
 def test_visitor_qr_without_a_pass_says_which_pass_to_issue(broker: Mosquitto, tmp_path: Path) -> None:
-    r = CliRunner().invoke(app, ["run", "youzheng", "--scenario", "visitor-qr", "--check", "--host", broker.host,
-                                 "--port", str(broker.port), "--speed", "600", "--data-dir", str(tmp_path)])
+    r = CliRunner().invoke(
+        app,
+        [
+            "run",
+            "youzheng",
+            "--scenario",
+            "visitor-qr",
+            "--check",
+            "--host",
+            broker.host,
+            "--port",
+            str(broker.port),
+            "--speed",
+            "600",
+            "--data-dir",
+            str(tmp_path),
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "anfang community pass issue --issuer p0001 --door door-b1-u1 --uses 1" in r.output
     assert "[SKIPPED] door stays shut for a code nobody signed" in r.output

@@ -27,8 +27,18 @@ def _json(output: str) -> dict[str, object]:
 
 def test_enroll_identify_roundtrip(face_dir: Path, tmp_path: Path) -> None:
     data = tmp_path / "data"
-    r = runner.invoke(app, ["enroll", "obama", str(face_dir / "obama.jpg"),
-                            "--id-photo", str(face_dir / "obama2.jpg"), "--gallery", str(data)])
+    r = runner.invoke(
+        app,
+        [
+            "enroll",
+            "obama",
+            str(face_dir / "obama.jpg"),
+            "--id-photo",
+            str(face_dir / "obama2.jpg"),
+            "--gallery",
+            str(data),
+        ],
+    )
     assert r.exit_code == 0, r.output
     doc = _json(r.output)
     assert doc["ok"] is True and len(doc["template"]) == 128  # type: ignore[arg-type]
@@ -46,8 +56,18 @@ def test_enroll_identify_roundtrip(face_dir: Path, tmp_path: Path) -> None:
 
 def test_enroll_refused_for_someone_else_id_card(face_dir: Path, tmp_path: Path) -> None:
     gallery = tmp_path / "g.json"
-    r = runner.invoke(app, ["enroll", "mallory", str(face_dir / "biden.jpg"),
-                            "--id-photo", str(face_dir / "obama.jpg"), "--gallery", str(gallery)])
+    r = runner.invoke(
+        app,
+        [
+            "enroll",
+            "mallory",
+            str(face_dir / "biden.jpg"),
+            "--id-photo",
+            str(face_dir / "obama.jpg"),
+            "--gallery",
+            str(gallery),
+        ],
+    )
     assert r.exit_code == 1
     doc = _json(r.output)
     assert doc["ok"] is False and "does not match the ID-card photo" in str(doc["error"])

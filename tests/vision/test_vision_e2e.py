@@ -30,8 +30,7 @@ from vision.gallery import DEFAULT_THRESHOLD
 REGISTERED, STRANGER_CAR = "赣G12345", "京A99999"
 
 
-async def _register(obs: ObservedServices, face_pipeline: FacePipeline,
-                    load_face: Callable[[str], np.ndarray]) -> None:
+async def _register(obs: ObservedServices, face_pipeline: FacePipeline, load_face: Callable[[str], np.ndarray]) -> None:
     """Building 1 with its door, the north gate, and an owner enrolled by 人证合一 who owns a car."""
     store, now = obs.access.store, time.time()
     await store.add_building("b1", "1栋")
@@ -46,14 +45,16 @@ async def _register(obs: ObservedServices, face_pipeline: FacePipeline,
     live = enrolment_template(face_pipeline, load_face("obama.jpg"))
     id_photo = enrolment_template(face_pipeline, load_face("obama3.jpg"))
     await store.enrol_face("p-owner", id_photo, live, operator="p-staff", now=now)
-    await store.add_face_template("p-b2", enrolment_template(face_pipeline, load_face("Tom_Hanks_54745.png")),
-                                  now=now)
+    await store.add_face_template("p-b2", enrolment_template(face_pipeline, load_face("Tom_Hanks_54745.png")), now=now)
     await store.add_vehicle(REGISTERED, "p-owner", now=now)
 
 
 @pytest.mark.parametrize("broker", ["mosquitto", "amqtt"])
 async def test_plate_and_face_images_open_gate_and_door_only_for_registered(
-    tmp_path: Path, broker: str, cjk_font: Path, face_pipeline: FacePipeline,
+    tmp_path: Path,
+    broker: str,
+    cjk_font: Path,
+    face_pipeline: FacePipeline,
     load_face: Callable[[str], np.ndarray],
 ) -> None:
     obs = ObservedServices()
@@ -66,8 +67,18 @@ async def test_plate_and_face_images_open_gate_and_door_only_for_registered(
 
         # Gate camera: image only, as the simulator's gate sends it when the camera does no OCR.
         for plate, seed in ((STRANGER_CAR, 3), (REGISTERED, 7)):
-            await gate.published(gate.publish("events/plate_captured", capture_event(
-                {"camera": "cam-north-1", "direction": "in", "image_jpeg_b64": gate_frame_b64(plate, seed, cjk_font)})))
+            await gate.published(
+                gate.publish(
+                    "events/plate_captured",
+                    capture_event(
+                        {
+                            "camera": "cam-north-1",
+                            "direction": "in",
+                            "image_jpeg_b64": gate_frame_b64(plate, seed, cjk_font),
+                        }
+                    ),
+                )
+            )
         _, cmd = await gate.expect(r"/cmd/open$", timeout=30)
         assert cmd["args"]["subject"] == "p-owner"
         gate.publish("cmd/open/result", {"id": cmd["id"], "ok": True, "result": {}, "error": None})
@@ -80,8 +91,12 @@ async def test_plate_and_face_images_open_gate_and_door_only_for_registered(
 
         # Door terminal: a different photo of the enrolled owner, and a stranger, both live.
         for name in ("biden.jpg", "obama2.jpg"):
-            await door.published(door.publish("events/face_captured", capture_event(
-                {"liveness": 0.97, "image_jpeg_b64": camera_jpeg_b64(load_face(name))})))
+            await door.published(
+                door.publish(
+                    "events/face_captured",
+                    capture_event({"liveness": 0.97, "image_jpeg_b64": camera_jpeg_b64(load_face(name))}),
+                )
+            )
         _, cmd = await door.expect(r"/cmd/open$", timeout=30)
         assert cmd["args"]["subject"] == "p-owner"
         door.publish("cmd/open/result", {"id": cmd["id"], "ok": True, "result": {}, "error": None})
@@ -94,7 +109,8 @@ async def test_plate_and_face_images_open_gate_and_door_only_for_registered(
 
 
 async def test_burst_of_face_images_at_a_door_is_decided_and_platform_keeps_running(
-    tmp_path: Path, load_face: Callable[[str], np.ndarray],
+    tmp_path: Path,
+    load_face: Callable[[str], np.ndarray],
 ) -> None:
     obs = ObservedServices()
     async with running_platform(tmp_path, "mosquitto", services_factory=obs.factory) as stack:
@@ -102,8 +118,10 @@ async def test_burst_of_face_images_at_a_door_is_decided_and_platform_keeps_runn
         await obs.access.store.add_device("door-b1-u1", "door_lock", building="b1", unit=1)
         door = await stack.device("door-b1-u1", await stack.add_device("door-b1-u1", "door_lock"))
         photo = camera_jpeg_b64(load_face("biden.jpg"))
-        sent = [door.publish("events/face_captured", capture_event({"liveness": 0.97, "image_jpeg_b64": photo}))
-                for _ in range(20)]
+        sent = [
+            door.publish("events/face_captured", capture_event({"liveness": 0.97, "image_jpeg_b64": photo}))
+            for _ in range(20)
+        ]
         for info in sent:
             await door.published(info)
         decided = await obs.next_decisions(20, timeout=40)

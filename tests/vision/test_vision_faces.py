@@ -107,7 +107,6 @@ def test_no_face_is_an_error(face_pipeline: FacePipeline) -> None:
     assert (info.value.width, info.value.height) == (640, 480)
 
 
-
 def test_door_path_stays_in_the_enrolment_template_space(face_pipeline: FacePipeline, load_face: Loader) -> None:
     # Enrolment templates are made at 640 px; the door path (faces looked for at 320 px first, SFace in
     # OpenCV when it agrees) must still match them as well as a second photo of the person would.

@@ -60,9 +60,7 @@ def test_threshold_validated() -> None:
         FaceGallery(threshold=1.5)
 
 
-vectors = arrays(np.float32, 128, elements=st.floats(-1, 1, width=32)).filter(
-    lambda v: float(np.linalg.norm(v)) > 1e-3
-)
+vectors = arrays(np.float32, 128, elements=st.floats(-1, 1, width=32)).filter(lambda v: float(np.linalg.norm(v)) > 1e-3)
 
 
 @settings(max_examples=50, deadline=None)

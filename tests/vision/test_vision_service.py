@@ -109,9 +109,7 @@ async def test_recognition_does_not_stall_the_event_loop(service: VisionService,
     assert worst < 0.15, f"event loop stalled for {worst * 1000:.0f} ms"
 
 
-async def test_backlog_is_bounded(
-    face_pipeline: FacePipeline, plate_reader: PlateReader, load_face: Loader
-) -> None:
+async def test_backlog_is_bounded(face_pipeline: FacePipeline, plate_reader: PlateReader, load_face: Loader) -> None:
     async with VisionService(workers=1, max_pending=2, faces=face_pipeline, plates=plate_reader) as svc:
         jpeg = _jpeg(load_face("obama.jpg"))
         results = await asyncio.gather(*(svc.identify_face(jpeg) for _ in range(5)), return_exceptions=True)
@@ -120,9 +118,7 @@ async def test_backlog_is_bounded(
         assert svc.pending == 0
 
 
-async def test_events_with_embedding_text_or_image(
-    service: VisionService, load_face: Loader, cjk_font: Path
-) -> None:
+async def test_events_with_embedding_text_or_image(service: VisionService, load_face: Loader, cjk_font: Path) -> None:
     await service.enroll("obama", _jpeg(load_face("obama.jpg")), _jpeg(load_face("obama2.jpg")))
     emb = (await service.embed_face(_jpeg(load_face("obama3.jpg")))).tolist()
     by_embedding = await recognize_event(
@@ -146,8 +142,7 @@ async def test_events_with_embedding_text_or_image(
     plate_b64 = base64.b64encode(encode_jpeg(frame)).decode()
     by_frame = await recognize_event(
         service,
-        _event("vehicle_gate", "plate_captured",
-               {"camera": "c1", "direction": "in", "image_jpeg_b64": plate_b64}),
+        _event("vehicle_gate", "plate_captured", {"camera": "c1", "direction": "in", "image_jpeg_b64": plate_b64}),
         registered,
     )
     assert by_frame is not None and by_frame.plate == "粤B54321" and by_frame.source == "image"
