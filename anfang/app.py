@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 MODELS = (*CORE_MODELS, "community.models")  # the registry's tables and the access-control registry
 
+
 @dataclass
 class Services:
     """What the platform runs besides its own loops: handlers, long-running tasks, taps."""
@@ -73,20 +74,36 @@ async def prepare_site(settings: Settings, registry: Registry) -> str:
 
 
 def make_platform(
-    settings: Settings, registry: Registry, store: TwinStore, link: MqttLink, services: Services,
-    subscriptions: list[str], extra_tasks: Sequence[Callable[[Platform], Coroutine[Any, Any, None]]] = (),
+    settings: Settings,
+    registry: Registry,
+    store: TwinStore,
+    link: MqttLink,
+    services: Services,
+    subscriptions: list[str],
+    extra_tasks: Sequence[Callable[[Platform], Coroutine[Any, Any, None]]] = (),
     **partition: Any,
 ) -> Platform:
     """A platform worker from the settings; ``partition`` holds what a partition owner adds
     (feed, remote, owns, health_name — see :mod:`anfang.workers`)."""
     lim = settings.limits
     return Platform(
-        registry=registry, store=store, link=link, handlers=services.handlers, sites=[settings.site],
-        features=services.features, limits=Limits(lim.max_document_bytes, lim.max_depth),
+        registry=registry,
+        store=store,
+        link=link,
+        handlers=services.handlers,
+        sites=[settings.site],
+        features=services.features,
+        limits=Limits(lim.max_document_bytes, lim.max_depth),
         tasks=[*services.tasks, *extra_tasks],
-        health_sinks=services.health_sinks, publish_taps=services.publish_taps, max_payload=lim.max_payload_bytes,
-        inbox_size=lim.ingest_queue, batch_max=lim.batch_max, command_timeout=lim.command_timeout_s,
-        subscriptions=subscriptions, health_interval=lim.health_interval_s, **partition,
+        health_sinks=services.health_sinks,
+        publish_taps=services.publish_taps,
+        max_payload=lim.max_payload_bytes,
+        inbox_size=lim.ingest_queue,
+        batch_max=lim.batch_max,
+        command_timeout=lim.command_timeout_s,
+        subscriptions=subscriptions,
+        health_interval=lim.health_interval_s,
+        **partition,
     )
 
 
@@ -100,7 +117,8 @@ async def open_registry(settings: Settings) -> AsyncIterator[tuple[Registry, Twi
 
 @asynccontextmanager
 async def build_platform(
-    settings: Settings, services_factory: ServicesFactory | None = None,
+    settings: Settings,
+    services_factory: ServicesFactory | None = None,
     opened: tuple[Registry, TwinStore] | None = None,
 ) -> AsyncIterator[Platform]:
     """Everything the platform needs, started and ready for ``Platform.run``; closed at exit.
@@ -123,12 +141,20 @@ async def build_platform(
             host, port = settings.mqtt.host, settings.mqtt.port
             mqtt5 = settings.mqtt.protocol != "3.1.1"
         link = MqttLink(
-            host=host, port=port, client_id=settings.mqtt.client_id, username=settings.mqtt.username,
-            password=password, mqtt5=mqtt5, keepalive=settings.mqtt.keepalive,
+            host=host,
+            port=port,
+            client_id=settings.mqtt.client_id,
+            username=settings.mqtt.username,
+            password=password,
+            mqtt5=mqtt5,
+            keepalive=settings.mqtt.keepalive,
             shared_group=settings.mqtt.shared_group,
+            # unacknowledged deliveries far beyond the inbox would sit in memory instead of with the broker
+            receive_maximum=max(settings.limits.batch_max, min(4000, 2 * settings.limits.ingest_queue)),
         )
-        services = await stack.enter_async_context(services_factory(settings, registry)) if services_factory \
-            else Services()
+        services = (
+            await stack.enter_async_context(services_factory(settings, registry)) if services_factory else Services()
+        )
         # with the embedded broker, device messages reach the platform inside the broker, committed
         # before they are acknowledged; only wills (status) still come over MQTT
         subscriptions = [STATUS_SUBSCRIPTION] if settings.broker.embedded else list(PLATFORM_SUBSCRIPTIONS)
@@ -185,8 +211,9 @@ async def serve(settings: Settings, services_factory: Callable[..., AbstractAsyn
             # processes of one site on one host (standbys, --workers) share the port
             server = ApiServer(app, settings.api_bind or "", reuse_port=not settings.broker.embedded)
             await stack.enter_async_context(server)
-        factory = functools.partial(services_factory, access_registry=community, alarms=alarms, metrics=metrics,
-                                    readiness=readiness)
+        factory = functools.partial(
+            services_factory, access_registry=community, alarms=alarms, metrics=metrics, readiness=readiness
+        )
         if settings.workers.partitions > 1:
             await run_partitioned_worker(settings, factory, opened=(registry, store), readiness=readiness)
             return
