@@ -13,6 +13,7 @@ from typing import Any
 
 from anfang.accounts import ensure_service_accounts
 from anfang.config import Settings
+from anfang.console import ConsoleServices, ConsoleStore
 from anfang.lease import SiteLease
 from anfang.mqtt_link import MqttLink
 from anfang.service import Platform
@@ -25,6 +26,7 @@ from registry.alarm_store import DatabaseAlarmStore
 from registry.alarms import AlarmManager
 from registry.db import CORE_MODELS, open_connection, open_database
 from registry.migrate import is_postgres
+from registry.sql import Sql
 from registry.store import Registry, TwinStore
 from twins.document import Limits
 from twins.hooks import DeviceEvent, PlatformActions, PlatformHandler
@@ -184,6 +186,19 @@ def community_services(settings: Settings) -> CommunityServices:
     )
 
 
+def console_services(settings: Settings, community: CommunityServices, desk: Any = None) -> ConsoleServices:
+    """The web console's sessions on the site's database (open), with the community services and alarm desk."""
+    c = settings.console
+    store = ConsoleStore(
+        Sql(open_connection(settings.db_url)),
+        settings.site,
+        idle_s=c.idle_timeout_s,
+        max_age_s=c.session_max_age_s,
+        link_ttl_s=c.link_ttl_s,
+    )
+    return ConsoleServices(store, community, desk, c)
+
+
 async def serve(settings: Settings, services_factory: Callable[..., AbstractAsyncContextManager[Services]]) -> None:
     """``anfang run``: the HTTP API and the platform (one worker, or this worker's partitions), until
     cancelled. ``services_factory(settings, registry, community=...)`` builds the services.
@@ -207,7 +222,7 @@ async def serve(settings: Settings, services_factory: Callable[..., AbstractAsyn
         desk = PlatformAlarmDesk(alarms, lambda: readiness.workers[0] if readiness.workers else None)
         metrics = PlatformMetrics(lambda: readiness.workers)
         if settings.api_enabled:
-            app = create_platform_app(community, readiness, desk, metrics)
+            app = create_platform_app(community, readiness, desk, metrics, console_services(settings, community, desk))
             # processes of one site on one host (standbys, --workers) share the port
             server = ApiServer(app, settings.api_bind or "", reuse_port=not settings.broker.embedded)
             await stack.enter_async_context(server)

@@ -113,6 +113,17 @@ class AlarmSettings(_Section):
         return self
 
 
+class ConsoleSettings(_Section):
+    """The web console (anfang/console, docs/console.md): sessions and links to Grafana."""
+
+    idle_timeout_s: float = Field(default=1800.0, gt=0)  # a session unused this long is signed out
+    session_max_age_s: float = Field(default=12 * 3600.0, gt=0)  # one shift, then sign in again
+    link_ttl_s: float = Field(default=24 * 3600.0, gt=0)  # a resident's one-time sign-in link
+    live_poll_s: float = Field(default=0.5, gt=0, le=5)  # how often the live alarm stream looks for changes
+    grafana_url: str | None = None  # e.g. http://grafana:3000; the console links its dashboards
+    secure_cookie: bool = False  # set the Secure flag (when the API is served over HTTPS)
+
+
 class Settings(_Section):
     site: str = "youzheng"
     data_dir: Path = Path("data")
@@ -130,6 +141,7 @@ class Settings(_Section):
     workers: WorkerSettings = WorkerSettings()
     alarms: AlarmSettings = AlarmSettings()
     vision: VisionSettings = VisionSettings()
+    console: ConsoleSettings = ConsoleSettings()
 
     @property
     def db_url(self) -> str:

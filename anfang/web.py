@@ -12,7 +12,9 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 
+import anfang.console
 import community.api
+from anfang.console import ConsoleServices
 from anfang.readiness import Readiness
 from community.api import AlarmDesk, CommunityServices
 from telemetry.metrics import PlatformMetrics
@@ -25,8 +27,10 @@ def create_platform_app(
     readiness: Readiness | None = None,
     alarm_desk: AlarmDesk | None = None,
     metrics: PlatformMetrics | None = None,
+    console: ConsoleServices | None = None,
 ) -> FastAPI:
-    """The HTTP app of one platform process (``metrics``: what ``/metrics`` shows to Prometheus)."""
+    """The HTTP app of one platform process (``metrics``: what ``/metrics`` shows to Prometheus;
+    ``console``: the web console under ``/console``, docs/console.md)."""
     app = FastAPI(
         title="anfang", version="1.0", description="Smart-security community platform: access control, alarms, health."
     )
@@ -54,4 +58,6 @@ def create_platform_app(
             return Response(body, media_type=content_type)
 
     community.api.install(app, community_services, alarm_desk)
+    if console is not None:
+        anfang.console.install(app, console)
     return app

@@ -15,6 +15,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 import yaml
 
+from anfang.console.cli import users_app
 from community.errors import CommunityError
 from community.importer import import_community
 from community.records import AccessRecords, Retention
@@ -40,6 +41,7 @@ for _name, _sub in (
     ("decisions", decisions_app),
     ("watchlist", watch_app),
     ("token", token_app),
+    ("users", users_app),
 ):
     app.add_typer(_sub, name=_name)
 

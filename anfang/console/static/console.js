@@ -1,0 +1,49 @@
+// anfang console: the live alarm list (Server-Sent Events) and a tone for new severe alarms.
+// Forms work without this script; htmx (vendored beside it) makes them update in place.
+(function () {
+  "use strict";
+  var seen = null;
+
+  function tone(severity) {
+    try {
+      var ctx = new (window.AudioContext || window.webkitAudioContext)();
+      var osc = ctx.createOscillator();
+      osc.frequency.value = severity === "critical" ? 880 : 660;
+      osc.connect(ctx.destination);
+      osc.start();
+      osc.stop(ctx.currentTime + (severity === "critical" ? 0.6 : 0.25));
+    } catch (e) { /* no audio before the first click: the colour still shows it */ }
+  }
+
+  function notice(box) {
+    var items = box.querySelectorAll("article.alarm");
+    var now = {};
+    for (var i = 0; i < items.length; i++) {
+      var el = items[i];
+      now[el.id] = true;
+      var sev = el.getAttribute("data-severity");
+      if (seen !== null && !seen[el.id] && (sev === "critical" || sev === "high")) { tone(sev); }
+    }
+    seen = now;
+  }
+
+  function live(box) {
+    notice(box);
+    var source = new EventSource(box.getAttribute("data-stream"));
+    source.addEventListener("alarms", function (ev) {
+      var active = document.activeElement;
+      if (active && box.contains(active) && active.tagName === "INPUT" && active.value) { return; } // typing a note
+      box.innerHTML = ev.data;
+      if (window.htmx) { window.htmx.process(box); }
+      notice(box);
+      box.setAttribute("data-updated", String(Date.now()));
+    });
+    source.onopen = function () { document.getElementById("live-state").textContent = "live"; };
+    source.onerror = function () { document.getElementById("live-state").textContent = "reconnecting"; };
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    var box = document.querySelector("[data-stream]");
+    if (box) { live(box); }
+  });
+})();
