@@ -82,6 +82,12 @@ class ConsoleStore:
     async def start_session(self, person: PersonRow, via: str, *, now: float) -> str:
         """A new session for ``person``; returns the token for the cookie."""
         token = new_token()
+        # sign-ins are rare: forget sessions and links that can no longer be used while here
+        await self._sql.execute(
+            "DELETE FROM console_sessions WHERE site = ? AND (ended_at IS NOT NULL OR last_seen < ?)",
+            [self.site, now - self.max_age_s],
+        )
+        await self._sql.execute("DELETE FROM console_links WHERE site = ? AND expires_at < ?", [self.site, now])
         await self._sql.execute(
             "INSERT INTO console_sessions (token_hash, site, person_id, via, created_at, last_seen) "
             "VALUES (?, ?, ?, ?, ?, ?)",

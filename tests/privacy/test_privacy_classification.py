@@ -65,4 +65,4 @@ def test_encrypted_and_hashed_columns_say_how() -> None:
         if column.endswith("_enc"):
             assert protection.startswith("AES-GCM"), f"{table}.{column}: {protection}"
         if column.endswith("_hash"):
-            assert protection.split()[0] in ("HMAC", "PBKDF2", "SHA-256"), f"{table}.{column}: {protection}"
+            assert protection.split()[0] in ("HMAC", "PBKDF2", "SHA-256", "scrypt"), f"{table}.{column}: {protection}"

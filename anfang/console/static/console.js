@@ -20,7 +20,8 @@
     var now = {};
     for (var i = 0; i < items.length; i++) {
       var el = items[i];
-      now[el.id] = true;
+      now[el.id] = seen !== null && seen[el.id] ? seen[el.id] : Date.now();
+      el.setAttribute("data-seen-at", String(now[el.id])); // when this desk first showed it
       var sev = el.getAttribute("data-severity");
       if (seen !== null && !seen[el.id] && (sev === "critical" || sev === "high")) { tone(sev); }
     }
@@ -38,6 +39,7 @@
       notice(box);
       box.setAttribute("data-updated", String(Date.now()));
     });
+    document.body.addEventListener("htmx:afterSwap", function () { notice(box); });
     source.onopen = function () { document.getElementById("live-state").textContent = "live"; };
     source.onerror = function () { document.getElementById("live-state").textContent = "reconnecting"; };
   }
