@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -124,6 +125,42 @@ class ConsoleSettings(_Section):
     secure_cookie: bool = False  # set the Secure flag (when the API is served over HTTPS)
 
 
+_GB28181_CODE = r"^[0-9]{20}$"
+
+
+class ViewLibSettings(_Section):
+    """Uploading captures to a police view library (视图库, GA/T 1400; see docs/viewlib.md). Off by default."""
+
+    enabled: bool = False
+    url: str | None = Field(default=None, pattern=r"^https?://\S+$")  # the server's base, without /VIID
+    username: str | None = None  # the digest user; the platform's device_id when unset
+    password: str | None = None  # from ANFANG_VIEWLIB_PASSWORD or password_file, never in the YAML file
+    password_file: Path | None = None
+    device_id: str | None = Field(default=None, pattern=_GB28181_CODE)  # this platform (User-Identify)
+    # anfang device id -> the camera's 20-digit code; captures of cameras not listed are not uploaded
+    devices: dict[str, str] = {}
+    kinds: list[Literal["face", "vehicle", "person"]] = ["face", "vehicle", "person"]
+    timezone: str = "Asia/Shanghai"  # ShotTime and the object ids are local time
+    keepalive_s: float = Field(default=60.0, gt=0)
+    retry_min_s: float = Field(default=2.0, gt=0)
+    retry_max_s: float = Field(default=60.0, gt=0)
+    timeout_s: float = Field(default=10.0, gt=0, le=120)
+    batch: int = Field(default=20, ge=1, le=500)  # objects per upload request
+    max_age_s: float = Field(default=7 * 86_400.0, gt=0)  # then an undeliverable capture is given up
+
+    @model_validator(mode="after")
+    def _complete_when_enabled(self) -> ViewLibSettings:
+        if bad := [d for d, code in self.devices.items() if not re.fullmatch(_GB28181_CODE, code)]:
+            raise ValueError(f"device {bad[0]!r}: the view library code must be 20 digits")
+        if self.enabled:
+            missing = [k for k in ("url", "device_id") if getattr(self, k) is None]
+            if self.password is None and self.password_file is None:
+                missing.append("password (ANFANG_VIEWLIB_PASSWORD or password_file)")
+            if missing:
+                raise ValueError(f"viewlib is enabled but has no {', '.join(missing)}")
+        return self
+
+
 class Settings(_Section):
     site: str = "youzheng"
     data_dir: Path = Path("data")
@@ -142,6 +179,7 @@ class Settings(_Section):
     alarms: AlarmSettings = AlarmSettings()
     vision: VisionSettings = VisionSettings()
     console: ConsoleSettings = ConsoleSettings()
+    viewlib: ViewLibSettings = ViewLibSettings()
 
     @property
     def db_url(self) -> str:
@@ -197,6 +235,11 @@ _ENV_KEYS: dict[str, str] = {
     "ANFANG_TELEMETRY_FILE": "telemetry.file",
     "ANFANG_TELEMETRY_SPOOL_DIR": "telemetry.spool_dir",
     "ANFANG_TELEMETRY_SPOOL_MAX_MB": "telemetry.spool_max_mb",
+    "ANFANG_VIEWLIB_ENABLED": "viewlib.enabled",
+    "ANFANG_VIEWLIB_URL": "viewlib.url",
+    "ANFANG_VIEWLIB_USERNAME": "viewlib.username",
+    "ANFANG_VIEWLIB_PASSWORD": "viewlib.password",
+    "ANFANG_VIEWLIB_DEVICE_ID": "viewlib.device_id",
 }
 ENV_VARS: frozenset[str] = frozenset(_ENV_KEYS) | {"ANFANG_CONFIG"}
 

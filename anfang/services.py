@@ -41,7 +41,8 @@ from telemetry.handler import TelemetryHandler
 from telemetry.metrics import PlatformMetrics, counter, gauge
 from telemetry.sinks import SinkMisconfigured
 from telemetry.vocabulary import ALARM_CLEARED, ALARM_RAISED
-from twins.hooks import DeviceEvent, PlatformActions, TwinChange
+from twins.hooks import DeviceEvent, PlatformActions, PlatformHandler, TwinChange
+from viewlib.uploader import open_uploader
 from vision.service import VisionService
 
 log = logging.getLogger(__name__)
@@ -292,10 +293,24 @@ async def open_services(
                     await asyncio.sleep(DB_PROBE_INTERVAL_S)
 
             tasks.append(time_database)
+        handlers: list[PlatformHandler] = [rules_feed, AccessFeed(access, vision), telemetry_feed]
+        features = ["twins", "rules", "access", "vision", "telemetry"]
+        if settings.viewlib.enabled:
+            # captures reach it on a dispatch queue of its own: access decisions never wait for an upload
+            uploader = await stack.enter_async_context(open_uploader(settings.viewlib, db, site, people.store.cipher))
+            handlers.append(uploader)
+            features.append("viewlib")
+
+            async def upload_captures(actions: PlatformActions) -> None:
+                await uploader.run()
+
+            tasks.append(upload_captures)
+            if metrics is not None:
+                stack.enter_context(metrics.source(uploader.metrics))
         yield Services(
-            handlers=[rules_feed, AccessFeed(access, vision), telemetry_feed],
+            handlers=handlers,
             tasks=tasks,
-            features=["twins", "rules", "access", "vision", "telemetry"],
+            features=features,
             health_sinks=[telemetry.record_health],
             publish_taps=[telemetry_feed.tap_alarm],
             platform_event_taps=taps,
