@@ -7,7 +7,7 @@ raise :class:`~twins.errors.SchemaError` with the JSON path of the first error.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -163,6 +163,15 @@ class FaceCaptured(_Strict):
     direction: Literal["in", "out"] | None = None
 
 
+class PersonCaptured(_Strict):
+    """A person (whole body) seen by a camera, for the police view library (docs/viewlib.md)."""
+
+    image_jpeg_b64: str = Field(min_length=4, max_length=_B64_MAX)
+    box: list[Annotated[int, Field(ge=0)]] | None = Field(default=None, min_length=4, max_length=4)  # l, t, r, b
+    camera: str | None = Field(default=None, max_length=64)
+    direction: Literal["in", "out"] | None = None
+
+
 class QrScanned(_Strict):
     payload: str = Field(max_length=4096)
 
@@ -269,7 +278,12 @@ SCHEMAS: dict[str, KindSchema] = {
     "camera": KindSchema(
         CameraReported,
         CameraDesired,
-        {"face_captured": FaceCaptured, "plate_captured": PlateCaptured, "motion": Motion},
+        {
+            "face_captured": FaceCaptured,
+            "plate_captured": PlateCaptured,
+            "person_captured": PersonCaptured,
+            "motion": Motion,
+        },
     ),
     "ptz_tracker": KindSchema(TrackerReported, TrackerDesired, {"target_tracked": TargetTracked}),
     "door_lock": KindSchema(DoorReported, DoorDesired, _DOOR_EVENTS),

@@ -22,6 +22,8 @@ from testkit import free_port
 
 from anfang.config import ViewLibSettings
 
+PERSON_CAM = "31010400001190000031"
+
 
 def _event(data: dict[str, Any]) -> dict[str, Any]:
     return {"id": uuid.uuid4().hex, "ts": time.time(), "data": data}
@@ -38,12 +40,12 @@ async def test_captures_reach_the_view_library_without_holding_up_decisions(tmp_
         url=server.url,
         device_id=PLATFORM,
         password=PASSWORD,
-        devices={"gate-north": GATE_CAM, "door-b2-u1": FACE_CAM},
+        devices={"gate-north": GATE_CAM, "door-b2-u1": FACE_CAM, "cam-lobby": PERSON_CAM},
         retry_min_s=0.05,
         retry_max_s=0.5,
     )
     observed = ObservedServices()
-    car, face = jpeg(320, 240, 200), jpeg(120, 160, 40)
+    car, face, person = jpeg(320, 240, 200), jpeg(120, 160, 40), jpeg(100, 240, 90)
     try:
         async with running_platform(tmp_path, "amqtt", observed.factory, settings) as stack:
             gate = await stack.device("gate-north", await stack.add_device("gate-north", "vehicle_gate"))
@@ -63,14 +65,21 @@ async def test_captures_reach_the_view_library_without_holding_up_decisions(tmp_
                 )
             )
             await observed.decision("door-b2-u1", timeout=60)
+            camera = await stack.device("cam-lobby", await stack.add_device("cam-lobby", "camera"))
+            await camera.published(
+                camera.publish(
+                    "events/person_captured", _event({"image_jpeg_b64": b64(person).decode(), "box": [10, 5, 90, 230]})
+                )
+            )
             assert server.received == {}
             await server.start()
-            await server.wait_for(lambda: len(server.received) == 2, timeout=120)
+            await server.wait_for(lambda: len(server.received) == 3, timeout=120)
     finally:
         await server.stop()
     by_type = {object_id[41:43]: obj for object_id, obj in server.received.items()}
     assert by_type["02"]["PlateNo"] == "沪A12345" and by_type["02"]["DeviceID"] == GATE_CAM
     assert by_type["06"]["DeviceID"] == FACE_CAM
+    assert by_type["01"]["DeviceID"] == PERSON_CAM and by_type["01"]["RightBtmY"] == 230
     assert base64.b64decode(by_type["06"]["SubImageList"]["SubImageInfoObject"][0]["Data"]) == face
     assert server.problems == [] and set(server.receipts.values()) == {1}
     assert server.unregistrations == 1  # the platform unregistered as it stopped
