@@ -140,7 +140,7 @@ class ViewLibSettings(_Section):
     # anfang device id -> the camera's 20-digit code; captures of cameras not listed are not uploaded
     devices: dict[str, str] = {}
     kinds: list[Literal["face", "vehicle", "person"]] = ["face", "vehicle", "person"]
-    timezone: str = "Asia/Shanghai"  # ShotTime and the object ids are local time
+    utc_offset_h: float = Field(default=8.0, ge=-12, le=14)  # ShotTime and the ids are local time (China: +8)
     keepalive_s: float = Field(default=60.0, gt=0)
     retry_min_s: float = Field(default=2.0, gt=0)
     retry_max_s: float = Field(default=60.0, gt=0)

@@ -26,9 +26,8 @@ import binascii
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import Any, Literal
-from zoneinfo import ZoneInfo
 
 __all__ = [
     "CAPTURE_EVENTS",
@@ -100,7 +99,7 @@ class Status:
         return self.code == "0"
 
 
-def shot_time(ts: float, tz: ZoneInfo) -> str:
+def shot_time(ts: float, tz: tzinfo) -> str:
     """``YYYYMMDDhhmmss`` in the site's local time."""
     return datetime.fromtimestamp(ts, tz).strftime("%Y%m%d%H%M%S")
 
@@ -181,7 +180,7 @@ def capture_from_event(
     )
 
 
-def build_object(capture: Capture, tz: ZoneInfo) -> tuple[str, dict[str, Any]]:
+def build_object(capture: Capture, tz: tzinfo) -> tuple[str, dict[str, Any]]:
     """The capture's object id and its GA/T 1400 object (face, motor vehicle or person) with the image."""
     shot = shot_time(capture.ts, tz)
     image_id = capture.device_code + "02" + shot + _sequence(capture.event_id, "image")

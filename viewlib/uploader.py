@@ -17,7 +17,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable
-from zoneinfo import ZoneInfo
+from datetime import timedelta, timezone
 
 from prometheus_client.core import Metric
 from tortoise.backends.base.client import BaseDBAsyncClient
@@ -58,7 +58,7 @@ class ViewLibUploader:
         poll_s: float = 5.0,
     ) -> None:
         self.settings, self.outbox, self.client = settings, outbox, client
-        self._tz = ZoneInfo(settings.timezone)
+        self._tz = timezone(timedelta(hours=settings.utc_offset_h))
         self._clock, self._poll_s = clock, poll_s
         self._wake = asyncio.Event()
         self.registered = False

@@ -14,9 +14,9 @@ import logging
 import re
 import uuid
 from collections.abc import AsyncIterator, Callable
+from datetime import timedelta, timezone
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import asyncpg
 import cv2
@@ -51,7 +51,7 @@ PLATFORM = "31010400001180000001"
 FACE_CAM = "31010400001190000011"
 GATE_CAM = "31010400001190000021"
 PASSWORD = "s3cret-digest"
-TZ = ZoneInfo("Asia/Shanghai")
+TZ = timezone(timedelta(hours=8))
 T0 = 1_800_000_000.0
 
 
@@ -112,6 +112,12 @@ def test_capture_events_are_checked() -> None:
     with pytest.raises(CaptureError, match="box"):
         cap({"image_jpeg_b64": base64.b64encode(jpeg()).decode(), "box": [1, 2, 3]})
     assert jpeg_size(jpeg(640, 360)) == (640, 360) and jpeg_size(b"\xff\xd8\xff") is None
+
+
+@given(st.binary(max_size=64))
+def test_jpeg_size_never_fails_on_garbage(data: bytes) -> None:
+    size = jpeg_size(b"\xff\xd8" + data)
+    assert size is None or (size[0] > 0 and size[1] > 0)
 
 
 def test_statuses_single_list_or_none() -> None:
