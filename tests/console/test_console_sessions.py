@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+from pathlib import Path
 
 import pytest
 from community_testkit import NOW, Community, community_fixture, db_fixture  # noqa: F401 (pytest fixtures)
@@ -141,3 +142,10 @@ def test_csrf_token_belongs_to_its_session(token: str, other: str) -> None:
     assert auth.verify_csrf(token, auth.csrf_token(token))
     assert auth.verify_csrf(token, other) == (other == auth.csrf_token(token))
     assert not auth.verify_csrf(token, None)
+
+
+def test_the_screenshots_the_browser_tests_make_are_shown_in_the_docs() -> None:
+    docs = Path(__file__).resolve().parents[2] / "docs"
+    text = (docs / "console.md").read_text(encoding="utf-8")
+    for name in ("alarms.png", "history.png", "watchlist.png", "resident-phone.png", "sign-in.png"):
+        assert f"console/{name}" in text and (docs / "console" / name).is_file(), name
