@@ -11,7 +11,7 @@ from pathlib import Path
 from fastapi import APIRouter, FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from anfang.console import routes_alarms, routes_auth, routes_police, routes_resident
+from anfang.console import routes_access, routes_alarms, routes_auth, routes_police, routes_resident
 from anfang.console.store import ConsoleStore, ConsoleUserError, Session
 from anfang.console.web import (
     PREFIX,
@@ -31,7 +31,13 @@ _STATIC = Path(__file__).resolve().parent / "static"
 
 def routers() -> list[APIRouter]:
     """The console's routers."""
-    return [routes_auth.router, routes_alarms.router, routes_resident.router, routes_police.router]
+    return [
+        routes_auth.router,
+        routes_alarms.router,
+        routes_resident.router,
+        routes_police.router,
+        routes_access.router,
+    ]
 
 
 def install(app: FastAPI, console: ConsoleServices) -> None:
