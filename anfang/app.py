@@ -95,7 +95,7 @@ def make_platform(
         handlers=services.handlers,
         sites=[settings.site],
         features=services.features,
-        limits=Limits(lim.max_document_bytes, lim.max_depth),
+        limits=Limits(lim.max_document_bytes, lim.max_depth, lim.max_clock_skew_s),
         tasks=[*services.tasks, *extra_tasks],
         health_sinks=services.health_sinks,
         publish_taps=services.publish_taps,

@@ -43,6 +43,7 @@ class LimitSettings(_Section):
     max_payload_bytes: int = 256 * 1024
     max_document_bytes: int = 128 * 1024
     max_depth: int = 8
+    max_clock_skew_s: float = Field(default=60.0, ge=0)
     command_timeout_s: float = 10.0
     ingest_queue: int = 10_000
     batch_max: int = 500

@@ -87,6 +87,7 @@ class Outcome:
     telemetry: list[TelemetrySample] = field(default_factory=list)
     duplicates: int = 0
     accepted: int = 0
+    clamped: int = 0  # reports whose ts was too far ahead of the platform clock (stamped with it instead)
     sent_at: list[float] = field(default_factory=list)  # device timestamps of accepted reports, for latency
 
 
@@ -205,7 +206,9 @@ def _process_one(
             validate_reported(info.kind, report.state)
             before = _twin(twins, info)
             applied = apply_reported(before, report.state, now=now, seq=report.seq, ts=report.ts, limits=limits)
-            if report.ts is not None:
+            if applied.clamped:
+                out.clamped += 1
+            elif report.ts is not None:
                 out.sent_at.append(report.ts)
             twins[info.id] = applied.document
             out.twins[info.id] = applied.document

@@ -46,6 +46,7 @@ class Counters:
     received: int = 0
     accepted: int = 0
     duplicates: int = 0
+    clock_skew_clamped: int = 0
     rejected: Counter[int] = field(default_factory=Counter)
     dispatch_dropped: int = 0
     handler_errors: int = 0
@@ -72,6 +73,7 @@ class Counters:
             "received": self.received,
             "accepted": self.accepted,
             "duplicates": self.duplicates,
+            "clock_skew_clamped": self.clock_skew_clamped,
             "rejected": sum(self.rejected.values()),
             "rejected_by_code": {str(k): v for k, v in self.rejected.items()},
             "dispatch_dropped": self.dispatch_dropped,
@@ -240,6 +242,7 @@ class Platform:
         c.received += size
         c.accepted += outcome.accepted
         c.duplicates += outcome.duplicates
+        c.clock_skew_clamped += outcome.clamped
         for rej in outcome.rejections:
             c.rejected[rej.code] += 1
             log.warning(

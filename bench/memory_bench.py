@@ -7,8 +7,12 @@ Each run, against a private Mosquitto:
 * **registered** — the same with ``--twins`` devices and stored twin documents bulk-inserted into
   the ``devices`` and ``twins`` tables (the platform loads twins lazily, so this is the idle cost);
 * **loaded** — then a fleet of ``--loaded`` devices (``anfang sim fleet``) each reports once, which
-  pulls their twins into the platform's cache; RSS again, and the per-twin cost extrapolated to all
-  ``--twins`` (clearly labelled as extrapolated when ``--loaded`` < ``--twins``).
+  pulls their twins into the platform's cache, in two waves of half the devices each: RSS after
+  each wave. The cost per cached twin is given twice: over both waves against the idle RSS (the
+  same-run baseline; this includes the one-off high-water mark of processing a burst of reports),
+  and the **marginal** cost, wave 2 against wave 1 (the burst's buffers are already there, so this
+  is what each further cached twin adds); the total for all ``--twins`` is extrapolated from it
+  (labelled as extrapolated when ``--loaded`` < ``--twins``).
 
 ``--platform bare`` runs the platform without services (``bench/bare_platform.py``) instead, to
 tell the twin core's memory from the services'. Figures are medians over ``--runs``.
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import sqlite3
 import subprocess
@@ -36,6 +41,7 @@ from firmware_sim.mosquitto import Mosquitto
 from twins.document import TwinDocument
 
 SITE = "fleet"
+WAVE2 = "fleetb"  # device id prefix of the loaded phase's second wave
 FEATURES = f"anfang/{SITE}/_platform/features"
 HEALTH = f"anfang/{SITE}/_platform/health"
 
@@ -49,14 +55,19 @@ async def _migrate(data_dir: Path) -> None:
         await registry.ensure_site(SITE)
 
 
-def make_registry(data_dir: Path, twins: int) -> float:
-    """A migrated registry with ``twins`` cameras and their stored twins; returns the seconds it took."""
+def _ids(twins: int, wave2: int) -> list[str]:
+    ids = [f"fleet-{i:05d}" if i < 100_000 else f"fleet-{i}" for i in range(twins)]
+    return ids + [f"{WAVE2}-{i:05d}" for i in range(wave2)]
+
+
+def make_registry(data_dir: Path, twins: int, wave2: int = 0) -> float:
+    """A migrated registry with ``twins`` cameras (and ``wave2`` more for the loaded phase's second
+    wave) and their stored twins; returns the seconds it took."""
     t0 = time.perf_counter()
     asyncio.run(_migrate(data_dir))
     now = time.time()
     devices, docs = [], []
-    for i in range(twins):
-        dev = f"fleet-{i:05d}" if i < 100_000 else f"fleet-{i}"
+    for i, dev in enumerate(_ids(twins, wave2)):
         doc = TwinDocument(
             device_id=dev,
             kind="camera",
@@ -88,6 +99,43 @@ async def _health_after(watch: Watcher, t: float, timeout: float = 60) -> dict[s
 COMMANDS = {"full": [ANFANG, "run"], "bare": BARE}
 
 
+async def _fleet(port: int, devices: int, prefix: str, fleet_json: Path) -> int:
+    """``devices`` fleet devices named ``prefix-NNNNN`` report once; how many reports the broker acked."""
+    await asyncio.to_thread(
+        subprocess.run,
+        [
+            ANFANG,
+            "sim",
+            "fleet",
+            "--devices",
+            str(devices),
+            "--rate",
+            str(devices),
+            "--duration",
+            "1",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--site",
+            SITE,
+            "--prefix",
+            prefix,
+            "--json",
+            str(fleet_json),
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=600,
+    )
+    return int(json.loads(await asyncio.to_thread(fleet_json.read_text))["acked"])
+
+
+def _all_accepted(t: float, n: int, latest: dict[str, tuple[float, Any]]) -> bool:
+    return HEALTH in latest and latest[HEALTH][0] > t and latest[HEALTH][1]["accepted"] >= n
+
+
 async def measure(data_dir: Path, loaded: int, label: str, command: list[str]) -> dict[str, Any]:
     """Start the platform on ``data_dir``; time to ready, RSS idle, and (``loaded`` > 0) RSS after reports."""
     out: dict[str, Any] = {}
@@ -110,45 +158,15 @@ async def measure(data_dir: Path, loaded: int, label: str, command: list[str]) -
                 ps = psutil.Process(proc.pid)
                 out["rss_idle_mib"] = round(ps.memory_info().rss / 2**20, 1)
                 if loaded:
-                    fleet_json = data_dir.parent / f"{label}-fleet.json"
-                    await asyncio.to_thread(
-                        subprocess.run,
-                        [
-                            ANFANG,
-                            "sim",
-                            "fleet",
-                            "--devices",
-                            str(loaded),
-                            "--rate",
-                            str(loaded),
-                            "--duration",
-                            "1",
-                            "--host",
-                            "127.0.0.1",
-                            "--port",
-                            str(broker.port),
-                            "--site",
-                            SITE,
-                            "--json",
-                            str(fleet_json),
-                        ],
-                        check=True,
-                        stdout=subprocess.DEVNULL,
-                        stderr=subprocess.DEVNULL,
-                        timeout=600,
-                    )
-                    fleet = json.loads(fleet_json.read_text())
-                    acked = int(fleet["acked"])
-                    t_sent = time.monotonic()
-                    await watch.wait(
-                        lambda latest: (
-                            HEALTH in latest and latest[HEALTH][0] > t_sent and latest[HEALTH][1]["accepted"] >= acked
-                        ),
-                        300,
-                    )
+                    acked = 0
+                    for wave, (prefix, devices) in enumerate((("fleet", loaded // 2), (WAVE2, loaded - loaded // 2))):
+                        acked += await _fleet(broker.port, devices, prefix, data_dir.parent / f"{label}-{wave}.json")
+                        t_sent = time.monotonic()
+                        await watch.wait(functools.partial(_all_accepted, t_sent, acked), 300)
+                        out[f"rss_wave{wave + 1}_mib"] = round(ps.memory_info().rss / 2**20, 1)
                     out["loaded_reports_accepted"] = watch.latest[HEALTH][1]["accepted"]
                     out["loaded_devices"] = loaded
-                    out["rss_loaded_mib"] = round(ps.memory_info().rss / 2**20, 1)
+                    out["rss_loaded_mib"] = out["rss_wave2_mib"]
             finally:
                 proc.terminate()
                 await asyncio.wait_for(proc.wait(), 30)
@@ -184,12 +202,16 @@ def summarise(runs: list[dict[str, Any]], twins: int, loaded: int) -> dict[str, 
     loaded_rss = med(("registered", "rss_loaded_mib"))
     if loaded and loaded_rss is not None and full_rss is not None:
         per = (loaded_rss - full_rss) * 2**20 / loaded
+        wave1 = med(("registered", "rss_wave1_mib"))
+        marginal = None if wave1 is None else (loaded_rss - wave1) * 2**20 / (loaded - loaded // 2)
         out.update(
             {
                 "loaded_devices": loaded,
+                "rss_wave1_mib": wave1,
                 "rss_loaded_mib": loaded_rss,
                 "loaded_bytes_per_twin": round(per, 1),
-                "rss_all_loaded_mib": round(full_rss + per * twins / 2**20, 1),
+                "marginal_bytes_per_twin": None if marginal is None else round(marginal, 1),
+                "rss_all_loaded_mib": round(loaded_rss + (marginal or per) * (twins - loaded) / 2**20, 1),
                 "rss_all_loaded_is_extrapolated": loaded < twins,
             }
         )
@@ -210,7 +232,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="anfang-mem-") as tmp_s:
         tmp = Path(tmp_s)
         make_registry(tmp / "empty", 0)
-        build_s = make_registry(tmp / "full", args.twins)
+        build_s = make_registry(tmp / "full", args.twins, args.loaded - args.loaded // 2)
         print(f"registry with {args.twins} twins built in {build_s:.1f} s", file=sys.stderr, flush=True)
         for i in range(args.runs):
             runs.append(asyncio.run(one_run(tmp / "empty", tmp / "full", args.loaded, i, COMMANDS[args.platform])))

@@ -290,6 +290,7 @@ def fleet_cmd(
     secrets: Annotated[Path | None, typer.Option(help="device secrets JSON for fleet-NNNNN ids")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the result as JSON")] = None,
     events: Annotated[float, typer.Option(min=0, max=1, help="share of messages that are motion events")] = 0.0,
+    prefix: Annotated[str, typer.Option(help="device ids are PREFIX-NNNNN")] = "fleet",
 ) -> None:
     """Run N devices from this one process and report the sustained rate and peak memory."""
     from firmware_sim.fleet import FleetConfig, FleetError, run_fleet
@@ -306,6 +307,7 @@ def fleet_cmd(
         qos=qos,
         secrets=load_secrets(secrets) if secrets else {},
         events=events,
+        prefix=prefix,
     )
     tty = sys.stderr.isatty()
 

@@ -3,6 +3,12 @@
 A document holds ``desired`` and ``reported`` JSON objects, per-field ``metadata`` timestamps
 (flat dotted paths), a ``version`` that grows by one on every accepted change, and the last
 applied report ``seq`` so a redelivered or reordered report never overwrites newer state.
+
+Reports that carry a device ``ts`` are merged by time, per path: whatever order they arrive in,
+the reported state is the one the reports give applied in ``ts`` order (a whole-value write
+replaces what older writes put below it, and loses to newer writes below it). A ``ts`` more than
+``Limits.max_clock_skew_s`` ahead of the platform clock is clamped to the platform clock, so a
+device clock that jumps ahead cannot freeze its twin.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ class Limits:
 
     max_document_bytes: int = 128 * 1024
     max_depth: int = 8
+    max_clock_skew_s: float = 60.0  # a report ``ts`` further ahead of the platform clock is clamped to it
 
 
 class TwinDocument(NamedTuple):
@@ -83,10 +90,12 @@ class TwinDocument(NamedTuple):
 
 
 class Applied(NamedTuple):
-    """Result of applying a patch: the new document and the part of the patch that took effect."""
+    """Result of applying a patch: the new document and the part of the patch that took effect.
+    ``clamped``: the report's ``ts`` was too far ahead of the platform clock and was replaced by it."""
 
     document: TwinDocument
     changed: JSON
+    clamped: bool = False
 
     @property
     def is_change(self) -> bool:
@@ -190,18 +199,84 @@ def _check_size(doc: TwinDocument, limits: Limits) -> None:
         )
 
 
-def _drop_older_fields(patch: JSON, meta: Mapping[str, float], ts: float, prefix: str = "") -> JSON:
-    """Keep only the parts of ``patch`` not older than what the document already holds."""
+def _by_time(
+    patch: Mapping[str, Any],
+    state: Mapping[str, Any],
+    meta: Mapping[str, float],
+    ts: float,
+    horizon: float,
+    prefix: str,
+    out: list[str],
+    objects: list[str],
+) -> JSON:
+    """The part of a report stamped ``ts`` that applying the reports in ``ts`` order would keep.
+
+    A write under a path stamped newer is dropped; a write replacing an object keeps the object's
+    parts stamped newer (their current values, or their deletion). ``out`` collects the leaf paths
+    to stamp, ``objects`` those of them where the current value is an object (only there can stamps
+    lie below). A stamp beyond ``horizon`` (from before clamping existed) is not trusted.
+    """
     kept: JSON = {}
     for key, value in patch.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            sub = _drop_older_fields(value, meta, ts, path + ".")
-            if sub:
-                kept[key] = sub
-        elif meta.get(path, float("-inf")) <= ts:
-            kept[key] = value
+        path = prefix + key
+        stamp = meta.get(path)
+        if stamp is not None and ts < stamp <= horizon:
+            continue
+        current = state.get(key)
+        if isinstance(value, dict):
+            if value:
+                below = current if isinstance(current, dict) else {}
+                sub = _by_time(value, below, meta, ts, horizon, path + ".", out, objects)
+                if sub:
+                    kept[key] = sub
+            elif not isinstance(current, dict):  # an empty object on an object changes nothing (merge)
+                kept[key] = value
+                out.append(path)
+            continue
+        if isinstance(current, dict):
+            objects.append(path)
+            newer = _newer_below(current, meta, ts, horizon, path + ".")
+            if newer:
+                value = _replacing(current, merge({}, newer))
+        kept[key] = value
+        out.append(path)
     return kept
+
+
+def _newer_below(current: Mapping[str, Any], meta: Mapping[str, float], ts: float, horizon: float, prefix: str) -> JSON:
+    """The writes below ``prefix`` stamped after ``ts``, as a patch of their current values."""
+    patch: JSON = {}
+    for path, stamp in meta.items():
+        if ts < stamp <= horizon and path.startswith(prefix):
+            parts = path[len(prefix) :].split(".")
+            node: Any = current
+            for part in parts:
+                node = node.get(part, None) if isinstance(node, dict) else None
+            target = patch
+            for part in parts[:-1]:
+                target = target.setdefault(part, {})
+            target[parts[-1]] = node
+    return patch
+
+
+def _replacing(current: Mapping[str, Any], target: Mapping[str, Any]) -> JSON:
+    """The merge patch that turns object ``current`` into object ``target``."""
+    patch: JSON = {key: None for key in current if key not in target}
+    for key, value in target.items():
+        old = current.get(key)
+        patch[key] = _replacing(old, value) if isinstance(value, dict) and isinstance(old, dict) else value
+    return patch
+
+
+def _stamp_paths(meta: Mapping[str, float], paths: list[str], objects: list[str], ts: float) -> dict[str, float]:
+    """Stamp ``paths`` with ``ts``; stamps below a replaced object that are not newer go with its old value."""
+    stamped = dict(meta)
+    for path in objects:
+        below = path + "."
+        for old in [p for p, t in stamped.items() if t <= ts and p.startswith(below)]:
+            del stamped[old]
+    stamped.update(dict.fromkeys(paths, ts))
+    return stamped
 
 
 def _stamp(meta: Mapping[str, float], patch: JSON, ts: float) -> dict[str, float]:
@@ -244,17 +319,41 @@ def apply_reported(
     check_patch(patch, limits, what="state")
     if seq is not None and doc.last_seq is not None and seq <= doc.last_seq:
         raise StaleReport(f"stale report: seq {seq} <= last applied {doc.last_seq}", device_id=doc.device_id)
-    stamp_ts = now if ts is None else ts
-    if ts is not None:
-        patch = _drop_older_fields(patch, doc.metadata["reported"], ts)
-    changed = effective_changes(doc.reported, patch)
     new_seq = doc.last_seq if seq is None else seq
+    if ts is None:
+        changed = effective_changes(doc.reported, patch)
+        if not changed:
+            return Applied(_evolve(doc, doc.desired, doc.reported, doc.metadata, doc.version, new_seq), {})
+        reported_meta = _stamp(doc.metadata["reported"], changed, now)
+        return _applied(doc, changed, reported_meta, new_seq, limits, False)
+    horizon = now + limits.max_clock_skew_s
+    clamped = ts > horizon
+    if clamped:
+        ts = now
+    paths: list[str] = []
+    objects: list[str] = []
+    kept = _by_time(patch, doc.reported, doc.metadata["reported"], ts, horizon, "", paths, objects)
+    changed = effective_changes(doc.reported, kept)
+    # even a write that changes nothing is stamped: an older write arriving later must lose to it
+    reported_meta = _stamp_paths(doc.metadata["reported"], paths, objects, ts) if paths else doc.metadata["reported"]
     if not changed:
-        return Applied(_evolve(doc, doc.desired, doc.reported, doc.metadata, doc.version, new_seq), {})
-    metadata = {"desired": doc.metadata["desired"], "reported": _stamp(doc.metadata["reported"], changed, stamp_ts)}
+        metadata = doc.metadata if not paths else {"desired": doc.metadata["desired"], "reported": reported_meta}
+        return Applied(_evolve(doc, doc.desired, doc.reported, metadata, doc.version, new_seq), {}, clamped)
+    return _applied(doc, changed, reported_meta, new_seq, limits, clamped)
+
+
+def _applied(
+    doc: TwinDocument,
+    changed: JSON,
+    reported_meta: dict[str, float],
+    new_seq: int | None,
+    limits: Limits,
+    clamped: bool,
+) -> Applied:
+    metadata = {"desired": doc.metadata["desired"], "reported": reported_meta}
     new = _evolve(doc, doc.desired, merge(doc.reported, changed), metadata, doc.version + 1, new_seq)
     _check_size(new, limits)
-    return Applied(new, changed)
+    return Applied(new, changed, clamped)
 
 
 def apply_desired(

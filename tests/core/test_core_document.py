@@ -133,8 +133,8 @@ def test_older_report_does_not_overwrite_newer_state() -> None:
     with pytest.raises(StaleReport):
         apply_reported(doc, {"lock": "locked"}, now=11, seq=5)
     # by timestamp: a field stamped newer is kept, an untouched field is filled in
-    doc = apply_reported(_doc(), {"lock": "unlocked"}, now=10, ts=100.0).document
-    applied = apply_reported(doc, {"lock": "locked", "door": "closed"}, now=11, ts=50.0)
+    doc = apply_reported(_doc(), {"lock": "unlocked"}, now=110, ts=100.0).document
+    applied = apply_reported(doc, {"lock": "locked", "door": "closed"}, now=111, ts=50.0)
     assert applied.document.reported == {"lock": "unlocked", "door": "closed"}
 
 
@@ -155,3 +155,56 @@ def test_limits_on_size_and_depth() -> None:
 def test_document_round_trips_through_json() -> None:
     doc = apply_reported(_doc(), {"lock": "locked"}, now=1, seq=3).document
     assert TwinDocument.from_json(doc.to_json()) == doc
+
+
+def test_nested_report_older_than_a_whole_value_report_loses() -> None:
+    doc = apply_reported(_doc(), {"pos": {"x": 1}}, now=1000, ts=100).document
+    doc = apply_reported(doc, {"pos": 5}, now=1000, ts=200).document
+    doc = apply_reported(doc, {"pos": {"x": 2}}, now=1000, ts=150).document
+    assert doc.reported == {"pos": 5}
+    # and a whole value older than a nested write keeps the newer part below it
+    doc = apply_reported(_doc(), {"pos": {"x": 1, "y": 2}}, now=1000, ts=100).document
+    doc = apply_reported(doc, {"pos": {"x": 3}}, now=1000, ts=200).document
+    doc = apply_reported(doc, {"pos": 5}, now=1000, ts=150).document
+    assert doc.reported == {"pos": {"x": 3}}
+
+
+def test_a_report_stamped_in_the_future_is_clamped_and_does_not_freeze_the_twin() -> None:
+    limits = Limits(max_clock_skew_s=60)
+    applied = apply_reported(_doc(), {"lock": "locked"}, now=1000, seq=1, ts=1000 + 3600, limits=limits)
+    assert applied.clamped and applied.document.metadata["reported"]["lock"] == 1000
+    later = apply_reported(applied.document, {"lock": "unlocked"}, now=1010, seq=2, ts=1010, limits=limits)
+    assert later.document.reported == {"lock": "unlocked"} and not later.clamped
+    # within the allowed skew a device's own clock is kept
+    ahead = apply_reported(_doc(), {"lock": "locked"}, now=1000, ts=1030, limits=limits)
+    assert not ahead.clamped and ahead.document.metadata["reported"]["lock"] == 1030
+    # a stamp stored before clamping existed does not freeze the twin either
+    frozen = _doc(reported={"lock": "locked"}, metadata={"desired": {}, "reported": {"lock": 1000 + 3600}})
+    assert apply_reported(frozen, {"lock": "unlocked"}, now=1010, ts=1010, limits=limits).document.reported == {
+        "lock": "unlocked"
+    }
+
+
+# histories of timestamped reports: keys of two levels, scalars, deletions and nested objects
+# (empty objects are left out: ``{}`` merges into an object without changing it, so it is not a write
+# of a path and "newest write per path" says nothing about it; docs/protocol.md)
+_tkeys = st.sampled_from(["p", "q", "r"])
+_tvalues: st.SearchStrategy[Any] = st.recursive(
+    st.one_of(st.none(), st.integers(0, 3)),
+    lambda inner: st.dictionaries(_tkeys, inner, min_size=1, max_size=2),
+    max_leaves=6,
+)
+_treports = st.dictionaries(_tkeys, _tvalues, min_size=1, max_size=3)
+
+
+@given(st.lists(_treports, min_size=1, max_size=7), st.randoms(use_true_random=False))
+def test_any_arrival_order_gives_the_newest_write_per_path(reports: list[dict[str, Any]], rnd: Any) -> None:
+    stamped = [(float(100 + i), report) for i, report in enumerate(reports)]
+    expected: dict[str, Any] = {}
+    for _, report in stamped:
+        expected = merge(expected, report)
+    rnd.shuffle(stamped)
+    doc = _doc()
+    for ts, report in stamped:
+        doc = apply_reported(doc, report, now=1000.0, ts=ts).document
+    assert doc.reported == expected
