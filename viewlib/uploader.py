@@ -27,7 +27,7 @@ from community.crypto import FieldCipher
 from telemetry.metrics import counter, gauge
 from twins.hooks import DeviceEvent, PlatformActions, TwinChange
 from viewlib.client import ViewLibClient
-from viewlib.errors import AuthRefused, NotRegistered, OutboxError, ServerRejected, ViewLibError
+from viewlib.errors import AuthRefused, OutboxError, ServerRejected, ViewLibError
 from viewlib.gat1400 import CAPTURE_EVENTS, CaptureError, build_object, capture_from_event
 from viewlib.store import OutboxRow, ViewLibOutbox
 
@@ -102,7 +102,7 @@ class ViewLibUploader:
             await self.outbox.add(kind, object_id, obj, self._clock())
         except OutboxError as exc:
             self.store_errors += 1
-            self._log_error("viewlib: capture %s of %s lost: %s", event.id, event.device_id, exc)
+            self._log_error("viewlib: capture %s of %s lost: %s", event.id, event.device_id, exc, level=logging.ERROR)
             return
         self.stored += 1
         self._wake.set()
@@ -148,6 +148,7 @@ class ViewLibUploader:
                 self._lost(exc)
                 return 0.0
             self._keepalive_at = now + self.settings.keepalive_s
+            self.register_failures = 0
         if now >= self._housekeeping_at:
             self._housekeeping_at = now + _HOUSEKEEPING_S
             if expired := await self.outbox.expire(now - self.settings.max_age_s):
@@ -187,18 +188,19 @@ class ViewLibUploader:
         if self.register_failures:
             log.info("viewlib: %s reachable again", self.client.base_url)
         log.info("viewlib: registered with %s as %s", self.client.base_url, self.client.device_id)
-        self.registered, self.register_failures, self._register_at = True, 0, 0.0
+        # failures are forgiven once the server accepts a keep-alive or an upload, not on registration alone
+        self.registered, self._register_at = True, 0.0
         self._keepalive_at = now + self.settings.keepalive_s
         return True
 
     def _lost(self, exc: ViewLibError) -> None:
         """The server went away or forgot us: register again (the outbox keeps everything)."""
+        # backoff even for a 401: a server that forgets us after every registration must not be hammered
         self.registered = False
-        if not isinstance(exc, NotRegistered):
-            self.register_failures += 1
-            self._register_at = self._clock() + backoff(
-                self.register_failures, self.settings.retry_min_s, self.settings.retry_max_s
-            )
+        self.register_failures += 1
+        self._register_at = self._clock() + backoff(
+            self.register_failures, self.settings.retry_min_s, self.settings.retry_max_s
+        )
         self._log_error("viewlib: lost %s: %s (registering again)", exc.where, exc.reason)
 
     async def _upload(self, rows: list[OutboxRow], now: float) -> bool:
@@ -216,6 +218,8 @@ class ViewLibUploader:
         accepted = [r.id for r in rows if (s := statuses.get(r.object_id)) is not None and s.ok]
         await self.outbox.delete(accepted)
         self.delivered += len(accepted)
+        if accepted:
+            self.register_failures = 0
         for r in rows:
             status = statuses.get(r.object_id)
             if status is not None and status.ok:
@@ -229,10 +233,11 @@ class ViewLibUploader:
             log.debug("viewlib: %d %s objects uploaded", len(accepted), rows[0].kind)
         return True
 
-    def _log_error(self, msg: str, *args: object) -> None:
+    def _log_error(self, msg: str, *args: object, level: int = logging.WARNING) -> None:
+        """Log a failure, at most once a minute (an outage must not flood the log)."""
         if time.monotonic() - self._last_error_log >= _ERROR_LOG_EVERY_S:
             self._last_error_log = time.monotonic()
-            log.warning(msg, *args)
+            log.log(level, msg, *args)
 
     def metrics(self) -> Iterable[Metric]:
         """The uploader on ``/metrics``."""

@@ -93,6 +93,7 @@ class StandInServer:
     unregistrations: int = 0
     refused_logins: int = 0
     problems: list[str] = field(default_factory=list)
+    forgetful: bool = False  # forget every registration at once (a misconfigured server)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     _registered: set[str] = field(default_factory=set)
     _nonces: set[str] = field(default_factory=set)
@@ -165,7 +166,8 @@ class StandInServer:
                             self.refused_logins += 1
                         return self._challenge()
                     if what == "Register":
-                        self._registered.add(device_id)
+                        if not self.forgetful:
+                            self._registered.add(device_id)
                         self.registrations += 1
                     else:
                         self._registered.discard(device_id)

@@ -316,3 +316,24 @@ async def test_the_outbox_holds_images_encrypted(conn: BaseDBAsyncClient, server
     assert [r.obj for r in await outbox.due(T0, 10)] == [obj]
     other_key = ViewLibOutbox(conn, SITE, FieldCipher(b"x" * 32))
     assert await other_key.due(T0, 10) == [] and other_key.unreadable == 1  # unreadable rows are dropped
+
+
+async def test_a_server_that_keeps_forgetting_the_platform_is_not_hammered(
+    conn: BaseDBAsyncClient, server: StandInServer
+) -> None:
+    server.forgetful = True  # accepts the registration, then answers 401 to everything else
+    now = [T0]
+    settings = settings_for(server, retry_min_s=30.0, retry_max_s=300.0)
+    client = ViewLibClient(server.url, PLATFORM, PLATFORM, PASSWORD)
+    uploader = ViewLibUploader(settings, ViewLibOutbox(conn, SITE, CIPHER), client, clock=lambda: now[0])
+    try:
+        await uploader.on_event(capture_event("face_captured", "door-1", jpeg()), FakePlatformActions(clock=T0))
+        for _ in range(5):  # the clock stands still: every round after the 401 waits for the backoff
+            await uploader.step()
+        assert server.registrations == 1 and not uploader.registered
+        now[0] += 31.0
+        await uploader.step()
+        assert server.registrations == 2 and uploader.register_failures == 2
+        assert await ViewLibOutbox(conn, SITE, CIPHER).pending() == 1
+    finally:
+        await client.aclose()
