@@ -89,7 +89,18 @@ class RulesFeed:
         """The rules engine on ``/metrics``."""
         yield counter("rule_inputs", "Events, twin changes, status and telemetry the rules engine evaluated.",
                       self.inputs)  # fmt: skip
-        yield gauge("rules_faulted", "Rules disabled after an error (see anfang rules).", len(self.engine.faults))
+        health = self.engine.health
+        yield gauge("rules_loaded", "Rules running (including those kept at their last valid version).",
+                    len(self.engine.rules))  # fmt: skip
+        yield gauge("rule_file_problems", "Problems in rule files at the last load (one alarm per file).",
+                    len(health.problems))  # fmt: skip
+        yield gauge("rules_stale", "Rules kept at their last valid version because their file is invalid.",
+                    len(health.stale))  # fmt: skip
+        yield gauge("rules_faulted", "Rules that failed at run time since they were loaded (one alarm each).",
+                    len(health.faults))  # fmt: skip
+        yield counter("rule_faults", "Rule evaluations that failed at run time (each affects only that input).",
+                      health.fault_total)  # fmt: skip
+        yield counter("rule_reloads", "Reloads of edited rule files.", health.reloads)
 
     async def on_event(self, event: DeviceEvent, actions: PlatformActions) -> None:
         self.inputs += 1
@@ -206,8 +217,6 @@ async def open_services(
         plan = SitePlan.from_community(community)
         rules_path = settings.rules_dir or BUILTIN_RULES
         loaded = load_rules(rules_path, plan)
-        for diag in loaded.diagnostics:
-            log.error("rule problem: %s", diag)
         # timers and alarms live in the registry database, so the worker that takes over the site (the
         # lease is held by now) carries on with them, whichever host and data directory it has
         db = registry_connection(settings)
@@ -224,6 +233,7 @@ async def open_services(
             audit=JsonlAuditLog(data / "rule-audit.jsonl"),
             rules_path=rules_path,
             observer=lambda firing: telemetry.record_rule_firing(site, firing.rule_id, firing.ts),
+            problems=loaded.diagnostics,  # logged by the engine, raised as an alarm per file at its first tick
         )
         log.info("rules: %d loaded from %s, %d problems", len(loaded.rules), rules_path, len(loaded.diagnostics))
         dispatcher = AlarmDispatcher(alarm_store, alarms, settings.alarms, http)

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from rules.alarms import AlarmManager
+from registry.alarms import AlarmManager
 from rules.expr import render_value
 from rules.loader import CompiledAction, Rule
 from rules.sinks import AuditLog, WebhookError, WebhookSender

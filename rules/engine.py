@@ -10,18 +10,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from registry.alarms import Alarm, AlarmManager, AlarmStore, InMemoryAlarmStore
 from rules.actions import ActionRunner
-from rules.alarms import Alarm, AlarmManager, AlarmStore, InMemoryAlarmStore
 from rules.context import FunctionSet, build_names
 from rules.geo import Reading, TagTracker
+from rules.health import RuleHealth
 from rules.kinds import STATUS_EVENT
-from rules.loader import Rule, load_rules, rule_files
+from rules.loader import Diagnostic, Rule, load_rules, rule_files
 from rules.matcher import Matcher
 from rules.model import ScheduleTrigger, SilenceTrigger
+from rules.reload import ReloadReport, diff, merge_reload
 from rules.schedule import next_due
 from rules.sinks import AuditLog, InMemoryAuditLog, WebhookSender
 from rules.site import SitePlan
@@ -37,15 +38,7 @@ log = logging.getLogger(__name__)
 #: Kinds that are not physical devices: never "silent" unless a rule names the kind explicitly.
 _NOT_PHYSICAL = frozenset({"platform", "rfid_tag"})
 
-
-@dataclass
-class ReloadReport:
-    """What a reload changed."""
-
-    added: list[str] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
-    changed: list[str] = field(default_factory=list)
-    kept: list[str] = field(default_factory=list)
+__all__ = ["ReloadReport", "RulesEngine"]
 
 
 class RulesEngine:
@@ -66,6 +59,7 @@ class RulesEngine:
         rules_path: Path | None = None,
         new_alarm_id: Callable[[], str] | None = None,
         observer: Callable[[Firing], None] | None = None,
+        problems: list[Diagnostic] | None = None,
     ) -> None:
         self.site = site
         self.actions = actions
@@ -74,7 +68,8 @@ class RulesEngine:
         self.audit = audit or InMemoryAuditLog()
         self.tracker = tracker or TagTracker()
         self.trace = Trace(trace_size)
-        self.faults: dict[str, str] = {}
+        self.health = RuleHealth(self.alarms)
+        self.health.set_problems(problems or [], [])
         self.rules_path = rules_path
         self.observer = observer
         self._runner = ActionRunner(self.alarms, self.audit, webhooks)
@@ -95,28 +90,24 @@ class RulesEngine:
         """The loaded rules."""
         return list(self._rules.values())
 
+    @property
+    def faults(self) -> dict[str, str]:
+        """Rules that failed at run time since they were loaded: id → the last error."""
+        return {rid: f.last for rid, f in self.health.faults.items()}
+
     def _set_rules(self, rules: list[Rule]) -> None:
         self._rules = {r.id: r for r in rules}
-        self._index = TriggerIndex.build(r for r in rules if r.id not in self.faults)
+        self._index = TriggerIndex.build(rules)
 
     def reload(self, rules: list[Rule], now: float | None = None) -> ReloadReport:
         """Swap the rule set; unchanged rules (same definition hash) keep their timers and state."""
-        report = ReloadReport()
-        new = {r.id: r for r in rules}
-        for rid, old in self._rules.items():
-            if rid not in new:
-                report.removed.append(rid)
-            elif new[rid].hash != old.hash:
-                report.changed.append(rid)
-            else:
-                report.kept.append(rid)
-        report.added = [rid for rid in new if rid not in self._rules]
+        report = diff(self._rules, rules)
         for rid in report.removed + report.changed:
             self.timers.drop_rule(rid)
             self._matcher.forget(rid)
             for k in [k for k in self._last_fired if k[0] == rid]:
                 del self._last_fired[k]
-            self.faults.pop(rid, None)
+            self.health.forget(rid)
         self._set_rules(rules)
         if now is None and self.actions is not None:
             now = self.actions.now()
@@ -126,7 +117,11 @@ class RulesEngine:
         return report
 
     def reload_from_path(self, now: float) -> ReloadReport | None:
-        """Reload when a rule file changed (mtime); invalid rules are left out and traced."""
+        """Reload when a rule file changed (mtime).
+
+        A file with a problem keeps its rules at their last valid version (:mod:`rules.reload`); the
+        problems are logged, traced, counted and raised as an alarm per file at the next :meth:`tick`.
+        """
         if self.rules_path is None:
             return None
         mtimes = {f: f.stat().st_mtime for f in rule_files(self.rules_path) if f.exists()}
@@ -137,10 +132,15 @@ class RulesEngine:
         if first and self._rules:
             return None
         result = load_rules(self.rules_path, self.site)
+        rules, stale = merge_reload(self._rules, result)
         for d in result.diagnostics:
             self.trace.add(now, d.rule_id or "-", f"reload {d.file}", "invalid", d.format())
-            log.error("rule file problem: %s", d.format())
-        return self.reload(result.rules, now)
+        self.health.set_problems(result.diagnostics, stale)
+        report = self.reload(rules, now)
+        report.stale, report.problems = stale, list(result.diagnostics)
+        self.health.reloads += 1
+        log.info("rules reloaded from %s: %s", self.rules_path, report.summary())
+        return report
 
     # --- timers -----------------------------------------------------------------------------
 
@@ -205,13 +205,16 @@ class RulesEngine:
         self.start(now)
         while (timer := self.timers.pop_due(now)) is not None:
             rule = self._rules.get(timer.rule_id)
-            if rule is None or rule.id in self.faults:
+            if rule is None:
                 self.timers.drop(timer.key)
                 continue
             try:
                 await self._on_timer(rule, timer, now, acts)
-            except Exception as exc:  # a faulty rule must not take the engine down
-                self._disable(rule, now, f"timer {timer.key}", exc)
+            except Exception as exc:  # a rule's fault ends this evaluation only
+                if timer.kind == "for":
+                    self.timers.drop(timer.key)
+                self._fault(rule, now, f"{timer.kind} timer for {timer.subject}", exc)
+        await self.health.sync_alarms(acts, now)
         try:
             await self.timers.flush()
         except TimerStoreError as exc:
@@ -392,8 +395,6 @@ class RulesEngine:
     async def _rearm_silence(
         self, rule: Rule, idx: int, spec: SilenceTrigger, subject: str, now: float, acts: PlatformActions
     ) -> None:
-        if rule.id in self.faults:
-            return
         key = f"silence|{rule.id}|{idx}|{subject}"
         old = self.timers.get(key)
         ctx0 = {"idx": idx, "since": now}
@@ -409,26 +410,22 @@ class RulesEngine:
             ctx = self._names(rule, subject, now, trigger=vars_, device_id=subject)
             if self._conditions_ok(rule, ctx, label, now):
                 await self._fire(rule, ctx, subject, label, now, acts)
-        except Exception as exc:  # a faulty rule must not take the engine down
-            self._disable(rule, now, label, exc)
+        except Exception as exc:  # a rule's fault ends this evaluation only
+            self._fault(rule, now, label, exc)
 
     # --- evaluation -------------------------------------------------------------------------
 
     async def _dispatch(self, refs: list[Ref], inp: Input, now: float, acts: PlatformActions) -> None:
         for rule, idx in refs:
-            if rule.id in self.faults:
-                continue
             try:
                 await self._consider(rule, idx, inp, now, acts)
-            except Exception as exc:  # a faulty rule must not take the engine down
-                self._disable(rule, now, inp.label, exc)
+            except Exception as exc:  # a rule's fault ends this evaluation only
+                self._fault(rule, now, inp.label, exc)
 
-    def _disable(self, rule: Rule, now: float, label: str, exc: BaseException) -> None:
-        reason = f"{type(exc).__name__}: {exc}"
-        self.faults[rule.id] = reason
-        self._index = TriggerIndex.build(r for r in self._rules.values() if r.id not in self.faults)
-        self.trace.add(now, rule.id, label, "error", f"rule disabled: {reason}")
-        log.error("rule %s (%s:%s) disabled: %s", rule.id, rule.file, rule.line, reason)
+    def _fault(self, rule: Rule, now: float, label: str, exc: BaseException) -> None:
+        """A rule failed on one input: counted, logged (rate-limited), traced, alarmed at the next tick."""
+        reason = self.health.fault(rule, label, exc, now)
+        self.trace.add(now, rule.id, label, "error", reason)
 
     def _holds(self, rule: Rule, idx: int, timer: Timer, ctx: dict[str, Any]) -> bool:
         """Do the trigger's state and the ``if`` still hold for a pending ``for`` timer?"""
@@ -442,14 +439,14 @@ class RulesEngine:
             for key in self.timers.pending_for(subject):
                 timer = self.timers.get(key)
                 rule = self._rules.get(timer.rule_id) if timer else None
-                if timer is None or rule is None or rule.id in self.faults:
+                if timer is None or rule is None:
                     continue
                 names = dict(timer.context.get("names", {}))
                 try:
                     ctx = self._names(rule, names.get("subject_id", subject), now, base=names)
                     holds = self._holds(rule, int(timer.context.get("idx", 0)), timer, ctx)
-                except Exception as exc:  # a faulty rule must not take the engine down
-                    self._disable(rule, now, f"recheck {key}", exc)
+                except Exception as exc:  # a rule's fault ends this evaluation only; the timer decides when due
+                    self._fault(rule, now, f"recheck {key}", exc)
                     continue
                 if not holds:
                     self.timers.drop(key)

@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from simpleeval import EvalWithCompoundTypes, FeatureNotAvailable, InvalidExpression
+from simpleeval import DEFAULT_OPERATORS, EvalWithCompoundTypes, FeatureNotAvailable, InvalidExpression
 
 #: Root names a rule expression may use; functions are added by the engine's context.
 CONTEXT_NAMES: frozenset[str] = frozenset(
@@ -52,11 +52,54 @@ class ExpressionError(Exception):
         self.message = message
 
 
+def _ordered(compare: Callable[[Any, Any], Any]) -> Callable[[Any, Any], bool]:
+    def safe(a: Any, b: Any) -> bool:
+        if a is None or b is None:
+            return False
+        try:
+            return bool(compare(a, b))
+        except TypeError:  # values that have no order between them ('3' < 4)
+            return False
+
+    return safe
+
+
+def _missing_propagates(operate: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    def safe(a: Any, b: Any) -> Any:
+        return None if a is None or b is None else operate(a, b)
+
+    return safe
+
+
+def _contains(a: Any, b: Any) -> bool:
+    try:
+        return b is not None and a in b
+    except TypeError:  # 3 in 'abc'
+        return False
+
+
+#: The one rule for missing fields (docs/rules.md): a missing field is ``None``; arithmetic with
+#: ``None`` gives ``None``; an ordering comparison (<, <=, >, >=) with ``None`` or between values of
+#: types that have no order is false; ``in`` a missing container is false. Never an exception.
+_OPERATORS: dict[type[ast.AST], Callable[..., Any]] = {
+    **DEFAULT_OPERATORS,
+    **{o: _ordered(DEFAULT_OPERATORS[o]) for o in (ast.Gt, ast.Lt, ast.GtE, ast.LtE)},
+    **{
+        o: _missing_propagates(DEFAULT_OPERATORS[o])
+        for o in (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod, ast.Pow)
+    },
+    ast.USub: lambda a: None if a is None else -a,
+    ast.In: _contains,
+    ast.NotIn: lambda a, b: not _contains(a, b),
+}
+
+
 class _RuleEval(EvalWithCompoundTypes):  # type: ignore[misc]
     """simpleeval with forgiving lookups: a missing key of a dict (or anything of None) is None.
 
     Twins and event payloads are partial by design; ``twin.door == 'open'`` must be false, not
-    an error, while the field is unknown. Dict attributes never reach dict methods.
+    an error, while the field is unknown, and so is ``twin.hold_seconds > 10`` (see ``_OPERATORS``).
+    Dict attributes never reach dict methods.
     """
 
     def _eval_attribute(self, node: ast.Attribute) -> Any:
@@ -87,7 +130,7 @@ class Expression:
 
     def evaluate(self, names: Mapping[str, Any], functions: Mapping[str, Callable[..., Any]]) -> Any:
         """Evaluate; any failure becomes :class:`ExpressionError`."""
-        ev = _RuleEval(names=dict(names), functions=dict(functions))
+        ev = _RuleEval(operators=_OPERATORS, names=dict(names), functions=dict(functions))
         try:
             return ev.eval(self.source, previously_parsed=self.node)
         except (InvalidExpression, ArithmeticError, TypeError, ValueError, KeyError, IndexError) as exc:

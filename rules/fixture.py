@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from rules.alarms import Alarm, InMemoryAlarmStore
+from registry.alarms import Alarm, InMemoryAlarmStore
 from rules.engine import RulesEngine
 from rules.loader import Diagnostic, load_rules
 from rules.model import Duration
@@ -284,7 +284,7 @@ def _check(exp: Expect, result: CaseResult, alarms: list[Alarm], t0: float, engi
             if rid in ("*", "all") or f.rule_id == rid:
                 result.failures.append(f"rule {f.rule_id} must not fire but fired at t={f.ts - t0:.0f}s on {f.input}")
     for rid, reason in engine.faults.items():
-        result.failures.append(f"rule {rid} was disabled at run time: {reason}")
+        result.failures.append(f"rule {rid} failed at run time: {reason}")
 
 
 def _alarm_matches(want: ExpectedAlarm, a: Alarm, t0: float) -> bool:

@@ -110,7 +110,7 @@ async def test_reload_from_path_picks_up_an_edited_file(tmp_path: Path, site: Si
     assert report is not None and report.added == ["held"] and report.kept == ["forced"]
 
 
-async def test_faulty_rule_is_disabled_and_the_others_keep_working(site: SitePlan) -> None:
+async def test_a_faulty_rule_is_counted_and_the_others_keep_working(site: SitePlan) -> None:
     text = (
         FORCED
         + """
