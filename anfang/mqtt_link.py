@@ -79,6 +79,12 @@ class MqttLink:
         self._may_read = asyncio.Event()
         self._accept_qos1: AcceptQos1 | None = None
         self._may_read.set()
+        self._subscriptions: list[gmqtt.Subscription] = []
+        self._unacknowledged: set[int] = set()  # SUBSCRIBE packet ids the broker has not answered yet
+        self.refused_filters: set[str] = set()
+        self.resubscribed = 0  # connections that came back without a session
+        self._granted = asyncio.Event()  # set while every subscription is granted
+        self._client.on_subscribe = self._on_subscribe
 
     async def start(
         self, subscriptions: Sequence[str], handler: MessageHandler, accept_qos1: AcceptQos1 | None = None
@@ -106,12 +112,59 @@ class MqttLink:
         """Started and currently connected to the broker."""
         return self._connected and bool(self._client.is_connected)
 
+    @property
+    def subscribed(self) -> bool:
+        """Connected, and the broker granted every subscription (none waits for its SUBACK)."""
+        return self.connected and not self._unacknowledged and not self.refused_filters
+
+    async def wait_subscribed(self) -> None:
+        """Return once the broker has granted every subscription (again, after a reconnect)."""
+        while not self.subscribed:
+            self._granted.clear()
+            await self._granted.wait()
+
+    def state(self) -> str:
+        """``ok``, or what is wrong with the link (for readiness and health)."""
+        if not self.connected:
+            return "not connected"
+        if self.refused_filters:
+            return f"connected but the broker refused {len(self.refused_filters)} subscriptions"
+        if self._unacknowledged:
+            return "connected but not subscribed"
+        return "ok"
+
     def subscribe(self, filters: Sequence[str]) -> None:
-        """Subscribe (QoS 1) to more topic filters, a few hundred per SUBSCRIBE packet."""
+        """Subscribe (QoS 1) to more topic filters, a few hundred per SUBSCRIBE packet.
+
+        The filters are remembered: a connection that comes back without a session subscribes
+        to all of them again."""
         full = [f"$share/{self._shared_group}/{t}" if self._shared_group else t for t in filters]
-        for start in range(0, len(full), _FILTERS_PER_PACKET):
-            chunk = full[start : start + _FILTERS_PER_PACKET]
-            self._client.subscribe([gmqtt.Subscription(t, qos=1) for t in chunk])
+        subscriptions = [gmqtt.Subscription(t, qos=1) for t in full]
+        self._subscriptions += subscriptions
+        self._client.subscriptions.extend(subscriptions)  # gmqtt matches SUBACKs to them by packet id
+        self._send_subscribe(subscriptions)
+
+    def _send_subscribe(self, subscriptions: Sequence[gmqtt.Subscription]) -> None:
+        connection = self._client._connection
+        for start in range(0, len(subscriptions), _FILTERS_PER_PACKET):
+            chunk = list(subscriptions[start : start + _FILTERS_PER_PACKET])
+            # not Client.subscribe: it would add the filters to gmqtt's list again on every resubscription
+            self._unacknowledged.add(int(connection.subscribe(chunk)))
+
+    def _on_subscribe(self, client: Any, mid: int, granted: Sequence[int], properties: dict[str, Any]) -> None:
+        self._unacknowledged.discard(mid)
+        # gmqtt clears each subscription's packet id only after this callback
+        answered = [sub.topic for sub in self._subscriptions if sub.mid == mid]
+        for code, topic in zip(granted, answered, strict=False):
+            if code >= 0x80:
+                self.refused_filters.add(topic)
+            else:
+                self.refused_filters.discard(topic)
+        if not self._unacknowledged:
+            self._granted.set()
+        refused = [code for code in granted if code >= 0x80]
+        if refused:
+            log.error("the MQTT broker refused %d subscriptions (SUBACK %s)", len(refused), sorted(set(refused)))
 
     def _take_qos1_directly(self, accept: AcceptQos1) -> None:
         # gmqtt wraps every QoS 1 message in a task whose completion sends the PUBACK; at tens of
@@ -167,7 +220,24 @@ class MqttLink:
             self._may_read.set()
 
     def _on_connect(self, client: Any, flags: int, rc: int, properties: dict[str, Any]) -> None:
-        """Each connection gets a new gmqtt protocol: gate its reads and give it the fast reader."""
+        """Each connection gets a new gmqtt protocol: gate its reads and give it the fast reader.
+
+        A connection that comes back without a session (the broker crashed or lost its state, or
+        the session expired) has no subscriptions: subscribe to everything again, or the platform
+        stays connected and deaf. So does one whose SUBSCRIBE was never answered."""
+        self._install_readers()
+        if self._subscriptions and (not flags & 0x01 or self._unacknowledged):
+            self._unacknowledged.clear()
+            self.resubscribed += 1
+            log.warning(
+                "MQTT broker %s:%d kept no session for this client: subscribing to %d filters again",
+                self._host,
+                self._port,
+                len(self._subscriptions),
+            )
+            self._send_subscribe(self._subscriptions)
+
+    def _install_readers(self) -> None:
         protocol = self._client._connection._protocol
         read = protocol.read
         may_read = self._may_read

@@ -1,8 +1,10 @@
 """What ``/readyz`` reports: is this process able to do its work right now?
 
 Ready means: the database answers, every migration shipped with this version is applied, and each
-platform worker in this process is connected to its broker. A process that serves no worker yet
-(standing by for a site's lease, or still starting) is alive but not ready.
+platform worker in this process is connected to its broker and subscribed (a link that reconnected
+to a broker which lost its session is connected but deaf until its subscriptions are granted again).
+A process that serves no worker yet (standing by for a site's lease, or still starting) is alive but
+not ready.
 """
 
 from __future__ import annotations
@@ -74,6 +76,9 @@ class Readiness:
         down = sum(1 for w in self._workers if not w.link.connected)
         if down:
             return f"not connected to the broker ({down} of {len(self._workers)} links)"
+        deaf = [state for w in self._workers if (state := w.link.state()) != "ok"]
+        if deaf:
+            return f"{deaf[0]} ({len(deaf)} of {len(self._workers)} links)"
         return "ok"
 
     async def _database(self) -> str:

@@ -363,6 +363,8 @@ class Platform:
             "published": self.link.published,
             "publish_dropped": self.link.dropped,
             "publish_waiting": self.link.waiting,
+            "broker_subscribed": int(self.link.subscribed),
+            "broker_resubscribed": self.link.resubscribed,
             "inbox_depth": len(self._arrivals),
             "dispatch_depth": max((q.qsize() for q in self._queues), default=0),
         }

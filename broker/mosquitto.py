@@ -9,9 +9,13 @@ from pathlib import Path
 from broker.acl import OPERATOR_PUBLISH, Identity, Role, device_publish_filters, device_subscribe_filters
 
 # Mosquitto's defaults (max_queued_messages 1000) drop QoS 1 messages for a busy persistent
-# subscriber such as the platform; these are the settings the platform needs.
-BROKER_SETTINGS = """\
+# subscriber such as the platform; these are the settings the platform needs. Sessions,
+# subscriptions and queued messages are saved every few seconds: a broker crash loses at most what
+# arrived since the last save (docs/deploy.md, "When the broker crashes"), not every session.
+AUTOSAVE_INTERVAL_S = 5
+BROKER_SETTINGS = f"""\
 persistence true
+autosave_interval {AUTOSAVE_INTERVAL_S}
 max_queued_messages 1000000
 max_inflight_messages 1000
 max_connections -1
@@ -41,14 +45,18 @@ def acl_file(identities: Iterable[Identity]) -> str:
 
 
 def write_config(out_dir: Path, entries: list[tuple[Identity, str]], listener: str = "1883") -> list[Path]:
-    """Write ``passwd``, ``acl`` and a ``mosquitto.conf`` using them; returns the paths."""
+    """Write ``passwd``, ``acl`` and a ``mosquitto.conf`` using them; returns the paths.
+
+    Mosquitto keeps its persistent sessions in ``out_dir/data``."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "data").mkdir(exist_ok=True)
     passwd, acl, conf = out_dir / "passwd", out_dir / "acl", out_dir / "mosquitto.conf"
     passwd.write_text(password_file(entries), encoding="utf-8")
     os.chmod(passwd, 0o600)
     acl.write_text(acl_file(identity for identity, _ in entries), encoding="utf-8")
     conf.write_text(
-        f"listener {listener}\n{BROKER_SETTINGS}password_file {passwd.resolve()}\nacl_file {acl.resolve()}\n",
+        f"listener {listener}\n{BROKER_SETTINGS}persistence_location {(out_dir / 'data').resolve()}/\n"
+        f"password_file {passwd.resolve()}\nacl_file {acl.resolve()}\n",
         encoding="utf-8",
     )
     return [passwd, acl, conf]

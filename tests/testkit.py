@@ -47,7 +47,14 @@ class Mosquitto:
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, extra: str = "", anonymous: bool = False) -> None:
+    def start(self, extra: str = "", anonymous: bool = False, generated: bool = False) -> None:
+        """``generated``: run the ``mosquitto.conf`` that ``anfang broker mosquitto-config`` wrote in ``workdir``."""
+        if generated:
+            conf = self.workdir / "run.conf"
+            text = (self.workdir / "mosquitto.conf").read_text()
+            conf.write_text(f"user {getpass.getuser()}\n{text}{extra}")
+            self._spawn(conf)
+            return
         conf = self.workdir / "mosquitto.conf"
         lines = [
             f"user {getpass.getuser()}",  # as root Mosquitto would drop to 'mosquitto', who cannot read tmp files
@@ -60,12 +67,24 @@ class Mosquitto:
         if not anonymous:
             lines += [f"password_file {self.workdir / 'passwd'}", f"acl_file {self.workdir / 'acl'}"]
         conf.write_text("\n".join(lines) + "\n" + extra)
+        self._spawn(conf)
+
+    def _spawn(self, conf: Path) -> None:
         self.proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         wait_port(self.port)
 
     def reload(self) -> None:
         assert self.proc is not None
         self.proc.send_signal(1)  # SIGHUP: re-read password and ACL files
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash: nothing is saved on the way out."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+        if self.proc.stderr:
+            self.proc.stderr.close()
+        self.proc = None
 
     def stop(self) -> None:
         if self.proc is not None:
