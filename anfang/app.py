@@ -22,6 +22,7 @@ from community.api import CommunityServices
 from community.crypto import FieldCipher, load_master_key
 from community.records import AccessRecords
 from community.store import CommunityStore
+from privacy.captures import EventGuard
 from registry.alarm_store import DatabaseAlarmStore
 from registry.alarms import AlarmManager
 from registry.db import CORE_MODELS, open_connection, open_database
@@ -113,8 +114,9 @@ def make_platform(
 async def open_registry(settings: Settings) -> AsyncIterator[tuple[Registry, TwinStore]]:
     """The registry and twin store on the configured database (migrated first)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    guard = EventGuard(site_cipher(settings), settings.site)
     async with open_database(settings.db_url, MODELS) as conn:
-        yield Registry(settings.broker.hash_iterations), TwinStore(conn, is_postgres(settings.db_url))
+        yield Registry(settings.broker.hash_iterations), TwinStore(conn, is_postgres(settings.db_url), guard)
 
 
 @asynccontextmanager
@@ -176,9 +178,14 @@ async def build_platform(
             await link.stop()
 
 
+def site_cipher(settings: Settings) -> FieldCipher:
+    """The field cipher of the site's master key (personal data, look-up hashes, capture images)."""
+    return FieldCipher(load_master_key(settings.secret_key, settings.data_dir))
+
+
 def community_services(settings: Settings) -> CommunityServices:
     """The access-control registry and records of the configured site, for the API and access control."""
-    cipher = FieldCipher(load_master_key(settings.secret_key, settings.data_dir))
+    cipher = site_cipher(settings)
     return CommunityServices(
         CommunityStore(cipher, settings.site),
         AccessRecords(settings.site),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -193,12 +193,21 @@ class Registry:
         return await asyncio.to_thread(verify_secret, secret, stored)
 
 
-class TwinStore:
-    """Durable twin documents, events and commands; one transaction per batch."""
+#: Makes an event storable (credentials hashed or dropped) and returns its ``capture_images`` row, if any.
+EventGuard = Callable[[StoredEvent], tuple[StoredEvent, list[Any] | None]]
 
-    def __init__(self, conn: BaseDBAsyncClient, postgres: bool) -> None:
+
+class TwinStore:
+    """Durable twin documents, events and commands; one transaction per batch.
+
+    ``guard`` (the platform passes :class:`privacy.captures.EventGuard`) sees every event before it is
+    written: personal data in events never reaches the database in the clear.
+    """
+
+    def __init__(self, conn: BaseDBAsyncClient, postgres: bool, guard: EventGuard | None = None) -> None:
         self._conn = conn
         self._pg = postgres
+        self._guard = guard
 
     def _q(self, sql: str) -> str:
         return with_placeholders(sql, self._pg)
@@ -238,6 +247,15 @@ class TwinStore:
         """
         now = time.time()
         twin_rows = [[t.device_id, t.version, jsoncodec.dumps(t.to_json()), now] for t in twins]
+        image_rows: list[list[Any]] = []
+        if self._guard is not None:
+            guarded = []
+            for event in events:
+                stored, image = self._guard(event)
+                guarded.append(stored)
+                if image is not None:
+                    image_rows.append(image)
+            events = guarded
         event_rows = [[e.device_id, e.event_id, e.type, e.ts, e.received_at, jsoncodec.dumps(e.data)] for e in events]
         command_rows = [
             [
@@ -269,6 +287,14 @@ class TwinStore:
                         "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
                     ),
                     event_rows,
+                )
+            if image_rows:
+                await tx.execute_many(
+                    self._q(
+                        "INSERT INTO capture_images(ref, site, device_id, event_type, ts, image_enc) "
+                        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+                    ),
+                    image_rows,
                 )
             if command_rows:
                 await tx.execute_many(
