@@ -366,6 +366,7 @@ _PLUGINS = {
     "vision": "vision.cli",
     "dashboards": "telemetry.cli",
     "community": "community.cli",
+    "privacy": "privacy.cli",
 }
 
 

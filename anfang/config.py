@@ -68,6 +68,18 @@ class VisionSettings(_Section):
     face_threshold: float = Field(default=DEFAULT_THRESHOLD, ge=0.0, le=1.0)
 
 
+class PrivacySettings(_Section):
+    """How long this site keeps personal data, in days (docs/privacy.md, "Retention")."""
+
+    strangers_days: float = Field(default=7.0, gt=0)  # captures that matched nobody
+    captures_days: float = Field(default=30.0, gt=0)  # captures of residents and visitors
+    decisions_days: float = Field(default=90.0, gt=0)
+    location_days: float = Field(default=30.0, gt=0)  # raw tag/MAC/tracker sightings; daily counts stay
+    audit_days: float = Field(default=365.0, gt=0)
+    passes_days: float = Field(default=30.0, gt=0)  # after a visitor pass expired
+    purge_interval_s: float = Field(default=3600.0, gt=0)
+
+
 class TelemetryConfig(_Section):
     influx_url: str | None = None
     influx_api: Literal["auto", "v1", "v2"] = "auto"  # v1: /write?db= (InfluxDB 1.x); auto asks the server
@@ -179,6 +191,7 @@ class Settings(_Section):
     workers: WorkerSettings = WorkerSettings()
     alarms: AlarmSettings = AlarmSettings()
     vision: VisionSettings = VisionSettings()
+    privacy: PrivacySettings = PrivacySettings()
     console: ConsoleSettings = ConsoleSettings()
     viewlib: ViewLibSettings = ViewLibSettings()
 

@@ -25,6 +25,7 @@ from anfang.config import ConfigError, Settings
 from anfang.readiness import Readiness
 from community.api import CommunityServices
 from community.handler import AccessConfig, AccessHandler
+from community.records import Retention
 from firmware_sim.community import Community, bundled_community_path, load_community
 from registry.alarm_store import DatabaseAlarmStore
 from registry.alarms import AlarmManager
@@ -204,7 +205,15 @@ async def open_services(
             await stack.enter_async_context(telemetry)
         except SinkMisconfigured as exc:
             raise ConfigError(f"telemetry: {exc}") from None
-        access_config = AccessConfig(site=site, face_threshold=settings.vision.face_threshold)
+        keep = settings.privacy
+        retention = Retention(
+            keep.captures_days, keep.decisions_days, keep.audit_days, keep.passes_days,
+            keep.strangers_days, keep.location_days,
+        )  # fmt: skip
+        access_config = AccessConfig(
+            site=site, face_threshold=settings.vision.face_threshold, retention=retention,
+            purge_interval=keep.purge_interval_s,
+        )  # fmt: skip
         # one pending recognition per access worker (and one spare), so a burst never overflows the pool
         vision = await stack.enter_async_context(VisionService(max_pending=access_config.workers + 1))
 

@@ -14,11 +14,10 @@ from typing import Any
 
 from community.decisions import Capture, Decision
 from community.errors import NotFound
-from community.models import AccessDecisionRow, ApiTokenRow, AuditRow, CaptureRow, PassRow, PersonRow
+from community.models import AccessDecisionRow, ApiTokenRow, AuditRow, CaptureRow, PersonRow
+from privacy.purge import RetentionPolicy, purge
 
 __all__ = ["AccessRecords", "Retention", "hash_token"]
-
-_DAY = 86400.0
 
 
 def hash_token(token: str) -> str:
@@ -34,6 +33,8 @@ class Retention:
     decisions_days: float = 90.0
     audit_days: float = 365.0
     passes_days: float = 30.0
+    strangers_days: float = 7.0  # captures that matched nobody
+    location_days: float = 30.0  # raw tag/MAC/tracker sightings (daily counts are kept)
 
 
 class AccessRecords:
@@ -178,13 +179,17 @@ class AccessRecords:
         return await PersonRow.get_or_none(id=row.person_id, active=True)
 
     async def purge(self, now: float, retention: Retention) -> dict[str, int]:
-        """Delete records older than their retention period; returns counts per table."""
-        out = {
-            "captures": await CaptureRow.filter(site=self.site, ts__lt=now - retention.captures_days * _DAY).delete(),
-            "decisions": await AccessDecisionRow.filter(
-                site=self.site, ts__lt=now - retention.decisions_days * _DAY
-            ).delete(),
-            "passes": await PassRow.filter(site=self.site, valid_until__lt=now - retention.passes_days * _DAY).delete(),
-            "audit": await AuditRow.filter(ts__lt=now - retention.audit_days * _DAY).delete(),
-        }
+        """Delete records older than their retention (:func:`privacy.purge.purge`); returns counts per kind."""
+        policy = RetentionPolicy(
+            strangers_days=retention.strangers_days,
+            captures_days=retention.captures_days,
+            decisions_days=retention.decisions_days,
+            location_days=retention.location_days,
+            audit_days=retention.audit_days,
+            passes_days=retention.passes_days,
+        )
+        removed = (await purge(CaptureRow._meta.db, self.site, policy, now)).removed
+        out = dict(removed)
+        out["captures"] = removed.get("captures", 0) + removed.pop("captures_strangers", 0)
+        out.pop("captures_strangers", None)
         return out
