@@ -13,7 +13,7 @@ from typing import Any
 
 from anfang.accounts import ensure_service_accounts
 from anfang.config import Settings
-from anfang.console import ConsoleServices, ConsoleStore
+from anfang.console import ConsoleServices, ConsoleStore, site_plan
 from anfang.lease import SiteLease
 from anfang.mqtt_link import MqttLink
 from anfang.service import Platform
@@ -193,8 +193,14 @@ def community_services(settings: Settings) -> CommunityServices:
     )
 
 
-def console_services(settings: Settings, community: CommunityServices, desk: Any = None) -> ConsoleServices:
-    """The web console's sessions on the site's database (open), with the community services and alarm desk."""
+def console_services(
+    settings: Settings,
+    community: CommunityServices,
+    desk: Any = None,
+    actions: Callable[[], PlatformActions | None] = lambda: None,
+) -> ConsoleServices:
+    """The web console's sessions on the site's database (open), with the community services, alarm desk,
+    the site plan and this process's active worker (``actions``)."""
     c = settings.console
     store = ConsoleStore(
         Sql(open_connection(settings.db_url)),
@@ -203,7 +209,7 @@ def console_services(settings: Settings, community: CommunityServices, desk: Any
         max_age_s=c.session_max_age_s,
         link_ttl_s=c.link_ttl_s,
     )
-    return ConsoleServices(store, community, desk, c)
+    return ConsoleServices(store, community, desk, c, plan=site_plan(settings), actions=actions)
 
 
 async def serve(settings: Settings, services_factory: Callable[..., AbstractAsyncContextManager[Services]]) -> None:
@@ -229,7 +235,10 @@ async def serve(settings: Settings, services_factory: Callable[..., AbstractAsyn
         desk = PlatformAlarmDesk(alarms, lambda: readiness.workers[0] if readiness.workers else None)
         metrics = PlatformMetrics(lambda: readiness.workers)
         if settings.api_enabled:
-            app = create_platform_app(community, readiness, desk, metrics, console_services(settings, community, desk))
+            console = console_services(
+                settings, community, desk, lambda: readiness.workers[0] if readiness.workers else None
+            )
+            app = create_platform_app(community, readiness, desk, metrics, console)
             # processes of one site on one host (standbys, --workers) share the port
             server = ApiServer(app, settings.api_bind or "", reuse_port=not settings.broker.embedded)
             await stack.enter_async_context(server)

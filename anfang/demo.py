@@ -2,24 +2,35 @@
 
 Three processes, as a deployment would run them: the platform (``anfang run``: embedded broker,
 SQLite), provisioning of the community's devices and people (``anfang sim provision``), and the
-simulator playing the community's day (``anfang sim run --speed S``).
+simulator playing the community's day (``anfang sim run --speed S``). It prints where the web console is
+with a demo staff sign-in and a resident's one-time link, keeps a one-line live status (decisions,
+open alarms, devices online, read from the database) and plays an incident (an elderly resident
+wandering out of the north gate) within its first minute, so a newcomer sees an alarm arrive.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import os
 import re
+import secrets
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
 from broker.embedded import BrokerError, check_port_free, split_bind
+from twins.kinds import VIRTUAL_KINDS
 
 ANFANG = [sys.executable, "-m", "anfang.cli"]
+DEMO_STAFF = "demo-staff"
+INCIDENT = "elderly-wanders-off"
+INCIDENT_AFTER_S = 40.0  # the day is under way, the console open: then the incident
+STATUS_EVERY_S = 15.0
 
 
 class DemoError(Exception):
@@ -72,6 +83,89 @@ def _free_bind(bind: str, what: str, fallback: int) -> str:
     raise DemoError(f"no free port for {what} near {bind}")
 
 
+def _people(community: str) -> tuple[str | None, str | None]:
+    """A staff member and a resident (owner) of the community, for the demo sign-ins."""
+    from firmware_sim.community import load_community, resolve_community
+
+    c = load_community(resolve_community(community))
+    staff = next((p.id for p in c.people if p.role == "staff"), None)
+    owner = next((p.id for p in c.people if p.role == "owner"), None)
+    return staff, owner
+
+
+def _cli(env: dict[str, str], *args: str, stdin: str | None = None) -> str:
+    out = subprocess.run([*ANFANG, *args], env=env, text=True, capture_output=True, input=stdin, timeout=120)
+    if out.returncode != 0:
+        raise DemoError(f"anfang {' '.join(args[:3])} failed:\n{out.stderr or out.stdout}")
+    return out.stdout.strip()
+
+
+def live_status(db: Path) -> str:
+    """One line: access decisions so far, open alarms, devices online (read-only from the SQLite file)."""
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as conn:
+            decisions = conn.execute("SELECT COUNT(*) FROM access_decisions").fetchone()[0]
+            alarms = conn.execute("SELECT COUNT(*) FROM alarms WHERE state <> 'cleared'").fetchone()[0]
+            online = conn.execute(
+                "SELECT COUNT(*) FROM twins WHERE json_extract(doc, '$.status') = 'online'"
+            ).fetchone()[0]
+            devices = conn.execute(
+                f"SELECT COUNT(*) FROM devices WHERE kind NOT IN ({', '.join('?' for _ in VIRTUAL_KINDS)})",
+                sorted(VIRTUAL_KINDS),
+            ).fetchone()[0]
+    except sqlite3.Error as exc:
+        return f"status: (database busy: {exc})"
+    counts = f"{decisions} access decisions, {alarms} open alarms, {online}/{devices} devices online"
+    return f"status {dt.datetime.now():%H:%M:%S}: {counts}"
+
+
+def _console_sign_ins(env: dict[str, str], community: str, api: str) -> str:
+    """A demo staff account and a resident's one-time link; the lines that tell the newcomer."""
+    staff, owner = _people(community)
+    lines = [f"web console: {api}/console/"]
+    if staff:
+        password = secrets.token_urlsafe(9)
+        _cli(env, "community", "users", "add", DEMO_STAFF, "--person", staff, "--password-stdin", stdin=password + "\n")
+        lines.append(f"  staff sign-in: user {DEMO_STAFF}, password {password}  (alarms, history, access log)")
+    if owner:
+        link = _cli(env, "community", "users", "link", owner, "--base-url", api, "--by", "demo")
+        lines.append(f"  resident {owner} (phone page, visitor QR codes; the link works once): {link}")
+    return "\n".join(lines)
+
+
+def _incident(env: dict[str, str], community: str, data_dir: Path, stop: threading.Event) -> None:
+    """After a minute of the day, an elderly resident wanders out of the north gate."""
+    if stop.wait(INCIDENT_AFTER_S):
+        return
+    secret = (data_dir / "secrets" / "anfang-operator.secret").read_text(encoding="utf-8").strip()
+    print(
+        f"incident: {INCIDENT} — an elderly resident walks out of the north gate; watch the console's alarms",
+        flush=True,
+    )
+    subprocess.run(
+        [
+            *ANFANG,
+            "sim",
+            "run",
+            community,
+            "--scenario",
+            INCIDENT,
+            "--username",
+            "anfang-operator",
+            "--password",
+            secret,
+        ],
+        env=env,
+        capture_output=True,
+        check=False,
+    )
+
+
+def _status(db: Path, stop: threading.Event) -> None:
+    while not stop.wait(STATUS_EVERY_S):
+        print(live_status(db), flush=True)
+
+
 def run_demo(community: str, speed: float, data_dir: Path, broker_bind: str, api_bind: str = "127.0.0.1:8080") -> int:
     """Provision, start the platform, play the community; returns an exit code. Ctrl-C stops it."""
     env = dict(os.environ)
@@ -89,6 +183,14 @@ def run_demo(community: str, speed: float, data_dir: Path, broker_bind: str, api
     print(provisioned.stdout.strip(), flush=True)
     platform, api = _start_platform(env, log_file)
     print(f"platform ready (log: {log_file}); HTTP API on {api} (/docs, /readyz)", flush=True)
+    stop = threading.Event()
+    if api != "(off)":
+        print(_console_sign_ins(env, community, api), flush=True)
+    for task in (
+        functools.partial(_incident, env, community, data_dir, stop),
+        functools.partial(_status, data_dir / "anfang.db", stop),
+    ):
+        threading.Thread(target=task, daemon=True).start()
     print(f"playing the community at {speed:g}x — Ctrl-C to stop", flush=True)
     # a whole day from the morning rush (07:00 at the site, UTC+8), so there is something to see at once
     morning = dt.datetime.now(dt.timezone(dt.timedelta(hours=8))).replace(hour=7, minute=0, second=0, microsecond=0)
@@ -112,6 +214,7 @@ def run_demo(community: str, speed: float, data_dir: Path, broker_bind: str, api
     except KeyboardInterrupt:
         return 0
     finally:
+        stop.set()
         for proc in (sim, platform):
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGINT)

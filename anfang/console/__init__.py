@@ -6,12 +6,15 @@ platform's HTTP app (:func:`anfang.web.create_platform_app`); see docs/console.m
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from fastapi import APIRouter, FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from anfang.console import routes_access, routes_alarms, routes_auth, routes_police, routes_resident
+from anfang.config import Settings
+from anfang.console import routes_access, routes_alarms, routes_auth, routes_police, routes_resident, routes_site
+from anfang.console.sitemap import Plan
 from anfang.console.store import ConsoleStore, ConsoleUserError, Session
 from anfang.console.web import (
     PREFIX,
@@ -24,9 +27,36 @@ from anfang.console.web import (
     role_refused,
 )
 
-__all__ = ["PREFIX", "ConsoleServices", "ConsoleStore", "ConsoleUserError", "Session", "install", "routers"]
+__all__ = [
+    "PREFIX",
+    "ConsoleServices",
+    "ConsoleStore",
+    "ConsoleUserError",
+    "Session",
+    "install",
+    "routers",
+    "site_plan",
+]
 
+log = logging.getLogger(__name__)
 _STATIC = Path(__file__).resolve().parent / "static"
+
+
+def site_plan(settings: Settings) -> Plan:
+    """The plan the map draws, from the site model: the configured community file, else the bundled one
+    of the site (the pilot community); an empty plan when there is none (devices are still drawn)."""
+    from firmware_sim.community import CommunityError, bundled_community_path, load_community
+
+    path = settings.community_file or bundled_community_path(settings.site)
+    try:
+        c = load_community(path)
+    except (CommunityError, OSError) as exc:
+        log.info("no site plan for the console map (%s)", exc)
+        return Plan((), ())
+    return Plan(
+        [(z.id, z.name, z.kind, [tuple(p) for p in z.polygon]) for z in c.zones],  # type: ignore[misc]
+        [(b.id, b.name, tuple(b.position)) for b in c.buildings],  # type: ignore[misc]
+    )
 
 
 def routers() -> list[APIRouter]:
@@ -37,6 +67,7 @@ def routers() -> list[APIRouter]:
         routes_resident.router,
         routes_police.router,
         routes_access.router,
+        routes_site.router,
     ]
 
 

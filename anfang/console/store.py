@@ -44,6 +44,11 @@ class ConsoleStore:
         self._sql, self.site = sql, site
         self.idle_s, self.max_age_s, self.link_ttl_s = idle_s, max_age_s, link_ttl_s
 
+    @property
+    def sql(self) -> Sql:
+        """The site database (for the console's read-only pages)."""
+        return self._sql
+
     # --- accounts -----------------------------------------------------------------------------------
     async def add_user(self, username: str, person_id: str, password: str, *, now: float) -> None:
         """A password account for a staff member or police officer (replaces the password if it exists)."""

@@ -22,10 +22,12 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from anfang.config import ConsoleSettings
 from anfang.console.auth import csrf_token, verify_csrf
+from anfang.console.sitemap import Plan
 from anfang.console.store import ConsoleStore, Session
 from community.api.alarms import AlarmDesk
 from community.api.deps import CommunityServices
 from community.snapshot import CHINA_TZ, STAFF_ROLES
+from twins.hooks import PlatformActions
 
 __all__ = [
     "COOKIE",
@@ -54,13 +56,16 @@ _SECURITY_HEADERS = {
 
 @dataclass
 class ConsoleServices:
-    """What the console needs: its sessions, the community registry and records, the alarm desk."""
+    """What the console needs: its sessions, the community registry and records, the alarm desk, the site
+    plan, and the platform worker of this process (None in a standby) for setting desired state."""
 
     store: ConsoleStore
     community: CommunityServices
     desk: AlarmDesk | None
     settings: ConsoleSettings = field(default_factory=ConsoleSettings)
     clock: Callable[[], float] = field(default=time.time)
+    plan: Plan = field(default_factory=lambda: Plan((), ()))  # the site plan the map draws
+    actions: Callable[[], PlatformActions | None] = field(default=lambda: None)  # this process's active worker
 
     async def audit(self, session: Session, action: str, target: str | None, **detail: Any) -> None:
         """One row in the audit log of personal-data reads, as the API writes for its reads."""

@@ -77,6 +77,15 @@ async def test_the_wandering_alarm_appears_live_and_is_acknowledged_with_a_click
             await page.goto(f"{site.base}/console/alarms/history?state=acknowledged")
             await page.locator(f"#hist-{alarm_id}").wait_for()
             await page.screenshot(path=_shot("history.png"))
+
+            await page.locator("#nav-map").click()
+            await page.locator("#site-map circle.device").first.wait_for()
+            assert await page.locator("#zone-kindergarten").count() == 1
+            await page.screenshot(path=_shot("map.png"))
+            await page.locator("#dev-gate-north").click()
+            await page.wait_for_url(f"{site.base}/console/devices/gate-north")
+            await page.locator("#reported").wait_for()
+            await page.screenshot(path=_shot("device.png"), full_page=True)
     finally:
         await context.close()
 

@@ -147,5 +147,13 @@ def test_csrf_token_belongs_to_its_session(token: str, other: str) -> None:
 def test_the_screenshots_the_browser_tests_make_are_shown_in_the_docs() -> None:
     docs = Path(__file__).resolve().parents[2] / "docs"
     text = (docs / "console.md").read_text(encoding="utf-8")
-    for name in ("alarms.png", "history.png", "watchlist.png", "resident-phone.png", "sign-in.png"):
+    for name in (
+        "alarms.png",
+        "history.png",
+        "watchlist.png",
+        "resident-phone.png",
+        "sign-in.png",
+        "map.png",
+        "device.png",
+    ):
         assert f"console/{name}" in text and (docs / "console" / name).is_file(), name

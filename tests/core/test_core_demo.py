@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -11,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 from testkit import free_port
 
 ANFANG = str(Path(sys.executable).parent / "anfang")
@@ -37,6 +39,7 @@ def test_demo_plays_the_pilot_community_into_the_platform(tmp_path: Path) -> Non
     )
     lines: list[str] = []
     playing = threading.Event()
+    status = threading.Event()
 
     def follow() -> None:
         assert demo.stdout is not None
@@ -44,15 +47,30 @@ def test_demo_plays_the_pilot_community_into_the_platform(tmp_path: Path) -> Non
             lines.append(line)
             if "playing the community" in line:
                 playing.set()
+            if line.startswith("status ") and "devices online" in line:
+                status.set()
 
     threading.Thread(target=follow, daemon=True).start()
     db = tmp_path / "data" / "anfang.db"
     try:
-        assert playing.wait(90), "".join(lines)
+        assert playing.wait(240), "".join(lines)  # provisioning and the console sign-ins first; slow when busy
         deadline = time.monotonic() + 60
         # the demo runs in other processes; its database is the only thing to watch
         while _count(db, "SELECT COUNT(*) FROM access_decisions") == 0 and time.monotonic() < deadline:
             time.sleep(0.5)
+        # the console's address with a staff sign-in that works, and the one-line live status
+        text = "".join(lines)
+        console = re.search(r"web console: (\S+)/console/", text)
+        password = re.search(r"staff sign-in: user (\S+), password (\S+)", text)
+        assert console and password, text
+        signed_in = httpx.post(
+            f"{console.group(1)}/console/login",
+            data={"username": password.group(1), "password": password.group(2)},
+            timeout=30,
+        )
+        assert signed_in.status_code == 303, signed_in.text
+        assert "resident p0001" in text and "/console/r/" in text
+        assert status.wait(60), "".join(lines)
     finally:
         demo.send_signal(signal.SIGINT)
         code = demo.wait(30)

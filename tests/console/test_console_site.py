@@ -1,0 +1,130 @@
+"""The community map and the device view: devices coloured by state, twin fields, staff set desired."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import Any
+
+from community_testkit import NOW, SITE, Community, community_fixture, db_fixture  # noqa: F401 (pytest fixtures)
+from console_kit import Console, console_fixture  # noqa: F401 (pytest fixture)
+from hypothesis import given
+from hypothesis import strategies as st
+
+from anfang.console.sitemap import DeviceMark, Plan, device_state, render_svg
+
+PLAN = Plan(
+    [
+        ("community", "围墙", "fence", [(0, 0), (100, 0), (100, 80), (0, 80)]),
+        ("kg", "幼儿园", "kindergarten", [(60, 5), (90, 5), (90, 30), (60, 30)]),
+    ],
+    [("b1", "1栋", (30.0, 50.0))],
+)
+
+
+class RecordingActions:
+    """Stands in for the platform worker: records desired patches."""
+
+    def __init__(self) -> None:
+        self.desired: list[tuple[str, dict[str, Any]]] = []
+
+    async def set_desired(self, device_id: str, patch: dict[str, Any]) -> int:
+        self.desired.append((device_id, patch))
+        return 1
+
+
+async def _devices(console: Console) -> None:
+    sql = console.services.store.sql
+    await sql.execute("INSERT INTO sites (id, name, created_at) VALUES (?, ?, ?)", [SITE, SITE, NOW])
+    for device_id, kind, xy, status in (
+        ("gate-north", "vehicle_gate", (50, 80), "online"),
+        ("door-b1-u1", "door_lock", (30, 45), "online"),
+        ("rfid-01", "rfid_reader", (5, 5), "offline"),
+    ):
+        await sql.execute(
+            "INSERT INTO devices (id, site_id, kind, name, x, y, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [device_id, SITE, kind, device_id, xy[0], xy[1], NOW, NOW],
+        )
+        doc = {
+            "device_id": device_id,
+            "kind": kind,
+            "site": SITE,
+            "version": 3,
+            "reported": {"lock": "locked"},
+            "desired": {"lock": "unlocked"},
+            "delta": {"lock": "unlocked"},
+            "metadata": {"reported": {"lock": NOW - 5}, "desired": {"lock": NOW - 1}},
+            "status": status,
+            "status_ts": NOW - 60,
+        }
+        await sql.execute(
+            "INSERT INTO twins (device_id, version, doc, updated_at) VALUES (?, ?, ?, ?)",
+            [device_id, 3, json.dumps(doc), NOW],
+        )
+
+
+async def test_the_map_colours_devices_by_state_and_links_each_to_its_twin(console: Console) -> None:
+    console.services.plan = PLAN
+    await _devices(console)
+    await console.community.alarms.raise_alarm(
+        None,
+        rule_id="door-forced",
+        subject="door-b1-u1",
+        kind="door_forced",
+        severity="high",
+        message="forced",
+        now=NOW,
+    )
+    client, _ = await console.signed_in("staff")
+    async with contextlib.aclosing(client):
+        page = await client.get("/console/map")
+        assert page.status_code == 200
+        for device_id, state in (("gate-north", "online"), ("door-b1-u1", "alarm"), ("rfid-01", "offline")):
+            assert f'id="dev-{device_id}" data-state="{state}"' in page.text, device_id
+        assert 'id="zone-kg"' in page.text and 'id="building-b1"' in page.text
+        assert 'href="/console/devices/gate-north"' in page.text
+
+
+async def test_the_device_view_shows_the_twin_and_staff_set_a_desired_field(console: Console) -> None:
+    await _devices(console)
+    actions = RecordingActions()
+    console.services.actions = lambda: actions  # type: ignore[assignment,return-value]
+    client, csrf = await console.signed_in("staff")
+    async with contextlib.aclosing(client):
+        view = await client.get("/console/devices/door-b1-u1")
+        assert view.status_code == 200
+        assert 'id="reported"' in view.text and "&#34;locked&#34;" in view.text and 'id="delta"' in view.text
+        assert "online" in view.text and 'id="set-desired"' in view.text
+        r = await client.post(
+            "/console/devices/door-b1-u1/desired", data={"field": "hold_seconds", "value": "5", "csrf": csrf}
+        )
+        assert r.status_code == 303
+    assert actions.desired == [("door-b1-u1", {"hold_seconds": 5})]
+    police, csrf = await console.signed_in("police")
+    async with contextlib.aclosing(police):
+        view = await police.get("/console/devices/door-b1-u1")
+        assert view.status_code == 200 and 'id="set-desired"' not in view.text
+        refused = await police.post(
+            "/console/devices/door-b1-u1/desired", data={"field": "x", "value": "1", "csrf": csrf}
+        )
+        assert refused.status_code == 403
+    assert len(actions.desired) == 1
+
+
+@given(st.sampled_from(["online", "offline", "unknown", None]), st.booleans())
+def test_an_alarm_shows_over_offline_over_online(status: str | None, alarmed: bool) -> None:
+    state = device_state(status, alarmed)
+    assert state == ("alarm" if alarmed else "online" if status == "online" else "offline")
+
+
+def test_the_svg_flips_y_and_escapes_names() -> None:
+    svg = render_svg(
+        Plan([], [("b<1>", "<script>", (0.0, 0.0))]),
+        [DeviceMark("d1", "camera", "a&b", (0.0, 10.0), "online")],
+        device_href="/console/devices/",
+        counts={"online": 1},
+    )
+    assert "<script>" not in svg and "&lt;script&gt;" in svg and "a&amp;b" in svg
+    # north (y=10) is drawn above the building at y=0: a smaller SVG y
+    assert 'cy="12.0"' in svg and 'y="16.0"' in svg.split('id="building-b&lt;1&gt;"')[1]
