@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -25,7 +26,13 @@ from testkit import free_port
 
 SITE = "youzheng"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "console"
+#: Screenshots go to docs/console/ (committed, shown in docs/console.md) only when UPDATE_SCREENSHOTS=1, so an
+#: ordinary test run leaves the work tree clean; otherwise to a temporary folder.
+SCREENSHOTS = (
+    Path(__file__).resolve().parents[2] / "docs" / "console"
+    if os.environ.get("UPDATE_SCREENSHOTS") == "1"
+    else Path(tempfile.gettempdir()) / f"anfang-console-shots-{os.getpid()}"
+)
 #: People of the pilot community (firmware_sim/communities/youzheng.yaml) the tests sign in as.
 STAFF, POLICE = "p0553", "p0559"
 USERS = {"guard": (STAFF, "guard-pass-1"), "officer": (POLICE, "officer-pass-1")}
