@@ -66,6 +66,9 @@ async def current_user(
     person = await services.records.person_for_token(cred.credentials)
     if person is None:
         raise Unauthorized("bad_token", "unknown or revoked token")
+    if person.lease_end is not None and person.lease_end <= services.clock():
+        # a tenant whose lease ended reads nobody's data any more, the new tenant's least of all
+        raise Forbidden("lease_ended", "the lease has ended")
     return person
 
 

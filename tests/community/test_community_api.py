@@ -148,7 +148,7 @@ async def test_passes_issue_list_revoke_and_tenant_after_lease(api: Api) -> None
     api.clock[0] = lease_until + 60
     late = dict(body, valid_from=lease_until + 60, valid_until=lease_until + 86400)
     r = await api.client.post("/passes", json=late, headers=api.h("p-tenant"))
-    assert r.status_code == 403 and r.json()["code"] == "issuer_not_entitled"
+    assert r.status_code == 403 and r.json()["code"] == "lease_ended"
 
 
 async def test_access_history_and_police_search(api: Api, community: Community) -> None:
