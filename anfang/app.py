@@ -12,14 +12,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from anfang.accounts import ensure_service_accounts
-from anfang.config import Settings
+from anfang.config import ConfigError, Settings
 from anfang.console import ConsoleServices, ConsoleStore, site_plan
 from anfang.lease import SiteLease
 from anfang.mqtt_link import MqttLink
 from anfang.service import Platform
 from broker.embedded import EmbeddedBroker, split_bind
 from community.api import CommunityServices
-from community.crypto import FieldCipher, load_master_key
+from community.crypto import CryptoError, FieldCipher, load_master_key
 from community.records import AccessRecords
 from community.store import CommunityStore
 from privacy.captures import EventGuard
@@ -180,7 +180,10 @@ async def build_platform(
 
 def site_cipher(settings: Settings) -> FieldCipher:
     """The field cipher of the site's master key (personal data, look-up hashes, capture images)."""
-    return FieldCipher(load_master_key(settings.secret_key, settings.data_dir))
+    try:
+        return FieldCipher(load_master_key(settings.secret_key, settings.data_dir, settings.secret_key_file))
+    except CryptoError as exc:
+        raise ConfigError(f"master key: {exc.reason}") from None
 
 
 def community_services(settings: Settings) -> CommunityServices:

@@ -181,6 +181,7 @@ class Settings(_Section):
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "text"
     secret_key: str | None = None
+    secret_key_file: Path | None = None  # the master key kept apart from the data (mode 0600 required)
     rules_dir: Path | None = None
     community_file: Path | None = None
     api_bind: str | None = "127.0.0.1:8080"
@@ -225,6 +226,7 @@ _ENV_KEYS: dict[str, str] = {
     "ANFANG_LOG_LEVEL": "log_level",
     "ANFANG_LOG_FORMAT": "log_format",
     "ANFANG_SECRET_KEY": "secret_key",
+    "ANFANG_SECRET_KEY_FILE": "secret_key_file",
     "ANFANG_RULES_DIR": "rules_dir",
     "ANFANG_COMMUNITY_FILE": "community_file",
     "ANFANG_API_BIND": "api_bind",

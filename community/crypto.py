@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
 import os
 import secrets
 from pathlib import Path
@@ -21,6 +22,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 __all__ = ["CryptoError", "FieldCipher", "load_master_key"]
+
+log = logging.getLogger(__name__)
 
 _NONCE_LEN = 12
 _PREFIX = "v1:"
@@ -86,13 +89,33 @@ class FieldCipher:
         return hmac.new(self._lookup_key, msg, hashlib.sha256).hexdigest()
 
 
-def load_master_key(env_value: str | None, data_dir: Path) -> bytes:
-    """The master key from ``ANFANG_SECRET_KEY`` (base64) or ``{data_dir}/secret.key``.
+def _check_private(path: Path) -> None:
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise CryptoError(f"{path} is readable by others (mode {mode:04o}); chmod 600 {path}")
 
-    The key file is created (mode 0600) with a fresh random key when neither exists.
+
+def _read_key(path: Path) -> bytes:
+    _check_private(path)
+    try:
+        key = base64.b64decode(path.read_text().strip(), validate=True)
+    except (OSError, ValueError) as exc:
+        raise CryptoError(f"cannot read the master key from {path}: {exc}") from exc
+    if len(key) != 32:
+        raise CryptoError(f"{path} must hold 32 base64-encoded bytes")
+    return key
+
+
+def load_master_key(env_value: str | None, data_dir: Path, key_file: Path | None = None) -> bytes:
+    """The master key from ``ANFANG_SECRET_KEY`` (base64), the file ``key_file`` (``secret_key_file``,
+    e.g. on a separate volume or a secrets mount), or else ``{data_dir}/secret.key``.
+
+    Key files must be private (mode 0600): a file others can read is refused. Only when no key is
+    configured is ``{data_dir}/secret.key`` created (mode 0600) with a fresh random key, with a warning:
+    a key beside the database protects nothing against someone who copies the data directory.
 
     Raises:
-        CryptoError: the configured key does not decode to 32 bytes.
+        CryptoError: the key does not decode to 32 bytes, a key file is missing or readable by others.
     """
     if env_value:
         try:
@@ -102,15 +125,20 @@ def load_master_key(env_value: str | None, data_dir: Path) -> bytes:
         if len(key) != 32:
             raise CryptoError("ANFANG_SECRET_KEY must decode to 32 bytes")
         return key
+    if key_file is not None:
+        if not key_file.exists():
+            raise CryptoError(f"the master key file {key_file} does not exist")
+        return _read_key(key_file)
     path = data_dir / "secret.key"
     if path.exists():
-        key = base64.b64decode(path.read_text().strip())
-        if len(key) != 32:
-            raise CryptoError(f"{path} must hold 32 base64-encoded bytes")
-        return key
+        return _read_key(path)
     data_dir.mkdir(parents=True, exist_ok=True)
     key = secrets.token_bytes(32)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(base64.b64encode(key).decode("ascii") + "\n")
+    log.warning(
+        "created a master key beside the database (%s): set ANFANG_SECRET_KEY or secret_key_file to keep it apart",
+        path,
+    )
     return key

@@ -129,11 +129,11 @@ def provision_cmd(
         async with open_registrar(config, settings) as registrar:
             if not people:
                 return await provision(c, registrar), ""
-            from community.crypto import FieldCipher, load_master_key
+            from anfang.app import site_cipher  # type: ignore[import-not-found,unused-ignore]
             from community.store import CommunityStore
             from firmware_sim.access_registry import people_registrars
 
-            store = CommunityStore(FieldCipher(load_master_key(settings.secret_key, settings.data_dir)), c.site)
+            store = CommunityStore(site_cipher(settings), c.site)
             persons, watch = people_registrars(c, store, time.time)
             secrets = await provision(c, registrar, persons, watch)
             rep = persons.report

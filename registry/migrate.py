@@ -11,6 +11,7 @@ module. A folder with no migration in it is an error, never "up to date".
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -30,6 +31,16 @@ _MIGRATION_LOCK = 0x616E66616E67  # "anfang": the advisory lock held while migra
 
 class MigrationError(Exception):
     """A migration failed; the message names the file."""
+
+
+def make_private(db_file: Path) -> None:
+    """Create the SQLite file (and its directory) readable by its owner only, or make it so: it holds
+    personal data. SQLite gives its -wal and -shm files the database file's mode."""
+    db_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.close(os.open(db_file, os.O_RDWR | os.O_CREAT, 0o600))
+    for path in (db_file, db_file.with_name(db_file.name + "-wal"), db_file.with_name(db_file.name + "-shm")):
+        if path.exists() and path.stat().st_mode & 0o077:
+            os.chmod(path, 0o600)
 
 
 def sqlite_path(db_url: str) -> str:
@@ -89,7 +100,7 @@ async def apply_migrations(db_url: str, migrations_dir: Path | None = None) -> l
     else:
         path_str = sqlite_path(db_url)
         if path_str != ":memory:":
-            Path(path_str).parent.mkdir(parents=True, exist_ok=True)
+            make_private(Path(path_str))
         async with aiosqlite.connect(path_str) as db:
             await db.execute("PRAGMA journal_mode=WAL")
             await db.execute(_CREATE)
