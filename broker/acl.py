@@ -39,6 +39,22 @@ def device_subscribe_filters(site: str, device_id: str) -> tuple[str, ...]:
     return (f"{base}/twin/desired", f"{base}/twin/delta", f"{base}/cmd/#", f"{base}/errors")
 
 
+PLATFORM_CLIENT_PREFIX = "anfang-platform"  # the platform's client ids: anfang-platform, anfang-platform-p1, ...
+
+
+def client_id_refusal(identity: Identity, client_id: str) -> str | None:
+    """Why ``identity`` may not connect as ``client_id``; None when it may.
+
+    Device ids are public (they are in every topic), so a device connects only under its own id:
+    no device can take over another's session or knock it off by reusing its id. The platform's
+    client ids belong to the platform account alone."""
+    if identity.role is Role.DEVICE:
+        return None if client_id == identity.username else "a device's client id must be its device id"
+    if identity.role is Role.OPERATOR and client_id.startswith(PLATFORM_CLIENT_PREFIX):
+        return f"client ids starting with {PLATFORM_CLIENT_PREFIX} belong to the platform"
+    return None
+
+
 OPERATOR_PUBLISH = (f"{ROOT}/+/+/twin/update", f"{ROOT}/+/+/twin/get")
 ALL = (f"{ROOT}/#",)
 

@@ -15,12 +15,14 @@ from typing import Any, Protocol
 
 from amqtt.broker import Broker
 from amqtt.contexts import Action, BaseContext
+from amqtt.errors import AMQTTError
+from amqtt.mqtt.connack import NOT_AUTHORIZED, ConnackPacket
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.mqtt.publish import PublishPacket
 from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import Session
 
-from broker.acl import Identity, Role, may_publish, may_subscribe
+from broker.acl import Identity, Role, client_id_refusal, may_publish, may_subscribe
 from twins.topics import parse
 
 log = logging.getLogger(__name__)
@@ -70,11 +72,35 @@ async def _retained_for_own_subscriptions(self: Broker, subscription: tuple[str,
 Broker._publish_retained_messages_for_subscription = _retained_for_own_subscriptions
 
 
+_original_init_from_connect = BrokerProtocolHandler.init_from_connect
+
+
+async def _init_from_connect_authenticated(
+    cls: type[BrokerProtocolHandler], reader: Any, writer: Any, plugins_manager: Any, loop: Any = None
+) -> tuple[BrokerProtocolHandler, Session]:
+    """amqtt 0.12 finds, changes (will, user name) and takes over the session named by a CONNECT's
+    client id before it checks the credentials: anyone knowing a device's id knocked it off and
+    rewrote its session, and a clean-session CONNECT deleted it. Refuse before any session is touched."""
+    handler, session = await _original_init_from_connect(reader, writer, plugins_manager, loop)
+    returns = await plugins_manager.map_plugin_auth(session=session)
+    results = [result for result in (returns or {}).values() if result is not None]
+    if not results or not all(results):
+        await ConnackPacket.build(0, NOT_AUTHORIZED).to_stream(writer)
+        await writer.close()
+        raise AMQTTError(f"refused {session.client_id!r} before touching any session")
+    return handler, session
+
+
+BrokerProtocolHandler.init_from_connect = classmethod(_init_from_connect_authenticated)
+
+
 @dataclass
 class BrokerStats:
     """Counters of refused connections and denied publishes/subscriptions."""
 
     auth_refused: int = 0
+    client_id_refused: int = 0
+    delivery_denied: int = 0
     publish_denied: int = 0
     subscribe_denied: int = 0
     identities: dict[str, Identity] = field(default_factory=dict)
@@ -88,6 +114,8 @@ class DeviceAuthPlugin(BaseAuthPlugin):  # type: ignore[misc]  # amqtt ships no 
 
     def __init__(self, context: BaseContext) -> None:
         super().__init__(context)
+        # amqtt asks twice per CONNECT (see _init_from_connect_authenticated): hash the secret once
+        self._verified: dict[tuple[str, str | None, str | None], Identity] = {}
 
     def bind(self, authenticator: Authenticator, stats: BrokerStats) -> None:
         self.authenticator, self.stats = authenticator, stats
@@ -95,11 +123,26 @@ class DeviceAuthPlugin(BaseAuthPlugin):  # type: ignore[misc]  # amqtt ships no 
     async def authenticate(self, *, session: Session) -> bool:
         if self.authenticator is None or self.stats is None:
             return False
-        identity = await self.authenticator.authenticate(session.username, session.password)
+        key = (session.client_id, session.username, session.password)
+        identity = self._verified.pop(key, None)
         if identity is None:
-            self.stats.auth_refused += 1
-            log.warning("refused MQTT connection: user=%r client=%r", session.username, session.client_id)
-            return False
+            identity = await self.authenticator.authenticate(session.username, session.password)
+            if identity is None:
+                self.stats.auth_refused += 1
+                log.warning("refused MQTT connection: user=%r client=%r", session.username, session.client_id)
+                return False
+            refusal = client_id_refusal(identity, session.client_id)
+            if refusal is not None:
+                self.stats.auth_refused += 1
+                self.stats.client_id_refused += 1
+                log.warning(
+                    "refused MQTT connection: user=%r client=%r: %s", session.username, session.client_id, refusal
+                )
+                return False
+            if len(self._verified) > 1000:  # connections that vanished between the two checks
+                self._verified.clear()
+            self._verified[key] = identity
+            return True
         self.stats.identities[session.client_id] = identity
         return True
 
@@ -120,10 +163,14 @@ class DeviceTopicPlugin(BaseTopicPlugin):  # type: ignore[misc]  # amqtt ships n
     ) -> bool:
         if self.stats is None or session is None or topic is None:
             return False
-        if action == Action.RECEIVE:
-            return True
         identity = self.stats.identities.get(session.client_id)
-        if identity is None:
+        if identity is None or identity.username != session.username:
+            return False
+        if action == Action.RECEIVE:
+            # checked against the receiving connection's own identity, not only at SUBSCRIBE time
+            if may_subscribe(identity, topic):
+                return True
+            self.stats.delivery_denied += 1
             return False
         if action == Action.PUBLISH:
             if may_publish(identity, topic):

@@ -69,7 +69,7 @@ class Stack:
         """Mosquitto reloads asynchronously: retry a probe connection until the new secret works."""
         async with asyncio.timeout(10):
             while True:
-                probe = Device(self.host, self.port, username, secret, client_id=f"probe-{username}", will=False)
+                probe = Device(self.host, self.port, username, secret, client_id=username, will=False)
                 code = await probe.connect()
                 probe.close()
                 if code == 0:
