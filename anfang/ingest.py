@@ -205,7 +205,9 @@ def _process_one(
             report = messages.parse_report(msg.payload)
             validate_reported(info.kind, report.state)
             before = _twin(twins, info)
-            applied = apply_reported(before, report.state, now=now, seq=report.seq, ts=report.ts, limits=limits)
+            applied = apply_reported(
+                before, report.state, now=now, seq=report.seq, ts=report.ts, limits=limits, seq_reset=report.seq_reset
+            )
             if applied.clamped:
                 out.clamped += 1
             elif report.ts is not None:

@@ -310,15 +310,21 @@ def apply_reported(
     seq: int | None = None,
     ts: float | None = None,
     limits: Limits = Limits(),
+    seq_reset: bool = False,
 ) -> Applied:
     """Apply a device's partial reported state.
 
-    A report whose ``seq`` is not above the last applied one is stale (409); with a ``ts``, a
+    A report whose ``seq`` is not above the last applied one is stale (409), unless it says
+    ``seq_reset`` (the device restarted its counter; docs/protocol.md); with a ``ts``, a
     field whose stored value is newer than the report is left alone.
     """
     check_patch(patch, limits, what="state")
-    if seq is not None and doc.last_seq is not None and seq <= doc.last_seq:
-        raise StaleReport(f"stale report: seq {seq} <= last applied {doc.last_seq}", device_id=doc.device_id)
+    if seq is not None and not seq_reset and doc.last_seq is not None and seq <= doc.last_seq:
+        raise StaleReport(
+            f"stale report: seq {seq} <= last applied {doc.last_seq}; a device that restarted its "
+            'counter sends "seq_reset": true with its first report',
+            device_id=doc.device_id,
+        )
     new_seq = doc.last_seq if seq is None else seq
     if ts is None:
         changed = effective_changes(doc.reported, patch)

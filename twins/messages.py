@@ -19,6 +19,7 @@ class Report(NamedTuple):
     state: dict[str, Any]
     seq: int | None
     ts: float | None
+    seq_reset: bool = False  # the device restarted its counter: accept this seq whatever came before
 
 
 class Event(NamedTuple):
@@ -61,7 +62,9 @@ def decode_json(payload: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> dict[str,
 
 
 _NUMBER = (int, float)  # a tuple: ``int | float`` would build a union object on every call
-_REPORT_FIELDS = frozenset({"state", "seq", "ts"})
+# the largest integer JSON carries exactly everywhere: far above a millisecond clock, far below 2^64
+MAX_SEQ = 2**53 - 1
+_REPORT_FIELDS = frozenset({"state", "seq", "ts", "seq_reset"})
 
 
 def _number(data: dict[str, Any], key: str) -> float | None:
@@ -88,9 +91,12 @@ def parse_report(payload: bytes) -> Report:
     if not isinstance(state, dict):
         raise BadRequest("report needs a 'state' object")
     seq = data.get("seq")
-    if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int) or seq < 0):
-        raise BadRequest("seq must be a non-negative integer")
-    return Report(state, seq, _number(data, "ts"))
+    if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq <= MAX_SEQ):
+        raise BadRequest(f"seq must be an integer from 0 to {MAX_SEQ}")
+    reset = data.get("seq_reset", False)
+    if not isinstance(reset, bool) or (reset and seq is None):
+        raise BadRequest("seq_reset must be true or false, and true only with a seq")
+    return Report(state, seq, _number(data, "ts"), reset)
 
 
 def parse_event(payload: bytes) -> Event:
