@@ -354,7 +354,7 @@ def broker_mosquitto_config(
         return await registry.credential_hashes()
 
     entries = _with_registry(settings, collect)
-    for path in write_config(out, entries, listener):
+    for path in write_config(out, entries, listener, settings.limits.max_payload_bytes):
         typer.echo(f"wrote {path}")
     typer.echo("reload Mosquitto (SIGHUP) after adding devices or rotating secrets", err=True)
 

@@ -44,10 +44,18 @@ def acl_file(identities: Iterable[Identity]) -> str:
     return "\n".join(lines)
 
 
-def write_config(out_dir: Path, entries: list[tuple[Identity, str]], listener: str = "1883") -> list[Path]:
+# a packet is its payload plus the topic (at most 64 KiB) and a few header bytes
+_PACKET_OVERHEAD = 65_536 + 16
+
+
+def write_config(
+    out_dir: Path, entries: list[tuple[Identity, str]], listener: str = "1883", max_payload: int = 256 * 1024
+) -> list[Path]:
     """Write ``passwd``, ``acl`` and a ``mosquitto.conf`` using them; returns the paths.
 
-    Mosquitto keeps its persistent sessions in ``out_dir/data``."""
+    Mosquitto keeps its persistent sessions in ``out_dir/data`` and disconnects a client that sends
+    a packet too big for the platform's payload limit (``max_payload``) as soon as it reads its
+    header, instead of holding it in memory and handing it on."""
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "data").mkdir(exist_ok=True)
     passwd, acl, conf = out_dir / "passwd", out_dir / "acl", out_dir / "mosquitto.conf"
@@ -55,7 +63,8 @@ def write_config(out_dir: Path, entries: list[tuple[Identity, str]], listener: s
     os.chmod(passwd, 0o600)
     acl.write_text(acl_file(identity for identity, _ in entries), encoding="utf-8")
     conf.write_text(
-        f"listener {listener}\n{BROKER_SETTINGS}persistence_location {(out_dir / 'data').resolve()}/\n"
+        f"listener {listener}\n{BROKER_SETTINGS}max_packet_size {max_payload + _PACKET_OVERHEAD}\n"
+        f"persistence_location {(out_dir / 'data').resolve()}/\n"
         f"password_file {passwd.resolve()}\nacl_file {acl.resolve()}\n",
         encoding="utf-8",
     )
