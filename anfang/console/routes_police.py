@@ -5,15 +5,21 @@ Staff do not see any of it (as in the API: the watchlist and its alarms are for 
 
 from __future__ import annotations
 
+import base64
+import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
-from anfang.console.web import PREFIX, Console, Csrf, SignedIn, page, require_role
+from anfang.console.web import PREFIX, Console, ConsoleServices, Csrf, SignedIn, page, require_role
+from community.crypto import CryptoError
 from community.errors import CommunityError
 from community.models import CaptureRow, WatchRow
+from privacy.captures import decrypt_image
 from registry.alarms import STATES
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
@@ -53,8 +59,26 @@ async def hit_capture(request: Request, alarm_id: str, session: SignedIn, consol
         if ref:
             query = query.filter(snapshot_ref=ref)
         capture = await query.order_by("-ts").first()
-    await console.audit(session, "view_capture", capture.id if capture else None, alarm=alarm_id)
-    return page(request, "_capture.html", capture=capture, alarm=alarm)
+    image = await _image(console, capture.snapshot_ref) if capture is not None and capture.snapshot_ref else None
+    await console.audit(
+        session, "view_capture", capture.id if capture else None, alarm=alarm_id, image=image is not None
+    )
+    return page(request, "_capture.html", capture=capture, alarm=alarm, image=image)
+
+
+async def _image(console: ConsoleServices, ref: str) -> str | None:
+    """The capture's image, decrypted now for this one view, as a data URI (never written anywhere)."""
+    rows = await console.store.sql.rows(
+        "SELECT image_enc FROM capture_images WHERE site = ? AND ref = ?", [console.community.store.site, ref]
+    )
+    if not rows:
+        return None
+    try:
+        jpeg = decrypt_image(console.community.store.cipher, ref, str(rows[0]["image_enc"]))
+    except CryptoError as exc:
+        log.warning("capture image %s cannot be decrypted: %s", ref, exc)
+        return None
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode()
 
 
 @router.post("/watchlist")
