@@ -101,8 +101,8 @@ class ConsoleStore:
         return token
 
     async def session(self, token: str | None, *, now: float) -> Session | None:
-        """The live session of a cookie (touched), or None: unknown, ended, idle too long, too old, or its
-        person no longer active."""
+        """The live session of a cookie (touched), or None: unknown, ended, idle too long, too old, its
+        person no longer active, or a tenant's lease over."""
         if not token or len(token) > 128:
             return None
         rows = await self._sql.rows(
@@ -118,7 +118,8 @@ class ConsoleStore:
             await self.end_session(token, now=now)
             return None
         person = await PersonRow.get_or_none(id=row["person_id"], site=self.site, active=True)
-        if person is None:
+        if person is None or (person.lease_end is not None and person.lease_end <= now):
+            # moved out, or a tenant whose lease ended: as in the API, they read nothing any more
             return None
         if now - seen >= _TOUCH_EVERY_S:
             await self._sql.execute(

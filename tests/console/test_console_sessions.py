@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from anfang.console import auth, routers
 from anfang.console.routes_auth import PUBLIC_PATHS
 from anfang.console.store import ConsoleUserError
-from community.models import AuditRow
+from community.models import AuditRow, PersonRow
 
 
 def _console_routes() -> list[APIRoute]:
@@ -157,3 +157,15 @@ def test_the_screenshots_the_browser_tests_make_are_shown_in_the_docs() -> None:
         "device.png",
     ):
         assert f"console/{name}" in text and (docs / "console" / name).is_file(), name
+
+
+async def test_a_tenant_loses_the_phone_page_when_the_lease_ends(console: Console) -> None:
+    tenant = await PersonRow.get(id="p-tenant")
+    assert tenant.lease_end is not None
+    console.services.store.idle_s = console.services.store.max_age_s = 10 * 365 * 86400.0
+    token = await console.services.store.issue_link("p-tenant", created_by="p-staff", now=NOW)
+    async with console.client() as phone:
+        await phone.get(f"/console/r/{token}")
+        assert (await phone.get("/console/me")).status_code == 200
+        console.clock[0] = tenant.lease_end + 1
+        assert (await phone.get("/console/me")).status_code == 303
