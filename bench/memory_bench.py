@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import functools
 import json
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -38,7 +39,7 @@ import psutil
 from bench.common import ANFANG, BARE, RESULTS, ROOT, Watcher, machine, median, platform_env
 from firmware_sim.fleet import raise_fd_limit
 from firmware_sim.mosquitto import Mosquitto
-from twins.document import TwinDocument
+from twins.document import Stamps, TwinDocument
 
 SITE = "fleet"
 WAVE2 = "fleetb"  # device id prefix of the loaded phase's second wave
@@ -76,7 +77,7 @@ def make_registry(data_dir: Path, twins: int, wave2: int = 0) -> float:
             reported={"recording": True, "fps": 25},
             version=2,
             last_seq=1,
-            metadata={"desired": {"fps": now}, "reported": {"recording": now, "fps": now}},
+            metadata=Stamps({"fps": now}, {"recording": now, "fps": now}),
         )
         devices.append((dev, SITE, "camera", dev, float(i % 300), float(i // 300), None, now, now))
         docs.append((dev, 2, json.dumps(doc.to_json(), separators=(",", ":")), now))
@@ -132,6 +133,13 @@ async def _fleet(port: int, devices: int, prefix: str, fleet_json: Path) -> int:
     return int(json.loads(await asyncio.to_thread(fleet_json.read_text))["acked"])
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
 def _all_accepted(t: float, n: int, latest: dict[str, tuple[float, Any]]) -> bool:
     return HEALTH in latest and latest[HEALTH][0] > t and latest[HEALTH][1]["accepted"] >= n
 
@@ -141,7 +149,8 @@ async def measure(data_dir: Path, loaded: int, label: str, command: list[str]) -
     out: dict[str, Any] = {}
     with Mosquitto(fleet=True, extra_config=["max_queued_messages 10000000"]) as broker:
         config = data_dir.parent / f"{label}.yaml"
-        config.write_text("limits:\n  health_interval_s: 0.5\n")
+        # the API on a free port: a process holding 8080 on a shared machine must not stop the platform
+        config.write_text(f"api_bind: 127.0.0.1:{_free_port()}\nlimits:\n  health_interval_s: 0.5\n")
         env = platform_env(data_dir, SITE, broker.port, config)
         async with Watcher(broker.port, [FEATURES, HEALTH], f"memwatch-{label}") as watch:
             t0 = time.monotonic()

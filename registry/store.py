@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -70,7 +71,10 @@ FeedRow = tuple[str, int, int, str]  # site, partition, sequence number, encoded
 
 def _info(device: Device) -> DeviceInfo:
     pos = (device.x, device.y) if device.x is not None and device.y is not None else None
-    return DeviceInfo(device.id, device.site_id, device.kind, device.name, pos)
+    # interned: one copy of each id, site and kind shared with the cached twin and parsed topics
+    return DeviceInfo(
+        sys.intern(device.id), sys.intern(device.site_id), sys.intern(device.kind), sys.intern(device.name), pos
+    )
 
 
 class Registry:

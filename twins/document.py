@@ -13,6 +13,7 @@ device clock that jumps ahead cannot freeze its twin.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -32,6 +33,41 @@ class Limits:
     max_clock_skew_s: float = 60.0  # a report ``ts`` further ahead of the platform clock is clamped to it
 
 
+class Stamps(NamedTuple):
+    """Per-field timestamps (flat dotted paths) of the desired and the reported state.
+
+    A tuple, not a dict of two dicts: a cached twin holds one, and a dict costs three times as much.
+    """
+
+    desired: dict[str, float]
+    reported: dict[str, float]
+
+    def to_json(self) -> dict[str, dict[str, float]]:
+        return {"desired": self.desired, "reported": self.reported}
+
+
+_NO_STAMPS = Stamps({}, {})
+_EMPTY: JSON = {}  # shared by every document with nothing desired or reported; never changed in place
+
+
+def _intern(value: str) -> str:
+    # kinds, sites, statuses and device ids repeat across twins, device records and topics: one copy
+    return sys.intern(value) if type(value) is str else value
+
+
+def _owned(value: Any) -> JSON:
+    """A decoded object as the document's own (a copy unless it is a fresh dict); empty ones shared."""
+    return (value if type(value) is dict else dict(value)) if value else _EMPTY
+
+
+def _compact_stamps(stamps: Mapping[str, Any] | None) -> dict[str, float]:
+    """Stored stamps with equal times sharing one float (a report stamps all its fields alike)."""
+    if not stamps:
+        return {}
+    seen: dict[float, float] = {}
+    return {path: seen.setdefault(float(ts), float(ts)) for path, ts in stamps.items()}
+
+
 class TwinDocument(NamedTuple):
     """One device's twin. Immutable: every change returns a new document.
 
@@ -46,7 +82,7 @@ class TwinDocument(NamedTuple):
     site: str
     desired: JSON = {}  # noqa: RUF012 - shared, never changed in place (see above)
     reported: JSON = {}  # noqa: RUF012
-    metadata: dict[str, dict[str, float]] = {"desired": {}, "reported": {}}  # noqa: RUF012
+    metadata: Stamps = _NO_STAMPS
     version: int = 0
     last_seq: int | None = None
     status: str = "unknown"
@@ -66,7 +102,7 @@ class TwinDocument(NamedTuple):
             "desired": self.desired,
             "reported": self.reported,
             "delta": self.delta,
-            "metadata": self.metadata,
+            "metadata": self.metadata.to_json(),
             "last_seq": self.last_seq,
             "status": self.status,
             "status_ts": self.status_ts,
@@ -76,15 +112,15 @@ class TwinDocument(NamedTuple):
     def from_json(cls, data: Mapping[str, Any]) -> TwinDocument:
         meta = data.get("metadata") or {}
         return cls(
-            device_id=data["device_id"],
-            kind=data["kind"],
-            site=data["site"],
-            desired=dict(data.get("desired") or {}),
-            reported=dict(data.get("reported") or {}),
-            metadata={"desired": dict(meta.get("desired", {})), "reported": dict(meta.get("reported", {}))},
+            device_id=_intern(data["device_id"]),
+            kind=_intern(data["kind"]),
+            site=_intern(data["site"]),
+            desired=_owned(data.get("desired")),
+            reported=_owned(data.get("reported")),
+            metadata=Stamps(_compact_stamps(meta.get("desired")), _compact_stamps(meta.get("reported"))),
             version=int(data.get("version", 0)),
             last_seq=data.get("last_seq"),
-            status=data.get("status", "unknown"),
+            status=_intern(data.get("status", "unknown")),
             status_ts=data.get("status_ts"),
         )
 
@@ -293,7 +329,7 @@ def _evolve(
     doc: TwinDocument,
     desired: JSON,
     reported: JSON,
-    metadata: dict[str, dict[str, float]],
+    metadata: Stamps,
     version: int,
     last_seq: int | None,
 ) -> TwinDocument:
@@ -330,7 +366,7 @@ def apply_reported(
         changed = effective_changes(doc.reported, patch)
         if not changed:
             return Applied(_evolve(doc, doc.desired, doc.reported, doc.metadata, doc.version, new_seq), {})
-        reported_meta = _stamp(doc.metadata["reported"], changed, now)
+        reported_meta = _stamp(doc.metadata.reported, changed, now)
         return _applied(doc, changed, reported_meta, new_seq, limits, False)
     horizon = now + limits.max_clock_skew_s
     clamped = ts > horizon
@@ -338,12 +374,12 @@ def apply_reported(
         ts = now
     paths: list[str] = []
     objects: list[str] = []
-    kept = _by_time(patch, doc.reported, doc.metadata["reported"], ts, horizon, "", paths, objects)
+    kept = _by_time(patch, doc.reported, doc.metadata.reported, ts, horizon, "", paths, objects)
     changed = effective_changes(doc.reported, kept)
     # even a write that changes nothing is stamped: an older write arriving later must lose to it
-    reported_meta = _stamp_paths(doc.metadata["reported"], paths, objects, ts) if paths else doc.metadata["reported"]
+    reported_meta = _stamp_paths(doc.metadata.reported, paths, objects, ts) if paths else doc.metadata.reported
     if not changed:
-        metadata = doc.metadata if not paths else {"desired": doc.metadata["desired"], "reported": reported_meta}
+        metadata = doc.metadata if not paths else Stamps(doc.metadata.desired, reported_meta)
         return Applied(_evolve(doc, doc.desired, doc.reported, metadata, doc.version, new_seq), {}, clamped)
     return _applied(doc, changed, reported_meta, new_seq, limits, clamped)
 
@@ -356,7 +392,7 @@ def _applied(
     limits: Limits,
     clamped: bool,
 ) -> Applied:
-    metadata = {"desired": doc.metadata["desired"], "reported": reported_meta}
+    metadata = Stamps(doc.metadata.desired, reported_meta)
     new = _evolve(doc, doc.desired, merge(doc.reported, changed), metadata, doc.version + 1, new_seq)
     _check_size(new, limits)
     return Applied(new, changed, clamped)
@@ -380,7 +416,7 @@ def apply_desired(
     changed = effective_changes(doc.desired, patch)
     if not changed:
         return Applied(doc, {})
-    metadata = {"desired": _stamp(doc.metadata["desired"], changed, now), "reported": doc.metadata["reported"]}
+    metadata = Stamps(_stamp(doc.metadata.desired, changed, now), doc.metadata.reported)
     new = _evolve(doc, merge(doc.desired, changed), doc.reported, metadata, doc.version + 1, doc.last_seq)
     _check_size(new, limits)
     return Applied(new, changed)

@@ -130,9 +130,11 @@ def parse_telemetry(payload: bytes, allowed_metrics: frozenset[str]) -> Telemetr
 
 def parse_status(payload: bytes) -> str:
     text = payload.decode("utf-8", errors="replace").strip().strip('"')
-    if text not in ("online", "offline"):
-        raise BadRequest("status must be 'online' or 'offline'")
-    return text
+    if text == "online":
+        return "online"  # the literal, not the decoded copy: a cached twin keeps it
+    if text == "offline":
+        return "offline"
+    raise BadRequest("status must be 'online' or 'offline'")
 
 
 def parse_update(payload: bytes) -> Update:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import functools
 import re
+import sys
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -39,13 +39,34 @@ def valid_id(value: str) -> bool:
     return bool(ID_RE.match(value)) and value not in RESERVED_IDS
 
 
-@functools.lru_cache(maxsize=65_536)  # a device's few topics repeat with every message
+_PARSED: dict[str, DeviceTopic | None] = {}
+# Enough for the topics of ~4,000 busy devices (~300 B each). Larger fleets mostly miss and refill it
+# (a parse is ~1 us); a cache sized to every device would cost each cached twin ~600 B of memory.
+_PARSED_MAX = 8192
+
+
 def parse(topic: str) -> DeviceTopic | None:
-    """Parse an inbound topic; ``None`` for anything that is not a platform-bound topic."""
+    """Parse an inbound topic; ``None`` for anything that is not a platform-bound topic.
+
+    Cached: a device's few topics repeat with every message. A plain dict emptied when full costs
+    less memory per entry than an LRU cache, and the per-message path only looks it up.
+    """
+    try:
+        return _PARSED[topic]
+    except KeyError:
+        pass
+    if len(_PARSED) >= _PARSED_MAX:
+        _PARSED.clear()
+    parsed = _PARSED[topic] = _parse(topic)
+    return parsed
+
+
+def _parse(topic: str) -> DeviceTopic | None:
     parts = topic.split("/")
     if len(parts) < 4 or parts[0] != ROOT:
         return None
-    site, device, rest = parts[1], parts[2], parts[3:]
+    # interned: the same strings as the device's record and twin, not two more copies per cached topic
+    site, device, rest = sys.intern(parts[1]), sys.intern(parts[2]), parts[3:]
     if not (valid_id(site) and valid_id(device)):
         return None
     match rest:

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from twins.document import (
     Limits,
+    Stamps,
     TwinDocument,
     apply_desired,
     apply_reported,
@@ -104,7 +105,7 @@ def test_applying_changes_never_alters_an_earlier_document(steps: list[tuple[boo
         doc = applied.document
         history.append((doc, repr(doc)))
     assert all(repr(d) == before for d, before in history)
-    assert _doc() == _doc(desired={}, reported={}, metadata={"desired": {}, "reported": {}})
+    assert _doc() == _doc(desired={}, reported={}, metadata=Stamps({}, {}))
 
 
 def test_null_deletes_and_nested_objects_merge() -> None:
@@ -113,8 +114,8 @@ def test_null_deletes_and_nested_objects_merge() -> None:
     ).document
     doc = apply_reported(doc, {"cameras": {"c2": None, "c3": {"online": False}}, "lock": None}, now=2, seq=2).document
     assert doc.reported == {"cameras": {"c1": {"online": True}, "c3": {"online": False}}}
-    assert doc.metadata["reported"]["cameras.c1.online"] == 1
-    assert doc.metadata["reported"]["cameras.c3.online"] == 2
+    assert doc.metadata.reported["cameras.c1.online"] == 1
+    assert doc.metadata.reported["cameras.c3.online"] == 2
     assert "lock" not in doc.reported
 
 
@@ -172,14 +173,14 @@ def test_nested_report_older_than_a_whole_value_report_loses() -> None:
 def test_a_report_stamped_in_the_future_is_clamped_and_does_not_freeze_the_twin() -> None:
     limits = Limits(max_clock_skew_s=60)
     applied = apply_reported(_doc(), {"lock": "locked"}, now=1000, seq=1, ts=1000 + 3600, limits=limits)
-    assert applied.clamped and applied.document.metadata["reported"]["lock"] == 1000
+    assert applied.clamped and applied.document.metadata.reported["lock"] == 1000
     later = apply_reported(applied.document, {"lock": "unlocked"}, now=1010, seq=2, ts=1010, limits=limits)
     assert later.document.reported == {"lock": "unlocked"} and not later.clamped
     # within the allowed skew a device's own clock is kept
     ahead = apply_reported(_doc(), {"lock": "locked"}, now=1000, ts=1030, limits=limits)
-    assert not ahead.clamped and ahead.document.metadata["reported"]["lock"] == 1030
+    assert not ahead.clamped and ahead.document.metadata.reported["lock"] == 1030
     # a stamp stored before clamping existed does not freeze the twin either
-    frozen = _doc(reported={"lock": "locked"}, metadata={"desired": {}, "reported": {"lock": 1000 + 3600}})
+    frozen = _doc(reported={"lock": "locked"}, metadata=Stamps({}, {"lock": 1000 + 3600}))
     assert apply_reported(frozen, {"lock": "unlocked"}, now=1010, ts=1010, limits=limits).document.reported == {
         "lock": "unlocked"
     }

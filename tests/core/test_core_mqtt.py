@@ -46,7 +46,7 @@ async def test_report_changes_twin(platform_stack: Stack) -> None:
     doc = await _wait_twin(platform_stack, "door-b1-u1", lambda d: d.version >= 1)
     assert doc.reported == {"lock": "locked", "door": "closed"}
     assert doc.last_seq == 1
-    assert set(doc.metadata["reported"]) == {"lock", "door"}
+    assert set(doc.metadata.reported) == {"lock", "door"}
 
 
 async def test_desired_change_reaches_device_as_desired_and_delta(platform_stack: Stack) -> None:
