@@ -315,10 +315,13 @@ def twin_set(
     device_id: str,
     assignments: Annotated[list[str], typer.Argument(help="key=value pairs; values are JSON or strings")],
     version: Annotated[int | None, typer.Option(help="Only apply if the twin is at this version (else 409)")] = None,
+    ttl: Annotated[
+        float | None, typer.Option(min=0.001, help="Seconds the fields set stay desired (momentary, e.g. an unlock)")
+    ] = None,
     site: Annotated[str | None, typer.Option(help="Site id (default from config)")] = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Change a device's desired state, e.g. ``anfang twin set door-b1-u1 lock=unlocked hold_seconds=5``."""
+    """Change a device's desired state, e.g. ``anfang twin set door-b1-u1 lock=unlocked --ttl 5``."""
     from anfang.operator_client import OperatorError, parse_assignments
 
     settings = _settings(config)
@@ -329,7 +332,7 @@ def twin_set(
         raise typer.Exit(2) from None
     client = _operator(settings)
     try:
-        answer = client.update(site or settings.site, device_id, desired, version)
+        answer = client.update(site or settings.site, device_id, desired, version, ttl)
     except OperatorError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None

@@ -96,7 +96,7 @@ def desired_publishes(doc: TwinDocument, now: float) -> list[Publish]:
     out = [
         Publish(
             desired_topic(doc.site, doc.device_id),
-            {"version": doc.version, "desired": doc.desired, "ts": now},
+            _desired_body(doc, now),
             retain=True,
         )
     ]
@@ -104,6 +104,14 @@ def desired_publishes(doc: TwinDocument, now: float) -> list[Publish]:
     if delta:
         out.append(Publish(delta_topic(doc.site, doc.device_id), {"version": doc.version, "delta": delta, "ts": now}))
     return out
+
+
+def _desired_body(doc: TwinDocument, now: float) -> dict[str, Any]:
+    body: dict[str, Any] = {"version": doc.version, "desired": doc.desired, "ts": now}
+    if doc.metadata.expires:
+        # momentary fields and when they lapse: a device must not act on one it receives too late
+        body["expires"] = doc.metadata.expires
+    return body
 
 
 def _ref(msg: Inbound) -> Any:
@@ -251,7 +259,9 @@ def _process_one(
             update = messages.parse_update(msg.payload)
             validate_desired(info.kind, update.desired)
             before = _twin(twins, info)
-            applied = apply_desired(before, update.desired, now=now, expected_version=update.version, limits=limits)
+            applied = apply_desired(
+                before, update.desired, now=now, expected_version=update.version, ttl=update.ttl, limits=limits
+            )
             doc = applied.document
             twins[info.id] = doc
             out.twins[info.id] = doc
@@ -263,7 +273,7 @@ def _process_one(
                 "ts": now,
             }
             _answer(out, msg, update_reply_topic(info.site, info.id, accepted=True), reply)
-            if applied.is_change:
+            if doc is not before:
                 out.publishes.extend(desired_publishes(doc, now))
         case Channel.GET:
             token = messages.parse_client_token(msg.payload)

@@ -75,10 +75,14 @@ class OperatorClient:
     def get(self, site: str, device: str) -> dict[str, Any]:
         return self._request(site, device, "get", {}, ["document", "update/rejected"])
 
-    def update(self, site: str, device: str, desired: dict[str, Any], version: int | None = None) -> dict[str, Any]:
+    def update(
+        self, site: str, device: str, desired: dict[str, Any], version: int | None = None, ttl: float | None = None
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {"desired": desired}
         if version is not None:
             body["version"] = version
+        if ttl is not None:
+            body["ttl"] = ttl
         return self._request(site, device, "update", body, ["update/accepted", "update/rejected"])
 
     def close(self) -> None:

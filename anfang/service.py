@@ -9,6 +9,8 @@ Every write to twins happens under one lock, so per-device order holds and a han
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import heapq
 import logging
 import time
 import uuid
@@ -23,7 +25,7 @@ from anfang.mqtt_link import MqttLink
 from anfang.remote_twins import RemoteTwins
 from registry.store import CommandRecord, DeviceInfo, Registry, TwinStore
 from twins import jsoncodec, topics
-from twins.document import Limits, TwinDocument, apply_desired, apply_reported
+from twins.document import Limits, TwinDocument, apply_desired, apply_reported, expire_desired
 from twins.errors import BadRequest, NotFound
 from twins.hooks import CommandResult, DeviceEvent, PlatformHandler, TwinChange
 from twins.kinds import validate_desired, validate_reported
@@ -136,6 +138,8 @@ class Platform:
         self._tasks, self._health_sinks, self._publish_taps = list(tasks), list(health_sinks), list(publish_taps)
         self._health_interval = health_interval
         self._committed = asyncio.Condition(self._write_lock)
+        self._expiries: list[tuple[float, str]] = []  # heap of (when, device id): momentary desired fields
+        self._expiry_changed = asyncio.Event()
         self.ready = asyncio.Event()
 
     # ---- running -------------------------------------------------------------------------------
@@ -150,6 +154,7 @@ class Platform:
             for site in self._sites if self._features else ():  # none: a worker that speaks for no services
                 self.link.publish(topics.platform_topic(site, "features"), {"features": self._features}, retain=True)
             tg.create_task(self._health_loop(), name="health")
+            tg.create_task(self._expiry_loop(), name="desired-expiry")
             for i, task in enumerate(self._tasks):
                 tg.create_task(task(self), name=f"service-{i}")
             self.ready.set()
@@ -225,6 +230,7 @@ class Platform:
             feed = self._feed.rows(outcome.dispatch) if self._feed is not None else ()
             # a failed commit propagates and stops the worker: nothing was acknowledged, the broker redelivers
             await self.store.commit(outcome.twins.values(), outcome.events, finished, feed)
+            self._watch_expiries(outcome.twins.values())
             for event in outcome.events:
                 self._remember_event((event.device_id, event.event_id))
             for pub in outcome.publishes:
@@ -270,6 +276,46 @@ class Platform:
                     dict(sample.metrics),
                 )
             )
+
+    def _watch_expiries(self, docs: Any) -> None:
+        for doc in docs:
+            at = doc.next_expiry
+            if at is not None:
+                heapq.heappush(self._expiries, (at, doc.device_id))
+                self._expiry_changed.set()
+
+    async def _expiry_loop(self) -> None:
+        """Delete momentary desired fields when their time-to-live passes, also those set before a restart."""
+        self._watch_expiries(await self.store.with_desired_expiry())
+        while True:
+            self._expiry_changed.clear()
+            if not self._expiries:
+                await self._expiry_changed.wait()
+                continue
+            wait = self._expiries[0][0] - time.time()
+            if wait > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._expiry_changed.wait(), wait)
+                continue
+            _, device_id = heapq.heappop(self._expiries)
+            await self._expire(device_id)
+
+    async def _expire(self, device_id: str) -> None:
+        async with self._write_lock:
+            doc = self._twins.get(device_id) or await self.store.load(device_id)
+            if doc is None:
+                return
+            now = time.time()
+            applied = expire_desired(doc, now=now)
+            if applied.document is doc:
+                return
+            await self.store.commit([applied.document])
+            self._twins[device_id] = applied.document
+            self._watch_expiries([applied.document])
+            for pub in desired_publishes(applied.document, now):
+                self.link.publish(pub.topic, pub.payload, qos=pub.qos, retain=pub.retain)
+            self._committed.notify_all()
+        log.info("momentary desired field(s) of %s expired: %s", device_id, sorted(applied.changed))
 
     async def _preload(self, batch: list[Inbound]) -> None:
         wanted = {m.topic.device_id for m in batch if m.topic is not None}

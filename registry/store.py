@@ -224,6 +224,14 @@ class TwinStore:
         rows = await self._conn.execute_query_dict("SELECT doc FROM twins")
         return [TwinDocument.from_json(jsoncodec.loads(r["doc"])) for r in rows]
 
+    async def with_desired_expiry(self) -> list[TwinDocument]:
+        """Twins with momentary desired fields (a time-to-live), for the expiry sweep after a start."""
+        # the stored JSON is compact, so a non-empty "expires" object always reads like this
+        rows = await self._conn.execute_query_dict(
+            self._q("SELECT doc FROM twins WHERE doc LIKE ?"), ['%"expires":{"%']
+        )
+        return [TwinDocument.from_json(jsoncodec.loads(r["doc"])) for r in rows]
+
     async def seen_events(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
         """Which (device, event id) pairs are already stored: one query per few hundred pairs, each
         pair an index lookup (a batch of events would otherwise cost a round trip per event)."""

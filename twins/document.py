@@ -41,8 +41,11 @@ class Stamps(NamedTuple):
 
     desired: dict[str, float]
     reported: dict[str, float]
+    expires: dict[str, float] = {}  # noqa: RUF012 - shared, never changed in place; desired path -> expiry time
 
     def to_json(self) -> dict[str, dict[str, float]]:
+        if self.expires:
+            return {"desired": self.desired, "reported": self.reported, "expires": self.expires}
         return {"desired": self.desired, "reported": self.reported}
 
 
@@ -89,6 +92,11 @@ class TwinDocument(NamedTuple):
     status_ts: float | None = None
 
     @property
+    def next_expiry(self) -> float | None:
+        """When the first momentary desired field expires (``None``: none has a time-to-live)."""
+        return min(self.metadata.expires.values()) if self.metadata.expires else None
+
+    @property
     def delta(self) -> JSON:
         return compute_delta(self.desired, self.reported)
 
@@ -117,7 +125,11 @@ class TwinDocument(NamedTuple):
             site=_intern(data["site"]),
             desired=_owned(data.get("desired")),
             reported=_owned(data.get("reported")),
-            metadata=Stamps(_compact_stamps(meta.get("desired")), _compact_stamps(meta.get("reported"))),
+            metadata=Stamps(
+                _compact_stamps(meta.get("desired")),
+                _compact_stamps(meta.get("reported")),
+                _compact_stamps(meta.get("expires")),
+            ),
             version=int(data.get("version", 0)),
             last_seq=data.get("last_seq"),
             status=_intern(data.get("status", "unknown")),
@@ -379,7 +391,7 @@ def apply_reported(
     # even a write that changes nothing is stamped: an older write arriving later must lose to it
     reported_meta = _stamp_paths(doc.metadata.reported, paths, objects, ts) if paths else doc.metadata.reported
     if not changed:
-        metadata = doc.metadata if not paths else Stamps(doc.metadata.desired, reported_meta)
+        metadata = doc.metadata if not paths else Stamps(doc.metadata.desired, reported_meta, doc.metadata.expires)
         return Applied(_evolve(doc, doc.desired, doc.reported, metadata, doc.version, new_seq), {}, clamped)
     return _applied(doc, changed, reported_meta, new_seq, limits, clamped)
 
@@ -392,7 +404,7 @@ def _applied(
     limits: Limits,
     clamped: bool,
 ) -> Applied:
-    metadata = Stamps(doc.metadata.desired, reported_meta)
+    metadata = Stamps(doc.metadata.desired, reported_meta, doc.metadata.expires)
     new = _evolve(doc, doc.desired, merge(doc.reported, changed), metadata, doc.version + 1, new_seq)
     _check_size(new, limits)
     return Applied(new, changed, clamped)
@@ -404,9 +416,14 @@ def apply_desired(
     *,
     now: float,
     expected_version: int | None = None,
+    ttl: float | None = None,
     limits: Limits = Limits(),
 ) -> Applied:
-    """Apply a service's desired-state update with optimistic concurrency."""
+    """Apply a service's desired-state update with optimistic concurrency.
+
+    With ``ttl`` (seconds) the fields the patch sets are momentary: :func:`expire_desired` deletes
+    them once ``now + ttl`` has passed. A later write of a field without ``ttl`` makes it lasting.
+    """
     check_patch(patch, limits, what="desired")
     if expected_version is not None and expected_version != doc.version:
         raise VersionConflict(
@@ -414,11 +431,53 @@ def apply_desired(
             device_id=doc.device_id,
         )
     changed = effective_changes(doc.desired, patch)
-    if not changed:
+    expires = _expiries(doc.metadata.expires, patch, None if ttl is None else now + ttl)
+    if not changed and expires == doc.metadata.expires:
         return Applied(doc, {})
-    metadata = Stamps(_stamp(doc.metadata.desired, changed, now), doc.metadata.reported)
+    desired_meta = _stamp(doc.metadata.desired, changed, now) if changed else doc.metadata.desired
+    metadata = Stamps(desired_meta, doc.metadata.reported, expires)
     new = _evolve(doc, merge(doc.desired, changed), doc.reported, metadata, doc.version + 1, doc.last_seq)
     _check_size(new, limits)
+    return Applied(new, changed)
+
+
+def _expiries(expires: dict[str, float], patch: JSON, at: float | None) -> dict[str, float]:
+    """Expiry times after ``patch``: its paths (and all below them) lose theirs; with ``at`` the ones
+    it sets get ``at``."""
+    paths = list(_leaves(patch, ""))
+    if not expires and at is None:
+        return expires
+    out = {p: t for p, t in expires.items() if not any(p == q or p.startswith(q + ".") for q, _ in paths)}
+    if at is not None:
+        out.update((path, at) for path, value in paths if value is not None)
+    return out if out != expires else expires
+
+
+def _leaves(patch: Mapping[str, Any], prefix: str) -> Iterator[tuple[str, Any]]:
+    for key, value in patch.items():
+        if isinstance(value, dict) and value:
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def expire_desired(doc: TwinDocument, *, now: float) -> Applied:
+    """Delete the momentary desired fields whose time-to-live has passed (no change if none has)."""
+    due = [path for path, at in doc.metadata.expires.items() if at <= now]
+    if not due:
+        return Applied(doc, {})
+    patch: JSON = {}
+    for path in due:
+        *parents, last = path.split(".")
+        node = patch
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = None
+    changed = effective_changes(doc.desired, patch)
+    expires = {p: t for p, t in doc.metadata.expires.items() if t > now}
+    desired_meta = _stamp(doc.metadata.desired, changed, now) if changed else doc.metadata.desired
+    metadata = Stamps(desired_meta, doc.metadata.reported, expires)
+    new = _evolve(doc, merge(doc.desired, changed), doc.reported, metadata, doc.version + 1, doc.last_seq)
     return Applied(new, changed)
 
 

@@ -38,6 +38,10 @@ class Update:
     desired: dict[str, Any]
     version: int | None
     client_token: str | None
+    ttl: float | None = None  # seconds: the fields set are momentary
+
+
+MAX_TTL_S = 7 * 24 * 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +143,7 @@ def parse_status(payload: bytes) -> str:
 
 def parse_update(payload: bytes) -> Update:
     data = decode_json(payload)
-    _only(data, {"desired", "version", "client_token"}, "update")
+    _only(data, {"desired", "version", "client_token", "ttl"}, "update")
     desired = data.get("desired")
     if not isinstance(desired, dict):
         raise BadRequest("update needs a 'desired' object")
@@ -149,7 +153,10 @@ def parse_update(payload: bytes) -> Update:
     token = data.get("client_token")
     if token is not None and (not isinstance(token, str) or len(token) > 128):
         raise BadRequest("client_token must be a string of at most 128 characters")
-    return Update(desired, version, token)
+    ttl = _number(data, "ttl")
+    if ttl is not None and not 0 < ttl <= MAX_TTL_S:
+        raise BadRequest(f"ttl must be a number of seconds above 0 and at most {MAX_TTL_S}")
+    return Update(desired, version, token, ttl)
 
 
 def parse_client_token(payload: bytes) -> str | None:

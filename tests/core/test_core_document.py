@@ -15,6 +15,7 @@ from twins.document import (
     apply_desired,
     apply_reported,
     compute_delta,
+    expire_desired,
     inverse_patch,
     merge,
 )
@@ -209,3 +210,17 @@ def test_any_arrival_order_gives_the_newest_write_per_path(reports: list[dict[st
     for ts, report in stamped:
         doc = apply_reported(doc, report, now=1000.0, ts=ts).document
     assert doc.reported == expected
+
+
+def test_momentary_desired_fields_expire_and_lasting_writes_clear_the_ttl() -> None:
+    doc = apply_desired(_doc(), {"lock": "locked", "hold_seconds": 5}, now=100).document
+    doc = apply_desired(doc, {"lock": "unlocked"}, now=200, ttl=5).document
+    assert doc.desired["lock"] == "unlocked" and doc.next_expiry == 205
+    assert TwinDocument.from_json(doc.to_json()) == doc
+    assert expire_desired(doc, now=204.9).document is doc
+    expired = expire_desired(doc, now=205)
+    assert expired.document.desired == {"hold_seconds": 5} and expired.changed == {"lock": None}
+    assert expired.document.next_expiry is None and expired.document.version == doc.version + 1
+    # written again without a ttl, the field lasts
+    lasting = apply_desired(doc, {"lock": "unlocked"}, now=201).document
+    assert lasting.next_expiry is None and expire_desired(lasting, now=10_000).document is lasting
