@@ -44,12 +44,15 @@ _COUNTERS = {
     v.H_BATCHES: ("ingest_batches", "Batches committed by the ingest loop."),
     v.H_COMMANDS_SENT: ("commands_sent", "Commands sent to devices."),
     v.H_COMMANDS_TIMED_OUT: ("commands_timed_out", "Commands no device answered in time."),
+    v.H_CLOCK_SKEW_CLAMPED: ("clock_skew_clamped", "Report stamps too far ahead, clamped to the platform clock."),
+    v.H_BROKER_RESUBSCRIBED: ("broker_resubscribed", "Reconnects that came back without a session."),
 }
 _GAUGES = {
     v.H_INBOX_DEPTH: ("inbox_depth", "Messages waiting for ingest."),
     v.H_INBOX_PEAK: ("inbox_peak", "The most messages that ever waited for ingest at once."),
     v.H_DISPATCH_DEPTH: ("dispatch_depth", "Items in the deepest service queue."),
     v.H_PUBLISH_WAITING: ("publish_waiting", "Messages waiting to be published."),
+    v.H_BROKER_SUBSCRIBED: ("broker_subscribed", "1 while the broker link holds its subscriptions."),
 }
 
 

@@ -73,6 +73,7 @@ TWIN_STATE_FIELDS = frozenset({
 H_RECEIVED = "received"  # device messages in
 H_ACCEPTED = "accepted"
 H_DUPLICATES = "duplicates"
+H_CLOCK_SKEW_CLAMPED = "clock_skew_clamped"  # report stamps beyond limits.max_clock_skew_s ahead
 H_REJECTED = "rejected"  # answered on the device's errors topic
 H_PUBLISHED = "published"  # MQTT messages out
 H_PUBLISH_DROPPED = "publish_dropped"
@@ -87,10 +88,13 @@ H_COMMANDS_SENT = "commands_sent"
 H_COMMANDS_TIMED_OUT = "commands_timed_out"
 H_LATENCY_P50 = "ingest_latency_ms_p50"
 H_LATENCY_P99 = "ingest_latency_ms_p99"
+H_BROKER_SUBSCRIBED = "broker_subscribed"  # 1 while the link holds its subscriptions
+H_BROKER_RESUBSCRIBED = "broker_resubscribed"  # reconnects that came back without a session
 PLATFORM_HEALTH_FIELDS = frozenset({
     H_RECEIVED, H_ACCEPTED, H_DUPLICATES, H_REJECTED, H_PUBLISHED, H_PUBLISH_DROPPED, H_PUBLISH_WAITING,
     H_INBOX_DEPTH, H_INBOX_PEAK, H_DISPATCH_DEPTH, H_DISPATCH_DROPPED, H_HANDLER_ERRORS, H_BATCHES,
-    H_COMMANDS_SENT, H_COMMANDS_TIMED_OUT, H_LATENCY_P50, H_LATENCY_P99,
+    H_COMMANDS_SENT, H_COMMANDS_TIMED_OUT, H_LATENCY_P50, H_LATENCY_P99, H_CLOCK_SKEW_CLAMPED,
+    H_BROKER_SUBSCRIBED, H_BROKER_RESUBSCRIBED,
 })  # fmt: skip
 # ... and the telemetry writer's own (telemetry.writer.WriterStats, prefixed)
 WRITER_PREFIX = "telemetry_"

@@ -402,7 +402,7 @@ def bad_firmware(c: Community, params: ScenarioParams | None = None) -> Scenario
     steps = (
         Step(0.0, dev.id, "raw", b"{not json", topic=base + "twin/reported"),
         Step(
-            5.0, dev.id, "raw", json.dumps({"seq": 2**62, "state": {"warp_drive": True}}), topic=base + "twin/reported"
+            5.0, dev.id, "raw", json.dumps({"seq": 2**50, "state": {"warp_drive": True}}), topic=base + "twin/reported"
         ),
         Step(10.0, dev.id, "raw", json.dumps({"seq": 1, "state": {"fps": 10}}), topic=base + "twin/reported"),
         Step(
@@ -416,7 +416,7 @@ def bad_firmware(c: Community, params: ScenarioParams | None = None) -> Scenario
             20.0,
             dev.id,
             "raw",
-            json.dumps({"seq": 2**62, "state": {"lock": "unlocked", "marker": "bad-fw"}}),
+            json.dumps({"seq": 2**50, "state": {"lock": "unlocked", "marker": "bad-fw"}}),
             topic=f"anfang/{c.site}/{other.id}/twin/reported",
         ),
     )
