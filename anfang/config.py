@@ -136,6 +136,8 @@ class ConsoleSettings(_Section):
     live_poll_s: float = Field(default=0.5, gt=0, le=5)  # how often the live alarm stream looks for changes
     grafana_url: str | None = None  # e.g. http://grafana:3000; the console links its dashboards
     secure_cookie: bool = False  # set the Secure flag (when the API is served over HTTPS)
+    tag_max_age_s: float = Field(default=600.0, gt=0)  # the map draws worn tags seen this recently
+    map_refresh_s: float = Field(default=5.0, ge=1, le=60)  # how often an open map redraws tags and states
 
 
 _GB28181_CODE = r"^[0-9]{20}$"

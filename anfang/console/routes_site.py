@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
 from anfang.console.routes_alarms import audiences
-from anfang.console.sitemap import DeviceMark, device_state, render_svg
+from anfang.console.sitemap import DeviceMark, TagMark, device_state, render_svg
+from anfang.console.store import Session
 from anfang.console.web import PREFIX, Console, ConsoleServices, Csrf, SignedIn, on_duty, page, require_role
 from registry.alarms import OPEN_STATES
 
@@ -32,9 +34,27 @@ def _status(doc: str | None) -> str | None:
         return None
 
 
-@router.get("/map")
-async def site_map(request: Request, session: SignedIn, console: Console) -> Response:
-    """The site plan with every placed device coloured by state; a click opens the device."""
+async def _tags(console: ConsoleServices) -> list[TagMark]:
+    """Worn tags with a position seen within ``console.tag_max_age_s``."""
+    rows = await console.store.sql.rows(
+        "SELECT d.id, t.doc FROM devices d JOIN twins t ON t.device_id = d.id WHERE d.site_id = ? AND d.kind = ?",
+        [console.store.site, "rfid_tag"],
+    )
+    now, marks = console.clock(), []
+    for r in rows:
+        try:
+            reported = json.loads(r["doc"]).get("reported") or {}
+            pos: dict[str, Any] = reported["position"]
+            seen = float(reported.get("last_seen") or 0.0)
+            mark = TagMark(r["id"], (float(pos["x"]), float(pos["y"])), max(0.0, now - seen))
+        except (ValueError, TypeError, KeyError, AttributeError):
+            continue
+        if mark.age_s <= console.settings.tag_max_age_s:
+            marks.append(mark)
+    return marks
+
+
+async def _map_svg(session: Session, console: ConsoleServices) -> tuple[str, dict[str, int], int]:
     allowed = audiences(session)
     alarmed: set[str] = set()
     if console.desk is not None:
@@ -54,8 +74,28 @@ async def site_map(request: Request, session: SignedIn, console: Console) -> Res
         if r["x"] is not None and r["y"] is not None
     ]
     counts = {s: sum(1 for m in marks if m.state == s) for s in ("online", "offline", "alarm")}
-    svg = render_svg(console.plan, marks, device_href=f"{PREFIX}/devices/", counts=counts)
-    return page(request, "map.html", svg=svg, counts=counts)
+    tags = await _tags(console)
+    svg = render_svg(console.plan, marks, device_href=f"{PREFIX}/devices/", counts=counts, tags=tags)
+    return svg, counts, len(tags)
+
+
+@router.get("/map")
+async def site_map(request: Request, session: SignedIn, console: Console) -> Response:
+    """The site plan with every placed device coloured by state and the worn tags seen lately (staff and
+    police: where an elderly resident or a child is, audited like any read of personal data); a click
+    opens the device. The open page redraws itself every ``console.map_refresh_s``."""
+    on_duty(session)
+    svg, counts, tags = await _map_svg(session, console)
+    await console.audit(session, "view_tag_positions", None, tags=tags)
+    return page(request, "map.html", svg=svg, counts=counts, tags=tags, refresh=console.settings.map_refresh_s)
+
+
+@router.get("/map/live")
+async def site_map_live(request: Request, session: SignedIn, console: Console) -> Response:
+    """The map alone, for the open page's periodic redraw (the page view that opened it was audited)."""
+    on_duty(session)
+    svg, counts, tags = await _map_svg(session, console)
+    return page(request, "_map.html", svg=svg, counts=counts, tags=tags)
 
 
 @router.get("/devices/{device_id}")
@@ -72,6 +112,11 @@ async def device(
     if not rows:
         return page(request, "refused.html", status=404, text=f"No device {device_id}.")
     row = rows[0]
+    commands = await console.store.sql.rows(
+        "SELECT id, name, args, status, result, created_at, finished_at FROM commands WHERE device_id = ? "
+        "ORDER BY created_at DESC LIMIT 10",
+        [device_id],
+    )
     doc: dict[str, Any] = json.loads(row["doc"]) if row["doc"] else {}
     meta = doc.get("metadata") or {}
     sections = {
@@ -87,6 +132,7 @@ async def device(
         device=row,
         doc=doc,
         sections=sections,
+        commands=commands,
         error=error,
         can_set=session.role == "staff" and console.actions() is not None,
     )
@@ -112,4 +158,38 @@ async def set_desired(
         parsed = value
     await actions.set_desired(device_id, {field: parsed})
     await console.audit(session, "set_desired", device_id, field=field)
+    return RedirectResponse(target, status_code=303)
+
+
+_COMMAND_NAME = r"^[a-z][a-z0-9_]{0,31}$"
+
+
+@router.post("/devices/{device_id}/command")
+async def send_command(
+    device_id: str,
+    session: Csrf,
+    console: Console,
+    name: Annotated[str, Form(pattern=_COMMAND_NAME)],
+    args: Annotated[str, Form(max_length=1000)] = "{}",
+) -> Response:
+    """Staff: send a command (arguments a JSON object) and wait up to 10 s for the device's answer; the
+    device page lists it with its result (the platform records every command in ``commands``)."""
+    require_role(session, "staff")
+    actions = console.actions()
+    target = f"{PREFIX}/devices/{device_id}"
+    if actions is None:
+        return RedirectResponse(f"{target}?error=no+active+worker+in+this+process", status_code=303)
+    try:
+        parsed = json.loads(args or "{}")
+    except ValueError:
+        parsed = None
+    if not isinstance(parsed, dict):
+        return RedirectResponse(f"{target}?error=arguments+must+be+a+JSON+object", status_code=303)
+    await console.audit(session, "send_command", device_id, command=name)
+    result = await actions.send_command(device_id, name, parsed, timeout=10.0)
+    if result.timed_out:
+        return RedirectResponse(f"{target}?error=the+device+did+not+answer+within+10+s", status_code=303)
+    if not result.ok:
+        refused = quote(f"the device refused {name}: {result.error or 'no reason given'}"[:200])
+        return RedirectResponse(f"{target}?error={refused}", status_code=303)
     return RedirectResponse(target, status_code=303)

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from html import escape
 
-__all__ = ["DeviceMark", "Plan", "device_state", "render_svg"]
+__all__ = ["DeviceMark", "Plan", "TagMark", "device_state", "render_svg"]
 
 _MARGIN = 12.0
 _BUILDING = (26.0, 12.0)  # a building's drawn footprint, metres
@@ -36,6 +36,16 @@ class DeviceMark:
     state: str
 
 
+@dataclass(frozen=True, slots=True)
+class TagMark:
+    """A worn RFID tag's last known position (an elderly resident's or a child's): drawn only for
+    roles that may see locations, labelled with the tag id and how old the fix is, never a name."""
+
+    id: str
+    position: tuple[float, float]
+    age_s: float
+
+
 def device_state(status: str | None, alarmed: bool) -> str:
     """``alarm`` over ``offline`` over ``online``: what the guard must see first."""
     if alarmed:
@@ -44,6 +54,7 @@ def device_state(status: str | None, alarmed: bool) -> str:
 
 
 def _bounds(plan: Plan, devices: Sequence[DeviceMark]) -> tuple[float, float, float, float]:
+    # tags do not widen the plan: one walking off the map would shrink everything else
     points = [p for z in plan.zones for p in z[3]] + [b[2] for b in plan.buildings] + [d.position for d in devices]
     if not points:
         return 0.0, 0.0, 100.0, 100.0
@@ -51,7 +62,14 @@ def _bounds(plan: Plan, devices: Sequence[DeviceMark]) -> tuple[float, float, fl
     return min(xs) - _MARGIN, min(ys) - _MARGIN, max(xs) + _MARGIN, max(ys) + _MARGIN
 
 
-def render_svg(plan: Plan, devices: Sequence[DeviceMark], *, device_href: str, counts: Mapping[str, int]) -> str:
+def render_svg(
+    plan: Plan,
+    devices: Sequence[DeviceMark],
+    *,
+    device_href: str,
+    counts: Mapping[str, int],
+    tags: Sequence[TagMark] = (),
+) -> str:
     """The map; ``device_href`` is the device page's path prefix (the device id is appended)."""
     x0, y0, x1, y1 = _bounds(plan, devices)
 
@@ -83,6 +101,13 @@ def render_svg(plan: Plan, devices: Sequence[DeviceMark], *, device_href: str, c
             f'<a href="{escape(device_href + d.id)}"><circle class="device {d.state} kind-{escape(d.kind)}" '
             f'id="dev-{escape(d.id)}" data-state="{d.state}" cx="{x}" cy="{y}" r="{radius}">'
             f"<title>{escape(d.name)} ({escape(d.kind)}): {d.state}</title></circle></a>"
+        )
+    for t in tags:
+        x, y = pt(t.position)
+        x, y = min(max(x, 0.0), x1 - x0), min(max(y, 0.0), y1 - y0)  # beyond the plan: on its edge
+        out.append(
+            f'<rect class="tag" id="tag-{escape(t.id)}" x="{x - 1.2}" y="{y - 1.2}" width="2.4" height="2.4" '
+            f'transform="rotate(45 {x} {y})"><title>tag {escape(t.id)}, {int(t.age_s)} s ago</title></rect>'
         )
     out.append("</svg>")
     return "".join(out)

@@ -11,7 +11,9 @@ from console_kit import Console, console_fixture  # noqa: F401 (pytest fixture)
 from hypothesis import given
 from hypothesis import strategies as st
 
-from anfang.console.sitemap import DeviceMark, Plan, device_state, render_svg
+from anfang.console.sitemap import DeviceMark, Plan, TagMark, device_state, render_svg
+from community.models import AuditRow
+from twins.hooks import CommandResult
 
 PLAN = Plan(
     [
@@ -27,10 +29,17 @@ class RecordingActions:
 
     def __init__(self) -> None:
         self.desired: list[tuple[str, dict[str, Any]]] = []
+        self.commands: list[tuple[str, str, dict[str, Any]]] = []
 
     async def set_desired(self, device_id: str, patch: dict[str, Any]) -> int:
         self.desired.append((device_id, patch))
         return 1
+
+    async def send_command(
+        self, device_id: str, name: str, args: dict[str, Any], timeout: float = 10.0
+    ) -> CommandResult:
+        self.commands.append((device_id, name, args))
+        return CommandResult("c1", True, {"opened": True}, None)
 
 
 async def _devices(console: Console) -> None:
@@ -128,3 +137,84 @@ def test_the_svg_flips_y_and_escapes_names() -> None:
     assert "<script>" not in svg and "&lt;script&gt;" in svg and "a&amp;b" in svg
     # north (y=10) is drawn above the building at y=0: a smaller SVG y
     assert 'cy="12.0"' in svg and 'y="16.0"' in svg.split('id="building-b&lt;1&gt;"')[1]
+
+
+async def _tag(console: Console, tag_id: str, position: tuple[float, float], seen: float) -> None:
+    sql = console.services.store.sql
+    await sql.execute(
+        "INSERT INTO devices (id, site_id, kind, name, x, y, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [tag_id, SITE, "rfid_tag", tag_id, None, None, NOW, NOW],
+    )
+    reported = {"last_seen": seen, "reader": "rfid-01", "position": {"x": position[0], "y": position[1]}}
+    doc = {
+        "device_id": tag_id,
+        "kind": "rfid_tag",
+        "site": SITE,
+        "version": 1,
+        "status": "online",
+        "reported": reported,
+    }
+    await sql.execute(
+        "INSERT INTO twins (device_id, version, doc, updated_at) VALUES (?, ?, ?, ?)",
+        [tag_id, 1, json.dumps(doc), NOW],
+    )
+
+
+async def test_the_map_shows_worn_tags_seen_lately_to_staff_and_police_and_the_view_is_audited(
+    console: Console,
+) -> None:
+    console.services.plan = PLAN
+    await _devices(console)
+    await _tag(console, "tag-elder-7", (40.0, 20.0), NOW - 30)  # seen half a minute ago
+    await _tag(console, "tag-child-3", (70.0, 10.0), NOW - 3600)  # an hour ago: not where the child is now
+    for role in ("staff", "police"):
+        client, _ = await console.signed_in(role)
+        async with contextlib.aclosing(client):
+            page = await client.get("/console/map")
+            assert page.status_code == 200
+            assert 'id="tag-tag-elder-7"' in page.text and "tag-child-3" not in page.text
+            assert "worn tags 1" in page.text and 'hx-get="/console/map/live"' in page.text
+            live = await client.get("/console/map/live")  # what the open page redraws itself with
+            assert live.status_code == 200 and 'id="tag-tag-elder-7"' in live.text
+    views = await AuditRow.filter(action="console_view_tag_positions")
+    assert sorted(v.actor for v in views) == ["p-police", "p-staff"]
+
+
+async def test_staff_send_a_command_from_the_device_view_and_see_what_it_answered(console: Console) -> None:
+    await _devices(console)
+    await console.services.store.sql.execute(
+        "INSERT INTO commands(id, device_id, name, args, status, result, created_at, finished_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        ["c0", "door-b1-u1", "open", '{"hold_seconds": 5}', "done", '{"opened": true}', NOW - 10, NOW - 9],
+    )
+    actions = RecordingActions()
+    console.services.actions = lambda: actions  # type: ignore[assignment,return-value]
+    client, csrf = await console.signed_in("staff")
+    async with contextlib.aclosing(client):
+        view = await client.get("/console/devices/door-b1-u1")
+        assert 'id="commands"' in view.text and "hold_seconds" in view.text and "opened" in view.text
+        sent = await client.post(
+            "/console/devices/door-b1-u1/command", data={"name": "open", "args": '{"hold_seconds": 3}', "csrf": csrf}
+        )
+        assert sent.status_code == 303 and "error" not in sent.headers["location"]
+        bad = await client.post(
+            "/console/devices/door-b1-u1/command", data={"name": "open", "args": "[1, 2]", "csrf": csrf}
+        )
+        assert "JSON+object" in bad.headers["location"]
+    assert actions.commands == [("door-b1-u1", "open", {"hold_seconds": 3})]
+    police, csrf = await console.signed_in("police")
+    async with contextlib.aclosing(police):
+        view = await police.get("/console/devices/door-b1-u1")
+        assert 'id="send-command"' not in view.text
+        refused = await police.post("/console/devices/door-b1-u1/command", data={"name": "open", "csrf": csrf})
+        assert refused.status_code == 403
+    assert len(actions.commands) == 1
+
+
+@given(st.floats(-500, 500), st.floats(-500, 500))
+def test_a_tag_off_the_plan_is_drawn_on_its_edge(x: float, y: float) -> None:
+    svg = render_svg(PLAN, [], device_href="/d/", counts={}, tags=[TagMark("t1", (x, y), 5.0)])
+    box = [float(v) for v in svg.split('viewBox="')[1].split('"')[0].split()]
+    rect = svg.split('id="tag-t1" ')[1]
+    rx, ry = float(rect.split('x="')[1].split('"')[0]) + 1.2, float(rect.split('y="')[1].split('"')[0]) + 1.2
+    assert -0.01 <= rx <= box[2] + 0.01 and -0.01 <= ry <= box[3] + 0.01
