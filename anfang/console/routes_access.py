@@ -10,9 +10,10 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
+from anfang.console.captures import image_data_uri
 from anfang.console.store import Session
 from anfang.console.web import PREFIX, Console, ConsoleServices, SignedIn, on_duty, page
-from community.models import AccessDecisionRow
+from community.models import AccessDecisionRow, CaptureRow
 from community.snapshot import CHINA_TZ
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
@@ -77,6 +78,25 @@ async def access_log(
     }
     query = "&".join(f"{k}={v}" for k, v in filters.items() if v)
     return page(request, "access.html", rows=rows, filters=filters, query=query)
+
+
+@router.get("/access/{decision_id}/capture")
+async def decision_capture(request: Request, decision_id: str, session: SignedIn, console: Console) -> Response:
+    """The capture behind one decision with its image, decrypted for this view only (an htmx fragment);
+    each opening audited."""
+    on_duty(session)
+    site = console.community.store.site
+    decision = await AccessDecisionRow.get_or_none(id=decision_id, site=site)
+    capture = None
+    if decision is not None and decision.capture_id:
+        capture = await CaptureRow.get_or_none(id=decision.capture_id, site=site)
+    image = (
+        await image_data_uri(console, capture.snapshot_ref) if capture is not None and capture.snapshot_ref else None
+    )
+    await console.audit(
+        session, "view_capture", capture.id if capture else None, decision=decision_id, image=image is not None
+    )
+    return page(request, "_capture.html", capture=capture, alarm=None, image=image)
 
 
 @router.get("/access.csv")

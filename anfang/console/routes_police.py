@@ -5,19 +5,17 @@ Staff do not see any of it (as in the API: the watchlist and its alarms are for 
 
 from __future__ import annotations
 
-import base64
 import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
-from anfang.console.web import PREFIX, Console, ConsoleServices, Csrf, SignedIn, page, require_role
-from community.crypto import CryptoError
+from anfang.console.captures import image_data_uri
+from anfang.console.web import PREFIX, Console, Csrf, SignedIn, page, require_role
 from community.errors import CommunityError
 from community.models import CaptureRow, WatchRow
-from privacy.captures import decrypt_image
-from registry.alarms import STATES
+from registry.alarms import OPEN_STATES, STATES
 
 log = logging.getLogger(__name__)
 
@@ -59,26 +57,13 @@ async def hit_capture(request: Request, alarm_id: str, session: SignedIn, consol
         if ref:
             query = query.filter(snapshot_ref=ref)
         capture = await query.order_by("-ts").first()
-    image = await _image(console, capture.snapshot_ref) if capture is not None and capture.snapshot_ref else None
+    image = (
+        await image_data_uri(console, capture.snapshot_ref) if capture is not None and capture.snapshot_ref else None
+    )
     await console.audit(
         session, "view_capture", capture.id if capture else None, alarm=alarm_id, image=image is not None
     )
     return page(request, "_capture.html", capture=capture, alarm=alarm, image=image)
-
-
-async def _image(console: ConsoleServices, ref: str) -> str | None:
-    """The capture's image, decrypted now for this one view, as a data URI (never written anywhere)."""
-    rows = await console.store.sql.rows(
-        "SELECT image_enc FROM capture_images WHERE site = ? AND ref = ?", [console.community.store.site, ref]
-    )
-    if not rows:
-        return None
-    try:
-        jpeg = decrypt_image(console.community.store.cipher, ref, str(rows[0]["image_enc"]))
-    except CryptoError as exc:
-        log.warning("capture image %s cannot be decrypted: %s", ref, exc)
-        return None
-    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode()
 
 
 @router.post("/watchlist")
@@ -113,4 +98,23 @@ async def remove_watch(watch_id: str, session: Csrf, console: Console) -> Respon
     require_role(session, "police")
     await console.community.store.remove_watch(watch_id)
     await console.audit(session, "remove_watch", watch_id)
+    return RedirectResponse(f"{PREFIX}/watchlist", status_code=303)
+
+
+@router.post("/watchlist/hits/{alarm_id}/close")
+async def close_case(
+    alarm_id: str,
+    session: Csrf,
+    console: Console,
+    note: Annotated[str, Form(min_length=1, max_length=500)],
+) -> Response:
+    """Close a hit's case (clears its alarm with the officer's note); from then on its evidence follows the
+    ordinary capture retention instead of being kept for the case."""
+    require_role(session, "police")
+    alarm = await console.desk.get(alarm_id) if console.desk is not None else None
+    if console.desk is None or alarm is None or alarm.audience != "police" or alarm.kind != WATCH_KIND:
+        return RedirectResponse(f"{PREFIX}/watchlist", status_code=303)
+    if alarm.state in OPEN_STATES:
+        await console.desk.clear(alarm_id, by=session.person.id, note=note, now=console.clock())
+        await console.audit(session, "close_case", alarm_id)
     return RedirectResponse(f"{PREFIX}/watchlist", status_code=303)
