@@ -226,6 +226,13 @@ def devices_add(
     if secret:
         typer.echo(f"secret: {secret}")
         typer.echo("store it on the device now: it is kept only as a hash and cannot be shown again", err=True)
+    if kind in ("door_lock", "vehicle_gate"):
+        from anfang.app import site_cipher  # loads the master key only for doors and gates
+        from community.edge import issue_door_key
+
+        edge_key = issue_door_key(site_cipher(settings).edge_root, site or settings.site, device_id)
+        typer.echo(f"edge key: {edge_key}")
+        typer.echo("install it in the door now: it opens the door's sealed allow-list (docs/protocol.md)", err=True)
 
 
 @devices_app.command("list")

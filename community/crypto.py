@@ -2,8 +2,8 @@
 
 :class:`FieldCipher` derives independent sub-keys from one 32-byte master key with HKDF-SHA256:
 one AES-256-GCM key to encrypt fields (ID-card numbers, phones, names, face templates), one HMAC
-key for deterministic look-up hashes (so an encrypted phone can still be found by equality) and one
-HMAC key for signing visitor passes.
+key for deterministic look-up hashes (so an encrypted phone can still be found by equality), one
+HMAC key for signing visitor passes and the root of the per-door edge keys (``community.edge``).
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ class FieldCipher:
         self._aead = AESGCM(_derive(master_key, b"field-encryption"))
         self._lookup_key = _derive(master_key, b"lookup-hash")
         self.pass_key = _derive(master_key, b"visitor-pass-signing")
+        self.edge_root = _derive(master_key, b"edge-door-keys")  # root of the per-door keys (community.edge)
 
     def encrypt_bytes(self, plain: bytes, context: str = "") -> str:
         """AES-GCM encrypt; returns ``v1:<base64(nonce|ciphertext)>``. ``context`` is bound as AAD."""

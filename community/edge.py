@@ -1,58 +1,73 @@
-"""Edge-mode access decisions: what a door/gate decides alone from its local allow-list.
+"""Sealing edge allow-lists for one door: the platform's side of the contract in ``docs/protocol.md``.
 
-Pure, no IO, no platform key needed — the simulator's door and real terminals use the same rules.
-The platform writes each door's allow-list into its desired twin (see
-:func:`community.allowlist.build_allow_list`); every entry carries its validity window, so a door
-that lost its connection still stops admitting a tenant at the end of the lease.
+Pure, no IO. Each door or gate has its own 32-byte key, derived from the site master key and the
+device id (:func:`door_key`) and given to the door once at provisioning. A list is sealed to it:
 
-Entry credentials by kind:
+* ``card`` / ``pin`` / ``qr`` credentials become ``hmac:`` + HMAC-SHA256 under the door's MAC key,
+  so a copied list reveals no PIN (there is no key to brute-force against) and is useless at another
+  door (a different key gives different MACs);
+* ``face`` templates and ``plate`` strings are AES-GCM encrypted under the door's sealing key, with
+  ``"{kind}|{subject}"`` as associated data, so nothing readable reaches the broker or its persistence.
 
-* ``face``: :func:`encode_template` of the enrolled 128-d template (float16, base64);
-* ``card`` / ``pin`` / ``qr``: :func:`credential_digest` of the value (PINs and cards are not
-  stored in clear in twins; a QR entry digests the whole signed payload, so a forged one never fits);
-* ``plate``: the normalised plate, matched tolerantly with :func:`vision.plate_text.match_plate`.
+The door side (open, decide, attempt limits) is implemented by the door's firmware; the simulator's
+is ``firmware_sim.edge_access``. Templates at rest in the registry use :func:`encode_template`.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Mapping, Sequence
-from typing import Any
+import hmac
+from collections.abc import Sequence
 
 import numpy as np
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from vision.gallery import DEFAULT_THRESHOLD
-from vision.plate_text import match_plate
 
 __all__ = [
     "DEFAULT_FACE_THRESHOLD",
-    "DEFAULT_LIVENESS_THRESHOLD",
-    "EdgeDecision",
-    "credential_digest",
+    "SEAL",
+    "DoorSealer",
     "decode_template",
-    "edge_decide",
+    "door_key",
     "encode_template",
+    "issue_door_key",
+    "key_id",
 ]
 
+SEAL = "anfang-edge-v1"
 DEFAULT_FACE_THRESHOLD = DEFAULT_THRESHOLD  # calibrated in vision.gallery; sites override
-DEFAULT_LIVENESS_THRESHOLD = 0.8
-
-EdgeDecision = tuple[bool, str | None, str]
+_NONCE = 12
 
 
-def credential_digest(kind: str, value: str) -> str:
-    """``sha256:<hex>`` of ``"{kind}:{value}"`` — how card, PIN and QR credentials appear in allow-lists."""
-    return "sha256:" + hashlib.sha256(f"{kind}:{value.strip()}".encode()).hexdigest()
+def _hkdf(key: bytes, info: bytes, salt: bytes | None = None) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=info).derive(key)
+
+
+def door_key(edge_root: bytes, site: str, device_id: str) -> bytes:
+    """The 32-byte key of one door, from the site's edge root key (a sub-key of the master key)."""
+    return _hkdf(edge_root, f"anfang-edge/v1/door|{site}|{device_id}".encode(), salt=b"anfang-edge-doors")
+
+
+def key_id(key: bytes) -> str:
+    """The public name of a door key carried in its lists (16 hex digits)."""
+    return hmac.new(key, b"anfang-edge/v1/key-id", hashlib.sha256).hexdigest()[:16]
 
 
 def encode_template(template: Sequence[float] | np.ndarray) -> str:
-    """A unit-normalised 128-d template as base64 float16 (compact enough for a twin document)."""
+    """A unit-normalised 128-d template as base64 float16 (how the registry stores it, encrypted)."""
+    return base64.b64encode(_template_bytes(template)).decode("ascii")
+
+
+def _template_bytes(template: Sequence[float] | np.ndarray) -> bytes:
     v = np.asarray(template, dtype=np.float32).reshape(-1)
     n = float(np.linalg.norm(v))
     if v.size != 128 or n == 0.0 or not np.all(np.isfinite(v)):
         raise ValueError("template must be 128 finite values, not all zero")
-    return base64.b64encode((v / n).astype("<f2").tobytes()).decode("ascii")
+    return (v / n).astype("<f2").tobytes()
 
 
 def decode_template(text: str) -> np.ndarray:
@@ -63,74 +78,39 @@ def decode_template(text: str) -> np.ndarray:
     return np.frombuffer(raw, dtype="<f2").astype(np.float32)
 
 
-def _window(entry: Mapping[str, Any], now: float) -> str | None:
-    vf, vu = entry.get("valid_from"), entry.get("valid_until")
-    if vf is not None and now < float(vf):
-        return "not_yet_valid"
-    if vu is not None and now >= float(vu):
-        return "expired"
-    return None
+class DoorSealer:
+    """Seals allow-list credentials for one door (see the module docstring)."""
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) != 32:
+            raise ValueError("a door key is 32 bytes")
+        self.key_id = key_id(key)
+        self._mac_key = _hkdf(key, b"anfang-edge/v1/credential-mac")
+        self._aead = AESGCM(_hkdf(key, b"anfang-edge/v1/sealed-entry"))
+        self._nonce_key = _hkdf(key, b"anfang-edge/v1/entry-nonce")
+
+    def mac(self, kind: str, value: str) -> str:
+        """``hmac:<hex>`` of ``"{kind}:{value}"`` under the door's MAC key (card, PIN, QR payload)."""
+        msg = f"{kind}:{value.strip()}".encode()
+        return "hmac:" + hmac.new(self._mac_key, msg, hashlib.sha256).hexdigest()
+
+    def _seal(self, plain: bytes, kind: str, subject: str) -> str:
+        aad = f"{kind}|{subject}".encode()
+        # A synthetic nonce (keyed hash of what is sealed): the same entry seals to the same text, so an
+        # unchanged list keeps its digest and is not pushed again; different entries never share a nonce.
+        nonce = hmac.new(self._nonce_key, aad + b"\x00" + plain, hashlib.sha256).digest()[:_NONCE]
+        ct = self._aead.encrypt(nonce, plain, aad)
+        return "aesgcm:" + base64.b64encode(nonce + ct).decode("ascii")
+
+    def seal_face(self, subject: str, template: Sequence[float] | np.ndarray) -> str:
+        """A face template encrypted to the door (float16 unit vector inside)."""
+        return self._seal(_template_bytes(template), "face", subject)
+
+    def seal_plate(self, subject: str, plate: str) -> str:
+        """A normalised plate encrypted to the door."""
+        return self._seal(plate.encode("utf-8"), "plate", subject)
 
 
-def _face_matches(
-    entries: list[Mapping[str, Any]], credential: str | Sequence[float], threshold: float
-) -> list[Mapping[str, Any]]:
-    probe = decode_template(credential) if isinstance(credential, str) else np.asarray(credential, np.float32)
-    n = float(np.linalg.norm(probe))
-    if probe.size != 128 or n == 0.0:
-        return []
-    probe = probe / n
-    scored: list[tuple[float, Mapping[str, Any]]] = []
-    for e in entries:
-        try:
-            score = float(np.dot(decode_template(str(e["credential"])), probe))
-        except (ValueError, KeyError):
-            continue
-        if score >= threshold:
-            scored.append((score, e))
-    if not scored:
-        return []
-    # Several subjects can clear the threshold; only the best-scoring subject's entries count.
-    best_subject = max(scored, key=lambda se: se[0])[1].get("subject")
-    return [e for _, e in scored if e.get("subject") == best_subject]
-
-
-def edge_decide(
-    allow_list: Mapping[str, Any],
-    kind: str,
-    credential: str | Sequence[float],
-    now: float,
-    *,
-    liveness: float | None = None,
-    liveness_threshold: float = DEFAULT_LIVENESS_THRESHOLD,
-) -> EdgeDecision:
-    """Decide locally whether ``credential`` of ``kind`` opens the door holding ``allow_list``.
-
-    Returns:
-        ``(allowed, subject, reason)``; ``reason`` is ``allowed``, ``not_in_allow_list``,
-        ``not_yet_valid``, ``expired``, ``liveness_below_threshold`` or ``bad_credential``.
-    """
-    if kind == "face" and (liveness is None or liveness < liveness_threshold):
-        return False, None, "liveness_below_threshold"
-    entries = [e for e in allow_list.get("entries", []) if isinstance(e, Mapping) and e.get("kind") == kind]
-    try:
-        if kind == "face":
-            threshold = float(allow_list.get("face_threshold", DEFAULT_FACE_THRESHOLD))
-            hits = _face_matches(entries, credential, threshold)
-        elif kind == "plate":
-            plate = match_plate(str(credential), [str(e.get("credential", "")) for e in entries])
-            hits = [e for e in entries if e.get("credential") == plate] if plate is not None else []
-        else:
-            digest = credential_digest(kind, str(credential))
-            hits = [e for e in entries if e.get("credential") == digest]
-    except ValueError:
-        return False, None, "bad_credential"
-    if not hits:
-        return False, None, "not_in_allow_list"
-    refusal = "not_in_allow_list"
-    for entry in hits:
-        why = _window(entry, now)
-        if why is None:
-            return True, str(entry.get("subject")), "allowed"
-        refusal = why
-    return False, str(hits[0].get("subject")), refusal
+def issue_door_key(edge_root: bytes, site: str, device_id: str) -> str:
+    """The door key as provisioning shows it once (base64), to be installed in the door's firmware."""
+    return base64.b64encode(door_key(edge_root, site, device_id)).decode("ascii")

@@ -21,8 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from community.allowlist import allow_list_digest, build_allow_list, next_boundary
+from community.allowlist import EdgeLimits, allow_list_digest, build_allow_list, next_boundary
 from community.decisions import Capture, CredentialKind, Decision, decide, watchlist_hits
+from community.edge import DoorSealer, door_key
 from community.errors import CommunityError
 from community.records import AccessRecords, Retention
 from community.snapshot import RegistrySnapshot, WatchEntry
@@ -64,6 +65,7 @@ class AccessConfig:
     purge_interval: float = 3600.0
     reload_interval: float = 60.0
     edge_devices: frozenset[str] = frozenset()
+    limits: EdgeLimits = field(default_factory=EdgeLimits)  # attempt limits, central and at edge doors
     workers: int = 16
     queue_size: int = 1000
 
@@ -101,6 +103,7 @@ class AccessHandler:
         self._pass_lock = asyncio.Lock()
         self.edge_devices: set[str] = set(config.edge_devices)
         self._pushed: dict[str, tuple[int, str]] = {}
+        self._sealers: dict[str, DoorSealer] = {}
         self._inbox: asyncio.Queue[tuple[DeviceEvent, PlatformActions]] | None = None
 
     # --- snapshot ---------------------------------------------------------------------------------
@@ -346,23 +349,28 @@ class AccessHandler:
         now = actions.now()
         updated = []
         for device_id in sorted(self.edge_devices if only is None else {only}):
-            allow = build_allow_list(snap, device_id, now)
+            allow = self._allow_list(snap, device_id, now)
             digest = allow_list_digest(allow)
             prev_version, prev_digest = self._pushed.get(device_id, (0, ""))
             if digest == prev_digest and not force:
                 continue
             version = max(prev_version + 1, int(now))
-            await actions.set_desired(
-                device_id, {"access_mode": "edge", "allow_list": {"version": version, "entries": allow["entries"]}}
-            )
+            await actions.set_desired(device_id, {"access_mode": "edge", "allow_list": {"version": version, **allow}})
             self._pushed[device_id] = (version, digest)
             updated.append(device_id)
         return updated
 
+    def _allow_list(self, snap: RegistrySnapshot, device_id: str, now: float) -> dict[str, Any]:
+        sealer = self._sealers.get(device_id)
+        if sealer is None:
+            key = door_key(self.store.cipher.edge_root, self.config.site, device_id)
+            sealer = self._sealers[device_id] = DoorSealer(key)
+        return build_allow_list(snap, device_id, now, sealer, self.config.limits)
+
     async def next_edge_boundary(self, now: float) -> float | None:
         """The earliest future validity boundary in any edge door's allow-list."""
         snap = await self.snapshot()
-        times = [t for d in self.edge_devices if (t := next_boundary(build_allow_list(snap, d, now), now))]
+        times = [t for d in self.edge_devices if (t := next_boundary(self._allow_list(snap, d, now), now))]
         return min(times) if times else None
 
     # --- housekeeping -----------------------------------------------------------------------------

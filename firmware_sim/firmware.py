@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from firmware_sim.edge_access import decide
+from firmware_sim.edge_access import EdgeDoor
 
 log = logging.getLogger(__name__)
 
@@ -241,10 +241,13 @@ class VehicleGate(Firmware):
     desired_fields = frozenset({"barrier", "mode", "open_seconds", "access_mode", "allow_list"})
     commands = frozenset({"reboot", "open"})
 
-    def __init__(self, device_id: str, *, cameras: list[str] | None = None, **kw: Any) -> None:
+    def __init__(
+        self, device_id: str, *, cameras: list[str] | None = None, edge_key: bytes | None = None, **kw: Any
+    ) -> None:
+        """``edge_key``: the door key issued at provisioning (opens sealed allow-lists in edge mode)."""
         super().__init__(device_id, **kw)
         self.reported["cameras"] = {c: {"online": True} for c in cameras or []}
-        self.used_qr: set[str] = set()
+        self.edge = EdgeDoor(edge_key)
 
     def apply_desired(self, key: str, value: Any, now: float, patch: dict[str, Any]) -> list[Output]:
         if key == "barrier":
@@ -311,12 +314,10 @@ class VehicleGate(Firmware):
         return out
 
     def _edge(self, kind: str, credential: str, now: float) -> list[Output]:
-        entries = (self.desired.get("allow_list") or {}).get("entries") or []
-        d = decide(entries, kind, credential, now, frozenset(self.used_qr))
+        d, locks = self.edge.decide(self.desired.get("allow_list"), kind, credential, now)
         out: list[Output] = [self.event("access_decided", d.as_event(), now)]
+        out += [self.event("access_lockout", lock.as_event(), now) for lock in locks]
         if d.allowed:
-            if kind == "qr":
-                self.used_qr.add(credential)
             _, extra = self.run_command("open", {"subject": d.subject}, now)
             out += extra
         return out
@@ -337,9 +338,10 @@ class DoorLock(Firmware):
     desired_fields = frozenset({"lock", "hold_seconds", "access_mode", "liveness_threshold", "allow_list"})
     commands = frozenset({"reboot", "open"})
 
-    def __init__(self, device_id: str, **kw: Any) -> None:
+    def __init__(self, device_id: str, *, edge_key: bytes | None = None, **kw: Any) -> None:
+        """``edge_key``: the door key issued at provisioning (opens sealed allow-lists in edge mode)."""
         super().__init__(device_id, **kw)
-        self.used_qr: set[str] = set()
+        self.edge = EdgeDoor(edge_key)
 
     def apply_desired(self, key: str, value: Any, now: float, patch: dict[str, Any]) -> list[Output]:
         if key == "allow_list":
@@ -423,27 +425,26 @@ class DoorLock(Firmware):
         elif kind == "card":
             out.append(self.event("card_presented", {"card": credential}, now))
         elif kind == "pin":
-            out.append(self.event("pin_entered", {"pin": credential}, now))
+            # A door deciding itself never puts the typed PIN on the broker.
+            edge = self.reported.get("access_mode") == "edge"
+            out.append(self.event("pin_entered", {} if edge else {"pin": credential}, now))
         elif kind == "qr":
             out.append(self.event("qr_scanned", {"payload": credential}, now))
         else:
             raise ValueError(f"unknown credential kind {kind!r}")
         if self.reported.get("access_mode") == "edge":
-            if kind == "face" and liveness < float(self.reported.get("liveness_threshold", 0.8)):
-                refused = {
-                    "allowed": False,
-                    "subject": None,
-                    "credential_kind": "face",
-                    "reason": "liveness_below_threshold",
-                }
-                out.append(self.event("access_decided", refused, now))
-                return out
-            entries = (self.desired.get("allow_list") or {}).get("entries") or []
-            d = decide(entries, kind, credential, now, frozenset(self.used_qr), embedding=embedding)
+            d, locks = self.edge.decide(
+                self.desired.get("allow_list"),
+                kind,
+                credential,
+                now,
+                embedding=embedding,
+                liveness=liveness,
+                liveness_threshold=float(self.reported.get("liveness_threshold", 0.8)),
+            )
             out.append(self.event("access_decided", d.as_event(), now))
+            out += [self.event("access_lockout", lock.as_event(), now) for lock in locks]
             if d.allowed:
-                if kind == "qr":
-                    self.used_qr.add(credential)
                 out += self._open("access", d.subject, float(self.reported.get("hold_seconds", 5)), now)
         return out
 

@@ -40,8 +40,20 @@ class AllowEntry(_Strict):
     valid_until: float | None = None
 
 
+class EdgeLimits(_Strict):
+    max_failures: int = Field(ge=1, le=1000)
+    window_s: float = Field(gt=0)
+    lockout_s: float = Field(ge=0)
+
+
 class AllowList(_Strict):
+    """A door's sealed allow-list (docs/protocol.md, "Sealed allow-lists")."""
+
     version: int = Field(ge=0)
+    seal: Literal["anfang-edge-v1"] | None = None
+    key_id: str | None = Field(default=None, pattern=r"^[0-9a-f]{16}$")
+    face_threshold: float | None = Field(default=None, ge=-1.0, le=1.0)
+    limits: EdgeLimits | None = None
     entries: list[AllowEntry] = Field(max_length=5000)
 
 
@@ -181,7 +193,7 @@ class CardPresented(_Strict):
 
 
 class PinEntered(_Strict):
-    pin: str = Field(min_length=4, max_length=12)
+    pin: str | None = Field(default=None, min_length=4, max_length=12)  # left out by a door deciding itself
 
 
 class DoorOpened(_Strict):
@@ -202,6 +214,15 @@ class AccessDecided(_Strict):
     subject: str | None = Field(default=None, max_length=64)
     credential_kind: Literal["face", "card", "pin", "qr", "plate"] | None = None
     reason: str = Field(max_length=200)
+
+
+class AccessLockout(_Strict):
+    """An edge door locked a credential kind (``scope: door``) or one credential after repeated refusals."""
+
+    credential_kind: Literal["card", "pin", "qr"]
+    scope: Literal["door", "credential"]
+    until: float
+    failures: int = Field(ge=1)
 
 
 class BarrierOpened(_Strict):
@@ -241,6 +262,7 @@ _DOOR_EVENTS: dict[str, type[_Strict]] = {
     "door_forced": Empty,
     "door_held_open": DoorHeldOpen,
     "access_decided": AccessDecided,
+    "access_lockout": AccessLockout,
 }
 
 
@@ -273,6 +295,7 @@ SCHEMAS: dict[str, KindSchema] = {
             "barrier_opened": BarrierOpened,
             "barrier_closed": Empty,
             "access_decided": AccessDecided,
+            "access_lockout": AccessLockout,
         },
     ),
     "camera": KindSchema(

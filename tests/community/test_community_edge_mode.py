@@ -8,10 +8,31 @@ from typing import Any
 
 from community_testkit import LEASE_END_DAY, NOW, SITE, Community, community_fixture, db_fixture, noisy, template  # noqa: F401 (pytest fixtures)
 
-from community.edge import edge_decide
+from community.edge import door_key, key_id
 from community.models import AccessDecisionRow
 from community.snapshot import lease_window
+from firmware_sim.edge_access import decide, open_allow_list
 from twins.hooks import DeviceEvent, FakePlatformActions, TwinChange
+
+DOOR_KEYS: dict[str, bytes] = {}
+
+
+def edge_decide(
+    allow: dict[str, Any], kind: str, credential: str | list[float], now: float, *, liveness: float | None = None
+) -> tuple[bool, str | None, str]:
+    """What the door holding ``allow`` decides (the simulated firmware's decider, with the door's key)."""
+    opened = open_allow_list(allow, DOOR_KEYS[allow["key_id"]])
+    if isinstance(credential, list):
+        d = decide(opened, kind, "", now, embedding=credential, liveness=liveness)
+    else:
+        d = decide(opened, kind, credential, now, liveness=liveness)
+    return d.allowed, d.subject, d.reason
+
+
+def remember_keys(community: Community, *devices: str) -> None:
+    for device in devices:
+        key = door_key(community.store.cipher.edge_root, SITE, device)
+        DOOR_KEYS[key_id(key)] = key
 
 
 def pushed_list(actions: FakePlatformActions, device: str) -> dict[str, Any]:
@@ -24,6 +45,7 @@ def pushed_list(actions: FakePlatformActions, device: str) -> dict[str, Any]:
 
 async def test_offline_edge_door_refuses_expired_tenant(community: Community) -> None:
     handler = community.handler(edge_devices=frozenset({"door-b1-u1"}))
+    remember_keys(community, "door-b1-u1")
     actions = FakePlatformActions(clock=NOW)
     assert await handler.refresh_edge_allow_lists(actions) == ["door-b1-u1"]
     allow = pushed_list(actions, "door-b1-u1")
@@ -31,10 +53,11 @@ async def test_offline_edge_door_refuses_expired_tenant(community: Community) ->
     assert {"p-owner", "p-tenant", "p-noface", "p-staff", "p-police"} <= subjects
     assert "p-b2" not in subjects, "another building's resident is not on this door's list"
     assert all(set(e) == {"subject", "kind", "credential", "valid_from", "valid_until"} for e in allow["entries"])
+    assert {str(e["credential"]).split(":")[0] for e in allow["entries"]} == {"hmac", "aesgcm"}, "all sealed"
     assert not any("C0003" in str(e["credential"]) for e in allow["entries"]), "cards are digested, not in clear"
     # From here on the door is offline: it only has `allow` and its own clock.
     _, lease_until = lease_window(dt.date(2026, 9, 1), LEASE_END_DAY)
-    assert edge_decide(allow, "card", "C0003", lease_until - 86400) == (True, "p-tenant", "allowed")
+    assert edge_decide(allow, "card", "C0003", lease_until - 86400) == (True, "p-tenant", "granted")
     assert edge_decide(allow, "card", "C0003", lease_until + 60) == (False, "p-tenant", "expired")
     face = noisy(template(3), 4)
     assert edge_decide(allow, "face", face, lease_until - 60, liveness=0.9)[0] is True
@@ -46,6 +69,7 @@ async def test_offline_edge_door_refuses_expired_tenant(community: Community) ->
 
 async def test_unchanged_list_is_not_pushed_again_and_new_pass_is(community: Community) -> None:
     handler = community.handler(edge_devices=frozenset({"door-b1-u1", "gate-north"}))
+    remember_keys(community, "door-b1-u1", "gate-north")
     actions = FakePlatformActions(clock=NOW)
     assert await handler.refresh_edge_allow_lists(actions) == ["door-b1-u1", "gate-north"]
     assert await handler.refresh_edge_allow_lists(actions) == []
@@ -59,7 +83,7 @@ async def test_unchanged_list_is_not_pushed_again_and_new_pass_is(community: Com
     assert edge_decide(gate, "qr", payload.replace("AFP1.", "AFP1.x"), NOW + 1)[0] is False
     assert edge_decide(gate, "plate", "湘A8888D", NOW + 1)[0] is True
     assert edge_decide(gate, "plate", "湘A8888D", NOW + 7201)[2] == "expired"
-    assert edge_decide(gate, "plate", "赣G12345", NOW + 1) == (True, "p-owner", "allowed")
+    assert edge_decide(gate, "plate", "赣G12345", NOW + 1) == (True, "p-owner", "granted")
     versions = [p["allow_list"]["version"] for d, p in actions.desired if d == "gate-north"]
     assert versions == sorted(versions) and len(set(versions)) == 2
     assert await handler.next_edge_boundary(NOW) == NOW + 7200

@@ -1,4 +1,4 @@
-"""Property and example tests of the pure modules: ID-card numbers, passes, crypto, edge decisions."""
+"""Property and example tests of the pure modules: ID-card numbers, passes, crypto, template encoding."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from community.crypto import CryptoError, FieldCipher
 from community.decisions import Capture, decide
-from community.edge import credential_digest, decode_template, edge_decide, encode_template
+from community.edge import decode_template, encode_template
 from community.idcard import IdCardError, check_char, is_valid_id_number, mask_id_number, validate_id_number
 from community.passes import PassClaims, PassError, parse_pass, sign_pass, verify_pass
 from community.snapshot import DeviceInfo, PersonInfo, RegistrySnapshot
@@ -108,59 +108,6 @@ def test_any_single_character_change_breaks_the_pass(claims: PassClaims, data: s
     with pytest.raises(PassError) as err:
         verify_pass(altered, KEY, now=claims.valid_from)
     assert err.value.reason in {"bad_signature", "malformed"}
-
-
-def allow_list() -> dict[str, object]:
-    return {
-        "version": 3,
-        "entries": [
-            {
-                "subject": "p1",
-                "kind": "card",
-                "credential": credential_digest("card", "C1"),
-                "valid_from": None,
-                "valid_until": None,
-            },
-            {
-                "subject": "t1",
-                "kind": "card",
-                "credential": credential_digest("card", "C2"),
-                "valid_from": 100.0,
-                "valid_until": 200.0,
-            },
-            {
-                "subject": "t1",
-                "kind": "face",
-                "credential": encode_template(template(7)),
-                "valid_from": 100.0,
-                "valid_until": 200.0,
-            },
-            {"subject": "p1", "kind": "plate", "credential": "赣G12345", "valid_from": None, "valid_until": None},
-        ],
-    }
-
-
-def test_edge_decide_windows_and_kinds() -> None:
-    al = allow_list()
-    assert edge_decide(al, "card", "C1", 0.0) == (True, "p1", "allowed")
-    assert edge_decide(al, "card", "C2", 150.0) == (True, "t1", "allowed")
-    assert edge_decide(al, "card", "C2", 200.0) == (False, "t1", "expired")
-    assert edge_decide(al, "card", "C2", 50.0) == (False, "t1", "not_yet_valid")
-    assert edge_decide(al, "card", "C3", 150.0) == (False, None, "not_in_allow_list")
-    assert edge_decide(al, "pin", "C1", 150.0) == (False, None, "not_in_allow_list")
-    assert edge_decide(al, "plate", "粤G12345", 0.0) == (True, "p1", "allowed")
-    assert edge_decide(al, "face", template(7), 150.0, liveness=0.95) == (True, "t1", "allowed")
-    assert edge_decide(al, "face", template(7), 150.0, liveness=0.5) == (False, None, "liveness_below_threshold")
-    assert edge_decide(al, "face", template(8), 150.0, liveness=0.95) == (False, None, "not_in_allow_list")
-    assert edge_decide(al, "face", encode_template(template(7)), 250.0, liveness=0.95) == (False, "t1", "expired")
-    assert edge_decide(al, "face", "not base64!", 150.0, liveness=0.95)[2] == "bad_credential"
-
-
-@given(st.floats(0, 400))
-def test_edge_never_admits_outside_window(now: float) -> None:
-    allowed, _, reason = edge_decide(allow_list(), "card", "C2", now)
-    assert allowed == (100.0 <= now < 200.0)
-    assert reason in {"allowed", "expired", "not_yet_valid"}
 
 
 def test_template_encoding_is_compact_and_faithful() -> None:

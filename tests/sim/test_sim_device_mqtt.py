@@ -15,6 +15,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from community.edge import DoorSealer
 from firmware_sim.clock import SimClock
 from firmware_sim.device import DeviceClient
 from firmware_sim.firmware import DoorLock, Firmware, VehicleGate
@@ -127,12 +128,22 @@ async def test_edge_door_decides_offline_with_the_simulated_clock(
     start = 1_800_000_000.0
     skew = [0.0]
     clock = SimClock(start, speed=100, monotonic=lambda: time.monotonic() + skew[0])
-    door = DoorLock("door-1", seq_start=int(time.time() * 1000), boot_ts=start)
+    key = bytes(range(32))
+    door = DoorLock("door-1", seq_start=int(time.time() * 1000), boot_ts=start, edge_key=key)
     base = f"anfang/{site}/door-1/"
+    sealer = DoorSealer(key)
     allow = {
         "version": 2,
+        "seal": "anfang-edge-v1",
+        "key_id": sealer.key_id,
         "entries": [
-            {"subject": "p7", "kind": "card", "credential": "C7", "valid_from": None, "valid_until": start + 300}
+            {
+                "subject": "p7",
+                "kind": "card",
+                "credential": sealer.mac("card", "C7"),
+                "valid_from": None,
+                "valid_until": start + 300,
+            }
         ],
     }
     observer.publish(

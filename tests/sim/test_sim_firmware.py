@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import random
-import struct
 from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from firmware_sim.edge_access import credential_digest, decide
+from community.edge import DoorSealer
+from firmware_sim.edge_access import decide, open_allow_list
 from firmware_sim.firmware import DoorLock, Output, PtzTracker, Publish, Reboot, VehicleGate
 from firmware_sim.identity import face_embedding
 
@@ -78,50 +77,101 @@ def test_stale_desired_versions_are_ignored() -> None:
 
 
 ENTRY_WINDOW = st.tuples(st.floats(0, 1e6), st.floats(0, 1e6)).map(sorted)
+DOOR_KEY = bytes(range(32))
+SEALER = DoorSealer(DOOR_KEY)
+
+
+def sealed(entries: list[dict[str, Any]], version: int = 1, threshold: float = 0.363) -> dict[str, Any]:
+    """A list sealed to ``DOOR_KEY`` the way the platform seals it (credentials given in clear here)."""
+    out = []
+    for e in entries:
+        kind, cred = e["kind"], e["credential"]
+        if kind == "face":
+            cred = SEALER.seal_face(e["subject"], cred)
+        elif kind == "plate":
+            cred = SEALER.seal_plate(e["subject"], cred)
+        else:
+            cred = SEALER.mac(kind, cred)
+        out.append({**e, "credential": cred})
+    return {
+        "version": version,
+        "seal": "anfang-edge-v1",
+        "key_id": SEALER.key_id,
+        "face_threshold": threshold,
+        "limits": {"max_failures": 5, "window_s": 300.0, "lockout_s": 300.0},
+        "entries": out,
+    }
 
 
 @given(ENTRY_WINDOW, st.floats(0, 1e6))
 def test_edge_decision_respects_validity_window(window: list[float], now: float) -> None:
     lo, hi = window
-    entries = [{"subject": "p1", "kind": "card", "credential": "C1", "valid_from": lo, "valid_until": hi}]
-    d = decide(entries, "card", "C1", now)
+    opened = open_allow_list(
+        sealed([{"subject": "p1", "kind": "card", "credential": "C1", "valid_from": lo, "valid_until": hi}]), DOOR_KEY
+    )
+    d = decide(opened, "card", "C1", now)
     assert d.allowed == (lo <= now < hi)
     assert d.reason == ("granted" if lo <= now < hi else ("not_yet_valid" if now < lo else "expired"))
-    assert decide(entries, "card", "C2", now).reason == "unknown_card"
+    assert decide(opened, "card", "C2", now).reason == "unknown_card"
 
 
-def test_edge_entries_in_the_access_services_format() -> None:
-    template = base64.b64encode(struct.pack("<128e", *face_embedding("p5"))).decode()
-    entries = [
-        {"subject": "p5", "kind": "face", "credential": template, "valid_from": None, "valid_until": None},
-        {
-            "subject": "p5",
-            "kind": "card",
-            "credential": credential_digest("card", "C5"),
-            "valid_from": None,
-            "valid_until": None,
-        },
-    ]
-    assert decide(entries, "card", "C5", 0.0).allowed
+def test_sealed_entries_open_only_with_this_doors_key() -> None:
+    allow = sealed(
+        [
+            {
+                "subject": "p5",
+                "kind": "face",
+                "credential": face_embedding("p5"),
+                "valid_from": None,
+                "valid_until": None,
+            },
+            {"subject": "p5", "kind": "card", "credential": "C5", "valid_from": None, "valid_until": None},
+            {"subject": "p5", "kind": "plate", "credential": "赣G12345", "valid_from": None, "valid_until": None},
+        ]
+    )
+    opened = open_allow_list(allow, DOOR_KEY)
+    assert decide(opened, "card", "C5", 0.0).allowed
+    assert decide(opened, "plate", "赣G12345", 0.0).allowed
+    assert decide(opened, "plate", "粤G12345", 0.0).reason == "unknown_vehicle", "the door matches plates exactly"
     seen = face_embedding("p5", 0.05, random.Random(1))
-    assert decide(entries, "face", "", 0.0, embedding=seen).subject == "p5"
-    assert not decide(entries, "face", "", 0.0, embedding=face_embedding("p6")).allowed
+    assert decide(opened, "face", "", 0.0, embedding=seen, liveness=0.97).subject == "p5"
+    assert not decide(opened, "face", "", 0.0, embedding=face_embedding("p6"), liveness=0.97).allowed
+    assert decide(opened, "face", "", 0.0, embedding=seen, liveness=0.2).reason == "liveness_below_threshold"
+    other = open_allow_list(allow, bytes(32))
+    assert decide(other, "card", "C5", 0.0).reason == "sealed_for_another_door"
+    forged = {**allow, "key_id": other_key_id()}
+    moved = open_allow_list(forged, bytes(32))
+    assert {e.kind for e in moved.entries} == {"card"}, "sealed faces and plates do not open with another key"
+    assert decide(moved, "card", "C5", 0.0).reason == "unknown_card", "nor does another door's MAC fit"
+    assert decide(open_allow_list(allow, None), "card", "C5", 0.0).reason == "no_allow_list"
+    clear = {**allow, "entries": [{**allow["entries"][1], "credential": "C5"}]}
+    assert not decide(open_allow_list(clear, DOOR_KEY), "card", "C5", 0.0).allowed, "no credential in clear"
+
+
+def other_key_id() -> str:
+    return DoorSealer(bytes(32)).key_id
 
 
 def test_edge_door_decides_locally_and_qr_is_single_use() -> None:
-    door = DoorLock("door-1", seq_start=0, boot_ts=0.0)
-    allow = {
-        "version": 7,
-        "entries": [
-            {"subject": "p1", "kind": "face", "credential": "p1", "valid_from": None, "valid_until": 1000.0},
+    door = DoorLock("door-1", seq_start=0, boot_ts=0.0, edge_key=DOOR_KEY)
+    allow = sealed(
+        [
+            {
+                "subject": "p1",
+                "kind": "face",
+                "credential": face_embedding("p1"),
+                "valid_from": None,
+                "valid_until": 1000.0,
+            },
             {"subject": "guest", "kind": "qr", "credential": "Q1", "valid_from": None, "valid_until": None},
         ],
-    }
+        version=7,
+    )
     outs = door.on_message(
         "twin/desired", msg({"version": 1, "desired": {"access_mode": "edge", "allow_list": allow}}), 0.0
     )
     assert pubs(outs, "twin/reported")[0]["state"] == {"access_mode": "edge", "allow_list_version": 7}
-    face = {"liveness": 0.97, "_credential": "p1"}
+    face = {"liveness": 0.97, "embedding": face_embedding("p1", 0.05, random.Random(2)), "_credential": "p1"}
     ok = door.stimulate("events/face_captured", face, 500.0)
     assert pubs(ok, "events/access_decided")[0]["data"]["allowed"] is True
     assert "_credential" not in pubs(ok, "events/face_captured")[0]["data"]
@@ -132,7 +182,7 @@ def test_edge_door_decides_locally_and_qr_is_single_use() -> None:
         "credential_kind": "face",
         "reason": "expired",
     }
-    spoof = door.stimulate("events/face_captured", {"liveness": 0.2, "_credential": "p1"}, 500.0)
+    spoof = door.stimulate("events/face_captured", {**face, "liveness": 0.2}, 500.0)
     assert pubs(spoof, "events/access_decided")[0]["data"]["reason"] == "liveness_below_threshold"
     first = door.stimulate("events/qr_scanned", {"payload": "Q1"}, 600.0)
     second = door.stimulate("events/qr_scanned", {"payload": "Q1"}, 700.0)
