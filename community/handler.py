@@ -25,6 +25,7 @@ from community.allowlist import EdgeLimits, allow_list_digest, build_allow_list,
 from community.decisions import Capture, CredentialKind, Decision, decide, watchlist_hits
 from community.edge import DoorSealer, door_key
 from community.errors import CommunityError
+from community.lockout import LIMITED_KINDS, AttemptLimits, LockStarted
 from community.records import AccessRecords, Retention
 from community.snapshot import RegistrySnapshot, WatchEntry
 from community.store import CommunityStore
@@ -104,6 +105,7 @@ class AccessHandler:
         self.edge_devices: set[str] = set(config.edge_devices)
         self._pushed: dict[str, tuple[int, str]] = {}
         self._sealers: dict[str, DoorSealer] = {}
+        self._attempts = AttemptLimits(config.limits)
         self._inbox: asyncio.Queue[tuple[DeviceEvent, PlatformActions]] | None = None
 
     # --- snapshot ---------------------------------------------------------------------------------
@@ -127,7 +129,7 @@ class AccessHandler:
         otherwise they are processed inline.
         """
         self._actions = actions
-        if event.type not in _CAPTURE_TYPES and event.type != "access_decided":
+        if event.type not in _CAPTURE_TYPES and event.type not in ("access_decided", "access_lockout"):
             return
         if self._inbox is not None:
             await self._inbox.put((event, actions))
@@ -143,6 +145,8 @@ class AccessHandler:
                     await self.handle_capture(capture, actions)
             elif event.type == "access_decided":
                 await self._record_edge_decision(event, actions)
+            elif event.type == "access_lockout":
+                await self._edge_lockout(event, actions)
         except (CommunityError, ValueError, TypeError, KeyError, OverflowError) as exc:
             log.warning("access event %s/%s from %s rejected: %s", event.type, event.id, event.device_id, exc)
 
@@ -208,7 +212,13 @@ class AccessHandler:
         snap = await self.snapshot()
         now = actions.now()
         decision = decide(capture, snap, now)
-        if (
+        attempt_key = self._attempt_key(capture)
+        door = decision.target
+        central = door is not None and door not in self.edge_devices
+        locked = central and door is not None and self._attempts.locked(door, capture.kind, attempt_key, now)
+        if locked:
+            decision = Decision(False, "locked_out", door, capture.kind, credential_ref=decision.credential_ref)
+        elif (
             not decision.allowed
             and decision.reason.startswith("unknown_")
             and time.monotonic() - self._forced_reload_at > _FORCED_RELOAD_EVERY
@@ -238,6 +248,9 @@ class AccessHandler:
                 decision, ts=now, mode="central", device_id=target, capture_id=capture_id, command_ok=command_ok
             )
             await self._emit(capture.device_id, "access_decided", now, _decision_data(decision))
+            if not locked:
+                for lock in self._attempts.record(target, capture.kind, attempt_key, decision.allowed, now):
+                    await self._raise_lockout(lock, snap, actions, now)
         for entry, score in hits:
             await self._raise_alarm(entry, score, capture, decision, snap, actions, now)
         return decision
@@ -307,6 +320,47 @@ class AccessHandler:
                 "alarm_id": alarm.id,
             },
         )
+
+    def _attempt_key(self, capture: Capture) -> str | None:
+        """A keyed hash of a typed or presented credential, to count its refusals without keeping it."""
+        if capture.kind not in LIMITED_KINDS or not capture.credential:
+            return None
+        return self.store.cipher.lookup_hash(capture.credential.strip(), f"attempts-{capture.kind}")
+
+    async def _raise_lockout(
+        self, lock: LockStarted, snap: RegistrySnapshot, actions: PlatformActions, now: float
+    ) -> None:
+        """One alarm per locked door and kind (or credential) while it is open; a repeat counts on it."""
+        device = snap.devices.get(lock.door)
+        place = device.name if device is not None and device.name else lock.door
+        what = "one credential" if lock.scope == "credential" else f"{lock.credential_kind} entry"
+        dedupe = f"access|lockout|{lock.door}|{lock.credential_kind}|{lock.scope}"
+        if lock.credential_key is not None:
+            dedupe = f"access|lockout|credential|{lock.credential_kind}|{lock.credential_key[:16]}"
+        await self._alarms.raise_alarm(
+            actions,
+            rule_id="access",
+            subject=lock.door,
+            kind="access_lockout",
+            severity="high",
+            message=f"{lock.failures} refused {lock.credential_kind} attempts at {place}: {what} locked",
+            now=now,
+            evidence={"device": lock.door, "credential_kind": lock.credential_kind, "scope": lock.scope},
+            data={"place": place, "until": lock.until, "failures": lock.failures},
+            dedupe_key=dedupe,
+        )
+        log.warning("%s: %s locked until %.0f after %d refusals", lock.door, what, lock.until, lock.failures)
+
+    async def _edge_lockout(self, event: DeviceEvent, actions: PlatformActions) -> None:
+        data = event.data
+        lock = LockStarted(
+            event.device_id,
+            str(data["credential_kind"]),
+            str(data["scope"]),
+            float(data["until"]),
+            int(data["failures"]),
+        )
+        await self._raise_lockout(lock, await self.snapshot(), actions, event.ts)
 
     async def _emit(self, device_id: str, type_: str, now: float, data: dict[str, Any]) -> None:
         if self._on_platform_event is not None:

@@ -203,4 +203,18 @@ async def test_retained_allow_list_reveals_nothing_and_the_door_still_opens(tmp_
                 door_dc.stimulate("events/pin_entered", {"pin": pin})
                 got = await _next_decision(decided, DOORS[0], "pin")
                 assert (got["allowed"], got["reason"]) == (False, "sealed_for_another_door")
+
+                # 5. Five wrong PINs lock PIN entry at the door, which reports it: one alarm, over MQTT.
+                door.desired["allow_list"] = lists[DOORS[0]]
+                watcher = await stack.operator()
+                await watcher.subscribe(f"anfang/{stack.site}/alarms/#")
+                for i in range(5):
+                    door_dc.stimulate("events/pin_entered", {"pin": f"{(int(pin) + 1 + i) % 10**6:06d}"})
+                _, alarm = await watcher.expect(r"/alarms/")
+                assert (alarm["kind"], alarm["subject"]) == ("access_lockout", DOORS[0])
+                door_dc.stimulate("events/pin_entered", {"pin": pin})
+                got = await _next_decision(decided, DOORS[0], "pin")
+                while got["reason"] == "unknown_pin":  # the five refusals, in whatever order they were handled
+                    got = await _next_decision(decided, DOORS[0], "pin")
+                assert (got["allowed"], got["reason"]) == (False, "locked_out")
             runner.cancel()
