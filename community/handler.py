@@ -41,8 +41,6 @@ EmbedImage = Callable[[bytes], Awaitable[np.ndarray]]
 ReadPlateImage = Callable[[bytes], Awaitable[tuple[str, float | None] | None]]  # -> (plate text, confidence)
 PlatformEventSink = Callable[[DeviceEvent], Awaitable[None]]
 
-_FORCED_RELOAD_EVERY = 5.0  # seconds; bounds the reloads an unknown credential can cause
-
 _CAPTURE_TYPES: dict[str, CredentialKind] = {
     "plate_captured": "plate",
     "face_captured": "face",
@@ -64,7 +62,8 @@ class AccessConfig:
     command_timeout: float = 10.0
     retention: Retention = field(default_factory=Retention)
     purge_interval: float = 3600.0
-    reload_interval: float = 60.0
+    reload_interval: float = 60.0  # a full re-read, only a safety net: the change counter is read per decision
+    change_poll_interval: float = 0.5  # how often edge allow-lists look for registry changes (pushed within 2 s)
     edge_devices: frozenset[str] = frozenset()
     limits: EdgeLimits = field(default_factory=EdgeLimits)  # attempt limits, central and at edge doors
     workers: int = 16
@@ -94,12 +93,12 @@ class AccessHandler:
         self._alarms = alarms
         self._embed_image = embed_image
         self._read_plate_image = read_plate_image
-        self._forced_reload_at = 0.0
         self._on_platform_event = on_platform_event
         self._actions = actions
         self._clock = clock
         self._snap: RegistrySnapshot | None = None
         self._snap_generation = -1
+        self._snap_seq = -1
         self._reload_lock = asyncio.Lock()
         self._pass_lock = asyncio.Lock()
         self.edge_devices: set[str] = set(config.edge_devices)
@@ -110,15 +109,29 @@ class AccessHandler:
 
     # --- snapshot ---------------------------------------------------------------------------------
     async def snapshot(self, *, force: bool = False) -> RegistrySnapshot:
-        """The current registry snapshot, reloaded when the store changed (or ``force``)."""
+        """The current registry snapshot, reloaded when the registry changed (or ``force``).
+
+        A change through this process's store shows in ``store.generation``; a change anywhere else
+        (the API or CLI of another process, another worker) in the site's change counter, one
+        primary-key read per call, so every decision sees every change committed before it started.
+        """
+        seq = await self.store.change_seq()
+        if not force and self._fresh(seq):
+            assert self._snap is not None
+            return self._snap
         async with self._reload_lock:
-            if force or self._snap is None or self._snap_generation != self.store.generation:
+            if force or not self._fresh(seq):
                 generation = self.store.generation
+                seq = await self.store.change_seq()  # read before the rows: a change after it shows next time
                 self._snap = await self.store.snapshot(
                     liveness_threshold=self.config.liveness_threshold, face_threshold=self.config.face_threshold
                 )
-                self._snap_generation = generation
+                self._snap_generation, self._snap_seq = generation, seq
+            assert self._snap is not None
             return self._snap
+
+    def _fresh(self, seq: int) -> bool:
+        return self._snap is not None and self._snap_generation == self.store.generation and self._snap_seq >= seq
 
     # --- PlatformHandler --------------------------------------------------------------------------
     async def on_event(self, event: DeviceEvent, actions: PlatformActions) -> None:
@@ -218,15 +231,6 @@ class AccessHandler:
         locked = central and door is not None and self._attempts.locked(door, capture.kind, attempt_key, now)
         if locked:
             decision = Decision(False, "locked_out", door, capture.kind, credential_ref=decision.credential_ref)
-        elif (
-            not decision.allowed
-            and decision.reason.startswith("unknown_")
-            and time.monotonic() - self._forced_reload_at > _FORCED_RELOAD_EVERY
-        ):
-            # a credential registered by another process (CLI, provisioning) since the last reload
-            self._forced_reload_at = time.monotonic()
-            snap = await self.snapshot(force=True)
-            decision = decide(capture, snap, now)
         hits = watchlist_hits(capture, snap)
         command_ok: bool | None = None
         target = decision.target
@@ -443,6 +447,7 @@ class AccessHandler:
                 for i in range(self.config.workers):
                     tg.create_task(self._worker(self._inbox), name=f"access-worker-{i}")
                 tg.create_task(self._housekeeping(), name="access-housekeeping")
+                tg.create_task(self._follow_changes(), name="access-changes")
         finally:
             self._inbox = None
 
@@ -456,6 +461,26 @@ class AccessHandler:
                 log.exception("access event %s from %s failed", event.id, event.device_id)
             finally:
                 inbox.task_done()
+
+    async def _follow_changes(self) -> None:
+        """Republish edge allow-lists soon after any registry change (a revoked pass, a deactivated person)."""
+        seen = await self.store.change_seq()
+        while True:
+            await asyncio.sleep(self.config.change_poll_interval)
+            seq = await self.store.change_seq()
+            if seq == seen and self._snap_generation == self.store.generation:
+                continue
+            seen = seq
+            try:
+                await self.snapshot()
+                if self._actions is not None and self.edge_devices:
+                    updated = await self.refresh_edge_allow_lists(self._actions)
+                    if updated:
+                        log.info("registry change %d: allow-lists pushed to %s", seq, ", ".join(updated))
+            except Exception:
+                # a database hiccup; the next change (or the periodic re-read) pushes the lists
+                log.exception("allow-lists not refreshed after registry change %d", seq)
+                seen = -1
 
     async def _housekeeping(self) -> None:
         next_purge = 0.0

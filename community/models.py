@@ -15,6 +15,7 @@ __all__ = [
     "AuditRow",
     "BuildingRow",
     "CaptureRow",
+    "ChangeRow",
     "CredentialRow",
     "DeviceRow",
     "EnrolmentRow",
@@ -246,3 +247,14 @@ class AuditRow(Model):
 
     class Meta:
         table = "community_audit_log"
+
+
+class ChangeRow(Model):
+    """The site's registry change counter (``migrations/0050``): database triggers raise ``seq`` in the
+    same transaction as every change that access decisions read."""
+
+    site = fields.CharField(pk=True, max_length=64)
+    seq = fields.BigIntField()
+
+    class Meta:
+        table = "community_changes"

@@ -3,7 +3,8 @@
 A thin IO adapter over the Tortoise models. Personal data goes through :class:`FieldCipher`; the clock
 is passed in (``now``) by the caller. :meth:`CommunityStore.snapshot` builds the in-memory view that
 access decisions read. Every registry write bumps :attr:`CommunityStore.generation` so a handler in
-the same process reloads its snapshot.
+the same process reloads its snapshot; database triggers raise the site's change counter
+(:meth:`CommunityStore.change_seq`) for every process.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from community.errors import ConsentError, EnrolmentRefused, Forbidden, NotFound
 from community.idcard import IdCardError, validate_id_number
 from community.models import (
     BuildingRow,
+    ChangeRow,
     CredentialRow,
     DeviceRow,
     EnrolmentRow,
@@ -99,6 +101,15 @@ class CommunityStore:
 
     def _changed(self) -> None:
         self.generation += 1
+
+    async def change_seq(self) -> int:
+        """The site's registry change counter (one primary-key read).
+
+        Database triggers raise it in the same transaction as every change to what decisions read,
+        whichever process (API, CLI, another worker) made it; 0 before the first change.
+        """
+        row = await ChangeRow.get_or_none(site=self.site)
+        return 0 if row is None else row.seq
 
     # --- places -----------------------------------------------------------------------------------
     async def add_building(self, building_id: str, name: str | None = None, units: int = 1, floors: int = 1) -> None:
