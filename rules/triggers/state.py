@@ -1,0 +1,36 @@
+"""The state triggers keep between inputs: threshold sides, count windows, zone membership."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+
+@dataclass
+class CountWindow:
+    """Timestamps of recent matching events (bounded)."""
+
+    times: deque[float]
+
+    def add(self, ts: float, within: float) -> int:
+        """Add one; drop those older than ``within``; return how many remain."""
+        self.times.append(ts)
+        while self.times and self.times[0] <= ts - within:
+            self.times.popleft()
+        return len(self.times)
+
+
+@dataclass
+class TriggerState:
+    """Per-rule trigger state (kept in memory), keyed by rule id, trigger index and subject."""
+
+    threshold: dict[tuple[str, int, str], bool] = field(default_factory=dict)
+    counts: dict[tuple[str, int, str], CountWindow] = field(default_factory=dict)
+    #: (tag, zone) → inside; shared by every zone trigger.
+    membership: dict[tuple[str, str], bool] = field(default_factory=dict)
+
+    def forget(self, rule_id: str) -> None:
+        """Drop the state of a removed or changed rule."""
+        for table in (self.threshold, self.counts):
+            for k in [k for k in table if k[0] == rule_id]:
+                del table[k]
