@@ -84,6 +84,11 @@ class FieldCipher:
         """Decrypt a text field."""
         return self.decrypt_bytes(token, context).decode("utf-8")
 
+    @property
+    def lookup_key(self) -> bytes:
+        """The key of :meth:`lookup_hash`, for pure code that must compute the same hashes (decisions)."""
+        return self._lookup_key
+
     def lookup_hash(self, value: str, namespace: str) -> str:
         """Deterministic keyed hash (HMAC-SHA256 hex) of a normalised value, per namespace."""
         msg = namespace.encode() + b"\x00" + value.encode("utf-8")

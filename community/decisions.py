@@ -86,14 +86,18 @@ def entitlement_refusal(person: PersonInfo, target: DeviceInfo, now: float) -> s
     return "not_entitled_here"
 
 
-def _ref(kind: str, credential: str | None) -> str | None:
+def _ref(snap: RegistrySnapshot, kind: str, credential: str | None) -> str | None:
+    """What the decision log may keep of a credential: a plate as read, a card as a keyed reference, a PIN
+    as ``****``; a QR payload never (its pass id is recorded instead)."""
     if credential is None:
         return None
     if kind == "pin":
         return "****"
     if kind == "card":
-        return "*" * max(len(credential) - 4, 0) + credential[-4:]
-    return credential
+        return snap.card_ref(credential)
+    if kind == "plate":
+        return credential
+    return None
 
 
 def _person_decision(
@@ -140,7 +144,8 @@ def decide(capture: Capture, snap: RegistrySnapshot, now: float) -> Decision:
     """Allow or deny ``capture`` against the registry at time ``now``, with the reason."""
     target = resolve_target(capture, snap)
     if target is None:
-        return Decision(False, "not_an_access_point", None, capture.kind, credential_ref=capture.credential)
+        ref = _ref(snap, capture.kind, capture.credential)
+        return Decision(False, "not_an_access_point", None, capture.kind, credential_ref=ref)
     cred = capture.credential
     if capture.kind == "face":
         if capture.liveness is None or capture.liveness < snap.liveness_threshold:
@@ -176,9 +181,9 @@ def decide(capture: Capture, snap: RegistrySnapshot, now: float) -> Decision:
     subject = table.get(cred.strip())
     if subject is None:
         return Decision(
-            False, f"unknown_{capture.kind}", target.id, capture.kind, credential_ref=_ref(capture.kind, cred)
+            False, f"unknown_{capture.kind}", target.id, capture.kind, credential_ref=_ref(snap, capture.kind, cred)
         )
-    return _person_decision(snap, capture, target, subject, now, None, _ref(capture.kind, cred))
+    return _person_decision(snap, capture, target, subject, now, None, _ref(snap, capture.kind, cred))
 
 
 def _plate_decision(snap: RegistrySnapshot, capture: Capture, target: DeviceInfo, read: str, now: float) -> Decision:

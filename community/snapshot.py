@@ -8,6 +8,8 @@ needs) and kept by the handler; the pure functions in :mod:`community.decisions`
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -107,6 +109,14 @@ class RegistrySnapshot:
     watch_faces: FaceGallery = field(default_factory=FaceGallery)
     watch_plates: dict[str, str] = field(default_factory=dict)
     liveness_threshold: float = 0.8
+    #: key of the credential references in the decision log (the look-up hash key of the site's cipher, so a
+    #: card's reference is a prefix of its ``community_credentials.value_hash``)
+    ref_key: bytes = b""
+
+    def card_ref(self, card: str) -> str:
+        """What the decision log keeps of a card number: ``card:`` and 16 hex digits of its keyed hash."""
+        msg = b"card\x00" + card.strip().encode("utf-8")
+        return "card:" + hmac.new(self.ref_key, msg, hashlib.sha256).hexdigest()[:16]
 
     def pass_plates(self) -> dict[str, str]:
         """Plate → pass id of passes that carry a plate and are not revoked."""

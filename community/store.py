@@ -379,6 +379,7 @@ class CommunityStore:
         snap = RegistrySnapshot(
             site=self.site,
             pass_key=self.cipher.pass_key,
+            ref_key=self.cipher.lookup_key,
             liveness_threshold=liveness_threshold,
             faces=FaceGallery(threshold=face_threshold),
             watch_faces=FaceGallery(threshold=face_threshold),
