@@ -124,9 +124,11 @@ async def build_platform(
     settings: Settings,
     services_factory: ServicesFactory | None = None,
     opened: tuple[Registry, TwinStore] | None = None,
+    brokers: list[EmbeddedBroker] | None = None,
 ) -> AsyncIterator[Platform]:
     """Everything the platform needs, started and ready for ``Platform.run``; closed at exit.
-    ``opened``: the registry and twin store when the caller has opened the database already."""
+    ``opened``: the registry and twin store when the caller has opened the database already;
+    ``brokers``: holds the embedded broker while it runs (for cutting devices off, :mod:`anfang.lifecycle`)."""
     async with AsyncExitStack() as stack:
         registry, store = opened if opened else await stack.enter_async_context(open_registry(settings))
         lease: SiteLease | None = None
@@ -137,6 +139,9 @@ async def build_platform(
         broker: EmbeddedBroker | None = None
         if settings.broker.embedded:
             broker = await stack.enter_async_context(EmbeddedBroker(settings.broker.bind, registry))
+            if brokers is not None:
+                brokers.append(broker)
+                stack.callback(brokers.remove, broker)
             host, port = split_bind(settings.broker.bind)
             host = "127.0.0.1" if host in ("0.0.0.0", "") else host
             mqtt5 = False  # amqtt speaks MQTT 3.1.1 only
@@ -224,6 +229,7 @@ async def serve(settings: Settings, services_factory: Callable[..., AbstractAsyn
     """
     from anfang.alarm_dispatch import PlatformAlarmDesk
     from anfang.http_server import ApiServer
+    from anfang.lifecycle import lifecycle_for
     from anfang.readiness import Readiness
     from anfang.web import create_platform_app
     from anfang.workers import run_partitioned_worker
@@ -232,6 +238,13 @@ async def serve(settings: Settings, services_factory: Callable[..., AbstractAsyn
     async with AsyncExitStack() as stack:
         registry, store = await stack.enter_async_context(open_registry(settings))
         community = community_services(settings)
+        brokers: list[EmbeddedBroker] = []
+
+        def forget(device_id: str) -> None:
+            for worker in readiness.workers:
+                worker.forget(device_id)
+
+        lifecycle = lifecycle_for(settings, registry, lambda: brokers[0] if brokers else None, forget)
         readiness = Readiness(open_connection(settings.db_url), is_postgres(settings.db_url))
         readiness.standing_by = not settings.broker.embedded
         alarms = AlarmManager(settings.site, DatabaseAlarmStore(open_connection(settings.db_url), settings.site))
@@ -241,7 +254,7 @@ async def serve(settings: Settings, services_factory: Callable[..., AbstractAsyn
             console = console_services(
                 settings, community, desk, lambda: readiness.workers[0] if readiness.workers else None
             )
-            app = create_platform_app(community, readiness, desk, metrics, console)
+            app = create_platform_app(community, readiness, desk, metrics, console, lifecycle)
             # processes of one site on one host (standbys, --workers) share the port
             server = ApiServer(app, settings.api_bind or "", reuse_port=not settings.broker.embedded)
             await stack.enter_async_context(server)
@@ -251,7 +264,7 @@ async def serve(settings: Settings, services_factory: Callable[..., AbstractAsyn
         if settings.workers.partitions > 1:
             await run_partitioned_worker(settings, factory, opened=(registry, store), readiness=readiness)
             return
-        async with build_platform(settings, factory, opened=(registry, store)) as platform:
+        async with build_platform(settings, factory, opened=(registry, store), brokers=brokers) as platform:
 
             async def tune_when_ready() -> None:
                 await platform.ready.wait()

@@ -244,7 +244,8 @@ def devices_list(
     settings = _settings(config)
     for d in _with_registry(settings, lambda r: r.list_devices(site)):
         pos = f"({d.position[0]:.1f}, {d.position[1]:.1f})" if d.position else "-"
-        typer.echo(f"{d.id:24} {d.kind:13} {d.site:12} {pos:18} {d.name}")
+        state = "disabled" if d.disabled else "enabled"
+        typer.echo(f"{d.id:24} {d.kind:13} {d.site:12} {state:9} {pos:18} {d.name}")
 
 
 @devices_app.command("show")
@@ -265,6 +266,7 @@ def devices_show(device_id: str, config: ConfigOpt = None) -> None:
                 "site": info.site,
                 "name": info.name,
                 "position": info.position,
+                "disabled": info.disabled,
                 "twin": twin.to_json() if twin else None,
             }
 
@@ -275,12 +277,65 @@ def devices_show(device_id: str, config: ConfigOpt = None) -> None:
     typer.echo(json.dumps(shown, ensure_ascii=False, indent=2))
 
 
+def _lifecycle(settings: Settings, action: Callable[[Any], Awaitable[T]]) -> T:
+    """Run ``action(lifecycle)``; a broker that cannot be reached has no connection to cut."""
+    from anfang.app import open_registry
+    from anfang.lifecycle import lifecycle_for
+    from broker.cutoff import BrokerUnreachable, CutOffError
+
+    async def main() -> T:
+        async with open_registry(settings) as (registry, _store):
+            return await action(lifecycle_for(settings, registry))
+
+    try:
+        return _run(main())
+    except BrokerUnreachable as exc:
+        typer.echo(f"note: {exc}; the registry is changed, the broker checks it on the next connection", err=True)
+        raise typer.Exit(0) from None
+    except CutOffError as exc:
+        typer.echo(f"error: the registry is changed, but the live connection was not cut: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
 @devices_app.command("rotate-secret")
 def devices_rotate(device_id: str, config: ConfigOpt = None) -> None:
-    """Give a device a new secret (the old one stops working) and print it once."""
+    """Give a device a new secret and print it once; connections opened with the old one are cut."""
     settings = _settings(config)
-    secret = _with_registry(settings, lambda r: r.rotate_secret(device_id))
+    secret, problem = _lifecycle(settings, lambda lc: lc.rotate(device_id))
     typer.echo(f"secret: {secret}")
+    if problem is not None:
+        typer.echo(f"error: the old secret's live connection was not cut: {problem}", err=True)
+        raise typer.Exit(1)
+
+
+@devices_app.command("disable")
+def devices_disable(device_id: str, config: ConfigOpt = None) -> None:
+    """Cut a device off now and refuse it until it is enabled again."""
+    settings = _settings(config)
+    _lifecycle(settings, lambda lc: lc.disable(device_id))
+    typer.echo(f"disabled {device_id}")
+
+
+@devices_app.command("enable")
+def devices_enable(device_id: str, config: ConfigOpt = None) -> None:
+    """Accept a disabled device again (with its current secret)."""
+    settings = _settings(config)
+    _lifecycle(settings, lambda lc: lc.enable(device_id))
+    typer.echo(f"enabled {device_id}")
+
+
+@devices_app.command("delete")
+def devices_delete(
+    device_id: str,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Remove a device: its registration, secret and twin (events and records stay until purged by retention)."""
+    settings = _settings(config)
+    if not yes and not typer.confirm(f"delete {device_id}, its secret and its twin?"):
+        raise typer.Exit(1)
+    _lifecycle(settings, lambda lc: lc.delete(device_id))
+    typer.echo(f"deleted {device_id}")
 
 
 def _operator(settings: Settings) -> Any:

@@ -37,6 +37,10 @@ class BrokerSettings(_Section):
     embedded: bool = True
     bind: str = "127.0.0.1:1883"
     hash_iterations: int = Field(default=10_000, ge=1000)
+    # an external Mosquitto's passwd/acl directory (what `anfang broker mosquitto-config --out` wrote):
+    # disabling, deleting or re-keying a device rewrites them and waits until Mosquitto has re-read them
+    mosquitto_dir: Path | None = None
+    mosquitto_pid_file: Path | None = None  # sent SIGHUP after a rewrite (else whatever runs Mosquitto must)
 
 
 class LimitSettings(_Section):
@@ -241,6 +245,8 @@ _ENV_KEYS: dict[str, str] = {
     "ANFANG_MQTT_SHARED_GROUP": "mqtt.shared_group",
     "ANFANG_EMBEDDED_BROKER": "broker.embedded",
     "ANFANG_BROKER_BIND": "broker.bind",
+    "ANFANG_MOSQUITTO_DIR": "broker.mosquitto_dir",
+    "ANFANG_MOSQUITTO_PID_FILE": "broker.mosquitto_pid_file",
     "ANFANG_PARTITIONS": "workers.partitions",
     "ANFANG_FACE_THRESHOLD": "vision.face_threshold",
     "ANFANG_WORKERS": "workers.count",

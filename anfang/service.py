@@ -451,6 +451,11 @@ class Platform:
         async with asyncio.timeout(timeout), self._committed:
             await self._committed.wait_for(lambda: predicate(self))
 
+    def forget(self, device_id: str) -> None:
+        """Drop a deleted device from this worker's caches (the registry no longer has it)."""
+        self._devices.pop(device_id, None)
+        self._twins.pop(device_id, None)
+
     def cached_twin(self, device_id: str) -> TwinDocument | None:
         """The last committed twin this worker holds in memory, if any (no IO)."""
         return self._twins.get(device_id)

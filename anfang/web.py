@@ -13,8 +13,10 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 
 import anfang.console
+import anfang.devices_api
 import community.api
 from anfang.console import ConsoleServices
+from anfang.lifecycle import DeviceLifecycle
 from anfang.readiness import Readiness
 from community.api import AlarmDesk, CommunityServices
 from telemetry.metrics import PlatformMetrics
@@ -28,9 +30,11 @@ def create_platform_app(
     alarm_desk: AlarmDesk | None = None,
     metrics: PlatformMetrics | None = None,
     console: ConsoleServices | None = None,
+    lifecycle: DeviceLifecycle | None = None,
 ) -> FastAPI:
     """The HTTP app of one platform process (``metrics``: what ``/metrics`` shows to Prometheus;
-    ``console``: the web console under ``/console``, docs/console.md)."""
+    ``console``: the web console under ``/console``, docs/console.md; ``lifecycle``: the staff's device
+    routes under ``/devices``)."""
     app = FastAPI(
         title="anfang", version="1.0", description="Smart-security community platform: access control, alarms, health."
     )
@@ -58,6 +62,8 @@ def create_platform_app(
             return Response(body, media_type=content_type)
 
     community.api.install(app, community_services, alarm_desk)
+    if lifecycle is not None:
+        anfang.devices_api.install(app, lifecycle)
     if console is not None:
         anfang.console.install(app, console)
     return app

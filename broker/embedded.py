@@ -6,10 +6,11 @@ amqtt loads plugins by dotted path, so the plugins are bound to the platform's
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import socket
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -88,7 +89,27 @@ async def _init_from_connect_authenticated(
         await ConnackPacket.build(0, NOT_AUTHORIZED).to_stream(writer)
         await writer.close()
         raise AMQTTError(f"refused {session.client_id!r} before touching any session")
+    if session.clean_session:
+        await _take_over(plugins_manager, session.client_id)
     return handler, session
+
+
+async def _take_over(plugins_manager: Any, client_id: str) -> None:
+    """MQTT-3.1.4-2: a CONNECT with a client id already connected closes that connection. amqtt 0.12
+    does so only for a persistent session; with a clean one it dropped the old session from its table
+    and left its connection running, unreachable (and a device's reconnect left a ghost behind).
+    The old connection goes as a dropped one does: its will is published before the new one starts."""
+    broker = getattr(plugins_manager.context, "_broker_instance", None)  # amqtt offers no public accessor
+    entry = broker._sessions.get(client_id) if broker is not None else None
+    if entry is None or not entry[0].transitions.is_connected():
+        return
+    old, old_handler = entry
+    await old_handler.handle_connection_closed()
+    await old_handler.stop()
+    for _ in range(100):  # amqtt's own client loop publishes the will and marks it disconnected
+        if not old.transitions.is_connected():
+            break
+        await asyncio.sleep(0.01)
 
 
 BrokerProtocolHandler.init_from_connect = classmethod(_init_from_connect_authenticated)
@@ -254,6 +275,30 @@ class EmbeddedBroker:
 
     async def __aexit__(self, *exc: object) -> None:
         await self._broker.shutdown()
+
+    async def disconnect(self, client_id: str, *, forget: bool = False) -> bool:
+        """Close ``client_id``'s live connection now, as if it had dropped (its will is published); its
+        next CONNECT is authenticated afresh. ``forget`` also ends its session (subscriptions, queued
+        messages). Returns whether a connection was open."""
+        entry = self._broker._sessions.get(client_id)  # amqtt offers no public accessor
+        self.stats.identities.pop(client_id, None)  # nothing more is delivered to it
+        was_open = False
+        if entry is not None:
+            session, handler = entry
+            if session.transitions.is_connected():
+                was_open = True
+                log.warning("disconnecting %s: its credentials changed", client_id)
+                # what amqtt itself does when a client id is taken over
+                await handler.handle_connection_closed()
+                await handler.stop()
+        if forget:
+            await self._broker._delete_session(client_id)
+        return was_open
+
+    async def clear_retained(self, topics: Sequence[str]) -> None:
+        """Drop the retained messages on ``topics`` (a deleted device's desired document and status)."""
+        for topic in topics:
+            await self._broker.retain_message(None, topic, None)
 
     def ingest_directly(self, ingest: DirectIngest) -> None:
         """Feed device messages to ``ingest`` (awaited to commit) before amqtt acknowledges them."""

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import secrets
+import signal
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
 from broker.acl import OPERATOR_PUBLISH, Identity, Role, device_publish_filters, device_subscribe_filters
+from broker.credentials import hash_secret, new_secret
+from broker.cutoff import CutOffError, connack_code
 
 # Mosquitto's defaults (max_queued_messages 1000) drop QoS 1 messages for a busy persistent
 # subscriber such as the platform; these are the settings the platform needs. Sessions,
@@ -69,3 +75,60 @@ def write_config(
         encoding="utf-8",
     )
     return [passwd, acl, conf]
+
+
+RELOAD_PROBE_USER = "anfang-reload"  # in the password file only, with no topic at all in the ACL
+
+
+def _replace(path: Path, text: str, mode: int) -> None:
+    """Write ``path`` whole or not at all: Mosquitto may re-read it at any moment."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+class MosquittoSync:
+    """Keeps a running Mosquitto's password and ACL files (in ``out_dir``, as ``anfang broker
+    mosquitto-config`` wrote them) equal to the registry, and makes it re-read them.
+
+    Mosquitto re-reads them on SIGHUP (sent to the pid in ``pid_file`` when given; otherwise whatever
+    runs Mosquitto must, e.g. the compose file's watcher) and says nothing when it has. So every
+    rewrite adds a one-off probe account with a fresh secret, and :meth:`sync` returns once that
+    account can connect: from then on Mosquitto checks new connections against the new files."""
+
+    def __init__(
+        self,
+        out_dir: Path,
+        address: tuple[str, int],
+        pid_file: Path | None = None,
+        timeout: float = 15.0,
+        hash_iterations: int = 1000,
+    ) -> None:
+        self._dir, self._address, self._pid_file = out_dir, address, pid_file
+        self._timeout, self._iterations = timeout, hash_iterations
+
+    async def sync(self, entries: list[tuple[Identity, str]]) -> None:
+        probe_secret = new_secret()
+        probe = (Identity(RELOAD_PROBE_USER, Role.OPERATOR), hash_secret(probe_secret, self._iterations))
+        _replace(self._dir / "passwd", password_file([*entries, probe]), 0o600)
+        _replace(self._dir / "acl", acl_file(identity for identity, _ in entries), 0o644)
+        if self._pid_file is not None:
+            try:
+                os.kill(int(self._pid_file.read_text().strip()), signal.SIGHUP)
+            except (OSError, ValueError) as exc:
+                raise CutOffError(f"cannot signal Mosquitto (pid file {self._pid_file}): {exc}") from None
+        deadline = time.monotonic() + self._timeout
+        client_id = f"{RELOAD_PROBE_USER}-{secrets.token_hex(4)}"
+        while True:
+            code = await asyncio.to_thread(
+                connack_code, self._address, (RELOAD_PROBE_USER, probe_secret), client_id, self._timeout
+            )
+            if code == 0:
+                return
+            if time.monotonic() > deadline:
+                raise CutOffError(
+                    f"Mosquitto did not re-read {self._dir / 'passwd'} within {self._timeout:.0f} s (send it SIGHUP)"
+                )
+            await asyncio.sleep(0.05)  # Mosquitto reloads between two network loops and tells no one

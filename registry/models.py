@@ -27,6 +27,7 @@ class Device(Model):
     secret_hash = fields.TextField(null=True)
     created_at = fields.FloatField()
     updated_at = fields.FloatField()
+    disabled_at = fields.FloatField(null=True)
 
     class Meta:
         table = "devices"

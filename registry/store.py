@@ -28,6 +28,7 @@ from twins.errors import BadRequest, NotFound
 from twins.kinds import KINDS, VIRTUAL_KINDS
 from twins.topics import valid_id
 
+RESERVED_PREFIX = "anfang-"  # the platform's own accounts and client ids (anfang-platform, anfang-operator)
 _KEYS_PER_QUERY = 250  # (device, event id) pairs per lookup: 500 parameters, far below either database's limit
 
 
@@ -38,6 +39,7 @@ class DeviceInfo:
     kind: str
     name: str
     position: tuple[float, float] | None
+    disabled: bool = False  # refused by the broker until enabled (``anfang devices disable``)
 
     @property
     def virtual(self) -> bool:
@@ -69,11 +71,20 @@ class CommandRecord:
 FeedRow = tuple[str, int, int, str]  # site, partition, sequence number, encoded change
 
 
+def _is_pg(conn: BaseDBAsyncClient) -> bool:
+    return conn.capabilities.dialect == "postgres"
+
+
 def _info(device: Device) -> DeviceInfo:
     pos = (device.x, device.y) if device.x is not None and device.y is not None else None
     # interned: one copy of each id, site and kind shared with the cached twin and parsed topics
     return DeviceInfo(
-        sys.intern(device.id), sys.intern(device.site_id), sys.intern(device.kind), sys.intern(device.name), pos
+        sys.intern(device.id),
+        sys.intern(device.site_id),
+        sys.intern(device.kind),
+        sys.intern(device.name),
+        pos,
+        device.disabled_at is not None,
     )
 
 
@@ -109,6 +120,8 @@ class Registry:
             raise BadRequest(f"invalid device id {device_id!r}: use lowercase letters, digits, '-' or '_'")
         if kind not in KINDS:
             raise BadRequest(f"unknown device kind {kind!r}; known: {', '.join(KINDS)}")
+        if device_id.startswith(RESERVED_PREFIX):
+            raise BadRequest(f"invalid device id {device_id!r}: ids starting with {RESERVED_PREFIX} are the platform's")
         if await Device.exists(id=device_id) or await ServiceAccount.exists(username=device_id):
             raise BadRequest(f"device {device_id} already exists")
         await self.ensure_site(site)
@@ -141,6 +154,29 @@ class Registry:
         await device.save()
         return secret
 
+    async def set_disabled(self, device_id: str, disabled: bool) -> DeviceInfo:
+        """Disable (the broker refuses it from now on) or enable a device; returns it as it now is."""
+        device = await Device.get_or_none(id=device_id)
+        if device is None:
+            raise NotFound(f"unknown device {device_id}")
+        if (device.disabled_at is not None) != disabled:
+            now = time.time()
+            device.disabled_at, device.updated_at = (now if disabled else None), now
+            await device.save()
+        return _info(device)
+
+    async def delete_device(self, device_id: str) -> DeviceInfo:
+        """Remove a device's registration, credentials and twin in one transaction. Its events, commands
+        and access records stay until the retention purge removes them (docs/privacy.md)."""
+        device = await Device.get_or_none(id=device_id)
+        if device is None:
+            raise NotFound(f"unknown device {device_id}")
+        info = _info(device)
+        async with in_transaction() as tx:
+            await tx.execute_query(with_placeholders("DELETE FROM twins WHERE device_id = ?", _is_pg(tx)), [device_id])
+            await Device.filter(id=device_id).using_db(tx).delete()
+        return info
+
     async def get_device(self, device_id: str) -> DeviceInfo | None:
         device = await Device.get_or_none(id=device_id)
         return _info(device) if device else None
@@ -172,6 +208,8 @@ class Registry:
             return None
         device = await Device.get_or_none(id=username)
         if device is not None:
+            if device.disabled_at is not None:
+                return None
             if device.secret_hash and await self._verify(password, device.secret_hash):
                 return Identity(username, Role.DEVICE, device.site_id)
             return None
@@ -184,7 +222,7 @@ class Registry:
         """Every identity with its stored hash, for writing Mosquitto's password and ACL files."""
         out = [
             (Identity(d.id, Role.DEVICE, d.site_id), d.secret_hash)
-            for d in await Device.all().order_by("id")
+            for d in await Device.filter(disabled_at=None).order_by("id")
             if d.secret_hash
         ]
         out += [(Identity(a.username, Role(a.role)), a.secret_hash) for a in await ServiceAccount.all()]

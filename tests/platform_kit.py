@@ -16,7 +16,8 @@ from anfang.app import Services, ServicesFactory, build_platform
 from anfang.config import Settings
 from anfang.service import Platform
 from anfang.wiring import Registrar
-from broker.mosquitto import acl_file, password_file
+from broker.embedded import EmbeddedBroker
+from broker.mosquitto import MosquittoSync, acl_file, password_file, write_config
 from registry.store import Registry
 from twins.hooks import DeviceEvent
 
@@ -40,6 +41,7 @@ class Stack:
     broker: str
     mosquitto: Mosquitto | None = None
     devices: list[Device] = field(default_factory=list)
+    embedded: EmbeddedBroker | None = None  # the amqtt broker, when it is the one
 
     @property
     def registrar(self) -> Registrar:
@@ -54,6 +56,11 @@ class Stack:
         if self.mosquitto is None:
             return
         entries = await self.platform.registry.credential_hashes()
+        if self.settings.broker.mosquitto_dir is not None:
+            await MosquittoSync(
+                self.mosquitto.workdir, self.settings.mqtt_address, self.mosquitto.workdir / "mosquitto.pid"
+            ).sync(entries)
+            return
         (self.mosquitto.workdir / "passwd").write_text(password_file(entries))
         (self.mosquitto.workdir / "acl").write_text(acl_file(i for i, _ in entries))
         self.mosquitto.reload()
@@ -119,9 +126,17 @@ def make_settings(tmp: Path, *, embedded: bool, port: int) -> Settings:
 
 @contextlib.asynccontextmanager
 async def running_platform(
-    tmp: Path, broker: str, services_factory: ServicesFactory | None = None, settings: Settings | None = None
+    tmp: Path,
+    broker: str,
+    services_factory: ServicesFactory | None = None,
+    settings: Settings | None = None,
+    *,
+    generated: bool = False,
 ) -> AsyncIterator[Stack]:
-    """Start the platform in this event loop against ``broker`` ('amqtt' or 'mosquitto')."""
+    """Start the platform in this event loop against ``broker`` ('amqtt' or 'mosquitto').
+
+    ``generated``: Mosquitto runs the configuration ``anfang broker mosquitto-config`` writes, and the
+    platform keeps its files (``broker.mosquitto_dir``, SIGHUP through ``broker.mosquitto_pid_file``)."""
     port = free_port()
     settings = settings or make_settings(tmp, embedded=broker == "amqtt", port=port)
     port = settings.mqtt_address[1]
@@ -132,8 +147,12 @@ async def running_platform(
         (workdir / "passwd").write_text("")
         (workdir / "acl").write_text("")
         server = Mosquitto(workdir, port=settings.mqtt.port)
+        if generated:
+            settings.broker.mosquitto_dir = workdir
+            settings.broker.mosquitto_pid_file = workdir / "mosquitto.pid"
+    brokers: list[EmbeddedBroker] = []
     try:
-        async with build_platform(settings, services_factory) as platform:
+        async with build_platform(settings, services_factory, brokers=brokers) as platform:
             stack = Stack(
                 settings,
                 platform,
@@ -142,8 +161,13 @@ async def running_platform(
                 settings.site,
                 broker,
                 server,
+                embedded=brokers[0] if brokers else None,
             )
-            if server is not None:
+            if server is not None and generated:
+                entries = await platform.registry.credential_hashes()
+                write_config(server.workdir, entries, f"{server.port} 127.0.0.1", settings.limits.max_payload_bytes)
+                server.start(generated=True, extra=f"pid_file {server.workdir / 'mosquitto.pid'}\n")
+            elif server is not None:
                 entries = await platform.registry.credential_hashes()
                 (server.workdir / "passwd").write_text(password_file(entries))
                 (server.workdir / "acl").write_text(acl_file(i for i, _ in entries))

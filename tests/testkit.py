@@ -118,6 +118,8 @@ class Device:
         self.messages: asyncio.Queue[tuple[str, bytes, bool]] = asyncio.Queue()
         self.seen: list[str] = []  # every topic received, in order
         self._connack: asyncio.Future[int] = self.loop.create_future()
+        self.connacks: asyncio.Queue[int] = asyncio.Queue()  # every CONNACK code, reconnects included
+        self.disconnected = asyncio.Event()  # set when the broker closed the connection
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=client_id or f"{username}", clean_session=clean
         )
@@ -125,6 +127,7 @@ class Device:
         if will and site:
             self.client.will_set(self.topic("status"), "offline", qos=1, retain=True)
         self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.client.on_publish = self._on_publish
         self._acked: set[int] = set()
@@ -137,6 +140,10 @@ class Device:
     def _on_connect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
         code = rc.value if hasattr(rc, "value") else int(rc)
         self.loop.call_soon_threadsafe(lambda: self._connack.done() or self._connack.set_result(code))
+        self.loop.call_soon_threadsafe(self.connacks.put_nowait, code)
+
+    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
+        self.loop.call_soon_threadsafe(self.disconnected.set)
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, rc: Any, props: Any) -> None:
         def mark() -> None:

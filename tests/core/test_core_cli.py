@@ -6,6 +6,7 @@ import socket
 from pathlib import Path
 
 import pytest
+from testkit import free_port
 from typer.testing import CliRunner
 
 from anfang.cli import app
@@ -41,6 +42,7 @@ def test_bad_config_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_devices_add_list_show_rotate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ANFANG_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("ANFANG_BROKER_BIND", f"127.0.0.1:{free_port()}")  # no platform runs: nothing to cut
     added = runner.invoke(app, ["devices", "add", "gate-north", "--kind", "vehicle_gate", "--x", "130", "--y", "180"])
     assert added.exit_code == 0, added.output
     assert "secret: " in added.output
@@ -55,6 +57,11 @@ def test_devices_add_list_show_rotate(tmp_path: Path, monkeypatch: pytest.Monkey
     assert runner.invoke(app, ["devices", "show", "nope"]).exit_code == 1
     rotated = runner.invoke(app, ["devices", "rotate-secret", "gate-north"])
     assert rotated.exit_code == 0 and "secret: " in rotated.output
+    assert runner.invoke(app, ["devices", "disable", "gate-north"]).exit_code == 0
+    assert "disabled" in runner.invoke(app, ["devices", "list"]).output
+    assert '"disabled": true' in runner.invoke(app, ["devices", "show", "gate-north"]).output
+    assert runner.invoke(app, ["devices", "enable", "gate-north"]).exit_code == 0
+    assert runner.invoke(app, ["devices", "add", "anfang-x", "--kind", "door_lock"]).exit_code == 1
     out = tmp_path / "mq"
     written = runner.invoke(app, ["broker", "mosquitto-config", "--out", str(out)])
     assert written.exit_code == 0, written.output
@@ -62,6 +69,8 @@ def test_devices_add_list_show_rotate(tmp_path: Path, monkeypatch: pytest.Monkey
     assert "user gate-north" in acl and "topic write anfang/youzheng/gate-north/twin/reported" in acl
     assert "gate-north:$7$" in (out / "passwd").read_text()
     assert (out / "passwd").stat().st_mode & 0o077 == 0
+    assert runner.invoke(app, ["devices", "delete", "gate-north", "--yes"]).exit_code == 0
+    assert runner.invoke(app, ["devices", "show", "gate-north"]).exit_code == 1
 
 
 def test_run_on_a_taken_port_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
