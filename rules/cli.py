@@ -14,15 +14,29 @@ from rules.site import SitePlan, SitePlanError, load_site_plan
 
 app = typer.Typer(help="Rules engine: validate rule files and replay test timelines.", no_args_is_help=True)
 
-DEFAULT_COMMUNITY = Path("firmware_sim/communities/youzheng.yaml")
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="YAML config file (default: ./anfang.yaml), the same as `anfang run` reads"),
+]
 
 
-def _site(path: Path | None) -> SitePlan | None:
-    candidate = path or (DEFAULT_COMMUNITY if DEFAULT_COMMUNITY.exists() else None)
-    if candidate is None:
-        return None
+def configured(config: Path | None) -> tuple[SitePlan, Path]:
+    """The site plan and rules folder of the platform's configuration (what ``anfang run`` uses)."""
+    from anfang.config import ConfigError, load_settings
+    from anfang.services import BUILTIN_RULES, community_for
+
     try:
-        return load_site_plan(candidate)
+        settings = load_settings(config)
+        community = community_for(settings)
+    except (ConfigError, OSError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    return SitePlan.from_community(community), settings.rules_dir or BUILTIN_RULES
+
+
+def _site_file(path: Path) -> SitePlan:
+    try:
+        return load_site_plan(path)
     except SitePlanError as exc:
         typer.echo(f"{exc.path}: {exc.message}", err=True)
         raise typer.Exit(2) from exc
@@ -30,16 +44,32 @@ def _site(path: Path | None) -> SitePlan | None:
 
 @app.command()
 def check(
-    path: Annotated[Path, typer.Argument(help="a rule file or a folder of *.yaml rule files")],
-    site: Annotated[
-        Path | None, typer.Option("--site", help="community file: also check zones, groups and device ids")
+    path: Annotated[
+        Path | None, typer.Argument(help="a rule file or a folder of *.yaml rule files (default: the configured rules)")
     ] = None,
+    site: Annotated[
+        Path | None,
+        typer.Option(
+            "--site", help="community file to check zones, groups and device ids (default: the configured site)"
+        ),
+    ] = None,
+    config: ConfigOpt = None,
 ) -> None:
-    """Validate rule files; print ``file:line: message`` for every problem; exit 1 if any."""
+    """Validate rule files; print ``file:line: message`` for every problem; exit 1 if any.
+
+    Zones, groups and device ids are checked against ``--site``, or else against the site of the
+    platform's configuration (``--config``, ``$ANFANG_CONFIG``, ``./anfang.yaml``, environment) — the
+    same community ``anfang run`` loads, wherever the command is run from.
+    """
+    if site is not None and path is not None:
+        plan = _site_file(site)
+    else:
+        conf_plan, conf_rules = configured(config)
+        plan = _site_file(site) if site is not None else conf_plan
+        path = path or conf_rules
     if not path.exists():
         typer.echo(f"{path}: no such file or folder", err=True)
         raise typer.Exit(2)
-    plan = _site(site)
     result = load_rules(path, plan)
     for d in result.diagnostics:
         typer.echo(d.format())
@@ -47,8 +77,7 @@ def check(
     if result.diagnostics:
         typer.echo(f"{len(result.diagnostics)} problem(s); {len(result.rules)} rule(s) OK in {files} file(s)")
         raise typer.Exit(1)
-    where = f" against site {plan.site}" if plan else " (no community file: zones not checked)"
-    typer.echo(f"OK: {len(result.rules)} rule(s) in {files} file(s){where}")
+    typer.echo(f"OK: {len(result.rules)} rule(s) in {files} file(s) against site {plan.site}")
 
 
 @app.command()

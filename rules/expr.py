@@ -10,6 +10,8 @@ from typing import Any
 
 from simpleeval import DEFAULT_OPERATORS, EvalWithCompoundTypes, FeatureNotAvailable, InvalidExpression
 
+from rules.expr_static import StaticCheckError, check_static
+
 #: Root names a rule expression may use; functions are added by the engine's context.
 CONTEXT_NAMES: frozenset[str] = frozenset(
     {"event", "twin", "device", "subject", "site", "time", "trigger", "rule", "true", "false", "none"}
@@ -163,6 +165,10 @@ def compile_expression(source: str, extra_names: frozenset[str] = frozenset()) -
             raise ExpressionError(text, f"unknown name {node.id!r}{hint}")
         if isinstance(node, ast.Attribute) and node.attr.startswith("_"):
             raise ExpressionError(text, f"private attribute {node.attr!r} is not allowed")
+    try:
+        check_static(module, _OPERATORS)
+    except StaticCheckError as exc:
+        raise ExpressionError(text, str(exc)) from exc
     return Expression(text, module.body)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -11,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from registry.alarms import Alarm, InMemoryAlarmStore
 from rules.engine import RulesEngine
+from rules.health import SOURCE
 from rules.loader import Diagnostic, load_rules
 from rules.model import Duration
 from rules.sinks import InMemoryAuditLog, RecordingWebhookSender
@@ -119,19 +121,73 @@ class FixtureError(Exception):
         self.diagnostics = diagnostics
 
 
-def _load_fixture(path: Path) -> Fixture:
+def _load_fixture(path: Path) -> tuple[Fixture, Any]:
     try:
         doc = load_marked_file(path)
     except YamlLoadError as exc:
         raise FixtureError([Diagnostic(str(path), exc.line, None, exc.message)]) from exc
     try:
-        return Fixture.model_validate(doc)
+        return Fixture.model_validate(doc), doc
     except ValidationError as exc:
         diags = [
             Diagnostic(str(path), line_of(doc, tuple(e["loc"])), None, f"{'.'.join(map(str, e['loc']))}: {e['msg']}")
             for e in exc.errors()
         ]
         raise FixtureError(diags) from exc
+
+
+#: Rule ids of the platform's own alarms (rule problems), which a fixture may name besides its rules.
+PLATFORM_RULE_IDS = frozenset({SOURCE})
+_INPUTS = ("event", "twin", "telemetry", "status")
+
+
+def lint_fixture(fx: Fixture, doc: Any, file: str, rule_ids: set[str], devices: set[str]) -> list[Diagnostic]:
+    """Names a fixture uses that do not exist: rule ids in expectations, devices in timelines.
+
+    A misspelt id in ``not_fired`` would otherwise pass silently, and so would a timeline that feeds a
+    device the site does not have. Events with ``kind: platform`` (the platform's own services, such
+    as access control) may name any source.
+    """
+    out: list[Diagnostic] = []
+    known = rule_ids | PLATFORM_RULE_IDS
+
+    def rule(rid: str | None, loc: tuple[Any, ...], wildcard: bool = False) -> None:
+        if rid is None or rid in known or (wildcard and rid in ("*", "all")):
+            return
+        close = difflib.get_close_matches(rid, sorted(known), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else f"; the fixture's rules are {', '.join(sorted(rule_ids))}"
+        out.append(Diagnostic(file, line_of(doc, loc), None, f"unknown rule id {rid!r}{hint}"))
+
+    def device(dev: Any, loc: tuple[Any, ...]) -> None:
+        if str(dev) in devices:
+            return
+        close = difflib.get_close_matches(str(dev), sorted(devices), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else " (devices and tags come from the community file)"
+        out.append(Diagnostic(file, line_of(doc, loc), None, f"the site has no device {dev!r}{hint}"))
+
+    for ci, case in enumerate(fx.cases):
+        at = ("cases", ci)
+        for dev in case.twins:
+            device(dev, (*at, "twins", dev))
+        for si, step in enumerate(case.timeline):
+            for name in _INPUTS:
+                body = getattr(step, name)
+                # an event of kind "platform" comes from one of the platform's own services
+                if body is not None and "device" in body and body.get("kind") != "platform":
+                    device(body["device"], (*at, "timeline", si, name, "device"))
+            for body, name in ((step.ack, "ack"), (step.clear, "clear")):
+                if body is not None:
+                    rule(str(body.get("rule")), (*at, "timeline", si, name, "rule"))
+        exp = (*at, "expect")
+        for key, wanted in (("alarms", case.expect.alarms), ("absent_alarms", case.expect.absent_alarms)):
+            for ai, alarm in enumerate(wanted):
+                rule(alarm.rule, (*exp, key, ai, "rule"))
+        for ai, action in enumerate(case.expect.actions):
+            rule(action.get("rule"), (*exp, "actions", ai, "rule"))
+        for key, ids in (("fired", case.expect.fired), ("not_fired", case.expect.not_fired)):
+            for ri, rid in enumerate(ids):
+                rule(rid, (*exp, key, ri), wildcard=key == "not_fired")
+    return out
 
 
 def _subset(expected: Any, actual: Any) -> bool:
@@ -142,13 +198,16 @@ def _subset(expected: Any, actual: Any) -> bool:
 
 async def run_fixture(path: Path) -> list[CaseResult]:
     """Run every case of one fixture file."""
-    fx = _load_fixture(path)
+    fx, doc = _load_fixture(path)
     base = path.parent
     site = load_site_plan(base / fx.site)
     rule_paths = [base / p for p in ([fx.rules] if isinstance(fx.rules, str) else fx.rules)]
     loaded = load_rules(rule_paths, site)
     if loaded.diagnostics:
         raise FixtureError(loaded.diagnostics)
+    problems = lint_fixture(fx, doc, str(path), {r.id for r in loaded.rules}, set(site.devices) | set(site.tags))
+    if problems:
+        raise FixtureError(problems)
     return [
         await _run_case(str(path), case, loaded.rules, site, datetime.fromisoformat(case.start or fx.start).timestamp())
         for case in fx.cases

@@ -43,6 +43,10 @@ def test_messages_point_at_the_line_and_say_how_to_fix() -> None:
         "bad_duration.yaml:5:": "like '30s', '5m'",
         "bad_cron.yaml:4:": "bad cron expression",
         "one_bad_one_good.yaml:12:": "unclosed '{{'",
+        "refused_by_evaluator.yaml:4:": "exponent 387420489 is too big",
+        "refused_by_evaluator.yaml:8:": "repeating a value 1000000 times is too long",
+        "refused_by_evaluator.yaml:12:": "the method 'format' is not allowed",
+        "refused_by_evaluator.yaml:16:": "division by zero",
     }
     lines = out.splitlines()
     for where, hint in expected.items():
@@ -61,10 +65,10 @@ def test_builtin_rules_are_clean() -> None:
     assert "OK: 11 rule(s)" in out
 
 
-def test_without_a_community_file_zones_are_not_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)  # no firmware_sim/communities/youzheng.yaml default here
+def test_zones_are_checked_from_any_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # no community file here: the configured site (the pilot) is used
     code, out = _check(str(BROKEN / "unknown_zone.yaml"))
-    assert code == 0, out
+    assert code == 1 and "did you mean 'kindergarten'?" in out, out
 
 
 def test_duplicate_rule_ids_across_files_are_reported(tmp_path: Path) -> None:
@@ -74,3 +78,25 @@ def test_duplicate_rule_ids_across_files_are_reported(tmp_path: Path) -> None:
     code, out = _check(str(tmp_path))
     assert code == 1
     assert "b.yaml:2: [same] duplicate rule id" in out
+
+
+def test_check_without_site_uses_the_configured_community_not_the_current_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pilot = (Path(__file__).parents[2] / "firmware_sim" / "communities" / "youzheng.yaml").read_text(encoding="utf-8")
+    (tmp_path / "other.yaml").write_text(pilot.replace("door-b1-u1", "door-x1-u1"), encoding="utf-8")
+    rule = tmp_path / "rule.yaml"
+    rule.write_text(
+        "rules:\n  - id: forced-b1\n    when: {event: {type: door_forced, device: door-b1-u1}}\n"
+        "    then: {audit: {message: forced}}\n"
+    )
+    # a folder that holds a community file of its own, as the repository does: it must not be used
+    (tmp_path / "firmware_sim" / "communities").mkdir(parents=True)
+    (tmp_path / "firmware_sim" / "communities" / "youzheng.yaml").write_text(pilot, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "anfang.yaml").write_text(f"community_file: {tmp_path / 'other.yaml'}\n")
+    code, out = _check(str(rule))
+    assert code == 1 and "unknown device 'door-b1-u1'" in out and "did you mean 'door-x1-u1'?" in out, out
+    (tmp_path / "anfang.yaml").unlink()  # now the configured site is the default pilot
+    code, out = _check(str(rule))
+    assert code == 0 and "against site youzheng" in out, out

@@ -54,3 +54,27 @@ def test_cli_test_reports_failures_and_exits_nonzero(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["test", str(tmp_path / "fx.yaml")])
     assert result.exit_code == 1
     assert "FAIL" in result.output and "rule forced must not fire but fired at t=1s" in result.output
+
+
+def test_a_fixture_naming_an_unknown_rule_or_device_fails_with_its_line(tmp_path: Path) -> None:
+    (tmp_path / "rule.yaml").write_text(
+        "rules:\n  - id: forced\n    when: [{event: {type: door_forced}}]\n"
+        "    then: [{raise_alarm: {kind: door_forced}}]\n"
+    )
+    (tmp_path / "site.yaml").write_text((BUILTIN / "tests" / "site.yaml").read_text(encoding="utf-8"))
+    (tmp_path / "fx.yaml").write_text(
+        "rules: rule.yaml\nsite: site.yaml\ncases:\n"
+        "  - name: misspelt\n"
+        "    timeline:\n"
+        "      - {at: 1, event: {device: door-b1-u9, type: door_forced, data: {}}}\n"
+        "      - {at: 2, event: {device: access-control, kind: platform, type: access_decided, data: {}}}\n"
+        "    expect:\n"
+        "      not_fired: [forcd]\n"
+        "      fired: [forced]\n"
+    )
+    result = CliRunner().invoke(app, ["test", str(tmp_path / "fx.yaml")])
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert any("fx.yaml:6:" in ln and "no device 'door-b1-u9'" in ln for ln in lines), result.output
+    assert any("fx.yaml:9:" in ln and "unknown rule id 'forcd'; did you mean 'forced'?" in ln for ln in lines)
+    assert "access-control" not in result.output  # platform events may come from any service

@@ -119,7 +119,7 @@ rules:
     then: [{raise_alarm: {kind: long_hold, subject: "{{ device.id }}"}}]
   - id: fails-on-b1-u1
     when: [{event: {type: door_forced}}]
-    then: [{audit: {message: "{{ 1 / 0 if device.id == 'door-b1-u1' else 'ok' }}"}}]
+    then: [{audit: {message: "{{ 1 / len(event.data.none or []) if device.id == 'door-b1-u1' else 'ok' }}"}}]
 """
 
 
