@@ -37,7 +37,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 DAY = 86400.0
 SPEED = 1800.0  # the day in 48 s
-MAGIC = {"JPEG": b"\xff\xd8\xff", "PNG": b"\x89PNG\r\n\x1a\n"}
+MAGIC = {
+    "JPEG": b"\xff\xd8\xff",
+    "PNG": b"\x89PNG\r\n\x1a\n",
+    "base64 JPEG": b"/9j/4AAQSkZJRg",  # JFIF, as a capture carries it in image_jpeg_b64
+    "base64 PNG": b"iVBORw0KGgo",
+}
 WRONG_PIN = "55501234"  # typed at the door, nobody holds it
 PROJECT_LOGGERS = ("anfang", "community", "privacy", "registry", "rules", "telemetry", "vision", "viewlib", "twins")
 
@@ -140,14 +145,32 @@ def _needles(fp: FullPlatform, pins: list[str], payloads: list[str], phones: lis
     return found
 
 
+def _alnum(byte: int) -> bool:
+    return chr(byte).isascii() and chr(byte).isalnum()
+
+
+def _occurrences(blob: bytes, needle: bytes) -> list[int]:
+    """Where ``needle`` stands as a value of its own: not inside a longer run of letters and digits (a
+    timestamp's digits, a base64 ciphertext or hex hash can hold a short number by chance; a value written
+    in the clear is delimited by quotes, spaces, commas or the record's bytes)."""
+    found, at = [], blob.find(needle)
+    while at >= 0:
+        before = blob[at - 1] if at > 0 else 0
+        end = at + len(needle)
+        after = blob[end] if end < len(blob) else 0
+        if not (_alnum(before) and _alnum(needle[0])) and not (_alnum(after) and _alnum(needle[-1])):
+            found.append(at)
+        at = blob.find(needle, at + 1)
+    return found
+
+
 def _hits(files: list[Path], needles: dict[str, str]) -> list[str]:
     out = []
     for path in files:
         blob = path.read_bytes()
         for needle, what in needles.items():
             for encoded in {needle.encode(), needle.encode("utf-16-le")}:
-                at = blob.find(encoded)
-                if at >= 0:
+                for at in _occurrences(blob, encoded)[:1]:
                     out.append(f"{what} in {path.name} at {at}: {blob[max(0, at - 60) : at + 60]!r}")
         for kind, magic in MAGIC.items():
             at = blob.find(magic)
@@ -185,8 +208,11 @@ async def test_a_pilot_day_leaves_no_credential_identity_or_image_on_disk(tmp_pa
     assert log_file.stat().st_size > 0
     needles = _needles(fp, pins, payloads, phones)
     planted = tmp_path / "planted"
-    planted.write_bytes(b"x" + pins[0].encode() + payloads[0].encode() + MAGIC["PNG"])
+    planted.write_bytes(b'{"pin": "' + pins[0].encode() + b'", "p": "' + payloads[0].encode() + b'"}' + MAGIC["PNG"])
+    planted_by_chance = tmp_path / "by-chance"
+    planted_by_chance.write_bytes(b"v1:u59q+gXruC0422egW33Wb 1796" + pins[0].encode() + b"592.8775885")
     assert len(_hits([planted], needles)) == 4, "the scan finds what it looks for"
+    assert _hits([planted_by_chance], needles) == [], "and not a value's characters inside a longer token"
     hits = _hits(files, needles)
     with sqlite3.connect(data / "anfang.db") as conn:
         refs = conn.execute("SELECT credential_kind, credential_ref FROM access_decisions").fetchall()
