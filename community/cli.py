@@ -357,3 +357,78 @@ def token_create(
         _echo({"person": person, "token": token})
 
     _run(ctx, body)
+
+
+people_app = typer.Typer(
+    help="A data subject's requests: show, withdraw face consent, deactivate, erase.", no_args_is_help=True
+)
+app.add_typer(people_app, name="people")
+
+
+@people_app.command("show")
+def people_show(ctx: typer.Context, person: str) -> None:
+    """A person's record, decrypted (the read is written to the audit log)."""
+
+    async def body(c: Ctx) -> None:
+        row = await c.store.person(person)
+        out = await c.store.decrypted_person(row)
+        await c.records.audit(actor=c.operator, actor_role="operator", action="view_person", target=person, now=c.now)
+        _echo(out)
+
+    _run(ctx, body)
+
+
+@people_app.command("withdraw-consent")
+def people_withdraw_consent(ctx: typer.Context, person: str) -> None:
+    """Withdraw face consent: templates, enrolment checks and face images deleted at once, doors told; card,
+    PIN and passes keep working (a PIN is given, and printed once, to someone with neither card nor PIN)."""
+    from privacy.erasure import withdraw_face_consent
+
+    async def body(c: Ctx) -> None:
+        report = await withdraw_face_consent(c.store, person, now=c.now)
+        await c.records.audit(
+            actor=c.operator, actor_role="operator", action="withdraw_face_consent", target=person, now=c.now,
+            detail=report.removed or None,
+        )  # fmt: skip
+        _echo(report.as_dict())
+
+    _run(ctx, body)
+
+
+@people_app.command("deactivate")
+def people_deactivate(ctx: typer.Context, person: str) -> None:
+    """A resident moved out: no door opens for them, their tokens and console sign-in end."""
+    from privacy.erasure import deactivate_person
+
+    async def body(c: Ctx) -> None:
+        report = await deactivate_person(c.store, person, now=c.now)
+        await c.records.audit(
+            actor=c.operator, actor_role="operator", action="deactivate_person", target=person, now=c.now,
+            detail=report.removed or None,
+        )  # fmt: skip
+        _echo(report.as_dict())
+
+    _run(ctx, body)
+
+
+@people_app.command("erase")
+def people_erase(
+    ctx: typer.Context,
+    person: str,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation")] = False,
+) -> None:
+    """Erase a person's personal data (PIPL art. 47): irreversible; access statistics stay anonymised."""
+    from privacy.erasure import erase_person
+
+    if not yes:
+        typer.confirm(f"erase every personal data of {person}? This cannot be undone", abort=True)
+
+    async def body(c: Ctx) -> None:
+        report = await erase_person(c.store, person, now=c.now)
+        await c.records.audit(
+            actor=c.operator, actor_role="operator", action="erase_person", target=person, now=c.now,
+            detail=report.removed or None,
+        )  # fmt: skip
+        _echo(report.as_dict())
+
+    _run(ctx, body)

@@ -28,7 +28,7 @@ from tortoise.transactions import in_transaction
 
 from registry.sql import with_placeholders
 
-__all__ = ["LOCATION_EVENTS", "PurgeReport", "RetentionPolicy", "evidence_refs", "purge"]
+__all__ = ["LOCATION_EVENTS", "PurgeReport", "RetentionPolicy", "evidence_refs", "purge", "shrink_sqlite"]
 
 DAY = 86400.0
 LOCATION_EVENTS = ("tag_seen", "mac_seen", "target_tracked")
@@ -117,7 +117,7 @@ async def purge(
     except _Rollback:
         pass
     if not dry_run and not postgres and db_path is not None:
-        await _shrink(conn)
+        await shrink_sqlite(conn)
     report.bytes_after = _file_size(db_path)
     return report
 
@@ -203,7 +203,7 @@ def _day(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).date().isoformat()
 
 
-async def _shrink(conn: BaseDBAsyncClient) -> None:
+async def shrink_sqlite(conn: BaseDBAsyncClient) -> None:
     """Give freed pages back to the file system; the first time, switch the file to incremental vacuum."""
     rows = await conn.execute_query_dict("PRAGMA auto_vacuum")
     if rows and int(next(iter(rows[0].values()))) != 2:
