@@ -92,6 +92,8 @@ async def test_withdrawn_consent_leaves_store_and_door_list_within_2s_and_the_ca
         door.reported["access_mode"] = "edge"
         reader = await stack.operator()
         await reader.subscribe(f"anfang/{stack.site}/{DOOR}/twin/desired")
+        reports = await stack.operator()
+        await reports.subscribe(f"anfang/{stack.site}/{DOOR}/twin/reported")
         dc = DeviceClient(door, site=stack.site, host=stack.host, port=stack.port, password=secret,
                           clock=SimClock(time.time()))  # fmt: skip
         async with asyncio.TaskGroup() as tg:
@@ -106,8 +108,16 @@ async def test_withdrawn_consent_leaves_store_and_door_list_within_2s_and_the_ca
                     if allow is not None and want(allow):
                         return dict(allow)
 
+            async def door_holds(version: int) -> None:
+                """Until the door reports that it applied the list ``version``."""
+                while True:
+                    _, doc = await reports.expect(r"/twin/reported$")
+                    if isinstance(doc, dict) and doc.get("state", {}).get("allow_list_version") == version:
+                        return
+
             async with asyncio.timeout(15):
                 before = await retained_list(lambda a: "p-owner" in _faces(a))
+                await door_holds(before["version"])
             face = {"liveness": 0.97, "embedding": noisy(template(1), 5)}
             dc.stimulate("events/face_captured", face)
             assert (await _next_decision(decided, "face"))["allowed"] is True, "the owner's face opens before"
@@ -122,6 +132,8 @@ async def test_withdrawn_consent_leaves_store_and_door_list_within_2s_and_the_ca
             assert after["version"] > before["version"]
             assert _faces(after) == _faces(before) - {"p-owner"}
             assert any(e["subject"] == "p-owner" and e["kind"] == "card" for e in after["entries"])
+            async with asyncio.timeout(10):
+                await door_holds(after["version"])
 
             dc.stimulate("events/card_presented", {"card": "C0001"})
             got = await _next_decision(decided, "card")
