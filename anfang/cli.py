@@ -406,10 +406,15 @@ def twin_set(
 @broker_app.command("mosquitto-config")
 def broker_mosquitto_config(
     out: Annotated[Path, typer.Option(help="Directory for passwd, acl and mosquitto.conf")] = Path("mosquitto"),
-    listener: Annotated[str, typer.Option(help="Mosquitto listener, e.g. 1883 or '1883 0.0.0.0'")] = "1883",
+    listener: Annotated[str, typer.Option(help="Devices' listener, e.g. 1883 or '1883 0.0.0.0'")] = "1883",
+    service_listener: Annotated[
+        str,
+        typer.Option(help="The platform's and operators' listener ('none': everyone on --listener, ids unbound)"),
+    ] = "1884 127.0.0.1",
     config: ConfigOpt = None,
 ) -> None:
-    """Write Mosquitto password and ACL files with the same rules as the embedded broker."""
+    """Write Mosquitto password and ACL files and a mosquitto.conf with the same rules as the embedded
+    broker: devices on their own listener, where a device's client id is its user name."""
     settings = _settings(config)
     from anfang.accounts import ensure_service_accounts
     from broker.mosquitto import write_config
@@ -419,9 +424,12 @@ def broker_mosquitto_config(
         return await registry.credential_hashes()
 
     entries = _with_registry(settings, collect)
-    for path in write_config(out, entries, listener, settings.limits.max_payload_bytes):
+    services = None if service_listener.lower() == "none" else service_listener
+    for path in write_config(out, entries, listener, settings.limits.max_payload_bytes, services):
         typer.echo(f"wrote {path}")
-    typer.echo("reload Mosquitto (SIGHUP) after adding devices or rotating secrets", err=True)
+    typer.echo("reload Mosquitto (SIGHUP) after adding devices (or set broker.mosquitto_dir)", err=True)
+    if services is not None:
+        typer.echo(f"the platform connects to the service listener ({services}): set mqtt.port to match", err=True)
 
 
 _PLUGINS = {

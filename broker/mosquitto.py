@@ -50,36 +50,6 @@ def acl_file(identities: Iterable[Identity]) -> str:
     return "\n".join(lines)
 
 
-# a packet is its payload plus the topic (at most 64 KiB) and a few header bytes
-_PACKET_OVERHEAD = 65_536 + 16
-
-
-def write_config(
-    out_dir: Path, entries: list[tuple[Identity, str]], listener: str = "1883", max_payload: int = 256 * 1024
-) -> list[Path]:
-    """Write ``passwd``, ``acl`` and a ``mosquitto.conf`` using them; returns the paths.
-
-    Mosquitto keeps its persistent sessions in ``out_dir/data`` and disconnects a client that sends
-    a packet too big for the platform's payload limit (``max_payload``) as soon as it reads its
-    header, instead of holding it in memory and handing it on."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "data").mkdir(exist_ok=True)
-    passwd, acl, conf = out_dir / "passwd", out_dir / "acl", out_dir / "mosquitto.conf"
-    passwd.write_text(password_file(entries), encoding="utf-8")
-    os.chmod(passwd, 0o600)
-    acl.write_text(acl_file(identity for identity, _ in entries), encoding="utf-8")
-    conf.write_text(
-        f"listener {listener}\n{BROKER_SETTINGS}max_packet_size {max_payload + _PACKET_OVERHEAD}\n"
-        f"persistence_location {(out_dir / 'data').resolve()}/\n"
-        f"password_file {passwd.resolve()}\nacl_file {acl.resolve()}\n",
-        encoding="utf-8",
-    )
-    return [passwd, acl, conf]
-
-
-RELOAD_PROBE_USER = "anfang-reload"  # in the password file only, with no topic at all in the ACL
-
-
 def _replace(path: Path, text: str, mode: int) -> None:
     """Write ``path`` whole or not at all: Mosquitto may re-read it at any moment."""
     tmp = path.with_name(f".{path.name}.tmp")
@@ -87,6 +57,84 @@ def _replace(path: Path, text: str, mode: int) -> None:
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         fh.write(text)
     os.replace(tmp, path)
+
+
+# a packet is its payload plus the topic (at most 64 KiB) and a few header bytes
+_PACKET_OVERHEAD = 65_536 + 16
+SERVICES_PASSWD = "services.passwd"  # the service listener's accounts (the device listener's: passwd)
+
+
+def _split(entries: list[tuple[Identity, str]]) -> tuple[list[tuple[Identity, str]], list[tuple[Identity, str]]]:
+    devices = [(i, h) for i, h in entries if i.role is Role.DEVICE]
+    return devices, [(i, h) for i, h in entries if i.role is not Role.DEVICE]
+
+
+def config_text(out_dir: Path, listener: str, max_payload: int, service_listener: str | None) -> str:
+    """``mosquitto.conf`` for the files in ``out_dir``.
+
+    With a ``service_listener`` (what ``anfang broker mosquitto-config`` writes by default), devices and
+    the platform's accounts connect on listeners of their own (``per_listener_settings``): on the
+    devices' listener only devices log in and each one's client id *is* its user name
+    (``use_username_as_clientid``), whatever its CONNECT said, so no device can take over or knock off
+    another device's session or the platform's; the service listener (keep it off the devices'
+    network) knows only the platform and operator accounts. Without one, everyone shares ``listener``
+    and client ids are not bound (Mosquitto cannot refuse a client id per user)."""
+    base = out_dir.resolve()
+    head = f"{BROKER_SETTINGS}max_packet_size {max_payload + _PACKET_OVERHEAD}\npersistence_location {base / 'data'}/\n"
+    if service_listener is None:
+        return f"listener {listener}\n{head}password_file {base / 'passwd'}\nacl_file {base / 'acl'}\n"
+    head = head.replace("allow_anonymous false\n", "")
+    return (
+        f"per_listener_settings true\n{head}\n"
+        "# devices: a device's client id is its user name\n"
+        f"listener {listener}\nuse_username_as_clientid true\nallow_anonymous false\n"
+        f"password_file {base / 'passwd'}\nacl_file {base / 'acl'}\n\n"
+        "# the platform and operators only\n"
+        f"listener {service_listener}\nallow_anonymous false\n"
+        f"password_file {base / SERVICES_PASSWD}\nacl_file {base / 'acl'}\n"
+    )
+
+
+def write_auth(out_dir: Path, entries: list[tuple[Identity, str]], extra_services: list[tuple[Identity, str]]) -> None:
+    """(Re)write the password and ACL files, each whole or not at all (Mosquitto may re-read them any
+    time); split by listener when ``out_dir`` has a service listener's password file."""
+    if (out_dir / SERVICES_PASSWD).exists():
+        devices, services = _split(entries)
+        _replace(out_dir / "passwd", password_file(devices), 0o600)
+        _replace(out_dir / SERVICES_PASSWD, password_file([*services, *extra_services]), 0o600)
+    else:
+        _replace(out_dir / "passwd", password_file([*entries, *extra_services]), 0o600)
+    _replace(out_dir / "acl", acl_file(identity for identity, _ in entries), 0o644)
+
+
+def write_config(
+    out_dir: Path,
+    entries: list[tuple[Identity, str]],
+    listener: str = "1883",
+    max_payload: int = 256 * 1024,
+    service_listener: str | None = None,
+) -> list[Path]:
+    """Write ``passwd`` (with a ``service_listener``: and ``services.passwd``), ``acl`` and a
+    ``mosquitto.conf`` using them; returns the paths.
+
+    Mosquitto keeps its persistent sessions in ``out_dir/data`` and disconnects a client that sends
+    a packet too big for the platform's payload limit (``max_payload``) as soon as it reads its
+    header, instead of holding it in memory and handing it on."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "data").mkdir(exist_ok=True)
+    services = out_dir / SERVICES_PASSWD
+    if service_listener is not None:
+        _replace(services, "", 0o600)
+    elif services.exists():
+        services.unlink()
+    write_auth(out_dir, entries, [])
+    conf = out_dir / "mosquitto.conf"
+    conf.write_text(config_text(out_dir, listener, max_payload, service_listener), encoding="utf-8")
+    paths = [out_dir / "passwd", *([services] if service_listener is not None else []), out_dir / "acl", conf]
+    return paths
+
+
+RELOAD_PROBE_USER = "anfang-reload"  # in the password file only, with no topic at all in the ACL
 
 
 class MosquittoSync:
@@ -112,8 +160,7 @@ class MosquittoSync:
     async def sync(self, entries: list[tuple[Identity, str]]) -> None:
         probe_secret = new_secret()
         probe = (Identity(RELOAD_PROBE_USER, Role.OPERATOR), hash_secret(probe_secret, self._iterations))
-        _replace(self._dir / "passwd", password_file([*entries, probe]), 0o600)
-        _replace(self._dir / "acl", acl_file(identity for identity, _ in entries), 0o644)
+        write_auth(self._dir, entries, [probe])
         if self._pid_file is not None:
             try:
                 os.kill(int(self._pid_file.read_text().strip()), signal.SIGHUP)

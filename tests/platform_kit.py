@@ -48,6 +48,11 @@ class Stack:
         return _ReloadingRegistrar(self)
 
     @property
+    def service_port(self) -> int:
+        """Where the platform and operators connect (Mosquitto's service listener; else ``port``)."""
+        return self.settings.mqtt_address[1]
+
+    @property
     def operator_credentials(self) -> tuple[str, str]:
         return OPERATOR_USER, read_or_create_secret(self.settings.secrets_dir, OPERATOR_USER)
 
@@ -92,7 +97,9 @@ class Stack:
 
     async def operator(self) -> Device:
         user, password = self.operator_credentials
-        dev = Device(self.host, self.port, user, password, site=self.site, client_id=f"op-{free_port()}", will=False)
+        dev = Device(
+            self.host, self.service_port, user, password, site=self.site, client_id=f"op-{free_port()}", will=False
+        )
         assert await dev.connect() == 0
         self.devices.append(dev)
         return dev
@@ -135,12 +142,14 @@ async def running_platform(
 ) -> AsyncIterator[Stack]:
     """Start the platform in this event loop against ``broker`` ('amqtt' or 'mosquitto').
 
-    ``generated``: Mosquitto runs the configuration ``anfang broker mosquitto-config`` writes, and the
-    platform keeps its files (``broker.mosquitto_dir``, SIGHUP through ``broker.mosquitto_pid_file``)."""
+    ``generated``: Mosquitto runs the configuration ``anfang broker mosquitto-config`` writes (devices on
+    ``Stack.port``, the platform and operators on ``Stack.service_port``), and the platform keeps its
+    files (``broker.mosquitto_dir``, SIGHUP through ``broker.mosquitto_pid_file``)."""
     port = free_port()
     settings = settings or make_settings(tmp, embedded=broker == "amqtt", port=port)
     port = settings.mqtt_address[1]
     server: Mosquitto | None = None
+    device_port = free_port() if generated and broker == "mosquitto" else None
     if broker == "mosquitto":
         workdir = tmp / "mosquitto"
         workdir.mkdir(exist_ok=True)
@@ -157,7 +166,7 @@ async def running_platform(
                 settings,
                 platform,
                 "127.0.0.1",
-                port if broker == "amqtt" else settings.mqtt.port,
+                port if broker == "amqtt" else (device_port or settings.mqtt.port),
                 settings.site,
                 broker,
                 server,
@@ -165,7 +174,9 @@ async def running_platform(
             )
             if server is not None and generated:
                 entries = await platform.registry.credential_hashes()
-                write_config(server.workdir, entries, f"{server.port} 127.0.0.1", settings.limits.max_payload_bytes)
+                # devices on a listener of their own, the platform and operators on settings.mqtt.port
+                listeners = (f"{device_port} 127.0.0.1", f"{server.port} 127.0.0.1")
+                write_config(server.workdir, entries, listeners[0], settings.limits.max_payload_bytes, listeners[1])
                 server.start(generated=True, extra=f"pid_file {server.workdir / 'mosquitto.pid'}\n")
             elif server is not None:
                 entries = await platform.registry.credential_hashes()

@@ -107,8 +107,9 @@ def add_device(env: dict[str, str], cwd: Path, device_id: str, kind: str) -> str
 
 
 def start_mosquitto(env: dict[str, str], cwd: Path, port: int) -> Mosquitto:
-    """Mosquitto on ``port`` with the password and ACL files ``anfang broker mosquitto-config`` writes."""
-    cli(env, cwd, "broker", "mosquitto-config", "--out", str(cwd / "mq"))
+    """Mosquitto on ``port`` with the password and ACL files ``anfang broker mosquitto-config`` writes, every
+    account on the one listener (the devices' and the platform's listeners apart: test_core_broker_security)."""
+    cli(env, cwd, "broker", "mosquitto-config", "--out", str(cwd / "mq"), "--service-listener", "none")
     broker = Mosquitto(cwd / "mq", port=port)
     broker.start()
     return broker

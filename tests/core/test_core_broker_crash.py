@@ -59,10 +59,11 @@ def _saved_after(db: Path, since: float) -> None:
 
 @pytest.mark.timeout(300)
 async def test_mosquitto_crash_loses_no_report_the_restarted_broker_acknowledged(tmp_path: Path) -> None:
-    port = free_port()
+    port, device_port = free_port(), free_port()  # the platform's (service) listener, the devices'
     env = _env(tmp_path, port)
     secrets = {d: add_device(env, tmp_path, d, "door_lock") for d in DEVICES}
-    cli(env, tmp_path, "broker", "mosquitto-config", "--out", str(tmp_path / "mq"), "--listener", f"{port} 127.0.0.1")
+    listeners = ["--listener", f"{device_port} 127.0.0.1", "--service-listener", f"{port} 127.0.0.1"]
+    cli(env, tmp_path, "broker", "mosquitto-config", "--out", str(tmp_path / "mq"), *listeners)
     server = Mosquitto(tmp_path / "mq", port=port)
     server.start(generated=True)
     platform = PlatformProcess(env, tmp_path)
@@ -72,7 +73,7 @@ async def test_mosquitto_crash_loses_no_report_the_restarted_broker_acknowledged
         # the platform's session must be in a save, or it dies with the broker
         await asyncio.to_thread(_saved_after, tmp_path / "mq" / "data" / "mosquitto.db", time.time())
         for d in DEVICES:
-            dev = Device("127.0.0.1", port, d, secrets[d], site="youzheng", client_id=d, clean=False)
+            dev = Device("127.0.0.1", device_port, d, secrets[d], site="youzheng", client_id=d, clean=False)
             dev.client.reconnect_delay_set(0.05, 0.5)
             assert await dev.connect() == 0
             devices[d] = dev

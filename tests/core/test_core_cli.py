@@ -69,8 +69,16 @@ def test_devices_add_list_show_rotate(tmp_path: Path, monkeypatch: pytest.Monkey
     assert "user gate-north" in acl and "topic write anfang/youzheng/gate-north/twin/reported" in acl
     assert "gate-north:$7$" in (out / "passwd").read_text()
     assert (out / "passwd").stat().st_mode & 0o077 == 0
+    # devices and the platform's accounts on listeners of their own; a device's client id is its user name
+    assert "anfang-platform:" in (out / "services.passwd").read_text() and "anfang-platform" not in passwd_text(out)
+    conf = (out / "mosquitto.conf").read_text()
+    assert "use_username_as_clientid true" in conf and "listener 1884 127.0.0.1" in conf
     assert runner.invoke(app, ["devices", "delete", "gate-north", "--yes"]).exit_code == 0
     assert runner.invoke(app, ["devices", "show", "gate-north"]).exit_code == 1
+
+
+def passwd_text(out: Path) -> str:
+    return (out / "passwd").read_text()
 
 
 def test_run_on_a_taken_port_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -82,6 +82,7 @@ class Stack:
             if value == inside or value.startswith(inside + "/"):
                 return str(outside) + value[len(inside) :]
         return (value.replace("mosquitto:1883", f"127.0.0.1:{self.mqtt_port}")
+                .replace("mosquitto:1884", f"127.0.0.1:{self.mqtt_port}")
                 .replace("http://influxdb:8086", self.influx_url)
                 .replace("0.0.0.0:8080", f"127.0.0.1:{self.api_port}"))  # fmt: skip
 
@@ -137,8 +138,12 @@ def test_the_demo_stack_comes_up_from_its_command_lines(stack: Stack, tmp_path: 
     provisioned = stack.run("demo-provision")
     assert "provisioned 60 devices" in provisioned.stdout
     stack.run("broker-config")
-    passwd = (stack.paths["/mosquitto/auth"] / "passwd").read_text()
-    assert "anfang-platform:" in passwd and "door-b1-u1:" in passwd
+    auth = stack.paths["/mosquitto/auth"]
+    passwd, services = (auth / "passwd").read_text(), (auth / "services.passwd").read_text()
+    assert "door-b1-u1:" in passwd and "anfang-platform:" not in passwd  # devices' listener: devices only
+    assert "anfang-platform:" in services and "door-b1-u1:" not in services
+    # here one listener stands in for the compose file's two (devices 1883, platform 1884)
+    (auth / "passwd").write_text(passwd + services)
 
     # 2. mosquitto with those files; its healthcheck
     mosquitto = Mosquitto(stack.paths["/mosquitto/auth"], port=stack.mqtt_port)
