@@ -24,7 +24,7 @@ from anfang.app import Services, community_services
 from anfang.config import ConfigError, Settings
 from anfang.readiness import Readiness
 from community.api import CommunityServices
-from community.handler import AccessConfig, AccessHandler
+from community.handler import AccessConfig, AccessHandler, PlateImageReading
 from community.records import Retention
 from firmware_sim.community import Community, bundled_community_path, load_community
 from registry.alarm_store import DatabaseAlarmStore
@@ -217,9 +217,9 @@ async def open_services(
         # one pending recognition per access worker (and one spare), so a burst never overflows the pool
         vision = await stack.enter_async_context(VisionService(max_pending=access_config.workers + 1))
 
-        async def read_plate_image(image: bytes) -> tuple[str, float | None] | None:
+        async def read_plate_image(image: bytes) -> PlateImageReading | None:
             reading = await vision.read_plate(image)
-            return None if reading is None else (reading.plate or reading.text, reading.score)
+            return None if reading is None else (reading.plate or reading.text, reading.score, reading.char_scores)
 
         telemetry_feed = TelemetryFeed(telemetry)
 

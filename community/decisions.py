@@ -6,7 +6,8 @@ command and an ``access_decisions`` row.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Collection
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -14,7 +15,7 @@ import numpy as np
 from community.passes import PassError, verify_pass
 from community.snapshot import STAFF_ROLES, DeviceInfo, PersonInfo, RegistrySnapshot, WatchEntry
 from vision.gallery import GalleryError
-from vision.plate_text import PlateFormatError, match_plate, normalize_plate
+from vision.plate_text import PlateFormatError, PlateMatch, match_plate, match_read_plate, normalize_plate
 
 __all__ = ["Capture", "CredentialKind", "Decision", "decide", "entitlement_refusal", "resolve_target", "watchlist_hits"]
 
@@ -35,6 +36,7 @@ class Capture:
     confidence: float | None = None
     camera: str | None = None
     snapshot_ref: str | None = None
+    char_confidences: tuple[float, ...] | None = None  # a plate reading's, per character
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +44,9 @@ class Decision:
     """Outcome of :func:`decide`.
 
     ``target`` is the door/gate to open (None when the capture came from a camera that guards
-    nothing); ``credential_ref`` is a non-secret reference to the credential for the record.
+    nothing); ``credential_ref`` is a non-secret reference to the credential for the record;
+    ``tolerant_read`` is the plate as read when it matched the registered plate ``credential_ref``
+    only tolerantly (one low-confidence character, or a lost province character).
     """
 
     allowed: bool
@@ -54,6 +58,7 @@ class Decision:
     credential_ref: str | None = None
     score: float | None = None
     pass_id: str | None = None
+    tolerant_read: str | None = None
 
 
 def resolve_target(capture: Capture, snap: RegistrySnapshot) -> DeviceInfo | None:
@@ -191,13 +196,21 @@ def _plate_decision(snap: RegistrySnapshot, capture: Capture, target: DeviceInfo
         ref = normalize_plate(read)
     except PlateFormatError:
         ref = read
-    plate = match_plate(read, snap.plates.keys())
-    if plate is not None:
-        return _person_decision(snap, capture, target, snap.plates[plate], now, capture.confidence, plate)
+
+    def match(registered: Collection[str]) -> PlateMatch | None:
+        return match_read_plate(
+            read, registered, capture.char_confidences, capture.confidence, confident=snap.plate_char_confidence
+        )
+
+    found = match(snap.plates.keys())
+    if found is not None:
+        d = _person_decision(snap, capture, target, snap.plates[found.plate], now, capture.confidence, found.plate)
+        return replace(d, tolerant_read=found.read if found.tolerant else None)
     by_pass = snap.pass_plates()
-    plate = match_plate(read, by_pass.keys())
-    if plate is not None:
-        return _pass_decision(snap, capture, target, by_pass[plate], now, plate)
+    found = match(by_pass.keys())
+    if found is not None:
+        d = _pass_decision(snap, capture, target, by_pass[found.plate], now, found.plate)
+        return replace(d, tolerant_read=found.read if found.tolerant else None)
     return Decision(False, "unknown_vehicle", target.id, "plate", credential_ref=ref, score=capture.confidence)
 
 

@@ -33,12 +33,14 @@ from registry.alarms import AlarmManager
 from twins.hooks import DeviceEvent, PlatformActions, TwinChange
 from vision.gallery import DEFAULT_THRESHOLD
 
-__all__ = ["AccessConfig", "AccessHandler"]
+__all__ = ["AccessConfig", "AccessHandler", "PlateImageReading"]
 
 log = logging.getLogger(__name__)
 
 EmbedImage = Callable[[bytes], Awaitable[np.ndarray]]
-ReadPlateImage = Callable[[bytes], Awaitable[tuple[str, float | None] | None]]  # -> (plate text, confidence)
+#: (plate text, confidence, per-character confidences or None)
+PlateImageReading = tuple[str, float | None, tuple[float, ...] | None]
+ReadPlateImage = Callable[[bytes], Awaitable[PlateImageReading | None]]
 PlatformEventSink = Callable[[DeviceEvent], Awaitable[None]]
 
 _CAPTURE_TYPES: dict[str, CredentialKind] = {
@@ -202,6 +204,7 @@ class AccessHandler:
             )
         value = data.get(_CREDENTIAL_FIELD[kind])
         confidence = data.get("confidence")
+        chars = data.get("char_confidences") if kind == "plate" else None
         if kind == "plate" and value is None and data.get("image_jpeg_b64") and self._read_plate_image is not None:
             try:
                 image = base64.b64decode(data["image_jpeg_b64"], validate=True)
@@ -209,7 +212,7 @@ class AccessHandler:
                 raise ValueError("image_jpeg_b64 is not base64") from exc
             reading = await self._read_plate_image(image)
             if reading is not None:
-                value, confidence = reading
+                value, confidence, chars = reading
         return Capture(
             event.device_id,
             event.kind,
@@ -218,6 +221,7 @@ class AccessHandler:
             confidence=None if confidence is None else float(confidence),
             camera=camera,
             snapshot_ref=snapshot_ref,
+            char_confidences=None if chars is None else tuple(float(c) for c in chars),
         )
 
     async def handle_capture(self, capture: Capture, actions: PlatformActions) -> Decision:
@@ -255,9 +259,32 @@ class AccessHandler:
             if not locked:
                 for lock in self._attempts.record(target, capture.kind, attempt_key, decision.allowed, now):
                     await self._raise_lockout(lock, snap, actions, now)
+        if decision.allowed and decision.tolerant_read is not None:
+            await self._review_tolerant_plate(decision, capture, snap, actions, now)
         for entry, score in hits:
             await self._raise_alarm(entry, score, capture, decision, snap, actions, now)
         return decision
+
+    async def _review_tolerant_plate(
+        self, decision: Decision, capture: Capture, snap: RegistrySnapshot, actions: PlatformActions, now: float
+    ) -> None:
+        """A gate opened for a plate read differently from the registered one: log both, ask for a review."""
+        read, plate = decision.tolerant_read, decision.credential_ref
+        device = snap.devices.get(capture.device_id)
+        place = device.name if device is not None and device.name else capture.device_id
+        log.warning("%s opened tolerantly: read %s, registered %s (%s)", place, read, plate, decision.subject)
+        await self._alarms.raise_alarm(
+            actions,
+            rule_id="access",
+            subject=read or "",
+            kind="plate_tolerant_match",
+            severity="low",
+            message=f"gate opened at {place} for {read} as registered {plate}: please review the capture",
+            now=now,
+            evidence={"device": capture.device_id, "camera": capture.camera, "snapshot_ref": capture.snapshot_ref},
+            data={"read": read, "registered": plate, "confidence": capture.confidence, "place": place},
+            dedupe_key=f"access|plate-review|{plate}|{read}",
+        )
 
     async def _consume_pass(self, decision: Decision, snap: RegistrySnapshot) -> Decision:
         assert decision.pass_id is not None
@@ -508,4 +535,5 @@ def _decision_data(d: Decision) -> dict[str, Any]:
         "credential_kind": d.credential_kind,
         "reason": d.reason,
         "score": d.score,
+        **({"read_plate": d.tolerant_read} if d.tolerant_read is not None else {}),
     }

@@ -16,6 +16,7 @@ import numpy as np
 
 from community.passes import PassClaims
 from vision.gallery import FaceGallery
+from vision.plate_text import CONFIDENT_CHAR
 
 __all__ = [
     "ALL_ROLES",
@@ -109,6 +110,7 @@ class RegistrySnapshot:
     watch_faces: FaceGallery = field(default_factory=FaceGallery)
     watch_plates: dict[str, str] = field(default_factory=dict)
     liveness_threshold: float = 0.8
+    plate_char_confidence: float = CONFIDENT_CHAR  # a plate differing in a character read this surely is another
     #: key of the credential references in the decision log (the look-up hash key of the site's cipher, so a
     #: card's reference is a prefix of its ``community_credentials.value_hash``)
     ref_key: bytes = b""

@@ -164,6 +164,8 @@ class PlateCaptured(_Strict):
     direction: Literal["in", "out"] = "in"
     plate: str | None = Field(default=None, max_length=16)
     confidence: float | None = Field(default=None, ge=0, le=1)
+    # per character of `plate`: only characters read below the site's confidence may be tolerated
+    char_confidences: list[Annotated[float, Field(ge=0, le=1)]] | None = Field(default=None, max_length=16)
     image_jpeg_b64: str | None = Field(default=None, max_length=_B64_MAX)
 
 

@@ -13,16 +13,21 @@ mapping ``O`` → ``0`` and ``I`` → ``1`` there.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 __all__ = [
+    "CONFIDENT_CHAR",
     "PROVINCES",
     "PlateFormatError",
+    "PlateMatch",
     "candidate_tails",
+    "fold_plate_reading",
     "fold_plate_text",
     "is_valid_plate",
     "match_plate",
+    "match_read_plate",
     "normalize_plate",
     "plate_color",
     "plate_tail",
@@ -35,6 +40,9 @@ _SEPARATORS = re.compile(r"[\s·•・.\-_‧∙]+")
 _PLATE_RE = re.compile(rf"^[{PROVINCES}][A-Z][A-Z0-9]{{5,6}}$")
 _TAIL_RE = re.compile(r"^[A-Z][A-Z0-9]{5,6}$")
 _FULLWIDTH_OFFSET = 0xFEE0
+#: A character the recogniser read with at least this confidence is taken as read: a plate that differs
+#: there is another plate. PP-OCR's per-character probabilities sit above 0.95 for clear characters.
+CONFIDENT_CHAR = 0.9
 
 
 class PlateFormatError(ValueError):
@@ -55,6 +63,20 @@ def fold_plate_text(text: str) -> str:
     """Fold full-width ASCII to half-width, strip separators, uppercase."""
     folded = "".join(chr(ord(c) - _FULLWIDTH_OFFSET) if "\uff01" <= c <= "\uff5e" else c for c in text)
     return _SEPARATORS.sub("", folded).upper()
+
+
+def fold_plate_reading(text: str, char_scores: Sequence[float] | None) -> tuple[str, tuple[float, ...] | None]:
+    """:func:`fold_plate_text` with the recogniser's per-character scores kept aligned (the scores of
+    removed separators dropped); ``None`` scores when they do not fit ``text`` one to one."""
+    folded = fold_plate_text(text)
+    if char_scores is None or len(char_scores) != len(text):
+        return folded, None
+    kept = [
+        float(score)
+        for c, score in zip(text, char_scores, strict=True)
+        if not _SEPARATORS.fullmatch(chr(ord(c) - _FULLWIDTH_OFFSET) if "\uff01" <= c <= "\uff5e" else c)
+    ]
+    return folded, (tuple(kept) if len(kept) == len(folded) else None)
 
 
 def _clean(text: str) -> str:
@@ -151,3 +173,67 @@ def match_plate(read: str, registered: Collection[str]) -> str | None:
         return None
     hits = [orig for norm, orig in by_norm.items() if norm[1:] in tails]
     return hits[0] if len(hits) == 1 else None
+
+
+@dataclass(frozen=True, slots=True)
+class PlateMatch:
+    """A registered plate matched by a reading.
+
+    Attributes:
+        plate: the registered plate, in its original spelling.
+        read: the reading, folded and repaired (what the recogniser saw).
+        tolerant: the reading differs from the plate (in one low-confidence character, or a lost
+            province character).
+    """
+
+    plate: str
+    read: str
+    tolerant: bool
+
+
+def _char_confidences(folded: str, char_confidences: Sequence[float] | None, confidence: float | None) -> list[float]:
+    if char_confidences is not None and len(char_confidences) == len(folded):
+        return [float(c) for c in char_confidences]
+    # Without per-character confidences every character counts as read with the line's confidence;
+    # without any confidence, as read for sure (no tolerance at all).
+    return [1.0 if confidence is None else float(confidence)] * len(folded)
+
+
+def match_read_plate(
+    read: str,
+    registered: Collection[str],
+    char_confidences: Sequence[float] | None = None,
+    confidence: float | None = None,
+    *,
+    confident: float = CONFIDENT_CHAR,
+) -> PlateMatch | None:
+    """Match a reading against registered plates, tolerating only what the recogniser was unsure of.
+
+    An exact match of the normalised reading wins. Otherwise a registered plate of the same length
+    matches when it differs in exactly one character that was read with a confidence below
+    ``confident`` (``char_confidences`` are per character of the folded reading; without them the
+    line's ``confidence`` stands for every character), or when the reading is the plate without its
+    province character (lost, so not read at all). Tolerance must single out one registered plate;
+    a plate differing in a confidently read character — another province's car with the same tail —
+    never matches.
+    """
+    by_norm: dict[str, str] = {}
+    for plate in registered:
+        try:
+            by_norm[normalize_plate(plate)] = plate
+        except PlateFormatError:
+            continue
+    folded = fold_plate_text(read)
+    s = _clean(read)
+    if s in by_norm:
+        return PlateMatch(by_norm[s], s, tolerant=False)
+    confs = _char_confidences(folded, char_confidences, confidence)
+    hits = []
+    for norm, orig in by_norm.items():
+        if len(norm) == len(s):
+            diff = [i for i, (a, b) in enumerate(zip(norm, s, strict=True)) if a != b]
+            if len(diff) == 1 and confs[diff[0]] < confident:
+                hits.append(orig)
+        elif len(norm) == len(s) + 1 and s.isascii() and norm[1:] in candidate_tails(read):
+            hits.append(orig)
+    return PlateMatch(hits[0], s, tolerant=True) if len(hits) == 1 else None

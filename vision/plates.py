@@ -24,7 +24,7 @@ import numpy as np
 
 from vision.images import BgrImage
 from vision.models import find_ocr_models
-from vision.plate_text import PlateFormatError, candidate_tails, fold_plate_text, normalize_plate
+from vision.plate_text import PlateFormatError, candidate_tails, fold_plate_reading, normalize_plate
 
 __all__ = ["PlateReader", "PlateReading", "choose_plate"]
 
@@ -53,12 +53,16 @@ class PlateReading:
             matches such a reading by the rest of the plate).
         score: recogniser confidence 0..1.
         box: 4 corner points (x, y) in the frame, or ``None`` for a crop read whole.
+        char_scores: the recogniser's confidence per character of ``text`` (``None`` when it gave
+            none): a registered plate may differ from the reading only where it was unsure
+            (:func:`vision.plate_text.match_read_plate`).
     """
 
     text: str
     plate: str | None
     score: float
     box: Box | None = None
+    char_scores: tuple[float, ...] | None = None
 
     @property
     def color(self) -> str | None:
@@ -68,21 +72,24 @@ class PlateReading:
         return "green" if len(self.plate) == 8 else "blue"
 
 
-def choose_plate(lines: Sequence[tuple[str, float, Box | None]]) -> PlateReading | None:
+def choose_plate(
+    lines: Sequence[tuple[str, float, Box | None]], char_scores: Sequence[Sequence[float] | None] = ()
+) -> PlateReading | None:
     """Pick the plate among recognised text lines: valid plates first, then plate-like readings
     (a wrong or lost province character, with at least one digit).
 
-    Pure: ``lines`` are (text, score, box) as produced by the OCR.
+    Pure: ``lines`` are (text, score, box) as produced by the OCR; ``char_scores``, when given, the
+    per-character scores of each line's text.
     """
     best_valid: PlateReading | None = None
     best_partial: PlateReading | None = None
-    for text, score, box in lines:
-        folded = fold_plate_text(text)
+    for i, (text, score, box) in enumerate(lines):
+        folded, chars = fold_plate_reading(text, char_scores[i] if i < len(char_scores) else None)
         try:
             plate: str | None = normalize_plate(text)
         except PlateFormatError:
             plate = None
-        reading = PlateReading(text=plate or folded, plate=plate, score=float(score), box=box)
+        reading = PlateReading(text=plate or folded, plate=plate, score=float(score), box=box, char_scores=chars)
         if plate is not None:
             if best_valid is None or reading.score > best_valid.score:
                 best_valid = reading
@@ -139,11 +146,12 @@ class PlateReader:
 
     def read_crop(self, image: BgrImage) -> PlateReading | None:
         """Read a tight plate crop without the text detector."""
-        # All three flags every call: RapidOCR remembers the previous call's options.
-        out = self._engine()(image, use_det=False, use_cls=False, use_rec=True)
+        # Every flag every call: RapidOCR remembers the previous call's options.
+        out = self._engine()(image, use_det=False, use_cls=False, use_rec=True, return_word_box=True)
         txts = out.txts or ()
         scores = out.scores or ()
-        return choose_plate([(t, float(s), None) for t, s in zip(txts, scores, strict=False)])
+        chars = [_char_scores(out, i, t) for i, t in enumerate(txts)]
+        return choose_plate([(t, float(s), None) for t, s in zip(txts, scores, strict=False)], chars)
 
     def read(self, image: BgrImage) -> PlateReading | None:
         """The most plausible plate in ``image``, or ``None`` when none is readable."""
@@ -165,21 +173,25 @@ class PlateReader:
             small = np.asarray(
                 cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA), np.uint8
             )
-        det = self._engine()(small, use_det=True, use_cls=False, use_rec=False)
+        det = self._engine()(small, use_det=True, use_cls=False, use_rec=False, return_word_box=False)
         lines: list[tuple[str, float, Box | None]] = []
+        chars: list[Sequence[float] | None] = []
         for quad in det.boxes if det.boxes is not None else []:
             box = np.asarray(quad, dtype=np.float32) / scale
             crop = _cut(image, box)
             if crop is None:
                 continue
-            out = self._engine()(crop, use_det=False, use_cls=False, use_rec=True)
+            out = self._engine()(crop, use_det=False, use_cls=False, use_rec=True, return_word_box=True)
             corners = tuple((float(x), float(y)) for x, y in box)
             lines += [(t, float(s), corners) for t, s in zip(out.txts or (), out.scores or (), strict=False)]
-        return choose_plate(lines)
+            chars += [_char_scores(out, i, t) for i, t in enumerate(out.txts or ())]
+        return choose_plate(lines, chars)
 
     def read_full(self, image: BgrImage) -> PlateReading | None:
         """One detection + recognition pass at up to :data:`DET_MAX_SIDE` pixels."""
-        out = self._engine()(image, use_det=True, use_cls=False, use_rec=True)
+        out = self._engine()(
+            image, use_det=True, use_cls=False, use_rec=True, return_word_box=True, return_single_char_box=True
+        )
         txts = out.txts or ()
         scores = out.scores or ()
         boxes = out.boxes if out.boxes is not None else [None] * len(txts)
@@ -187,7 +199,32 @@ class PlateReader:
         for t, s, b in zip(txts, scores, boxes, strict=False):
             box = None if b is None else tuple((float(p[0]), float(p[1])) for p in np.asarray(b))
             lines.append((t, float(s), box))
-        return choose_plate(lines)
+        return choose_plate(lines, [_char_scores(out, i, t) for i, t in enumerate(txts)])
+
+
+def _char_scores(out: Any, i: int, text: str) -> list[float] | None:
+    """The recogniser's per-character scores of line ``i`` (RapidOCR's ``word_results``), if they fit ``text``.
+
+    A recognition-only call gives a ``WordInfo`` with ``confs``; a full call with single-character boxes
+    gives ``(char, score, box)`` triples. Blanks carry no score.
+    """
+    words = getattr(out, "word_results", None)
+    if not words or i >= len(words):
+        return None
+    item = words[i]
+    confs = getattr(item, "confs", None)
+    if confs is None and isinstance(item, tuple | list):
+        confs = [c[1] for c in item if isinstance(c, tuple | list) and len(c) >= 2]
+    if confs is None:
+        return None
+    scores = [float(c) for c in confs]
+    bare = [c for c in text if not c.isspace()]
+    if len(scores) == len(text):
+        return scores
+    if len(scores) != len(bare):
+        return None
+    it = iter(scores)
+    return [1.0 if c.isspace() else next(it) for c in text]
 
 
 def _cut(image: BgrImage, quad: np.ndarray) -> BgrImage | None:

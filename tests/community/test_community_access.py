@@ -76,15 +76,40 @@ async def test_registered_car_opens_gate_unknown_car_does_not(community: Communi
     assert await CaptureRow.filter(plate="京A99999").count() == 1
 
 
-async def test_plate_read_with_wrong_province_still_matches_and_camera_maps_to_gate(community: Community) -> None:
+async def test_plate_read_with_unsure_province_still_matches_and_camera_maps_to_gate(community: Community) -> None:
     handler, actions = community.handler(), fake()
-    # The capture camera reports on its own; the open command goes to its gate.
+    # The capture camera reports on its own; the open command goes to its gate. The recogniser was
+    # unsure of the province character only.
+    unsure = {"plate": "粤GD12345", "confidence": 0.93, "char_confidences": [0.41] + [0.99] * 7}
     await handler.on_event(
-        event("cam-north-1", "plate_captured", {"camera": "cam-north-1", "direction": "in", "plate": "粤GD12345"}),
-        actions,
+        event("cam-north-1", "plate_captured", {"camera": "cam-north-1", "direction": "in", **unsure}), actions
     )
     assert opened(actions)[0][0] == "gate-north"
     assert opened(actions)[0][2]["subject"] == "p-tenant"
+    # The tolerant open is reviewed: both strings in one alarm (and in the log).
+    [review] = await community.alarms.store.list(kind="plate_tolerant_match")
+    assert (review.data["read"], review.data["registered"]) == ("粤GD12345", "赣GD12345")
+    assert any(e.data.get("read_plate") == "粤GD12345" for e in community.platform_events)
+
+
+async def test_same_tail_with_a_confidently_read_other_province_is_refused(community: Community) -> None:
+    handler, actions = community.handler(), fake()
+    sure = [
+        {"plate": "粤G12345", "confidence": 0.97, "char_confidences": [0.97] * 7},  # every character sure
+        {"plate": "粤G12345", "confidence": 0.96},  # only the line's confidence: it stands for each character
+        {"plate": "粤G12345"},  # no confidence at all: nothing is tolerated
+        {"plate": "粤G12345", "confidence": 0.6, "char_confidences": [0.95, 0.3, 0.5, 0.5, 0.5, 0.5, 0.5]},
+    ]
+    for reading in sure:
+        await handler.on_event(event("gate-north", "plate_captured", {"camera": "cam-north-1", **reading}), actions)
+        row = await last_decision()
+        assert (row.allowed, row.reason) == (False, "unknown_vehicle"), reading
+    assert opened(actions) == []
+    assert await community.alarms.store.list(kind="plate_tolerant_match") == []
+    # The registered car itself, read surely, still opens without review.
+    await handler.on_event(event("gate-north", "plate_captured", {"plate": "赣G12345", "confidence": 0.97}), actions)
+    assert opened(actions)[0][2]["subject"] == "p-owner"
+    assert await community.alarms.store.list(kind="plate_tolerant_match") == []
 
 
 async def test_face_opens_own_building_door_only(community: Community) -> None:

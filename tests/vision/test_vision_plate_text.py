@@ -11,6 +11,7 @@ from vision.plate_text import (
     PlateFormatError,
     is_valid_plate,
     match_plate,
+    match_read_plate,
     normalize_plate,
     plate_color,
     plate_tail,
@@ -113,3 +114,31 @@ def test_lost_province_and_ocr_confusions() -> None:
     assert match_plate("赣G12346", registered) is None
     assert match_plate("", registered) is None
     assert match_plate("赣G12345", ["not a plate", "赣G12345"]) == "赣G12345"
+
+
+@given(plates, st.integers(0, 7), st.sampled_from(PROVINCES + ALNUM), st.floats(0.9, 1.0))
+def test_a_plate_differing_in_a_surely_read_character_never_matches(
+    plate: str, pos: int, char: str, sure: float
+) -> None:
+    pos %= len(plate)
+    read = plate[:pos] + char + plate[pos + 1 :]
+    confs = [0.2] * len(read)
+    confs[pos] = sure
+    found = match_read_plate(read, [plate], confs, 0.5)
+    assert found is None or (read == plate and not found.tolerant)
+
+
+@given(plates, st.sampled_from(PROVINCES), st.floats(0.0, 0.89))
+def test_an_unsure_province_is_tolerated_once_and_flagged(plate: str, province: str, unsure: float) -> None:
+    read = province + plate[1:]
+    found = match_read_plate(read, [plate], [unsure] + [0.99] * (len(read) - 1))
+    assert found is not None and found.plate == plate and found.tolerant == (read != plate)
+    # Two registered cars that the reading fits equally: neither is let in.
+    other = ("京" if plate[0] != "京" else "沪") + plate[1:]
+    if read not in (plate, other):
+        assert match_read_plate(read, [plate, other], [unsure] + [0.99] * (len(read) - 1)) is None
+
+
+def test_lost_province_is_tolerated_and_two_unsure_characters_are_not() -> None:
+    assert match_read_plate("G12345", ["赣G12345"], confidence=0.99) is not None
+    assert match_read_plate("粤G12346", ["赣G12345"], [0.3] * 7) is None

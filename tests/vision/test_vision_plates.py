@@ -13,7 +13,7 @@ from vision_fixtures import (  # noqa: F401  (pytest fixtures, registered by nam
 )
 
 from vision.plate_synth import SceneParams, random_plate, render_plate, render_scene
-from vision.plate_text import match_plate, normalize_plate
+from vision.plate_text import CONFIDENT_CHAR, match_plate, match_read_plate, normalize_plate
 from vision.plates import PlateReader, choose_plate
 
 
@@ -47,20 +47,28 @@ def test_plate_zero_reads_with_colour(plate_reader: PlateReader, cjk_font: Path)
     assert reading is not None and reading.plate == "粤BD12345" and reading.color == "green"
 
 
-def test_misread_province_matches_own_car_never_another(plate_reader: PlateReader, cjk_font: Path) -> None:
+def test_another_provinces_car_read_surely_never_opens_for_the_registered_one(
+    plate_reader: PlateReader, cjk_font: Path
+) -> None:
     registered = ["赣G12345", "赣G12346", "粤B54321", "京A12345", "沪GD12345"]
-    # The camera sees 粤 where the car's plate says 赣 (a one-character province misread).
+    # A car from 粤 with the same tail as a registered 赣 car: the reader is sure of every character.
     frame = render_scene("粤G12345", random.Random(3), SceneParams(brightness=(0.8, 1.0)), cjk_font)
     reading = plate_reader.read(frame)
     assert reading is not None and reading.text == "粤G12345"
-    assert match_plate(reading.text, registered) == "赣G12345"
-    # With a second registered car sharing the rest of the plate, refusing is the only safe answer.
-    assert match_plate(reading.text, [*registered, "湘G12345"]) is None
+    assert reading.char_scores is not None and len(reading.char_scores) == len(reading.text)
+    assert reading.char_scores[0] >= CONFIDENT_CHAR
+    assert match_read_plate(reading.text, registered, reading.char_scores, reading.score) is None
+    # Had it been unsure of the province only, the registered car would be the one (and reviewed).
+    unsure = (0.4, *reading.char_scores[1:])
+    found = match_read_plate(reading.text, registered, unsure, reading.score)
+    assert found is not None and (found.plate, found.tolerant) == ("赣G12345", True)
+    # ... unless a second registered car shares the rest of the plate: refusing is the only safe answer.
+    assert match_read_plate(reading.text, [*registered, "湘G12345"], unsure, reading.score) is None
     # A car that is not registered at all never matches a registered one.
     other = render_scene("粤G12354", random.Random(4), SceneParams(brightness=(0.8, 1.0)), cjk_font)
     other_reading = plate_reader.read(other)
     assert other_reading is not None
-    assert match_plate(other_reading.text, registered) is None
+    assert match_read_plate(other_reading.text, registered, other_reading.char_scores, other_reading.score) is None
 
 
 def test_tight_crop_from_smart_camera(plate_reader: PlateReader, cjk_font: Path) -> None:
