@@ -233,6 +233,7 @@ async def serve(settings: Settings, services_factory: Callable[..., AbstractAsyn
     from anfang.readiness import Readiness
     from anfang.web import create_platform_app
     from anfang.workers import run_partitioned_worker
+    from rules.db_traces import DatabaseTraceStore
     from telemetry.metrics import PlatformMetrics
 
     async with AsyncExitStack() as stack:
@@ -254,7 +255,8 @@ async def serve(settings: Settings, services_factory: Callable[..., AbstractAsyn
             console = console_services(
                 settings, community, desk, lambda: readiness.workers[0] if readiness.workers else None
             )
-            app = create_platform_app(community, readiness, desk, metrics, console, lifecycle)
+            traces = DatabaseTraceStore(open_connection(settings.db_url), settings.site)
+            app = create_platform_app(community, readiness, desk, metrics, console, lifecycle, traces)
             # processes of one site on one host (standbys, --workers) share the port
             server = ApiServer(app, settings.api_bind or "", reuse_port=not settings.broker.embedded)
             await stack.enter_async_context(server)

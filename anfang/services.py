@@ -32,6 +32,7 @@ from registry.alarms import AlarmManager
 from registry.db import open_connection
 from registry.store import Registry
 from rules.db_timers import DatabaseTimerStore
+from rules.db_traces import DatabaseTraceStore
 from rules.engine import RulesEngine
 from rules.loader import load_rules
 from rules.sinks import HttpxWebhookSender, JsonlAuditLog
@@ -243,6 +244,7 @@ async def open_services(
             rules_path=rules_path,
             observer=lambda firing: telemetry.record_rule_firing(site, firing.rule_id, firing.ts),
             problems=loaded.diagnostics,  # logged by the engine, raised as an alarm per file at its first tick
+            trace_store=DatabaseTraceStore(db, site),  # GET /rules/{id}/traces from any process of the site
         )
         log.info("rules: %d loaded from %s, %d problems", len(loaded.rules), rules_path, len(loaded.diagnostics))
         dispatcher = AlarmDispatcher(alarm_store, alarms, settings.alarms, http)

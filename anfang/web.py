@@ -14,11 +14,13 @@ from fastapi.responses import JSONResponse, Response
 
 import anfang.console
 import anfang.devices_api
+import anfang.rules_api
 import community.api
 from anfang.console import ConsoleServices
 from anfang.lifecycle import DeviceLifecycle
 from anfang.readiness import Readiness
 from community.api import AlarmDesk, CommunityServices
+from rules.db_traces import DatabaseTraceStore
 from telemetry.metrics import PlatformMetrics
 
 __all__ = ["create_platform_app"]
@@ -31,10 +33,11 @@ def create_platform_app(
     metrics: PlatformMetrics | None = None,
     console: ConsoleServices | None = None,
     lifecycle: DeviceLifecycle | None = None,
+    rule_traces: DatabaseTraceStore | None = None,
 ) -> FastAPI:
     """The HTTP app of one platform process (``metrics``: what ``/metrics`` shows to Prometheus;
     ``console``: the web console under ``/console``, docs/console.md; ``lifecycle``: the staff's device
-    routes under ``/devices``)."""
+    routes under ``/devices``; ``rule_traces``: the staff's rule traces under ``/rules``)."""
     app = FastAPI(
         title="anfang", version="1.0", description="Smart-security community platform: access control, alarms, health."
     )
@@ -66,4 +69,6 @@ def create_platform_app(
         anfang.devices_api.install(app, lifecycle)
     if console is not None:
         anfang.console.install(app, console)
+    if rule_traces is not None:
+        anfang.rules_api.install(app, rule_traces)
     return app

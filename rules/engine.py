@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from registry.alarms import Alarm, AlarmManager, AlarmStore, InMemoryAlarmStore
 from rules.actions import ActionRunner
@@ -34,6 +34,13 @@ from rules.triggers.zone import observe_tag
 from twins.hooks import DeviceEvent, PlatformActions, TwinChange
 
 log = logging.getLogger(__name__)
+
+
+class TraceWriter(Protocol):
+    """Where the newest trace entries of each rule are kept for readers (:mod:`rules.db_traces`)."""
+
+    async def write(self, recent: Mapping[str, Sequence[TraceEntry]]) -> None: ...
+
 
 __all__ = ["ReloadReport", "RulesEngine"]
 
@@ -57,6 +64,7 @@ class RulesEngine:
         new_alarm_id: Callable[[], str] | None = None,
         observer: Callable[[Firing], None] | None = None,
         problems: list[Diagnostic] | None = None,
+        trace_store: TraceWriter | None = None,
     ) -> None:
         self.site = site
         self.actions = actions
@@ -69,6 +77,7 @@ class RulesEngine:
         self.health.set_problems(problems or [], [])
         self.rules_path = rules_path
         self.observer = observer
+        self.trace_store = trace_store
         self.bus = InputBus()
         self.state = TriggerState()
         self.twins: dict[str, dict[str, Any]] = {}
@@ -182,11 +191,22 @@ class RulesEngine:
                     self.timers.drop(timer.key)
                 self.fault(rule, now, f"{timer.kind} timer for {timer.subject}", exc)
         await self.health.sync_alarms(acts, now)
+        await self._save_traces()
         try:
             await self.timers.flush()
         except TimerStoreError as exc:
             # the store keeps the unwritten changes: the next tick writes them (the database may be back)
             log.error("rule timers not saved, retrying at the next tick: %s", exc)
+
+    async def _save_traces(self) -> None:
+        if self.trace_store is None or not self.trace.changed:
+            return
+        changed = self.trace.take_changed()
+        try:
+            await self.trace_store.write(changed)
+        except Exception as exc:  # traces are for reading only: never stop the rules for them
+            self.trace.changed |= changed.keys()
+            log.warning("rule traces not saved, retrying at the next tick: %s", exc)
 
     async def _on_timer(self, rule: Rule, timer: Timer, now: float, acts: PlatformActions) -> None:
         idx = int(timer.context.get("idx", 0))

@@ -40,14 +40,30 @@ class Firing:
 
 
 class Trace:
-    """A bounded ring buffer of :class:`TraceEntry`."""
+    """A bounded ring buffer of :class:`TraceEntry`, and the newest ``per_rule`` entries of each rule."""
 
-    def __init__(self, size: int = 1000) -> None:
+    def __init__(self, size: int = 1000, per_rule: int = 50) -> None:
         self.entries: deque[TraceEntry] = deque(maxlen=size)
+        self.per_rule = per_rule
+        self.recent: dict[str, deque[TraceEntry]] = {}
+        #: Rules with entries added since :meth:`take_changed`.
+        self.changed: set[str] = set()
 
     def add(self, ts: float, rule_id: str, label: str, outcome: str, detail: str = "") -> None:
         """Record one entry (the oldest falls out when full)."""
-        self.entries.append(TraceEntry(ts, rule_id, label, outcome, detail))
+        entry = TraceEntry(ts, rule_id, label, outcome, detail)
+        self.entries.append(entry)
+        ring = self.recent.get(rule_id)
+        if ring is None:
+            ring = self.recent[rule_id] = deque(maxlen=self.per_rule)
+        ring.append(entry)
+        self.changed.add(rule_id)
+
+    def take_changed(self) -> dict[str, list[TraceEntry]]:
+        """The newest entries of each rule changed since the last call."""
+        out = {rid: list(self.recent[rid]) for rid in self.changed if rid in self.recent}
+        self.changed = set()
+        return out
 
     def explain(self, rule_id: str | None = None, contains: str | None = None) -> list[TraceEntry]:
         """Entries for one rule and/or inputs whose label contains ``contains``."""
