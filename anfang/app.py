@@ -138,7 +138,8 @@ async def build_platform(
         password = await prepare_site(settings, registry)
         broker: EmbeddedBroker | None = None
         if settings.broker.embedded:
-            broker = await stack.enter_async_context(EmbeddedBroker(settings.broker.bind, registry))
+            embedded = EmbeddedBroker(settings.broker.bind, registry, max_payload=settings.limits.max_payload_bytes)
+            broker = await stack.enter_async_context(embedded)
             if brokers is not None:
                 brokers.append(broker)
                 stack.callback(brokers.remove, broker)

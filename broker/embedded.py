@@ -6,25 +6,30 @@ amqtt loads plugins by dotted path, so the plugins are bound to the platform's
 
 from __future__ import annotations
 
-import asyncio
 import errno
+import json
 import logging
 import socket
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from amqtt.broker import Broker
 from amqtt.contexts import Action, BaseContext
-from amqtt.errors import AMQTTError
-from amqtt.mqtt.connack import NOT_AUTHORIZED, ConnackPacket
-from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
-from amqtt.mqtt.publish import PublishPacket
 from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import Session
 
 from broker.acl import Identity, Role, client_id_refusal, may_publish, may_subscribe
-from twins.topics import parse
+from broker.amqtt_adapter import (
+    PACKET_OVERHEAD,
+    EdgePolicy,
+    broker_plugins,
+    close_connection,
+    forget_session,
+    harden,
+    install_policy,
+)
+from twins.topics import errors_topic, parse
 
 log = logging.getLogger(__name__)
 
@@ -37,84 +42,6 @@ class Authenticator(Protocol):
     async def authenticate(self, username: str | None, password: str | None) -> Identity | None: ...
 
 
-DirectIngest = Callable[[str, bytes], Awaitable[None]]
-_HOOK_ATTR = "anfang_direct_ingest"
-_original_handle_publish = BrokerProtocolHandler.handle_publish
-
-
-async def _handle_publish_after_commit(self: BrokerProtocolHandler, packet: PublishPacket) -> None:
-    """amqtt acknowledges a PUBLISH as soon as it is queued in memory; a crash right after would lose it.
-
-    For platform-bound topics the embedded broker first hands the message to the platform and
-    waits until it is committed, then lets amqtt acknowledge and route it as usual.
-    """
-    hook = getattr(self.plugins_manager, _HOOK_ATTR, None)
-    if hook is not None and self.session is not None and packet.topic_name is not None and packet.data is not None:
-        await hook(self.session.client_id, packet.topic_name, bytes(packet.data))
-    await _original_handle_publish(self, packet)
-
-
-BrokerProtocolHandler.handle_publish = _handle_publish_after_commit
-
-_original_retained_for = Broker._publish_retained_messages_for_subscription
-
-
-async def _retained_for_own_subscriptions(self: Broker, subscription: tuple[str, int], session: Session) -> None:
-    """amqtt 0.12 sends a connecting client the retained messages of *every* client's subscriptions.
-
-    That would hand a door the retained desired state and status of every other device (and alarms),
-    past the topic ACL; only the client's own (ACL-checked) subscriptions get their retained messages.
-    """
-    subscribers = self._subscriptions.get(subscription[0], [])
-    if any(sub.client_id == session.client_id for sub, _ in subscribers):
-        await _original_retained_for(self, subscription, session)
-
-
-Broker._publish_retained_messages_for_subscription = _retained_for_own_subscriptions
-
-
-_original_init_from_connect = BrokerProtocolHandler.init_from_connect
-
-
-async def _init_from_connect_authenticated(
-    cls: type[BrokerProtocolHandler], reader: Any, writer: Any, plugins_manager: Any, loop: Any = None
-) -> tuple[BrokerProtocolHandler, Session]:
-    """amqtt 0.12 finds, changes (will, user name) and takes over the session named by a CONNECT's
-    client id before it checks the credentials: anyone knowing a device's id knocked it off and
-    rewrote its session, and a clean-session CONNECT deleted it. Refuse before any session is touched."""
-    handler, session = await _original_init_from_connect(reader, writer, plugins_manager, loop)
-    returns = await plugins_manager.map_plugin_auth(session=session)
-    results = [result for result in (returns or {}).values() if result is not None]
-    if not results or not all(results):
-        await ConnackPacket.build(0, NOT_AUTHORIZED).to_stream(writer)
-        await writer.close()
-        raise AMQTTError(f"refused {session.client_id!r} before touching any session")
-    if session.clean_session:
-        await _take_over(plugins_manager, session.client_id)
-    return handler, session
-
-
-async def _take_over(plugins_manager: Any, client_id: str) -> None:
-    """MQTT-3.1.4-2: a CONNECT with a client id already connected closes that connection. amqtt 0.12
-    does so only for a persistent session; with a clean one it dropped the old session from its table
-    and left its connection running, unreachable (and a device's reconnect left a ghost behind).
-    The old connection goes as a dropped one does: its will is published before the new one starts."""
-    broker = getattr(plugins_manager.context, "_broker_instance", None)  # amqtt offers no public accessor
-    entry = broker._sessions.get(client_id) if broker is not None else None
-    if entry is None or not entry[0].transitions.is_connected():
-        return
-    old, old_handler = entry
-    await old_handler.handle_connection_closed()
-    await old_handler.stop()
-    for _ in range(100):  # amqtt's own client loop publishes the will and marks it disconnected
-        if not old.transitions.is_connected():
-            break
-        await asyncio.sleep(0.01)
-
-
-BrokerProtocolHandler.init_from_connect = classmethod(_init_from_connect_authenticated)
-
-
 @dataclass
 class BrokerStats:
     """Counters of refused connections and denied publishes/subscriptions."""
@@ -125,6 +52,13 @@ class BrokerStats:
     publish_denied: int = 0
     subscribe_denied: int = 0
     identities: dict[str, Identity] = field(default_factory=dict)
+
+
+def _will_refusal(identity: Identity, session: Session) -> str | None:
+    """A will is published by the broker on the client's behalf: only where the client may publish."""
+    if session.will_flag and not may_publish(identity, session.will_topic or ""):
+        return f"a will on {session.will_topic!r}, where it may not publish"
+    return None
 
 
 class DeviceAuthPlugin(BaseAuthPlugin):  # type: ignore[misc]  # amqtt ships no type information
@@ -152,7 +86,7 @@ class DeviceAuthPlugin(BaseAuthPlugin):  # type: ignore[misc]  # amqtt ships no 
                 self.stats.auth_refused += 1
                 log.warning("refused MQTT connection: user=%r client=%r", session.username, session.client_id)
                 return False
-            refusal = client_id_refusal(identity, session.client_id)
+            refusal = client_id_refusal(identity, session.client_id) or _will_refusal(identity, session)
             if refusal is not None:
                 self.stats.auth_refused += 1
                 self.stats.client_id_refused += 1
@@ -198,12 +132,24 @@ class DeviceTopicPlugin(BaseTopicPlugin):  # type: ignore[misc]  # amqtt ships n
                 return True
             self.stats.publish_denied += 1
             log.warning("denied publish: user=%s topic=%s", identity.username, topic)
+            await self._tell_device(identity, topic)
             return False
         if may_subscribe(identity, topic):
             return True
         self.stats.subscribe_denied += 1
         log.warning("denied subscribe: user=%s filter=%s", identity.username, topic)
         return False
+
+    async def _tell_device(self, identity: Identity, topic: str) -> None:
+        """MQTT 3.1.1 can only acknowledge a denied publish (as if delivered) or close the connection
+        [MQTT-3.3.5-2]; closing makes clients reconnect and resend it for ever. So it is acknowledged,
+        dropped, and the device is told on its ``errors`` topic (docs/protocol.md)."""
+        if identity.role is not Role.DEVICE or identity.site is None:
+            return
+        answer = {"code": 403, "message": f"publish to {topic} denied: not this device's topic"}
+        await self.context.broadcast_message(
+            errors_topic(identity.site, identity.username), json.dumps(answer).encode()
+        )
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -229,20 +175,16 @@ def split_bind(bind: str) -> tuple[str, int]:
     return host, int(port)
 
 
-class _SnapshotDict(dict[Any, Any]):
-    """A dict whose iteration walks a copy, so it may change while a loop over it is suspended."""
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(list(super().keys()))
-
-    def items(self) -> Any:
-        return list(super().items())
+DirectIngest = Callable[[str, bytes], Awaitable[None]]
 
 
 class EmbeddedBroker:
-    """amqtt on ``bind`` with device authentication; use as an async context manager."""
+    """amqtt on ``bind`` with device authentication; use as an async context manager.
 
-    def __init__(self, bind: str, authenticator: Authenticator) -> None:
+    Packets bigger than ``max_payload`` plus room for a topic close the connection before their body
+    is read (as the generated Mosquitto configuration's ``max_packet_size`` does)."""
+
+    def __init__(self, bind: str, authenticator: Authenticator, *, max_payload: int = 256 * 1024) -> None:
         self.host, self.port = split_bind(bind)
         self.stats = BrokerStats()
         self._authenticator = authenticator
@@ -254,14 +196,13 @@ class EmbeddedBroker:
             },
         }
         self._broker = Broker(config)
-        # amqtt walks its subscription table across awaits while broadcasting; a client subscribing
-        # meanwhile made it raise "dictionary changed size during iteration" and drop the message
-        # (seen: a device's "online" status lost while devices reconnected after a power cut)
-        self._broker._subscriptions = _SnapshotDict(self._broker._subscriptions)
+        self.edge = EdgePolicy(max_packet=max_payload + PACKET_OVERHEAD)
+        install_policy(self._broker, self.edge)
+        harden(self._broker)
 
     async def __aenter__(self) -> EmbeddedBroker:
         check_port_free(self.host, self.port)
-        for plugin in self._broker.plugins_manager._plugins:  # amqtt offers no public accessor
+        for plugin in broker_plugins(self._broker):
             if isinstance(plugin, DeviceAuthPlugin):
                 plugin.bind(self._authenticator, self.stats)
             elif isinstance(plugin, DeviceTopicPlugin):
@@ -280,19 +221,12 @@ class EmbeddedBroker:
         """Close ``client_id``'s live connection now, as if it had dropped (its will is published); its
         next CONNECT is authenticated afresh. ``forget`` also ends its session (subscriptions, queued
         messages). Returns whether a connection was open."""
-        entry = self._broker._sessions.get(client_id)  # amqtt offers no public accessor
         self.stats.identities.pop(client_id, None)  # nothing more is delivered to it
-        was_open = False
-        if entry is not None:
-            session, handler = entry
-            if session.transitions.is_connected():
-                was_open = True
-                log.warning("disconnecting %s: its credentials changed", client_id)
-                # what amqtt itself does when a client id is taken over
-                await handler.handle_connection_closed()
-                await handler.stop()
+        was_open = await close_connection(self._broker, client_id)
+        if was_open:
+            log.warning("disconnected %s: its credentials changed", client_id)
         if forget:
-            await self._broker._delete_session(client_id)
+            await forget_session(self._broker, client_id)
         return was_open
 
     async def clear_retained(self, topics: Sequence[str]) -> None:
@@ -312,4 +246,4 @@ class EmbeddedBroker:
             if may_publish(identity, topic):  # denied publishes are counted by the topic plugin
                 await ingest(topic, payload)
 
-        setattr(self._broker.plugins_manager, _HOOK_ATTR, hook)
+        self.edge.ingest = hook
