@@ -24,8 +24,12 @@ protocol handler. What this module changes, and why:
 * **Outgoing QoS 1/2** (:class:`EdgeHandler`): a message stays in flight until the client
   acknowledges it, also across a disconnect, and is sent again (DUP) when the session resumes.
   Stock amqtt forgets it after 5 s or on disconnect.
+* **Delivery QoS** (:func:`_run_broadcast`): a message goes out at the lower of its published QoS and
+  the subscription's (amqtt used the subscription's).
+* **Offline queue** (:func:`_publish_session_queue`): messages queued for a persistent session go
+  out in order without the retain flag.
 * **Retained messages** (:func:`_retained_for_own_subscriptions`): a connecting client gets the
-  retained messages of its own subscriptions only, not of every client's.
+  retained messages of its own subscriptions only, not of every client's, at the right QoS.
 * **Subscription table** (:class:`SnapshotDict`): may change while amqtt iterates it across awaits.
 """
 
@@ -33,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -42,6 +47,7 @@ import amqtt
 from amqtt.adapters import ReaderAdapter, WriterAdapter
 from amqtt.broker import Broker
 from amqtt.codecs_amqtt import read_or_raise
+from amqtt.contexts import Action
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
 from amqtt.mqtt import packet_class
 from amqtt.mqtt.connack import NOT_AUTHORIZED, UNACCEPTABLE_PROTOCOL_VERSION, ConnackPacket
@@ -397,8 +403,8 @@ class EdgeHandler(BrokerProtocolHandler):  # type: ignore[misc]  # amqtt ships n
         session.inflight_out[app_message.packet_id] = app_message
         if app_message.pubrec_packet is None:
             packet = app_message.build_publish_packet(dup=app_message.publish_packet is not None)
-            app_message.pubrec_packet = await self._exchange(self._pubrec_waiters, app_message.packet_id, packet)
             app_message.publish_packet = packet
+            app_message.pubrec_packet = await self._exchange(self._pubrec_waiters, app_message.packet_id, packet)
         pubrel = PubrelPacket.build(app_message.packet_id)
         app_message.pubcomp_packet = await self._exchange(self._pubcomp_waiters, app_message.packet_id, pubrel)
         app_message.pubrel_packet = pubrel
@@ -417,18 +423,85 @@ class EdgeHandler(BrokerProtocolHandler):  # type: ignore[misc]  # amqtt ships n
 # ---------------------------------------------------------------------------------------------------
 # Broker-level patches
 
-_original_retained_for = Broker._publish_retained_messages_for_subscription
+_publish_qos: contextvars.ContextVar[int | None] = contextvars.ContextVar("publish_qos", default=None)
+_original_message_delivery = Broker._handle_message_delivery
+
+
+async def _message_delivery(self: Broker, session: Session, handler: Any, wait_deliver: Any) -> bool:
+    """Remembers the QoS a message was published with while amqtt routes it (see :func:`_broadcast_message`)."""
+    message = wait_deliver.result()
+    token = _publish_qos.set(message.qos if message is not None else None)
+    try:
+        return bool(await _original_message_delivery(self, session, handler, wait_deliver))
+    finally:
+        _publish_qos.reset(token)
+
+
+async def _broadcast_message(
+    self: Broker, session: Session | None, topic: str | None, data: Any, force_qos: int | None = None
+) -> None:
+    """amqtt forgets the QoS a message was published with and delivers it at each subscription's QoS
+    (a QoS 0 publish went out as QoS 2); it is kept here so that delivery uses the lower of the two."""
+    broadcast: dict[str, Any] = {"session": session, "topic": topic, "data": data}
+    qos = force_qos if force_qos is not None else _publish_qos.get()
+    if qos is not None:
+        broadcast["qos"] = qos
+    await self._broadcast_queue.put(broadcast)
+
+
+async def _run_broadcast(self: Broker, running_tasks: Any) -> None:
+    """amqtt's broadcast step, delivering at min(published QoS, subscription QoS) [MQTT-3.8.4-6]."""
+    broadcast = await self._broadcast_queue.get()
+    topic = broadcast["topic"]
+    for topic_filter, subscriptions in self._subscriptions.items():
+        if not self._matches(topic, topic_filter):
+            continue
+        for target, sub_qos in subscriptions:
+            qos = min(broadcast.get("qos", sub_qos), sub_qos)
+            if not await self._topic_filtering(target, topic=topic, action=Action.RECEIVE):
+                continue
+            connected = target.transitions.state == "connected"
+            if not connected and not target.clean_session and qos in (1, 2) and not target.is_anonymous:
+                await self._retain_broadcast_message(broadcast, qos, target)  # queued for the offline session
+                continue
+            handler = self._get_handler(target) if connected else None
+            if handler is not None:
+                running_tasks.append(asyncio.ensure_future(handler.mqtt_publish(topic, broadcast["data"], qos, False)))
+
+
+async def _publish_session_queue(self: Broker, session: Session) -> None:
+    """Messages queued for an offline persistent session go out in order and without the retain flag
+    (amqtt set it, as if they were retained messages, and sent them all at once)."""
+    handler = self._get_handler(session)
+    if handler is None:
+        return
+    while not session.retained_messages.empty():
+        queued = session.retained_messages.get_nowait()
+        await handler.mqtt_publish(queued.topic, queued.data, queued.qos, False)
 
 
 async def _retained_for_own_subscriptions(self: Broker, subscription: tuple[str, int], session: Session) -> None:
-    """amqtt 0.12 sends a connecting client the retained messages of *every* client's subscriptions.
+    """The retained messages a new subscription gets, at min(retained QoS, subscription QoS) (amqtt
+    sent QoS 0 ones at the subscription's QoS).
 
-    That would hand a door the retained desired state and status of every other device (and alarms),
+    amqtt 0.12 also sent a connecting client the retained messages of *every* client's subscriptions:
+    that would hand a door the retained desired state and status of every other device (and alarms),
     past the topic ACL; only the client's own (ACL-checked) subscriptions get their retained messages.
     """
-    subscribers = self._subscriptions.get(subscription[0], [])
-    if any(sub.client_id == session.client_id for sub, _ in subscribers):
-        await _original_retained_for(self, subscription, session)
+    topic_filter, qos = subscription
+    subscribers = self._subscriptions.get(topic_filter, [])
+    handler = self._get_handler(session)
+    if handler is None or not any(sub.client_id == session.client_id for sub, _ in subscribers):
+        return
+    tasks = [
+        asyncio.ensure_future(
+            handler.mqtt_publish(topic, retained.data, min(qos, qos if retained.qos is None else retained.qos), True)
+        )
+        for topic, retained in list(self._retained_messages.items())
+        if self._matches(topic, topic_filter)
+    ]
+    if tasks:
+        await asyncio.wait(tasks)
 
 
 class SnapshotDict(dict[Any, Any]):
@@ -457,12 +530,20 @@ def _install() -> None:
         (BrokerProtocolHandler, "_handle_qos1_message_flow"),
         (BrokerProtocolHandler, "_handle_qos2_message_flow"),
         (Broker, "_publish_retained_messages_for_subscription"),
+        (Broker, "_handle_message_delivery"),
+        (Broker, "_broadcast_message"),
+        (Broker, "_run_broadcast"),
+        (Broker, "_publish_session_retained_messages"),
     ):
         if not hasattr(owner, name):
             raise ImportError(f"amqtt {amqtt.__version__} has no {name}: broker/amqtt_adapter.py needs updating")
     amqtt_handler.packet_class = _framed_packet_class
     BrokerProtocolHandler.init_from_connect = classmethod(_init_from_connect)
     Broker._publish_retained_messages_for_subscription = _retained_for_own_subscriptions
+    Broker._handle_message_delivery = _message_delivery
+    Broker._broadcast_message = _broadcast_message
+    Broker._run_broadcast = _run_broadcast
+    Broker._publish_session_retained_messages = _publish_session_queue
 
 
 _install()

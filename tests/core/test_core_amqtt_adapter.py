@@ -3,10 +3,10 @@ embedded broker and raw MQTT packets where no client library would send them."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
+from mqtt_raw import Raw, connect, packet, string, varint
 from testkit import Device, free_port
 
 from broker.acl import Identity, Role
@@ -43,92 +43,51 @@ async def _broker(max_payload: int = 1024) -> AsyncIterator[EmbeddedBroker]:
         yield broker
 
 
-def _string(s: str) -> bytes:
-    return len(s.encode()).to_bytes(2, "big") + s.encode()
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _packet(first: int, body: bytes) -> bytes:
-    return bytes([first]) + _varint(len(body)) + body
-
-
-def _connect(level: int = 4, client_id: str = "c1", properties: bytes = b"") -> bytes:
-    body = _string("MQTT") + bytes([level, 0b11000010]) + (30).to_bytes(2, "big") + properties
-    return _packet(0x10, body + _string(client_id) + _string("user") + _string("pw"))
-
-
-class _Raw:
-    """A raw MQTT connection, for packets no client library would send."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-
-    @classmethod
-    async def open(cls, broker: EmbeddedBroker) -> _Raw:
-        return cls(*await asyncio.open_connection(broker.host, broker.port))
-
-    async def send(self, data: bytes) -> None:
-        self.writer.write(data)
-        await self.writer.drain()
-
-    async def closed_by_broker(self) -> bytes:
-        """Everything the broker sends until it closes the connection."""
-        async with asyncio.timeout(10):
-            return await self.reader.read()
-
-    def close(self) -> None:
-        self.writer.close()
+async def _open(broker: EmbeddedBroker) -> Raw:
+    return await Raw.open(broker.host, broker.port)
 
 
 async def test_an_mqtt5_connect_gets_connack_unacceptable_protocol_version() -> None:
     async with _broker() as broker:
-        raw = await _Raw.open(broker)
-        await raw.send(_connect(level=5, properties=b"\x00"))  # MQTT 5: an empty property block
-        assert await raw.closed_by_broker() == b"\x20\x02\x00\x01"
+        raw = await _open(broker)
+        await raw.send(connect("c1", level=5, properties=b"\x00"))  # MQTT 5: an empty property block
+        assert await raw.closed_by_peer() == b"\x20\x02\x00\x01"
         raw.close()
         assert broker.edge.refused_protocol == 1
 
 
 async def test_a_publish_to_a_wildcard_topic_closes_the_connection() -> None:
     async with _broker() as broker:
-        raw = await _Raw.open(broker)
-        await raw.send(_connect())
+        raw = await _open(broker)
+        await raw.send(connect("c1"))
         assert await raw.reader.readexactly(4) == b"\x20\x02\x00\x00"
         # stock amqtt raised mid-packet and read the rest of the payload as the next packets
-        await raw.send(_packet(0x30, _string("anfang/+/x") + b"\xc0\x00" * 20))
-        assert await raw.closed_by_broker() == b""
+        await raw.send(packet(0x30, string("anfang/+/x") + b"\xc0\x00" * 20))
+        assert await raw.closed_by_peer() == b""
         raw.close()
 
 
 async def test_a_packet_over_the_limit_is_refused_before_its_body_is_read() -> None:
     async with _broker(max_payload=1024) as broker:
-        raw = await _Raw.open(broker)
-        await raw.send(_connect())
+        raw = await _open(broker)
+        await raw.send(connect("c1"))
         assert await raw.reader.readexactly(4) == b"\x20\x02\x00\x00"
         limit = broker.edge.max_packet
-        await raw.send(bytes([0x30]) + _varint(limit + 1) + _string("anfang/a/b"))  # header only: no body sent
-        assert await raw.closed_by_broker() == b""
+        await raw.send(bytes([0x30]) + varint(limit + 1) + string("anfang/a/b"))  # header only: no body sent
+        assert await raw.closed_by_peer() == b""
         raw.close()
         assert broker.edge.closed_oversized == 1
 
 
 async def test_an_oversized_or_missing_connect_closes_the_connection() -> None:
     async with _broker(max_payload=1024) as broker:
-        raw = await _Raw.open(broker)
-        await raw.send(bytes([0x10]) + _varint(broker.edge.max_packet + 1))
-        assert await raw.closed_by_broker() == b""
+        raw = await _open(broker)
+        await raw.send(bytes([0x10]) + varint(broker.edge.max_packet + 1))
+        assert await raw.closed_by_peer() == b""
         raw.close()
-        raw = await _Raw.open(broker)
-        await raw.send(_packet(0xC0, b""))  # PINGREQ before CONNECT
-        assert await raw.closed_by_broker() == b""
+        raw = await _open(broker)
+        await raw.send(packet(0xC0, b""))  # PINGREQ before CONNECT
+        assert await raw.closed_by_peer() == b""
         raw.close()
 
 
@@ -137,14 +96,11 @@ async def test_a_silent_connection_is_closed_after_one_and_a_half_keepalives_wit
         watcher = Device(broker.host, broker.port, "watcher", "pw", client_id="watcher", will=False)
         assert await watcher.connect() == 0
         await watcher.subscribe("anfang/will/#")
-        raw = await _Raw.open(broker)
-        flags = 0b11001110  # user name, password, will QoS 1, will flag, clean session
-        body = _string("MQTT") + bytes([4, flags]) + (1).to_bytes(2, "big")
-        body += _string("silent") + _string("anfang/will/silent") + _string("gone") + _string("user") + _string("pw")
-        await raw.send(_packet(0x10, body))
+        raw = await _open(broker)
+        await raw.send(connect("silent", keepalive=1, will=("anfang/will/silent", b"gone", 1)))
         assert await raw.reader.readexactly(4) == b"\x20\x02\x00\x00"
         # nothing more is sent: after 1.5 s the broker closes and publishes the will
-        assert await raw.closed_by_broker() == b""
+        assert await raw.closed_by_peer() == b""
         _, payload = await watcher.expect(r"^anfang/will/silent$")
         assert payload == "gone" and broker.edge.closed_keepalive == 1
         raw.close()
@@ -152,6 +108,6 @@ async def test_a_silent_connection_is_closed_after_one_and_a_half_keepalives_wit
 
 
 def test_the_adapter_knows_the_protocol_level_of_a_connect() -> None:
-    assert connect_protocol(_connect(level=4)[2:]) == ("MQTT", 4)
-    assert connect_protocol(_connect(level=5)[2:]) == ("MQTT", 5)
+    assert connect_protocol(connect("c", level=4)[2:]) == ("MQTT", 4)
+    assert connect_protocol(connect("c", level=5)[2:]) == ("MQTT", 5)
     assert connect_protocol(b"\x00") is None
