@@ -409,7 +409,9 @@ def bad_firmware(c: Community, params: ScenarioParams | None = None) -> Scenario
             15.0,
             dev.id,
             "raw",
-            b'{"id":"big","ts":0,"data":{"x":"' + b"A" * (1024 * 1024) + b'"}}',
+            # over the platform's 256 KiB payload limit (413), under the brokers' packet limit (payload
+            # + 64 KiB), which closes the connection before the platform sees anything
+            b'{"id":"big","ts":0,"data":{"x":"' + b"A" * (300 * 1024) + b'"}}',
             topic=base + "events/motion",
         ),
         Step(
