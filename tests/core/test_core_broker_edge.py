@@ -167,6 +167,8 @@ async def test_a_64_mib_publish_is_refused_without_the_platform_growing(broker: 
             str(tmp_path / "mq"),
             "--listener",
             f"{port} 127.0.0.1",
+            "--service-listener",
+            "none",  # the platform on the devices' listener (the two apart: test_core_broker_security)
         )
         server = Mosquitto(tmp_path / "mq", port=port)
         server.start(generated=True)
