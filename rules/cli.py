@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -12,7 +13,9 @@ from rules.fixture import FixtureError, fixture_files, run_fixture
 from rules.loader import load_rules, rule_files
 from rules.site import SitePlan, SitePlanError, load_site_plan
 
-app = typer.Typer(help="Rules engine: validate rule files and replay test timelines.", no_args_is_help=True)
+app = typer.Typer(
+    help="Rules engine: validate rule files, replay test timelines and recorded data.", no_args_is_help=True
+)
 
 ConfigOpt = Annotated[
     Path | None,
@@ -113,3 +116,76 @@ def test(
     typer.echo(f"{passed} passed, {failed} failed")
     if failed:
         raise typer.Exit(1)
+
+
+def _when(text: str) -> float:
+    """``2026-11-02``, ``2026-11-02T08:00+08:00``, or ``-7d`` (that long before now)."""
+    from datetime import datetime
+
+    from rules.model import parse_duration
+
+    if text.startswith("-"):
+        return time.time() - parse_duration(text[1:])
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError as exc:
+        raise typer.BadParameter(f"{text!r}: use an ISO date/time (2026-11-02T08:00+08:00) or -7d") from exc
+
+
+@app.command()
+def replay(
+    path: Annotated[Path, typer.Argument(help="a rule file or folder: the rule set to try")],
+    since: Annotated[str, typer.Option("--since", help="start: ISO date/time, or -7d for a week ago")],
+    until: Annotated[str | None, typer.Option("--until", help="end (default: now)")] = None,
+    rule: Annotated[str | None, typer.Option("--rule", help="only show this rule's trace")] = None,
+    verbose: Annotated[
+        bool, typer.Option("--trace", help="every firing and condition verdict, not only counts")
+    ] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Run the site's recorded events and access decisions from the registry through a rule set.
+
+    Prints which rules would have fired (how often, and on what), with each condition's verdict —
+    how a new rule is tried on last week's real data before it is enabled. Nothing is raised, sent
+    or stored. Uses the database and site of the platform's configuration (as ``anfang run``).
+    """
+    from anfang.app import open_registry
+    from anfang.config import ConfigError, load_settings
+    from registry.db import open_connection
+    from rules.replay import load_recorded
+    from rules.replay import replay as run_replay
+
+    t0, t1 = _when(since), (_when(until) if until else time.time())
+    plan, _ = configured(config)
+    loaded = load_rules(path, plan)
+    for d in loaded.diagnostics:
+        typer.echo(d.format(), err=True)
+    if loaded.diagnostics:
+        raise typer.Exit(1)
+    try:
+        settings = load_settings(config)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+    async def go() -> Any:
+        async with open_registry(settings):
+            records = await load_recorded(open_connection(settings.db_url), settings.site, t0, t1)
+        return await run_replay(loaded.rules, plan, records, t0)
+
+    report = asyncio.run(go())
+    counts = report.fired_counts()
+    typer.echo(f"{report.inputs} recorded input(s) from {_iso(t0)} to {_iso(t1)}, {len(loaded.rules)} rule(s)")
+    for r in loaded.rules:
+        typer.echo(f"{r.id}: {'fired ' + str(counts[r.id]) + ' time(s)' if r.id in counts else 'would not have fired'}")
+    for entry in report.trace:
+        if entry.rule_id == "-" or (rule is not None and entry.rule_id != rule):
+            continue
+        if verbose or entry.outcome in ("fired", "error") or (rule is not None and entry.outcome != "no_match"):
+            typer.echo(f"  {_iso(entry.ts)} {entry.rule_id}: {entry.outcome} — {entry.input}: {entry.detail}")
+
+
+def _iso(ts: float) -> str:
+    from datetime import datetime
+
+    return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds")

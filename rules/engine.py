@@ -65,6 +65,7 @@ class RulesEngine:
         observer: Callable[[Firing], None] | None = None,
         problems: list[Diagnostic] | None = None,
         trace_store: TraceWriter | None = None,
+        verdicts: bool = False,
     ) -> None:
         self.site = site
         self.actions = actions
@@ -78,6 +79,9 @@ class RulesEngine:
         self.rules_path = rules_path
         self.observer = observer
         self.trace_store = trace_store
+        #: Trace every condition's verdict, not only the first false one (``anfang rules replay``).
+        self.verdicts = verdicts
+        self._last_verdicts: dict[str, str] = {}
         self.bus = InputBus()
         self.state = TriggerState()
         self.twins: dict[str, dict[str, Any]] = {}
@@ -378,6 +382,14 @@ class RulesEngine:
 
     def _conditions_ok(self, rule: Rule, ctx: dict[str, Any], label: str, now: float) -> bool:
         fns = self.functions(ctx)
+        if self.verdicts:
+            results = [(cond.source, bool(cond.evaluate(ctx, fns))) for cond in rule.conditions]
+            text = "; ".join(f"if {src!r}: {'true' if ok else 'false'}" for src, ok in results)
+            self._last_verdicts[rule.id] = text
+            if not all(ok for _, ok in results):
+                self.trace.add(now, rule.id, label, "condition_false", text)
+                return False
+            return True
         for cond in rule.conditions:
             if not cond.evaluate(ctx, fns):
                 self.trace.add(now, rule.id, label, "condition_false", f"if {cond.source!r} is false")
@@ -403,7 +415,10 @@ class RulesEngine:
             return
         self._last_fired[(rule.id, dedupe)] = now
         done = await self._runner.run(rule, ctx, fns, now, acts)
-        self.trace.add(now, rule.id, label, "fired", ", ".join(a["type"] for a in done) or "no action applied")
+        detail = ", ".join(a["type"] for a in done) or "no action applied"
+        if self.verdicts and rule.conditions:
+            detail += f" ({self._last_verdicts.pop(rule.id, 'conditions held at the start')})"
+        self.trace.add(now, rule.id, label, "fired", detail)
         if self.observer is not None:
             self.observer(Firing(now, rule.id, str(ctx["subject"]["id"]), label, done))
 
