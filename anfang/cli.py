@@ -440,6 +440,7 @@ _PLUGINS = {
     "dashboards": "telemetry.cli",
     "community": "community.cli",
     "privacy": "privacy.cli",
+    "audit": "privacy.audit_cli",
 }
 
 

@@ -20,6 +20,7 @@ from community.errors import CommunityError
 from community.importer import import_community
 from community.records import AccessRecords, Retention
 from community.store import CommunityStore, NewPerson
+from privacy.audit import plate_ref
 
 __all__ = ["app"]
 
@@ -111,6 +112,10 @@ def import_cmd(ctx: typer.Context, path: Path) -> None:
 
     async def body(c: Ctx) -> None:
         rep = await import_community(data, c.store, now=c.now, operator=c.operator)
+        await c.records.audit(
+            actor=c.operator, actor_role="operator", action="import_community", target=None, now=c.now,
+            detail={"people": rep.people, "vehicles": rep.vehicles},
+        )  # fmt: skip
         _echo(
             {
                 "buildings": rep.buildings,
@@ -184,6 +189,7 @@ def tenant_add(
         if card:
             await c.store.add_credential(pid, "card", card, now=c.now)
         pin = await c.store.ensure_alternative_credential(pid, now=c.now)
+        await c.records.audit(actor=c.operator, actor_role="operator", action="register_tenant", target=pid, now=c.now)
         _echo({"id": pid, "pin": pin})
 
     _run(ctx, body)
@@ -194,7 +200,11 @@ def vehicle_add(ctx: typer.Context, plate: str, owner: Annotated[str, typer.Opti
     """Register a vehicle (blue 7-character or green 8-character plate) to a person."""
 
     async def body(c: Ctx) -> None:
-        _echo({"plate": await c.store.add_vehicle(plate, owner, now=c.now), "owner": owner})
+        norm = await c.store.add_vehicle(plate, owner, now=c.now)
+        await c.records.audit(
+            actor=c.operator, actor_role="operator", action="register_vehicle", target=owner, now=c.now
+        )
+        _echo({"plate": norm, "owner": owner})
 
     _run(ctx, body)
 
@@ -224,6 +234,8 @@ def pass_issue(
             visitor_phone=phone,
             plate=plate,
         )
+        await c.records.audit(actor=c.operator, actor_role="operator", action="issue_pass", target=row.id, now=c.now,
+                              detail={"issuer": issuer, "uses": uses})  # fmt: skip
         _echo({"id": row.id, "payload": payload, "valid_until": row.valid_until, "doors": json.loads(row.doors)})
 
     _run(ctx, body)
@@ -248,7 +260,7 @@ def decisions_list(
             actor=c.operator,
             actor_role="operator",
             action="search_decisions",
-            target=subject or plate,
+            target=subject or (plate_ref(c.store.cipher.lookup_hash, plate) if plate else None),
             now=c.now,
             detail={"results": len(rows)},
         )
@@ -297,6 +309,7 @@ def watch_add(
             template=tpl,
             label=label,
         )
+        await c.records.audit(actor=c.operator, actor_role="operator", action="add_watch", target=wid, now=c.now)
         _echo({"id": wid})
 
     _run(ctx, body)
@@ -354,6 +367,7 @@ def token_create(
 
     async def body(c: Ctx) -> None:
         token = await c.records.create_token(person, label=label, now=c.now)
+        await c.records.audit(actor=c.operator, actor_role="operator", action="create_token", target=person, now=c.now)
         _echo({"person": person, "token": token})
 
     _run(ctx, body)

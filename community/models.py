@@ -244,6 +244,7 @@ class AuditRow(Model):
     action = fields.TextField()
     target = fields.TextField(null=True)
     detail = fields.TextField(null=True)
+    purpose = fields.TextField(null=True)
 
     class Meta:
         table = "community_audit_log"

@@ -15,6 +15,7 @@ from typing import Any
 from community.decisions import Capture, Decision
 from community.errors import NotFound
 from community.models import AccessDecisionRow, ApiTokenRow, AuditRow, CaptureRow, PersonRow
+from privacy.audit import purpose_of
 from privacy.purge import RetentionPolicy, purge
 
 __all__ = ["AccessRecords", "Retention", "hash_token"]
@@ -151,14 +152,17 @@ class AccessRecords:
         target: str | None,
         now: float,
         detail: dict[str, Any] | None = None,
+        purpose: str | None = None,
     ) -> None:
-        """Append to the audit log of personal-data access."""
+        """Append to the audit log of personal-data access (``purpose``: by default the one the action
+        serves, :func:`privacy.audit.purpose_of`). ``target`` is an id or a keyed reference, never a value."""
         await AuditRow.create(
             id=uuid.uuid4().hex,
             ts=now,
             actor=actor,
             actor_role=actor_role,
             action=action,
+            purpose=purpose or purpose_of(action),
             target=target,
             detail=json.dumps(detail, ensure_ascii=False) if detail else None,
         )

@@ -15,6 +15,7 @@ from anfang.console.store import Session
 from anfang.console.web import PREFIX, Console, ConsoleServices, SignedIn, on_duty, page
 from community.models import AccessDecisionRow, CaptureRow
 from community.snapshot import CHINA_TZ
+from privacy.audit import plate_ref
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
@@ -67,7 +68,8 @@ async def access_log(
 ) -> Response:
     """Access decisions, newest first, with filters: door or gate, person, plate, outcome, days."""
     rows = await _search(console, session, device, person, plate, outcome, since, until, 200)
-    await console.audit(session, "search_decisions", person or plate, device=device, results=len(rows))
+    subject = person or (plate_ref(console.community.store.cipher.lookup_hash, plate) if plate else None)
+    await console.audit(session, "search_decisions", subject, device=device, results=len(rows))
     filters = {
         "device": device or "",
         "person": person or "",
@@ -112,7 +114,8 @@ async def access_csv(
 ) -> Response:
     """The same search as CSV (at most 10,000 rows); each export is written to the audit log."""
     rows = await _search(console, session, device, person, plate, outcome, since, until, 10_000)
-    await console.audit(session, "export_decisions", person or plate, device=device, results=len(rows))
+    subject = person or (plate_ref(console.community.store.cipher.lookup_hash, plate) if plate else None)
+    await console.audit(session, "export_decisions", subject, device=device, results=len(rows))
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(_COLUMNS)

@@ -9,9 +9,15 @@ from fastapi import APIRouter, Depends
 from community.api.deps import Audit, Id, Limit, Services, Since, Text, User, require
 from community.api.schemas import CaptureOut, DecisionOut, WatchIn, WatchOut, capture_out, decision_out, watch_out
 from community.models import WatchRow
+from privacy.audit import plate_ref
 
 router = APIRouter(tags=["police"])
 AuditLog = Annotated[Audit, Depends()]
+
+
+def _plate(services: Services, plate: str | None) -> str | None:
+    """The audit row's subject for a plate search: a keyed reference, never the plate."""
+    return plate_ref(services.store.cipher.lookup_hash, plate) if plate else None
 
 
 @router.get("/decisions", response_model=list[DecisionOut])
@@ -31,7 +37,7 @@ async def search_decisions(
     rows = await services.records.search_decisions(
         since=since, until=until, device=device, plate=plate, subject=subject, limit=limit
     )
-    await audit(user, "search_decisions", subject or plate, device=device, results=len(rows))
+    await audit(user, "search_decisions", subject or _plate(services, plate), device=device, results=len(rows))
     return [decision_out(r) for r in rows]
 
 
@@ -52,7 +58,7 @@ async def search_captures(
     rows = await services.records.search_captures(
         since=since, until=until, device=device, plate=plate, subject=subject, limit=limit
     )
-    await audit(user, "search_captures", subject or plate, device=device, results=len(rows))
+    await audit(user, "search_captures", subject or _plate(services, plate), device=device, results=len(rows))
     return [capture_out(r) for r in rows]
 
 

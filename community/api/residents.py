@@ -67,7 +67,7 @@ async def my_access(
 
 
 @router.post("/passes", response_model=PassOut, status_code=201)
-async def issue_pass(body: PassIn, user: User, services: Services) -> PassOut:
+async def issue_pass(body: PassIn, user: User, services: Services, audit: AuditLog) -> PassOut:
     """Issue a visitor pass (residents within their rights; a tenant only during the lease)."""
     if user.role not in RESIDENT_ROLES | STAFF_ROLES:
         raise Forbidden("role_not_allowed", "cannot issue passes")
@@ -83,17 +83,22 @@ async def issue_pass(body: PassIn, user: User, services: Services) -> PassOut:
         visitor_phone=body.visitor_phone,
         plate=body.plate,
     )
+    await audit(
+        user, "issue_pass", row.id, uses=body.max_uses, visitor_data=bool(body.visitor_phone or body.visitor_name)
+    )
     return pass_out(store, row, payload)
 
 
 @router.get("/passes", response_model=list[PassOut])
-async def my_passes(user: User, services: Services) -> list[PassOut]:
+async def my_passes(user: User, services: Services, audit: AuditLog) -> list[PassOut]:
     """Passes I issued."""
     rows = await PassRow.filter(issued_by=user.id).order_by("-created_at").limit(200)
+    await audit(user, "list_passes", user.id, results=len(rows))
     return [pass_out(services.store, r, services.store.payload_of(r)) for r in rows]
 
 
 @router.delete("/passes/{pass_id}", status_code=204)
-async def revoke_pass(pass_id: Id, user: User, services: Services) -> None:
+async def revoke_pass(pass_id: Id, user: User, services: Services, audit: AuditLog) -> None:
     """Revoke a pass I issued (staff and police: any)."""
     await services.store.revoke_pass(pass_id, by=user, now=services.clock())
+    await audit(user, "revoke_pass", pass_id)

@@ -93,8 +93,9 @@ async def enrol(person_id: Id, body: EnrolIn, user: User, services: Services, au
 
 
 @router.post("/vehicles", response_model=VehicleOut, status_code=201)
-async def register_vehicle(body: VehicleIn, user: User, services: Services) -> VehicleOut:
+async def register_vehicle(body: VehicleIn, user: User, services: Services, audit: AuditLog) -> VehicleOut:
     """Register a vehicle to a person (staff)."""
     require(user, "staff")
     plate = await services.store.add_vehicle(body.plate, body.owner_id, now=services.clock())
+    await audit(user, "register_vehicle", body.owner_id)
     return VehicleOut(plate=plate, owner_id=body.owner_id)
