@@ -14,8 +14,9 @@ from fastapi.responses import RedirectResponse, Response
 from anfang.console.store import ConsoleUserError, Session
 from anfang.console.web import PREFIX, Console, ConsoleServices, Csrf, SignedIn, page, require_role
 from community.errors import CommunityError, NotFound
-from community.models import PassRow
+from community.models import AccessDecisionRow, CredentialRow, PassRow, PersonRow
 from community.snapshot import CHINA_TZ, RESIDENT_ROLES
+from privacy.erasure import withdraw_face_consent
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
@@ -37,15 +38,36 @@ def resident(session: Session) -> None:
     require_role(session, *sorted(RESIDENT_ROLES))
 
 
-async def _me_page(request: Request, session: Session, console: ConsoleServices, error: str | None = None) -> Response:
+async def _household_entries(console: ConsoleServices, person: PersonRow) -> list[AccessDecisionRow]:
+    """The newest entries of my household (only mine when I belong to none)."""
+    site = console.community.store.site
+    members = [person.id]
+    if person.household_id:
+        members = [
+            str(pid)
+            for pid in await PersonRow.filter(site=site, household_id=person.household_id).values_list("id", flat=True)
+        ]
+    return await AccessDecisionRow.filter(site=site, subject_id__in=members).order_by("-ts").limit(20)
+
+
+async def _me_page(
+    request: Request,
+    session: Session,
+    console: ConsoleServices,
+    error: str | None = None,
+    notice: str | None = None,
+    pin: str | None = None,
+) -> Response:
     now = console.clock()
     passes = (
         await PassRow.filter(issued_by=session.person.id, site=console.community.store.site)
         .order_by("-created_at")
         .limit(50)
     )
-    entries = await console.community.records.search_decisions(subject=session.person.id, limit=10)
-    await console.audit(session, "view_access_history", session.person.id)
+    person = await console.community.store.person(session.person.id)
+    ways_in = sorted(set(await CredentialRow.filter(person_id=person.id, revoked=False).values_list("kind", flat=True)))
+    entries = await _household_entries(console, person)
+    await console.audit(session, "view_access_history", person.household_id or person.id, results=len(entries))
     return page(
         request,
         "me.html",
@@ -54,6 +76,10 @@ async def _me_page(request: Request, session: Session, console: ConsoleServices,
         entries=entries,
         now=now,
         error=error,
+        notice=notice,
+        pin=pin,
+        face_consent=person.face_consent,
+        ways_in=ways_in,
         default_from=_local(now),
         default_until=_local(now + 86400),
     )
@@ -61,9 +87,20 @@ async def _me_page(request: Request, session: Session, console: ConsoleServices,
 
 @router.get("/me")
 async def me(request: Request, session: SignedIn, console: Console) -> Response:
-    """My visitor passes (issue, show, revoke) and my recent entries."""
+    """My visitor passes (issue, show, revoke), my household's recent entries, my face consent."""
     resident(session)
     return await _me_page(request, session, console)
+
+
+@router.post("/me/face-consent/withdraw")
+async def withdraw_my_face_consent(request: Request, session: Csrf, console: Console) -> Response:
+    """Withdraw my face consent: templates and face images deleted at once, the doors' lists resealed; my card,
+    PIN and passes keep working, and if I had none of them a PIN is made and shown on this page once."""
+    resident(session)
+    report = await withdraw_face_consent(console.community.store, session.person.id, now=console.clock())
+    await console.audit(session, "withdraw_face_consent", session.person.id, **report.removed)
+    notice = "Face recognition is off: your face data was deleted and no door will recognise your face."
+    return await _me_page(request, session, console, notice=notice, pin=report.pin)
 
 
 @router.post("/me/passes")

@@ -100,13 +100,19 @@ async def test_police_see_the_watchlist_hit_with_its_capture_and_staff_do_not(si
         await page.locator("#nav-watchlist").click()
         hit = page.locator("#hits tbody tr[id^='hit-']").first
         await hit.wait_for(timeout=30_000)
-        await hit.locator("button").click()
+        await hit.get_by_role("button", name="Open capture").click()
         await hit.locator("#capture-detail").wait_for(timeout=30_000)
         assert "face" in (await hit.locator("#capture-detail").inner_text())
         await page.screenshot(path=_shot("watchlist.png"))
         hit_id = (await hit.get_attribute("id") or "").removeprefix("hit-")
         async with site.api(POLICE) as api:
             assert (await api.get(f"/alarms/{hit_id}")).json()["kind"] == "watchlist_match"
+        await page.locator(f"#close-note-{hit_id}").fill("checked with the owner")
+        await page.locator(f"#close-{hit_id}").click()
+        await page.locator(f"#hit-{hit_id}", has_text="closed by").wait_for(timeout=30_000)
+        async with site.api(POLICE) as api:
+            closed = (await api.get(f"/alarms/{hit_id}")).json()
+        assert closed["state"] == "cleared" and closed["cleared_by"] == POLICE, closed
 
         guard = await staff.new_page()
         await sign_in(guard, site.base, "guard")
