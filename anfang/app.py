@@ -31,6 +31,7 @@ from registry.sql import Sql
 from registry.store import Registry, TwinStore
 from twins.document import Limits
 from twins.hooks import DeviceEvent, PlatformActions, PlatformHandler
+from twins.site import SiteModel
 from twins.topics import PLATFORM_SUBSCRIPTIONS, STATUS_SUBSCRIPTION
 
 log = logging.getLogger(__name__)
@@ -207,6 +208,7 @@ def console_services(
     community: CommunityServices,
     desk: Any = None,
     actions: Callable[[], PlatformActions | None] = lambda: None,
+    site: SiteModel | None = None,
 ) -> ConsoleServices:
     """The web console's sessions on the site's database (open), with the community services, alarm desk,
     the site plan and this process's active worker (``actions``)."""
@@ -218,7 +220,7 @@ def console_services(
         max_age_s=c.session_max_age_s,
         link_ttl_s=c.link_ttl_s,
     )
-    return ConsoleServices(store, community, desk, c, plan=site_plan(settings), actions=actions)
+    return ConsoleServices(store, community, desk, c, plan=site_plan(site), actions=actions)
 
 
 async def serve(settings: Settings, services_factory: Callable[..., AbstractAsyncContextManager[Services]]) -> None:
@@ -232,6 +234,7 @@ async def serve(settings: Settings, services_factory: Callable[..., AbstractAsyn
     from anfang.http_server import ApiServer
     from anfang.lifecycle import lifecycle_for
     from anfang.readiness import Readiness
+    from anfang.site_setup import current_site
     from anfang.web import create_platform_app
     from anfang.workers import run_partitioned_worker
     from rules.db_traces import DatabaseTraceStore
@@ -253,8 +256,9 @@ async def serve(settings: Settings, services_factory: Callable[..., AbstractAsyn
         desk = PlatformAlarmDesk(alarms, lambda: readiness.workers[0] if readiness.workers else None)
         metrics = PlatformMetrics(lambda: readiness.workers)
         if settings.api_enabled:
+            running = await current_site(settings, registry)
             console = console_services(
-                settings, community, desk, lambda: readiness.workers[0] if readiness.workers else None
+                settings, community, desk, lambda: readiness.workers[0] if readiness.workers else None, running.model
             )
             traces = DatabaseTraceStore(open_connection(settings.db_url), settings.site)
             app = create_platform_app(community, readiness, desk, metrics, console, lifecycle, traces)

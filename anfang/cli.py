@@ -441,6 +441,7 @@ _PLUGINS = {
     "community": "community.cli",
     "privacy": "privacy.cli",
     "audit": "privacy.audit_cli",
+    "site": "anfang.site_cli",
 }
 
 

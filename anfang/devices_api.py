@@ -18,7 +18,7 @@ from anfang.lifecycle import DeviceLifecycle
 from broker.cutoff import BrokerUnreachable, CutOffError
 from community.api.deps import Audit, Id, User, require
 from community.errors import CommunityError, NotFound
-from registry.store import DeviceInfo
+from registry.records import DeviceInfo
 from twins.errors import TwinError
 
 __all__ = ["install", "router"]

@@ -14,7 +14,8 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict
 
-from registry.store import FeedRow, TwinStore
+from registry.records import FeedRow
+from registry.store import TwinStore
 from twins import jsoncodec
 from twins.hooks import DeviceEvent, TwinChange
 

@@ -10,7 +10,7 @@ from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from registry.store import DeviceInfo, StoredEvent
+from registry.records import DeviceInfo, StoredEvent
 from twins import jsoncodec, messages
 from twins.document import Limits, TwinDocument, apply_desired, apply_reported, apply_status
 from twins.errors import BadRequest, NotFound, StaleReport, TooLarge, TwinError

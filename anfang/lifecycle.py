@@ -18,7 +18,8 @@ from broker.acl import Identity
 from broker.cutoff import BrokerUnreachable, CutOff, CutOffError, EmbeddedCutOff, TakeoverCutOff
 from broker.embedded import EmbeddedBroker
 from broker.mosquitto import MosquittoSync
-from registry.store import DeviceInfo, Registry
+from registry.records import DeviceInfo
+from registry.store import Registry
 
 __all__ = ["BrokerSync", "DeviceLifecycle", "lifecycle_for"]
 

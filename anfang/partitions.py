@@ -13,7 +13,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterable
 
-from registry.store import DeviceInfo
+from registry.records import DeviceInfo
 from twins.topics import ROOT, platform_topic
 
 LEADER = 0

@@ -23,7 +23,8 @@ from anfang.feed import FeedWriter
 from anfang.ingest import Inbound, Outcome, desired_publishes, process_batch
 from anfang.mqtt_link import MqttLink
 from anfang.remote_twins import RemoteTwins
-from registry.store import CommandRecord, DeviceInfo, Registry, TwinStore
+from registry.records import CommandRecord, DeviceInfo
+from registry.store import Registry, TwinStore
 from twins import jsoncodec, topics
 from twins.document import Limits, TwinDocument, apply_desired, apply_reported, expire_desired
 from twins.errors import BadRequest, NotFound

@@ -23,10 +23,10 @@ from anfang.alarm_dispatch import AlarmDispatcher
 from anfang.app import Services, community_services
 from anfang.config import ConfigError, Settings
 from anfang.readiness import Readiness
+from anfang.site_setup import current_site, rules_plan
 from community.api import CommunityServices
 from community.handler import AccessConfig, AccessHandler, PlateImageReading
 from community.records import Retention
-from firmware_sim.community import Community, bundled_community_path, load_community
 from registry.alarm_store import DatabaseAlarmStore
 from registry.alarms import AlarmManager
 from registry.db import open_connection
@@ -36,7 +36,6 @@ from rules.db_traces import DatabaseTraceStore
 from rules.engine import RulesEngine
 from rules.loader import load_rules
 from rules.sinks import HttpxWebhookSender, JsonlAuditLog
-from rules.site import SitePlan
 from telemetry.config import settings_from_platform
 from telemetry.factory import build_handler
 from telemetry.handler import TelemetryHandler
@@ -169,10 +168,6 @@ class TelemetryFeed:
         )
 
 
-def community_for(settings: Settings) -> Community:
-    return load_community(settings.community_file or bundled_community_path("youzheng"))
-
-
 def registry_connection(settings: Settings) -> BaseDBAsyncClient:
     """The registry database's connection, opened by ``open_registry`` before the services start."""
     return open_connection(settings.db_url)
@@ -192,15 +187,16 @@ async def open_services(
     change made through the API reaches access decisions, and an alarm acknowledged there is delivered, at once.
     ``metrics``: the process's ``/metrics``, which these services add their counters to; ``readiness``:
     ``/readyz``, which learns whether telemetry can be delivered."""
-    community = community_for(settings)
+    running = await current_site(settings, registry)
+    model = running.model
     site = settings.site
     data = settings.data_dir
     async with AsyncExitStack() as stack:
         telemetry = build_handler(
             settings_from_platform(settings.telemetry, data),
             site=site,
-            tag_groups={t.id: t.group for t in community.tags},
-            origin=(community.origin.lat, community.origin.lon),
+            tag_groups={t.id: t.group for t in model.tags},
+            origin=(model.origin.lat, model.origin.lon) if model.origin else None,
         )
         try:
             await stack.enter_async_context(telemetry)
@@ -224,7 +220,8 @@ async def open_services(
 
         telemetry_feed = TelemetryFeed(telemetry)
 
-        plan = SitePlan.from_community(community)
+        people = access_registry or community_services(settings)
+        plan = await rules_plan(running, registry, people.store)
         rules_path = settings.rules_dir or BUILTIN_RULES
         loaded = load_rules(rules_path, plan)
         # timers and alarms live in the registry database, so the worker that takes over the site (the
@@ -260,7 +257,6 @@ async def open_services(
             for tap in taps:
                 tap(event)
 
-        people = access_registry or community_services(settings)
         access = AccessHandler(
             people.store,
             people.records,

@@ -32,7 +32,8 @@ from anfang.partitions import (
 from anfang.readiness import Readiness
 from anfang.remote_twins import RemoteTwins
 from anfang.service import Platform
-from registry.store import DeviceInfo, Registry, TwinStore
+from registry.records import DeviceInfo
+from registry.store import Registry, TwinStore
 
 log = logging.getLogger(__name__)
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from community.passes import PassClaims
+from twins.site import DeviceInfo  # the platform's one device record (building/unit of a door, gate of a camera)
 from vision.gallery import FaceGallery
 from vision.plate_text import CONFIDENT_CHAR
 
@@ -57,18 +58,6 @@ class PersonInfo:
     valid_until: float | None = None
     face_consent: bool = False
     active: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceInfo:
-    """A device's place in the community: building/unit of a door, gate of a capture camera."""
-
-    id: str
-    kind: str
-    building: str | None = None
-    unit: int | None = None
-    gate: str | None = None
-    name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

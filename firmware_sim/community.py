@@ -1,8 +1,9 @@
-"""The community file: a site plan with devices, residents, vehicles and paths (pydantic models).
+"""The community file the simulator plays: the site model plus its roster and walking paths.
 
-``load_community(path)`` reads the YAML file described in ``docs/simulator.md``.  Other services
-(access control, rules, telemetry) read the same file, so the models reject unknown keys to catch
-typos early.
+The plan (zones, buildings, households, device placements, tags, pick-up windows) is the platform's one
+site model, :class:`twins.site.SiteModel` — the simulator reads the same file format and extends the model
+with the people, vehicles, watchlist and walking paths it plays (``docs/simulator.md``). The simulator
+is stricter than the platform: every device it simulates has a position and the site an origin.
 """
 
 from __future__ import annotations
@@ -12,12 +13,34 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-DeviceKind = Literal["vehicle_gate", "camera", "ptz_tracker", "door_lock", "mac_sniffer", "rfid_reader"]
+from twins.site import Building, DeviceKind, DevicePlacement, Household, Origin, SiteModel, Tag, Window, Zone
+
+__all__ = [
+    "Building",
+    "Community",
+    "CommunityError",
+    "Device",
+    "DeviceKind",
+    "Household",
+    "Lease",
+    "Origin",
+    "Path_",
+    "Person",
+    "Tag",
+    "Vehicle",
+    "WatchlistEntry",
+    "Window",
+    "Zone",
+    "bundled_community_path",
+    "community_from_dict",
+    "load_community",
+    "resolve_community",
+]
+
 Role = Literal["owner", "family", "tenant", "elderly_alone", "child", "staff", "police"]
 Point = tuple[float, float]
-_ID_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-")
 
 
 class CommunityError(ValueError):
@@ -33,68 +56,10 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Origin(_Model):
-    """Geographic position of the site plan's (0, 0)."""
+class Device(DevicePlacement):
+    """A simulated device: a placement with a position (the simulator computes signal strengths)."""
 
-    lat: float
-    lon: float
-
-
-class Zone(_Model):
-    """A polygon on the site plan (metres): the fence, the kindergarten, ..."""
-
-    id: str
-    name: str
-    kind: Literal["fence", "kindergarten", "area"]
-    polygon: list[Point]
-
-
-class Building(_Model):
-    """A residential building."""
-
-    id: str
-    name: str
-    units: int
-    floors: int
-    rooms_per_floor: int
     position: Point
-
-
-class Device(_Model):
-    """A physical device: ``cameras`` on gates, ``gate`` on gate cameras, ``building``/``unit`` on doors."""
-
-    id: str
-    kind: DeviceKind
-    name: str
-    position: Point
-    cameras: list[str] = Field(default_factory=list)
-    gate: str | None = None
-    building: str | None = None
-    unit: int | None = None
-
-    @field_validator("id")
-    @classmethod
-    def _lower_id(cls, v: str) -> str:
-        if not v or not set(v) <= _ID_CHARS:
-            raise ValueError(f"device id {v!r} must be lowercase [a-z0-9-]")
-        return v
-
-
-class Tag(_Model):
-    """An RFID tag (virtual twin) worn by a person."""
-
-    id: str
-    person: str
-    group: Literal["elderly", "child"]
-
-
-class Household(_Model):
-    """A flat."""
-
-    id: str
-    building: str
-    unit: int
-    room: str
 
 
 class Lease(_Model):
@@ -144,36 +109,18 @@ class Path_(_Model):
     points: list[Point]
 
 
-class Window(_Model):
-    """A daily time window, local time ``HH:MM``."""
+class Community(SiteModel):
+    """A whole community file: the site model, its roster and the simulator's paths."""
 
-    start: str
-    end: str
-
-
-class Community(_Model):
-    """A whole community file."""
-
-    site: str
-    name: str
     origin: Origin
-    timezone: str = "Asia/Shanghai"
-    zones: list[Zone]
-    buildings: list[Building]
-    devices: list[Device]
-    tags: list[Tag] = Field(default_factory=list)
-    households: list[Household] = Field(default_factory=list)
+    devices: list[Device]  # type: ignore[assignment]  # the simulator's stricter placement (with a position)
     people: list[Person] = Field(default_factory=list)
     vehicles: list[Vehicle] = Field(default_factory=list)
     watchlist: list[WatchlistEntry] = Field(default_factory=list)
     paths: list[Path_] = Field(default_factory=list)
-    pickup_windows: list[Window] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _check_refs(self) -> Community:
-        ids = [d.id for d in self.devices]
-        if len(ids) != len(set(ids)):
-            raise ValueError("duplicate device ids")
+    def _check_roster(self) -> Community:
         people = {p.id for p in self.people}
         households = {h.id for h in self.households}
         for p in self.people:
@@ -205,19 +152,18 @@ class Community(_Model):
                 return p
         raise KeyError(person_id)
 
-    def zone(self, zone_id: str) -> Zone:
-        """The zone with this id (KeyError if absent)."""
-        for z in self.zones:
-            if z.id == zone_id:
-                return z
-        raise KeyError(zone_id)
+    def plan(self) -> SiteModel:
+        """The site model alone (what the platform keeps), without roster and paths."""
+        return SiteModel.model_validate(
+            self.model_dump(mode="json", exclude={"people", "vehicles", "watchlist", "paths"})
+        )
 
 
 def community_from_dict(data: dict[str, Any], source: str = "<dict>") -> Community:
     """Validate a parsed community document."""
     try:
         return Community.model_validate(data)
-    except ValueError as exc:
+    except ValidationError as exc:
         raise CommunityError(source, str(exc)) from exc
 
 

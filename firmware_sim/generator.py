@@ -344,9 +344,15 @@ def generate(params: Params) -> Community:
     return community_from_dict(doc, f"generated:{params.site}")
 
 
+#: Sections in the order the committed community files list them (the plan first, then the roster).
+FILE_ORDER = ("site", "name", "origin", "timezone", "zones", "buildings", "devices", "tags", "households", "people",
+              "vehicles", "watchlist", "paths", "pickup_windows")  # fmt: skip
+
+
 def dump_yaml(community: Community, header: str = "") -> str:
     """YAML text for a community: one flow-style line per list item, so diffs stay readable."""
-    data = community.model_dump(mode="json")
+    dumped = community.model_dump(mode="json")
+    data = {k: dumped[k] for k in FILE_ORDER if k in dumped} | {k: v for k, v in dumped.items() if k not in FILE_ORDER}
     out = [f"# {line}" for line in header.splitlines()] if header else []
     for key, value in data.items():
         if isinstance(value, list):

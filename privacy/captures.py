@@ -12,7 +12,7 @@ from typing import Any
 
 from community.crypto import FieldCipher
 from privacy.scrub import capture_ref, protect_event
-from registry.store import StoredEvent
+from registry.records import StoredEvent
 
 __all__ = ["IMAGE_CONTEXT", "EventGuard", "decrypt_image"]
 

@@ -17,6 +17,19 @@ class Site(Model):
         table = "sites"
 
 
+class SiteModelRow(Model):
+    """A site's validated plan (:class:`twins.site.SiteModel`) as JSON, with a version per load."""
+
+    site = fields.CharField(pk=True, max_length=64)
+    document = fields.TextField()
+    version = fields.BigIntField()
+    source = fields.TextField()
+    loaded_at = fields.FloatField()
+
+    class Meta:
+        table = "site_models"
+
+
 class Device(Model):
     id = fields.CharField(pk=True, max_length=64)
     site_id = fields.CharField(max_length=64)

@@ -11,7 +11,6 @@ import json
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
@@ -21,6 +20,7 @@ from tortoise.transactions import in_transaction
 from broker.acl import Identity, Role
 from broker.credentials import DEFAULT_ITERATIONS, hash_secret, new_secret, verify_secret
 from registry.models import Device, ServiceAccount, Site
+from registry.records import CommandRecord, DeviceInfo, FeedRow, StoredEvent
 from registry.sql import with_placeholders
 from twins import jsoncodec
 from twins.document import TwinDocument
@@ -32,45 +32,6 @@ RESERVED_PREFIX = "anfang-"  # the platform's own accounts and client ids (anfan
 _KEYS_PER_QUERY = 250  # (device, event id) pairs per lookup: 500 parameters, far below either database's limit
 
 
-@dataclass(frozen=True, slots=True)
-class DeviceInfo:
-    id: str
-    site: str
-    kind: str
-    name: str
-    position: tuple[float, float] | None
-    disabled: bool = False  # refused by the broker until enabled (``anfang devices disable``)
-
-    @property
-    def virtual(self) -> bool:
-        return self.kind in VIRTUAL_KINDS
-
-
-@dataclass(frozen=True, slots=True)
-class StoredEvent:
-    device_id: str
-    event_id: str
-    type: str
-    ts: float | None
-    received_at: float
-    data: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class CommandRecord:
-    id: str
-    device_id: str
-    name: str
-    args: dict[str, Any]
-    status: str  # sent | ok | error | timeout
-    result: dict[str, Any] | None
-    created_at: float
-    finished_at: float | None
-
-
-FeedRow = tuple[str, int, int, str]  # site, partition, sequence number, encoded change
-
-
 def _is_pg(conn: BaseDBAsyncClient) -> bool:
     return conn.capabilities.dialect == "postgres"
 
@@ -80,11 +41,11 @@ def _info(device: Device) -> DeviceInfo:
     # interned: one copy of each id, site and kind shared with the cached twin and parsed topics
     return DeviceInfo(
         sys.intern(device.id),
-        sys.intern(device.site_id),
         sys.intern(device.kind),
-        sys.intern(device.name),
-        pos,
-        device.disabled_at is not None,
+        name=sys.intern(device.name),
+        site=sys.intern(device.site_id),
+        position=pos,
+        disabled=device.disabled_at is not None,
     )
 
 

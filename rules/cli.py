@@ -26,15 +26,16 @@ ConfigOpt = Annotated[
 def configured(config: Path | None) -> tuple[SitePlan, Path]:
     """The site plan and rules folder of the platform's configuration (what ``anfang run`` uses)."""
     from anfang.config import ConfigError, load_settings
-    from anfang.services import BUILTIN_RULES, community_for
+    from anfang.services import BUILTIN_RULES
+    from anfang.site_setup import configured_plan
 
     try:
         settings = load_settings(config)
-        community = community_for(settings)
+        plan = asyncio.run(configured_plan(settings))
     except (ConfigError, OSError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    return SitePlan.from_community(community), settings.rules_dir or BUILTIN_RULES
+    return plan, settings.rules_dir or BUILTIN_RULES
 
 
 def _site_file(path: Path) -> SitePlan:

@@ -1,20 +1,26 @@
-"""The site plan the engine reasons over: zones, device positions and the people wearing tags.
+"""The site plan the engine reasons over: zones as geometry, devices, tags and the people wearing them.
 
-Built from the community file (``firmware_sim/communities/*.yaml``); only the sections the rules
-need are read, so the engine does not depend on the simulator's loader.
+Compiled from the platform's one site model (:class:`twins.site.SiteModel`) — in the platform the model
+kept in the registry, with people and vehicles from the access-control registry and every registered
+device (:meth:`SitePlan.from_site`); for ``anfang rules check|test`` a site file, whose ``people`` and
+``vehicles`` sections stand in for the registry (:func:`load_site_plan`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta, timezone, tzinfo
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import yaml
 from shapely.geometry import Point, Polygon
 from shapely.prepared import PreparedGeometry, prep
+
+from twins.site import DeviceInfo, SiteError, SiteModel, read_site_file, site_from_mapping
+
+__all__ = ["DeviceInfo", "Person", "SitePlan", "SitePlanError", "TagInfo", "Zone", "hhmm_to_minutes", "load_site_plan"]
 
 
 class SitePlanError(Exception):
@@ -39,16 +45,6 @@ class Zone:
     def covers(self, x: float, y: float) -> bool:
         """Inside or on the boundary."""
         return bool(self.prepared.covers(Point(x, y)))
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceInfo:
-    """A physical device from the community file."""
-
-    id: str
-    kind: str
-    name: str = ""
-    position: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,46 +82,59 @@ class SitePlan:
     tz: tzinfo = field(default_factory=lambda: timezone(timedelta(hours=8)))
 
     @classmethod
-    def from_mapping(cls, doc: dict[str, Any], source: str = "<community>") -> SitePlan:
-        """Build from a parsed community document."""
-        if not isinstance(doc, dict) or "site" not in doc:
-            raise SitePlanError(source, "not a community file: missing 'site'")
-        plan = cls(site=str(doc["site"]), name=str(doc.get("name", "")))
-        if doc.get("timezone"):
-            plan.tz = ZoneInfo(str(doc["timezone"]))
-        for z in doc.get("zones") or []:
-            try:
-                poly = Polygon([(float(p[0]), float(p[1])) for p in z["polygon"]])
-            except (KeyError, TypeError, ValueError, IndexError) as exc:
-                raise SitePlanError(source, f"zone {z.get('id')!r}: bad polygon ({exc})") from exc
+    def from_site(
+        cls,
+        model: SiteModel,
+        people: Iterable[Person] = (),
+        vehicles: Mapping[str, str] | None = None,
+        devices: Iterable[DeviceInfo] = (),
+        source: str = "<site model>",
+    ) -> SitePlan:
+        """Compile a site model; ``people`` and ``vehicles`` (plate → owner) come from the registry,
+        ``devices`` are registered devices the plan does not place (rules watch them too)."""
+        plan = cls(site=model.site, name=model.name)
+        if model.timezone:
+            plan.tz = ZoneInfo(model.timezone)
+        for z in model.zones:
+            poly = Polygon([(float(x), float(y)) for x, y in z.polygon])
             if not poly.is_valid:
-                raise SitePlanError(source, f"zone {z.get('id')!r}: polygon is not valid")
-            plan.zones[str(z["id"])] = Zone(
-                str(z["id"]), str(z.get("name", "")), str(z.get("kind", "")), poly, prep(poly)
+                raise SitePlanError(source, f"zone {z.id!r}: polygon is not valid")
+            plan.zones[z.id] = Zone(z.id, z.name, z.kind, poly, prep(poly))
+        for d in model.devices:
+            plan.devices[d.id] = d.info(model.site)
+        for registered in devices:
+            plan.devices.setdefault(registered.id, registered)
+        worn = {t.person: t.id for t in model.tags if t.person}
+        for p in people:
+            plan.people[p.id] = (
+                p if p.tag or p.id not in worn else Person(p.id, p.name, p.role, p.household, worn[p.id])
             )
-        for d in doc.get("devices") or []:
-            pos = d.get("position")
-            plan.devices[str(d["id"])] = DeviceInfo(
-                str(d["id"]),
-                str(d["kind"]),
-                str(d.get("name", "")),
-                (float(pos[0]), float(pos[1])) if pos else None,
-            )
-        for p in doc.get("people") or []:
-            plan.people[str(p["id"])] = Person(
-                str(p["id"]), str(p.get("name", "")), str(p.get("role", "")), p.get("household"), p.get("tag")
-            )
-        for t in doc.get("tags") or []:
-            plan.tags[str(t["id"])] = TagInfo(str(t["id"]), t.get("person"), str(t.get("group", "")))
-        for v in doc.get("vehicles") or []:
-            plan.vehicles[str(v["plate"])] = str(v.get("owner", ""))
-        for w in doc.get("pickup_windows") or []:
-            plan.pickup_windows.append((hhmm_to_minutes(str(w["start"])), hhmm_to_minutes(str(w["end"]))))
+        for t in model.tags:
+            plan.tags[t.id] = TagInfo(t.id, t.person, t.group)
+        plan.vehicles.update(vehicles or {})
+        for w in model.pickup_windows:
+            plan.pickup_windows.append((hhmm_to_minutes(w.start), hhmm_to_minutes(w.end)))
         return plan
 
     @classmethod
+    def from_mapping(cls, doc: dict[str, Any], source: str = "<community>") -> SitePlan:
+        """Compile a parsed site file: the plan, and its ``people``/``vehicles`` sections as the roster."""
+        if not isinstance(doc, dict) or "site" not in doc:
+            raise SitePlanError(source, "not a community file: missing 'site'")
+        try:
+            model = site_from_mapping(doc, source)
+        except SiteError as exc:
+            raise SitePlanError(source, exc.reason) from exc
+        people = [
+            Person(str(p["id"]), str(p.get("name", "")), str(p.get("role", "")), p.get("household"), p.get("tag"))
+            for p in doc.get("people") or []
+        ]
+        vehicles = {str(v["plate"]): str(v.get("owner", "")) for v in doc.get("vehicles") or []}
+        return cls.from_site(model, people, vehicles, source=source)
+
+    @classmethod
     def from_community(cls, community: Any) -> SitePlan:
-        """Build from a loaded community model (``firmware_sim.community.load_community``) or a dict."""
+        """Compile a loaded community model (a site model with its roster) or a parsed site file."""
         if hasattr(community, "model_dump"):
             return cls.from_mapping(community.model_dump(mode="json"), "<community model>")
         return cls.from_mapping(dict(community), "<community>")
@@ -157,9 +166,9 @@ def hhmm_to_minutes(text: str) -> int:
 
 
 def load_site_plan(path: Path) -> SitePlan:
-    """Read a community YAML file."""
+    """Read a site file (plan and roster)."""
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise SitePlanError(str(path), f"cannot read community file: {exc}") from exc
+        doc = read_site_file(path)
+    except SiteError as exc:
+        raise SitePlanError(str(path), f"cannot read community file: {exc.reason}") from exc
     return SitePlan.from_mapping(doc, str(path))

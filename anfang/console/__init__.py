@@ -12,7 +12,6 @@ from pathlib import Path
 from fastapi import APIRouter, FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from anfang.config import Settings
 from anfang.console import routes_access, routes_alarms, routes_auth, routes_police, routes_resident, routes_site
 from anfang.console.sitemap import Plan
 from anfang.console.store import ConsoleStore, ConsoleUserError, Session
@@ -26,6 +25,7 @@ from anfang.console.web import (
     not_signed_in,
     role_refused,
 )
+from twins.site import SiteModel
 
 __all__ = [
     "PREFIX",
@@ -42,20 +42,14 @@ log = logging.getLogger(__name__)
 _STATIC = Path(__file__).resolve().parent / "static"
 
 
-def site_plan(settings: Settings) -> Plan:
-    """The plan the map draws, from the site model: the configured community file, else the bundled one
-    of the site (the pilot community); an empty plan when there is none (devices are still drawn)."""
-    from firmware_sim.community import CommunityError, bundled_community_path, load_community
-
-    path = settings.community_file or bundled_community_path(settings.site)
-    try:
-        c = load_community(path)
-    except (CommunityError, OSError) as exc:
-        log.info("no site plan for the console map (%s)", exc)
+def site_plan(model: SiteModel | None) -> Plan:
+    """The plan the map draws, from the site model the platform runs with (fences, zones, buildings);
+    an empty plan without one (devices are still drawn)."""
+    if model is None:
         return Plan((), ())
     return Plan(
-        [(z.id, z.name, z.kind, [tuple(p) for p in z.polygon]) for z in c.zones],  # type: ignore[misc]
-        [(b.id, b.name, tuple(b.position)) for b in c.buildings],  # type: ignore[misc]
+        [(z.id, z.name, z.kind, [(float(x), float(y)) for x, y in z.polygon]) for z in model.zones],
+        [(b.id, b.name, (float(b.position[0]), float(b.position[1]))) for b in model.buildings if b.position],
     )
 
 

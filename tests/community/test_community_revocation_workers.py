@@ -31,7 +31,7 @@ from process_kit import (
 from testkit import Device, free_port
 
 from anfang.partitions import partition_of
-from registry.store import DeviceInfo
+from registry.records import DeviceInfo
 
 DOORS = ["door-b1-u1", "door-b3-u1"]  # partition 1 and partition 0 of 2
 GATE = "gate-north"
@@ -81,7 +81,7 @@ async def _decisions(api: httpx.AsyncClient, token: str, door: str, count: int) 
 async def test_pass_revoked_through_another_worker_is_refused_at_the_next_capture_on_every_door(
     tmp_path: Path, pg_url: str
 ) -> None:
-    parts = {partition_of(DeviceInfo(d, "youzheng", "door_lock", d, None), 2) for d in DOORS}
+    parts = {partition_of(DeviceInfo(d, "door_lock", name=d, site="youzheng"), 2) for d in DOORS}
     assert parts == {0, 1}, "the test needs a door in each partition"
     port = free_port()
     env = site_env(

@@ -23,7 +23,7 @@ from process_kit import (
 from testkit import Device, free_port
 
 from anfang.partitions import partition_of
-from registry.store import DeviceInfo
+from registry.records import DeviceInfo
 
 N = 60
 DOORS = ["door-b1-u1", "door-b1-u2", "door-b2-u1", "door-b2-u2", "door-b3-u1", "door-b3-u2"]
@@ -46,7 +46,7 @@ async def pg_url() -> AsyncIterator[str]:
 
 
 def _partition(device_id: str) -> int:
-    return partition_of(DeviceInfo(device_id, "youzheng", "door_lock", device_id, None), 2)
+    return partition_of(DeviceInfo(device_id, "door_lock", name=device_id, site="youzheng"), 2)
 
 
 @pytest.mark.postgres

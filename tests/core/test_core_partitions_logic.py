@@ -13,7 +13,7 @@ from anfang.mqtt_link import MqttLink
 from anfang.partitions import home_partitions, partition_client_id, partition_of, twin_filters
 from anfang.remote_twins import RemoteTwins
 from anfang.supervisor import without_workers_option
-from registry.store import DeviceInfo
+from registry.records import DeviceInfo
 from twins.hooks import DeviceEvent, TwinChange
 
 ids = st.from_regex(r"[a-z0-9][a-z0-9_-]{0,20}", fullmatch=True)
@@ -21,17 +21,17 @@ ids = st.from_regex(r"[a-z0-9][a-z0-9_-]{0,20}", fullmatch=True)
 
 @given(ids, st.integers(1, 16))
 def test_every_device_has_exactly_one_partition_and_keeps_it(device_id: str, partitions: int) -> None:
-    device = DeviceInfo(device_id, "youzheng", "door_lock", device_id, None)
+    device = DeviceInfo(device_id, "door_lock", name=device_id, site="youzheng")
     part = partition_of(device, partitions)
     assert 0 <= part < partitions
     assert partition_of(device, partitions) == part  # stable: the same in every worker and after restarts
 
 
 def test_devices_spread_over_partitions_and_virtual_ones_stay_with_the_leader() -> None:
-    devices = [DeviceInfo(f"reader-{i:04d}", "youzheng", "rfid_reader", "", None) for i in range(1000)]
+    devices = [DeviceInfo(f"reader-{i:04d}", "rfid_reader", name="", site="youzheng") for i in range(1000)]
     counts = [sum(partition_of(d, 4) == p for d in devices) for p in range(4)]
     assert min(counts) > 200, counts  # roughly even: no worker gets most of the site
-    virtual = DeviceInfo("tag-elder-001", "youzheng", "rfid_tag", "", None)  # its twin is derived by the leader
+    virtual = DeviceInfo("tag-elder-001", "rfid_tag", name="", site="youzheng")  # its twin is derived by the leader
     assert virtual.virtual and partition_of(virtual, 4) == 0
 
 

@@ -11,7 +11,8 @@ from process_kit import fresh_postgres_database
 from broker.acl import Role
 from registry.db import open_database
 from registry.migrate import apply_migrations
-from registry.store import CommandRecord, Registry, StoredEvent, TwinStore
+from registry.records import CommandRecord, StoredEvent
+from registry.store import Registry, TwinStore
 from twins.document import TwinDocument, apply_reported
 from twins.errors import BadRequest, NotFound
 
