@@ -20,6 +20,9 @@ from shapely.prepared import PreparedGeometry, prep
 
 from twins.site import DeviceInfo, SiteError, SiteModel, read_site_file, site_from_mapping
 
+#: The roles a registered person has (the access-control registry's vocabulary).
+ROLES = frozenset({"owner", "family", "tenant", "elderly_alone", "child", "staff", "police"})
+
 __all__ = ["DeviceInfo", "Person", "SitePlan", "SitePlanError", "TagInfo", "Zone", "hhmm_to_minutes", "load_site_plan"]
 
 
@@ -152,8 +155,9 @@ class SitePlan:
         return self.people.get(tag.person)
 
     def groups(self) -> set[str]:
-        """Tag groups (elderly, child, ...) and roles present on the site."""
-        return {t.group for t in self.tags.values()} | {p.role for p in self.people.values()}
+        """Tag groups on the site (elderly, child, ...) and every role a person can have: roles are the
+        platform's vocabulary, so a rule naming one stays valid while nobody registered has it yet."""
+        return {t.group for t in self.tags.values()} | {p.role for p in self.people.values()} | ROLES
 
 
 def hhmm_to_minutes(text: str) -> int:
