@@ -12,7 +12,15 @@ from pathlib import Path
 from fastapi import APIRouter, FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from anfang.console import routes_access, routes_alarms, routes_auth, routes_police, routes_resident, routes_site
+from anfang.console import (
+    routes_access,
+    routes_alarms,
+    routes_auth,
+    routes_evidence,
+    routes_police,
+    routes_resident,
+    routes_site,
+)
 from anfang.console.sitemap import Plan
 from anfang.console.store import ConsoleStore, ConsoleUserError, Session
 from anfang.console.web import (
@@ -58,6 +66,7 @@ def routers() -> list[APIRouter]:
     return [
         routes_auth.router,
         routes_alarms.router,
+        routes_evidence.router,
         routes_resident.router,
         routes_police.router,
         routes_access.router,

@@ -69,6 +69,7 @@ def render_svg(
     device_href: str,
     counts: Mapping[str, int],
     tags: Sequence[TagMark] = (),
+    track: Sequence[tuple[float, float]] = (),
 ) -> str:
     """The map; ``device_href`` is the device page's path prefix (the device id is appended)."""
     x0, y0, x1, y1 = _bounds(plan, devices)
@@ -102,6 +103,11 @@ def render_svg(
             f'id="dev-{escape(d.id)}" data-state="{d.state}" cx="{x}" cy="{y}" r="{radius}">'
             f"<title>{escape(d.name)} ({escape(d.kind)}): {d.state}</title></circle></a>"
         )
+    if track:
+        points = " ".join(f"{x},{y}" for x, y in (pt(p) for p in track))
+        out.append(f'<polyline class="track" id="track" points="{points}"/>')
+        x, y = pt(track[-1])
+        out.append(f'<circle class="track-end" id="track-end" cx="{x}" cy="{y}" r="2.2"/>')
     for t in tags:
         x, y = pt(t.position)
         x, y = min(max(x, 0.0), x1 - x0), min(max(y, 0.0), y1 - y0)  # beyond the plan: on its edge
