@@ -17,7 +17,8 @@ from anfang.console import ConsoleServices, ConsoleStore, site_plan
 from anfang.lease import SiteLease
 from anfang.mqtt_link import MqttLink
 from anfang.service import Platform
-from broker.embedded import EmbeddedBroker, split_bind
+from broker.certs import SitePki
+from broker.embedded import BrokerTls, EmbeddedBroker, split_bind
 from community.api import CommunityServices
 from community.crypto import CryptoError, FieldCipher, load_master_key
 from community.records import AccessRecords
@@ -35,6 +36,17 @@ from twins.site import SiteModel
 from twins.topics import PLATFORM_SUBSCRIPTIONS, STATUS_SUBSCRIPTION
 
 log = logging.getLogger(__name__)
+
+
+def broker_tls(settings: Settings) -> BrokerTls | None:
+    """The embedded broker's MQTT-over-TLS listener, when ``tls.mqtt_bind`` is set."""
+    if not settings.tls.mqtt_bind:
+        return None
+    pki = SitePki(settings.tls_dir)
+    return BrokerTls(
+        settings.tls.mqtt_bind, pki.server_cert, pki.server_key, pki.ca_cert, settings.tls.require_client_cert
+    )
+
 
 MODELS = (*CORE_MODELS, "community.models")  # the registry's tables and the access-control registry
 
@@ -139,7 +151,9 @@ async def build_platform(
         password = await prepare_site(settings, registry)
         broker: EmbeddedBroker | None = None
         if settings.broker.embedded:
-            embedded = EmbeddedBroker(settings.broker.bind, registry, max_payload=settings.limits.max_payload_bytes)
+            embedded = EmbeddedBroker(
+                settings.broker.bind, registry, max_payload=settings.limits.max_payload_bytes, tls=broker_tls(settings)
+            )
             broker = await stack.enter_async_context(embedded)
             if brokers is not None:
                 brokers.append(broker)
@@ -231,7 +245,7 @@ async def serve(settings: Settings, services_factory: Callable[..., AbstractAsyn
     ``/healthz`` and the API too (both only need the database), and ``/readyz`` says it stands by.
     """
     from anfang.alarm_dispatch import PlatformAlarmDesk
-    from anfang.http_server import ApiServer
+    from anfang.http_server import ApiServer, TlsFiles
     from anfang.lifecycle import lifecycle_for
     from anfang.readiness import Readiness
     from anfang.site_setup import current_site
@@ -263,7 +277,9 @@ async def serve(settings: Settings, services_factory: Callable[..., AbstractAsyn
             traces = DatabaseTraceStore(open_connection(settings.db_url), settings.site)
             app = create_platform_app(community, readiness, desk, metrics, console, lifecycle, traces)
             # processes of one site on one host (standbys, --workers) share the port
-            server = ApiServer(app, settings.api_bind or "", reuse_port=not settings.broker.embedded)
+            pki = SitePki(settings.tls_dir)
+            tls = TlsFiles(pki.server_cert, pki.server_key) if settings.tls.api else None
+            server = ApiServer(app, settings.api_bind or "", reuse_port=not settings.broker.embedded, tls=tls)
             await stack.enter_async_context(server)
         factory = functools.partial(
             services_factory, access_registry=community, alarms=alarms, metrics=metrics, readiness=readiness

@@ -6,6 +6,7 @@ import asyncio
 import importlib
 import json
 import logging
+import ssl
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -155,9 +156,12 @@ def health(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     host = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
-    url = f"http://{host}:{port}/{'readyz' if ready else 'healthz'}".replace("http://::1", "http://[::1]")
+    scheme = "https" if settings.tls.api else "http"
+    url = f"{scheme}://{host}:{port}/{'readyz' if ready else 'healthz'}".replace("://::1", "://[::1]")
+    # over HTTPS the server's certificate is checked against the site's CA (tls.dir/ca.crt)
+    verify: Any = ssl.create_default_context(cafile=str(settings.tls_dir / "ca.crt")) if settings.tls.api else True
     try:
-        answer = httpx.get(url, timeout=timeout)
+        answer = httpx.get(url, timeout=timeout, verify=verify)
     except httpx.HTTPError as exc:
         typer.echo(f"not answering at {url}: {exc}", err=True)
         raise typer.Exit(1) from None
@@ -411,6 +415,13 @@ def broker_mosquitto_config(
         str,
         typer.Option(help="The platform's and operators' listener ('none': everyone on --listener, ids unbound)"),
     ] = "1884 127.0.0.1",
+    tls_listener: Annotated[
+        str | None,
+        typer.Option(help="Also devices over TLS, e.g. '8883 0.0.0.0' (the site's certificates, made if missing)"),
+    ] = None,
+    require_client_cert: Annotated[
+        bool, typer.Option(help="Devices on the TLS listener must present a client certificate (CN = device id)")
+    ] = False,
     config: ConfigOpt = None,
 ) -> None:
     """Write Mosquitto password and ACL files and a mosquitto.conf with the same rules as the embedded
@@ -425,11 +436,27 @@ def broker_mosquitto_config(
 
     entries = _with_registry(settings, collect)
     services = None if service_listener.lower() == "none" else service_listener
-    for path in write_config(out, entries, listener, settings.limits.max_payload_bytes, services):
+    tls = _mosquitto_tls(settings, out, tls_listener, require_client_cert) if tls_listener else None
+    for path in write_config(out, entries, listener, settings.limits.max_payload_bytes, services, tls):
         typer.echo(f"wrote {path}")
     typer.echo("reload Mosquitto (SIGHUP) after adding devices (or set broker.mosquitto_dir)", err=True)
     if services is not None:
         typer.echo(f"the platform connects to the service listener ({services}): set mqtt.port to match", err=True)
+
+
+def _mosquitto_tls(settings: Settings, out: Path, listener: str, require_client_cert: bool) -> Any:
+    """The site's certificates (made in tls.dir if missing) for Mosquitto's TLS listener, copied to ``out``."""
+    from broker.certs import CertError, init_site
+    from broker.mosquitto import MosquittoTls, copy_server_files
+
+    try:
+        for path in init_site(settings.tls_dir, settings.site, ["localhost", "127.0.0.1", "mosquitto"]):
+            typer.echo(f"wrote {path}")
+    except CertError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    cafile, certfile, keyfile = copy_server_files(settings.tls_dir, out)
+    return MosquittoTls(listener, cafile, certfile, keyfile, require_client_cert or settings.tls.require_client_cert)
 
 
 _PLUGINS = {
@@ -442,6 +469,7 @@ _PLUGINS = {
     "privacy": "privacy.cli",
     "audit": "privacy.audit_cli",
     "site": "anfang.site_cli",
+    "certs": "broker.cli",
 }
 
 

@@ -43,6 +43,16 @@ class BrokerSettings(_Section):
     mosquitto_pid_file: Path | None = None  # sent SIGHUP after a rewrite (else whatever runs Mosquitto must)
 
 
+class TlsSettings(_Section):
+    """TLS for devices (MQTT) and people (HTTPS) with the site's certificates from ``anfang certs init``
+    (``dir``: ca.crt, server.crt, server.key; default ``{data_dir}/tls``; docs/deploy.md, "TLS")."""
+
+    dir: Path | None = None
+    mqtt_bind: str | None = None  # the embedded broker's MQTT-over-TLS listener, e.g. 0.0.0.0:8883
+    require_client_cert: bool = False  # devices on the TLS listener must present a certificate (CN = device id)
+    api: bool = False  # serve the HTTP API over HTTPS
+
+
 class LimitSettings(_Section):
     max_payload_bytes: int = 256 * 1024
     max_document_bytes: int = 128 * 1024
@@ -193,6 +203,7 @@ class Settings(_Section):
     api_bind: str | None = "127.0.0.1:8080"
     mqtt: MqttSettings = MqttSettings()
     broker: BrokerSettings = BrokerSettings()
+    tls: TlsSettings = TlsSettings()
     limits: LimitSettings = LimitSettings()
     telemetry: TelemetryConfig = TelemetryConfig()
     workers: WorkerSettings = WorkerSettings()
@@ -218,6 +229,10 @@ class Settings(_Section):
     def api_enabled(self) -> bool:
         """The HTTP API is served unless ``api_bind`` is empty, ``off`` or ``none``."""
         return bool(self.api_bind) and str(self.api_bind).lower() not in ("off", "none")
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.tls.dir or self.data_dir / "tls"
 
     @property
     def secrets_dir(self) -> Path:
@@ -247,6 +262,10 @@ _ENV_KEYS: dict[str, str] = {
     "ANFANG_BROKER_BIND": "broker.bind",
     "ANFANG_MOSQUITTO_DIR": "broker.mosquitto_dir",
     "ANFANG_MOSQUITTO_PID_FILE": "broker.mosquitto_pid_file",
+    "ANFANG_TLS_DIR": "tls.dir",
+    "ANFANG_TLS_MQTT_BIND": "tls.mqtt_bind",
+    "ANFANG_TLS_REQUIRE_CLIENT_CERT": "tls.require_client_cert",
+    "ANFANG_TLS_API": "tls.api",
     "ANFANG_PARTITIONS": "workers.partitions",
     "ANFANG_FACE_THRESHOLD": "vision.face_threshold",
     "ANFANG_WORKERS": "workers.count",

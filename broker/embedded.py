@@ -12,6 +12,7 @@ import logging
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from amqtt.broker import Broker
@@ -29,6 +30,7 @@ from broker.amqtt_adapter import (
     harden,
     install_policy,
 )
+from broker.certs import common_name
 from twins.topics import errors_topic, parse
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,22 @@ class BrokerError(Exception):
 
 class Authenticator(Protocol):
     async def authenticate(self, username: str | None, password: str | None) -> Identity | None: ...
+
+    async def device_identity(self, device_id: str) -> Identity | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerTls:
+    """MQTT over TLS on ``bind`` with the site's server certificate. Clients presenting a certificate
+    must present one signed by ``cafile`` (the site CA; any other is refused in the handshake), and
+    are then the device named by its common name, without a password. ``require_client_cert``: a
+    TLS client without a certificate is refused."""
+
+    bind: str
+    certfile: Path
+    keyfile: Path
+    cafile: Path
+    require_client_cert: bool = False
 
 
 @dataclass
@@ -66,14 +84,34 @@ class DeviceAuthPlugin(BaseAuthPlugin):  # type: ignore[misc]  # amqtt ships no 
 
     authenticator: Authenticator | None = None
     stats: BrokerStats | None = None
+    require_client_cert = False
 
     def __init__(self, context: BaseContext) -> None:
         super().__init__(context)
         # amqtt asks twice per CONNECT (see _init_from_connect_authenticated): hash the secret once
         self._verified: dict[tuple[str, str | None, str | None], Identity] = {}
 
-    def bind(self, authenticator: Authenticator, stats: BrokerStats) -> None:
-        self.authenticator, self.stats = authenticator, stats
+    def bind(self, authenticator: Authenticator, stats: BrokerStats, require_client_cert: bool = False) -> None:
+        self.authenticator, self.stats, self.require_client_cert = authenticator, stats, require_client_cert
+
+    async def _identify(self, session: Session) -> Identity | None:
+        """A verified client certificate names the device (CN = device id, no password needed); other
+        clients are who their user name and password say, unless the TLS listener requires certificates."""
+        assert self.authenticator is not None
+        if session.ssl_object is not None:
+            device_id = common_name(session.ssl_object.getpeercert())
+            if device_id is not None:
+                if session.username not in (None, "", device_id):
+                    log.warning(
+                        "refused MQTT connection: user=%r with a certificate for %r", session.username, device_id
+                    )
+                    return None
+                session.username = device_id
+                return await self.authenticator.device_identity(device_id)
+            if self.require_client_cert:
+                log.warning("refused MQTT connection: user=%r without a client certificate", session.username)
+                return None
+        return await self.authenticator.authenticate(session.username, session.password)
 
     async def authenticate(self, *, session: Session) -> bool:
         if self.authenticator is None or self.stats is None:
@@ -81,7 +119,7 @@ class DeviceAuthPlugin(BaseAuthPlugin):  # type: ignore[misc]  # amqtt ships no 
         key = (session.client_id, session.username, session.password)
         identity = self._verified.pop(key, None)
         if identity is None:
-            identity = await self.authenticator.authenticate(session.username, session.password)
+            identity = await self._identify(session)
             if identity is None:
                 self.stats.auth_refused += 1
                 log.warning("refused MQTT connection: user=%r client=%r", session.username, session.client_id)
@@ -96,7 +134,8 @@ class DeviceAuthPlugin(BaseAuthPlugin):  # type: ignore[misc]  # amqtt ships no 
                 return False
             if len(self._verified) > 1000:  # connections that vanished between the two checks
                 self._verified.clear()
-            self._verified[key] = identity
+            # (a certificate's device id has become the session's user name: the second check sees it)
+            self._verified[(session.client_id, session.username, session.password)] = identity
             return True
         self.stats.identities[session.client_id] = identity
         return True
@@ -184,12 +223,34 @@ class EmbeddedBroker:
     Packets bigger than ``max_payload`` plus room for a topic close the connection before their body
     is read (as the generated Mosquitto configuration's ``max_packet_size`` does)."""
 
-    def __init__(self, bind: str, authenticator: Authenticator, *, max_payload: int = 256 * 1024) -> None:
+    def __init__(
+        self, bind: str, authenticator: Authenticator, *, max_payload: int = 256 * 1024, tls: BrokerTls | None = None
+    ) -> None:
         self.host, self.port = split_bind(bind)
+        self.tls = tls
         self.stats = BrokerStats()
         self._authenticator = authenticator
+        listeners: dict[str, Any] = {
+            "default": {"type": "tcp", "bind": f"{self.host}:{self.port}", "max_connections": 0}
+        }
+        if tls is not None:
+            for path in (tls.certfile, tls.keyfile, tls.cafile):
+                if not path.is_file():
+                    raise BrokerError(
+                        f"MQTT over TLS needs {path}: make the site's certificates with anfang certs init"
+                    )
+            host, port = split_bind(tls.bind)
+            listeners["tls"] = {
+                "type": "tcp",
+                "bind": f"{host}:{port}",
+                "max_connections": 0,
+                "ssl": True,
+                "certfile": str(tls.certfile),
+                "keyfile": str(tls.keyfile),
+                "cafile": str(tls.cafile),  # amqtt verifies a presented client certificate against it
+            }
         config: dict[str, Any] = {
-            "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}", "max_connections": 0}},
+            "listeners": listeners,
             "plugins": {
                 f"{__name__}.DeviceAuthPlugin": {},
                 f"{__name__}.DeviceTopicPlugin": {},
@@ -202,9 +263,11 @@ class EmbeddedBroker:
 
     async def __aenter__(self) -> EmbeddedBroker:
         check_port_free(self.host, self.port)
+        if self.tls is not None:
+            check_port_free(*split_bind(self.tls.bind))
         for plugin in broker_plugins(self._broker):
             if isinstance(plugin, DeviceAuthPlugin):
-                plugin.bind(self._authenticator, self.stats)
+                plugin.bind(self._authenticator, self.stats, self.tls is not None and self.tls.require_client_cert)
             elif isinstance(plugin, DeviceTopicPlugin):
                 plugin.bind(self.stats)
         try:
@@ -212,6 +275,8 @@ class EmbeddedBroker:
         except Exception as exc:
             raise BrokerError(f"embedded MQTT broker failed to start on {self.host}:{self.port}: {exc}") from exc
         log.info("embedded MQTT broker listening on %s:%d", self.host, self.port)
+        if self.tls is not None:
+            log.info("embedded MQTT broker: MQTT over TLS on %s", self.tls.bind)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

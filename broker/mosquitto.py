@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import shutil
 import signal
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from broker.acl import OPERATOR_PUBLISH, Identity, Role, device_publish_filters, device_subscribe_filters
@@ -69,7 +71,57 @@ def _split(entries: list[tuple[Identity, str]]) -> tuple[list[tuple[Identity, st
     return devices, [(i, h) for i, h in entries if i.role is not Role.DEVICE]
 
 
-def config_text(out_dir: Path, listener: str, max_payload: int, service_listener: str | None) -> str:
+@dataclass(frozen=True, slots=True)
+class MosquittoTls:
+    """A listener for devices over TLS (``listener``, e.g. ``8883 0.0.0.0``) with the site's server
+    certificate. A client certificate, when presented, must be signed by ``cafile``; with
+    ``require_certificate`` every client must present one and is the user its common name names (the
+    device id), without a password."""
+
+    listener: str
+    cafile: Path
+    certfile: Path
+    keyfile: Path
+    require_certificate: bool = False
+
+
+def _tls_listener(tls: MosquittoTls, base: Path, per_listener: bool) -> str:
+    lines = [
+        "",
+        "# devices over TLS",
+        f"listener {tls.listener}",
+        f"cafile {tls.cafile.resolve()}",
+        f"certfile {tls.certfile.resolve()}",
+        f"keyfile {tls.keyfile.resolve()}",
+        "tls_version tlsv1.2",
+        f"require_certificate {'true' if tls.require_certificate else 'false'}",
+    ]
+    if tls.require_certificate:
+        lines.append("use_identity_as_username true")  # the certificate's CN is the device id
+    if per_listener:
+        lines += [
+            "use_username_as_clientid true",
+            "allow_anonymous false",
+            f"password_file {base / 'passwd'}",
+            f"acl_file {base / 'acl'}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def copy_server_files(site_dir: Path, out_dir: Path) -> tuple[Path, Path, Path]:
+    """Copy the site's CA certificate and the server certificate and key (not the CA's key) next to
+    Mosquitto's files (``out_dir/tls``); returns (cafile, certfile, keyfile)."""
+    target = out_dir / "tls"
+    target.mkdir(parents=True, exist_ok=True)
+    for name in ("ca.crt", "server.crt", "server.key"):
+        shutil.copyfile(site_dir / name, target / name)
+    os.chmod(target / "server.key", 0o600)
+    return target / "ca.crt", target / "server.crt", target / "server.key"
+
+
+def config_text(
+    out_dir: Path, listener: str, max_payload: int, service_listener: str | None, tls: MosquittoTls | None = None
+) -> str:
     """``mosquitto.conf`` for the files in ``out_dir``.
 
     With a ``service_listener`` (what ``anfang broker mosquitto-config`` writes by default), devices and
@@ -78,11 +130,13 @@ def config_text(out_dir: Path, listener: str, max_payload: int, service_listener
     (``use_username_as_clientid``), whatever its CONNECT said, so no device can take over or knock off
     another device's session or the platform's; the service listener (keep it off the devices'
     network) knows only the platform and operator accounts. Without one, everyone shares ``listener``
-    and client ids are not bound (Mosquitto cannot refuse a client id per user)."""
+    and client ids are not bound (Mosquitto cannot refuse a client id per user). With ``tls``, devices
+    also connect over TLS, under the devices' listener's rules."""
     base = out_dir.resolve()
+    tail = _tls_listener(tls, base, service_listener is not None) if tls is not None else ""
     head = f"{BROKER_SETTINGS}max_packet_size {max_payload + _PACKET_OVERHEAD}\npersistence_location {base / 'data'}/\n"
     if service_listener is None:
-        return f"listener {listener}\n{head}password_file {base / 'passwd'}\nacl_file {base / 'acl'}\n"
+        return f"listener {listener}\n{head}password_file {base / 'passwd'}\nacl_file {base / 'acl'}\n{tail}"
     head = head.replace("allow_anonymous false\n", "")
     return (
         f"per_listener_settings true\n{head}\n"
@@ -91,7 +145,7 @@ def config_text(out_dir: Path, listener: str, max_payload: int, service_listener
         f"password_file {base / 'passwd'}\nacl_file {base / 'acl'}\n\n"
         "# the platform and operators only\n"
         f"listener {service_listener}\nallow_anonymous false\n"
-        f"password_file {base / SERVICES_PASSWD}\nacl_file {base / 'acl'}\n"
+        f"password_file {base / SERVICES_PASSWD}\nacl_file {base / 'acl'}\n{tail}"
     )
 
 
@@ -113,6 +167,7 @@ def write_config(
     listener: str = "1883",
     max_payload: int = 256 * 1024,
     service_listener: str | None = None,
+    tls: MosquittoTls | None = None,
 ) -> list[Path]:
     """Write ``passwd`` (with a ``service_listener``: and ``services.passwd``), ``acl`` and a
     ``mosquitto.conf`` using them; returns the paths.
@@ -129,7 +184,7 @@ def write_config(
         services.unlink()
     write_auth(out_dir, entries, [])
     conf = out_dir / "mosquitto.conf"
-    conf.write_text(config_text(out_dir, listener, max_payload, service_listener), encoding="utf-8")
+    conf.write_text(config_text(out_dir, listener, max_payload, service_listener, tls), encoding="utf-8")
     paths = [out_dir / "passwd", *([services] if service_listener is not None else []), out_dir / "acl", conf]
     return paths
 

@@ -179,6 +179,14 @@ class Registry:
             return Identity(username, Role(account.role))
         return None
 
+    async def device_identity(self, device_id: str) -> Identity | None:
+        """The identity of a registered device that is not disabled, for a client certificate naming it
+        (CN = device id)."""
+        device = await Device.get_or_none(id=device_id)
+        if device is None or device.disabled_at is not None:
+            return None
+        return Identity(device_id, Role.DEVICE, device.site_id)
+
     async def credential_hashes(self) -> list[tuple[Identity, str]]:
         """Every identity with its stored hash, for writing Mosquitto's password and ACL files."""
         out = [

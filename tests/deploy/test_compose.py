@@ -14,6 +14,7 @@ import base64
 import os
 import re
 import shutil
+import ssl
 import subprocess
 import threading
 import time
@@ -85,6 +86,10 @@ class Stack:
                 .replace("mosquitto:1884", f"127.0.0.1:{self.mqtt_port}")
                 .replace("http://influxdb:8086", self.influx_url)
                 .replace("0.0.0.0:8080", f"127.0.0.1:{self.api_port}"))  # fmt: skip
+
+    def site_ca(self) -> ssl.SSLContext:
+        """Trusts the site CA broker-config made (the API is served over HTTPS, as in production)."""
+        return ssl.create_default_context(cafile=str(self.paths["/data"] / "tls" / "ca.crt"))
 
     def env(self, service: str) -> dict[str, str]:
         raw = self.compose["services"][service].get("environment", {})
@@ -164,7 +169,7 @@ def test_the_demo_stack_comes_up_from_its_command_lines(stack: Stack, tmp_path: 
         threading.Thread(target=lambda: log.extend(platform.stderr or []), daemon=True).start()  # type: ignore[union-attr]
         _until(lambda: stack.healthcheck("platform").returncode == 0, 120,
                "platform healthcheck never passed:\n" + "".join(log[-30:]))  # fmt: skip
-        ready = httpx.get(f"http://127.0.0.1:{stack.api_port}/readyz", timeout=5).json()
+        ready = httpx.get(f"https://127.0.0.1:{stack.api_port}/readyz", timeout=5, verify=stack.site_ca()).json()
         assert ready["status"] == "ready", ready
 
         # 4. simulator: the provisioned devices are let in by Mosquitto and reach the platform
@@ -172,13 +177,13 @@ def test_the_demo_stack_comes_up_from_its_command_lines(stack: Stack, tmp_path: 
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
 
         def received() -> float:
-            text = httpx.get(f"http://127.0.0.1:{stack.api_port}/metrics", timeout=5).text
+            text = httpx.get(f"https://127.0.0.1:{stack.api_port}/metrics", timeout=5, verify=stack.site_ca()).text
             match = re.search(r"^anfang_messages_received_total (\S+)$", text, re.M)
             return float(match.group(1)) if match else 0.0
 
         _until(lambda: received() > 50, 120, "the simulated devices' messages never reached the platform")
         assert simulator.poll() is None, simulator.stderr.read() if simulator.stderr else ""
-        text = httpx.get(f"http://127.0.0.1:{stack.api_port}/metrics", timeout=5).text
+        text = httpx.get(f"https://127.0.0.1:{stack.api_port}/metrics", timeout=5, verify=stack.site_ca()).text
         assert not re.search(r'^anfang_messages_rejected_total\{code="(401|403)"\} [1-9]', text, re.M)
         assert platform.poll() is None and not any("Traceback" in line for line in log), "".join(log)
     finally:
