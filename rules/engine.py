@@ -22,6 +22,7 @@ from rules.geo import TagTracker
 from rules.health import RuleHealth
 from rules.kinds import STATUS_EVENT
 from rules.loader import Diagnostic, Rule, load_rules, rule_files
+from rules.patterns import Connection, connection_names
 from rules.reload import ReloadReport, diff, merge_reload
 from rules.sinks import AuditLog, InMemoryAuditLog, WebhookSender
 from rules.site import SitePlan
@@ -43,6 +44,9 @@ class TraceWriter(Protocol):
 
 
 __all__ = ["ReloadReport", "RulesEngine"]
+
+#: A trigger's reason for not matching that names an outcome of its own (else it is ``no_match``).
+_OUTCOMES = frozenset({"counting", "pending", "cancelled"})
 
 
 class RulesEngine:
@@ -85,6 +89,8 @@ class RulesEngine:
         self.bus = InputBus()
         self.state = TriggerState()
         self.twins: dict[str, dict[str, Any]] = {}
+        #: Device connection as conditions see it (``device.online``, ``online(id)``, ...).
+        self.connections: dict[str, Connection] = {}
         self._runner = ActionRunner(self.alarms, self.audit, webhooks)
         self._rules: dict[str, Rule] = {}
         self._detach: dict[str, Detach] = {}
@@ -244,6 +250,8 @@ class RulesEngine:
         now = actions.now()
         self.start(now)
         self._kinds.setdefault(event.device_id, event.kind)
+        if event.kind != "platform":
+            self._seen(event.device_id, now)
         subject = self._event_subject(event)
         label = f"event {event.type} {event.id} from {event.device_id}"
         inp = Input("event", now, event.device_id, event.kind, label, subject, event=event)
@@ -258,6 +266,7 @@ class RulesEngine:
         now = actions.now()
         self.start(now)
         self._kinds.setdefault(change.device_id, change.kind)
+        self._seen(change.device_id, now)
         self.twins[change.device_id] = dict(change.reported)
         label = f"twin {change.device_id} v{change.version} {sorted(change.changed)}"
         inp = Input("twin", now, change.device_id, change.kind, label, change.device_id, change=change)
@@ -272,6 +281,7 @@ class RulesEngine:
         now = actions.now()
         self.start(now)
         self._kinds.setdefault(device_id, kind)
+        self._seen(device_id, now)
         label = f"telemetry {device_id} {sorted(metrics)}"
         inp = Input("telemetry", now, device_id, kind, label, device_id, metrics=dict(metrics))
         await touch_activity(self, device_id, kind, None, device_id, now, actions)
@@ -281,6 +291,11 @@ class RulesEngine:
         """The retained ``status`` topic changed; delivered to rules as event type ``status``."""
         now = actions.now()
         data = {"status": status}
+        old = self.connections.get(device_id)
+        if old is None or old.status != status:
+            self.connections[device_id] = Connection(
+                status, now, now if status == "online" or old is None else old.last_seen
+            )
         event = DeviceEvent(self.site.site, device_id, kind, STATUS_EVENT, f"status-{device_id}-{now}", now, data)
         if status == "online":
             await self.on_event(event, actions)
@@ -303,6 +318,12 @@ class RulesEngine:
         """An operator cleared an alarm."""
         acts = self._acts(actions)
         return await self.alarms.clear(acts, alarm_id, by=by, now=acts.now(), reason=reason)
+
+    def _seen(self, device_id: str, now: float) -> None:
+        """A device sent something: it is online (a retained ``offline`` is out of date) and seen now."""
+        old = self.connections.get(device_id)
+        since = old.since if old is not None and old.status == "online" else now
+        self.connections[device_id] = Connection("online", since, now)
 
     def _event_subject(self, event: DeviceEvent) -> str:
         data = event.data
@@ -361,7 +382,8 @@ class RulesEngine:
         ctx = self.names(rule, inp.subject, now, inp=inp)
         m = sub.match(inp, ctx)
         if isinstance(m, str):
-            self.trace.add(now, rule.id, inp.label, "counting" if m.startswith("counting") else "no_match", m)
+            word = m.split(" ", 1)[0].rstrip(":")
+            self.trace.add(now, rule.id, inp.label, word if word in _OUTCOMES else "no_match", m)
             return
         m.vars.setdefault("edge", "start")
         ctx["trigger"] = m.vars
@@ -442,7 +464,7 @@ class RulesEngine:
             if inp.event is not None:
                 e = inp.event
                 event = {"type": e.type, "device": e.device_id, "kind": e.kind, "id": e.id, "ts": e.ts, "data": e.data}
-        return build_names(
+        names = build_names(
             self.site,
             rule_id=rule.id,
             rule_description=rule.description,
@@ -456,11 +478,23 @@ class RulesEngine:
             base=base,
             trigger=trigger,
         )
+        device = names.get("device")
+        if isinstance(device, dict) and device.get("id"):
+            names["device"] = {**device, **connection_names(self.connections.get(str(device["id"])), now)}
+        return names
 
     def functions(self, ctx: dict[str, Any]) -> dict[str, Callable[..., Any]]:
         """The function table the expressions of a context call."""
         now = float(ctx["time"]["now"])
-        return FunctionSet(self.site, now, self.tracker.estimates(), self.twins, ctx["subject"]).table()
+        table = FunctionSet(self.site, now, self.tracker.estimates(), self.twins, ctx["subject"]).table()
+
+        def connection(device_id: Any) -> dict[str, Any]:
+            return connection_names(self.connections.get(str(device_id)), now)
+
+        table["online"] = lambda device_id: connection(device_id)["online"]
+        table["last_seen"] = lambda device_id: connection(device_id)["last_seen"]
+        table["offline_for"] = lambda device_id: connection(device_id)["offline_for"]
+        return table
 
     def explain(self, rule_id: str | None = None, contains: str | None = None) -> list[TraceEntry]:
         """Trace entries, optionally for one rule and/or inputs whose label contains a string."""

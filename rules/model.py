@@ -63,11 +63,17 @@ class EventTrigger(_Strict):
     count: int = Field(1, ge=1, le=10_000)
     within: Duration | None = None
     group_by: str | None = None
+    #: Count distinct values of this expression (e.g. ``event.device``) instead of events.
+    distinct: str | None = None
+
+    _exprs = field_validator("where", "group_by", "distinct")(lambda v: _expression(v))
 
     @model_validator(mode="after")
     def _window(self) -> EventTrigger:
         if self.count > 1 and self.within is None:
             raise ValueError("'count' greater than 1 needs 'within' (e.g. within: 2m)")
+        if self.distinct is not None and self.count < 2:
+            raise ValueError("'distinct' needs 'count' of 2 or more (how many different values)")
         if not self.type:
             raise ValueError("'type' is required: the event type(s), or '*' for any")
         return self
@@ -146,6 +152,89 @@ class ScheduleTrigger(_Strict):
         return self
 
 
+def _expression(value: Any) -> Any:
+    """Refuse a bad expression while validating (so it is reported with its line)."""
+    if value is None:
+        return None
+    from rules.expr import ExpressionError, compile_expression
+
+    try:
+        compile_expression(str(value))
+    except ExpressionError as exc:
+        raise ValueError(f"bad expression: {exc.message} in {value!r}") from None
+    return value
+
+
+class SequenceStep(_Strict):
+    """One step of a sequence: an event or a twin change, seen ``times`` times."""
+
+    event: EventTrigger | None = None
+    twin: TwinTrigger | None = None
+    times: int = Field(1, ge=1, le=100)
+    #: The key of this step's input, when it differs from the sequence's ``for_each``.
+    for_each: str | None = None
+
+    _exprs = field_validator("for_each")(lambda v: _expression(v))
+
+    @model_validator(mode="after")
+    def _one(self) -> SequenceStep:
+        if (self.event is None) == (self.twin is None):
+            raise ValueError("a step is exactly one of 'event' or 'twin'")
+        if self.event is not None and self.event.count > 1:
+            raise ValueError("in a step, say 'times' (not 'count')")
+        return self
+
+
+class SequenceTrigger(_Strict):
+    """Steps in order within a window, per key (``for_each``); ``unless`` in between starts afresh."""
+
+    steps: list[SequenceStep] = Field(min_length=2, max_length=10)
+    within: Duration
+    for_each: str = "subject.id"
+    unless: list[SequenceStep] = Field(default_factory=list)
+
+    _exprs = field_validator("for_each")(lambda v: _expression(v))
+
+
+class ExpectTrigger(_Strict):
+    """After ``after``, expect ``event`` (same ``for_each`` key) within a window; fires when it does not come."""
+
+    after: SequenceStep
+    event: SequenceStep
+    within: Duration
+    for_each: str = "subject.id"
+
+    _exprs = field_validator("for_each")(lambda v: _expression(v))
+
+    @field_validator("within")
+    @classmethod
+    def _positive(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError("'within' must be positive")
+        return v
+
+
+class StateTrigger(_Strict):
+    """A twin field is in a state: on the change into it, and again at each edge of the given windows."""
+
+    field: str
+    is_: Any = Field(alias="is")
+    kind: StrList = None
+    device: StrList = None
+    #: Re-evaluate at these site-local times: ``"HH:MM"`` or a named window (``night``: 22:00, 06:00).
+    edges: StrList = None
+
+    @field_validator("edges")
+    @classmethod
+    def _edges(cls, v: list[str] | None) -> list[str] | None:
+        from rules.patterns import NAMED_EDGES
+
+        for e in v or []:
+            if e not in NAMED_EDGES and not re.match(r"^([01]\d|2[0-3]):[0-5]\d$", e):
+                raise ValueError(f"bad edge {e!r}: use 'HH:MM' or one of {', '.join(NAMED_EDGES)}")
+        return v
+
+
 TRIGGER_TYPES: dict[str, type[_Strict]] = {
     "event": EventTrigger,
     "twin": TwinTrigger,
@@ -153,8 +242,21 @@ TRIGGER_TYPES: dict[str, type[_Strict]] = {
     "zone": ZoneTrigger,
     "silence": SilenceTrigger,
     "schedule": ScheduleTrigger,
+    "sequence": SequenceTrigger,
+    "expect": ExpectTrigger,
+    "state": StateTrigger,
 }
-Trigger = EventTrigger | TwinTrigger | ThresholdTrigger | ZoneTrigger | SilenceTrigger | ScheduleTrigger
+Trigger = (
+    EventTrigger
+    | TwinTrigger
+    | ThresholdTrigger
+    | ZoneTrigger
+    | SilenceTrigger
+    | ScheduleTrigger
+    | SequenceTrigger
+    | ExpectTrigger
+    | StateTrigger
+)
 
 # --- actions ----------------------------------------------------------------------------------
 

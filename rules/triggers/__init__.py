@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from rules.loader import Rule
-from rules.triggers import event, schedule, silence, threshold, twin, zone
+from rules.triggers import event, expect, level, schedule, sequence, silence, threshold, twin, zone
 from rules.triggers.base import Detach, Input, Match, Ref, TriggerHost, chain, device_allowed, get_path
 from rules.triggers.bus import InputBus, Sub
 from rules.triggers.state import CountWindow, TriggerState
@@ -26,6 +26,9 @@ ATTACH: dict[str, Attach] = {
     "zone": zone.attach,
     "silence": silence.attach,
     "schedule": schedule.attach,
+    "sequence": sequence.attach,
+    "expect": expect.attach,
+    "state": level.attach,
 }
 
 

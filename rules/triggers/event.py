@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
+from rules.expr import compile_expression
 from rules.loader import Rule
 from rules.model import EventTrigger
+from rules.patterns import DistinctWindow
 from rules.triggers.base import Detach, Input, Match, TriggerHost, chain, device_allowed, exact
 from rules.triggers.bus import Sub, subscribe
 from rules.triggers.state import CountWindow
@@ -23,6 +25,7 @@ def attach(host: TriggerHost, rule: Rule, idx: int) -> Detach:
     trig = rule.triggers[idx]
     spec = trig.spec
     assert isinstance(spec, EventTrigger)
+    distinct = compile_expression(spec.distinct) if spec.distinct else None
 
     def match(inp: Input, ctx: dict[str, Any]) -> Match | str:
         ev = inp.event
@@ -39,7 +42,18 @@ def attach(host: TriggerHost, rule: Rule, idx: int) -> Detach:
         key = inp.subject
         if trig.group_by is not None:
             key = str(trig.group_by.evaluate(ctx, host.functions(ctx)))
-        if spec.count > 1:
+        if distinct is not None:
+            value = distinct.evaluate(ctx, host.functions(ctx))
+            dk = (rule.id, idx, key)
+            dwin = host.state.distinct.get(dk)
+            if dwin is None:
+                dwin = host.state.distinct[dk] = DistinctWindow()
+            n = dwin.add(str(value), inp.ts, float(spec.within or 0))
+            if n < spec.count:
+                return f"counting {n}/{spec.count} distinct {spec.distinct} within {spec.within:.0f}s for {key}"
+            vars_["count"], vars_["values"] = n, sorted(dwin.last)
+            dwin.last.clear()
+        elif spec.count > 1:
             ck = (rule.id, idx, key)
             win = host.state.counts.get(ck)
             if win is None:

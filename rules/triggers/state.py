@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
+
+from rules.patterns import DistinctWindow, SeqState
 
 
 @dataclass
@@ -26,11 +29,19 @@ class TriggerState:
 
     threshold: dict[tuple[str, int, str], bool] = field(default_factory=dict)
     counts: dict[tuple[str, int, str], CountWindow] = field(default_factory=dict)
+    distinct: dict[tuple[str, int, str], DistinctWindow] = field(default_factory=dict)
+    sequences: dict[tuple[str, int, str], SeqState] = field(default_factory=dict)
     #: (tag, zone) → inside; shared by every zone trigger.
     membership: dict[tuple[str, str], bool] = field(default_factory=dict)
 
     def forget(self, rule_id: str) -> None:
         """Drop the state of a removed or changed rule."""
-        for table in (self.threshold, self.counts):
+        tables: tuple[dict[tuple[str, int, str], Any], ...] = (
+            self.threshold,
+            self.counts,
+            self.distinct,
+            self.sequences,
+        )
+        for table in tables:
             for k in [k for k in table if k[0] == rule_id]:
                 del table[k]
