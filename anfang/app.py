@@ -129,6 +129,9 @@ async def open_registry(settings: Settings) -> AsyncIterator[tuple[Registry, Twi
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     guard = EventGuard(site_cipher(settings), settings.site)
     async with open_database(settings.db_url, MODELS) as conn:
+        from privacy.keys import current_generation
+
+        guard.cipher.generation = await current_generation(conn, settings.site)  # after `anfang keys rotate`
         yield Registry(settings.broker.hash_iterations), TwinStore(conn, is_postgres(settings.db_url), guard)
 
 

@@ -470,6 +470,7 @@ _PLUGINS = {
     "audit": "privacy.audit_cli",
     "site": "anfang.site_cli",
     "certs": "broker.cli",
+    "keys": "privacy.keys_cli",
 }
 
 

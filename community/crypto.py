@@ -26,7 +26,6 @@ __all__ = ["CryptoError", "FieldCipher", "load_master_key"]
 log = logging.getLogger(__name__)
 
 _NONCE_LEN = 12
-_PREFIX = "v1:"
 
 
 class CryptoError(ValueError):
@@ -48,33 +47,66 @@ def _derive(master: bytes, info: bytes) -> bytes:
 class FieldCipher:
     """Encrypts and hashes personal-data fields with sub-keys of one master key."""
 
-    def __init__(self, master_key: bytes) -> None:
+    def __init__(self, master_key: bytes, generation: int = 0) -> None:
         if len(master_key) != 32:
             raise CryptoError(f"master key must be 32 bytes, got {len(master_key)}")
-        self._aead = AESGCM(_derive(master_key, b"field-encryption"))
+        self._master = master_key
+        self._aeads: dict[int, AESGCM] = {}
         self._lookup_key = _derive(master_key, b"lookup-hash")
         self.pass_key = _derive(master_key, b"visitor-pass-signing")
         self.edge_root = _derive(master_key, b"edge-door-keys")  # root of the per-door keys (community.edge)
+        #: the field-key generation new ciphertexts are written under (``anfang keys rotate`` moves it on);
+        #: reading a ciphertext of a newer generation moves it on too, so every process follows a rotation
+        self.generation = generation
+
+    def _aead(self, generation: int) -> AESGCM:
+        aead = self._aeads.get(generation)
+        if aead is None:
+            info = b"field-encryption" if generation == 0 else f"field-encryption/{generation}".encode()
+            aead = self._aeads[generation] = AESGCM(_derive(self._master, info))
+        return aead
+
+    @staticmethod
+    def key_id(generation: int) -> str:
+        """The prefix naming a field key in its ciphertexts: ``v1`` (generation 0), then ``k1``, ``k2``, ..."""
+        return "v1" if generation == 0 else f"k{generation}"
+
+    @staticmethod
+    def generation_of(token: str) -> int:
+        """The field-key generation ``token`` was encrypted under.
+
+        Raises:
+            CryptoError: not a ciphertext of this cipher.
+        """
+        head, sep, _ = token.partition(":")
+        if sep and head == "v1":
+            return 0
+        if sep and head.startswith("k") and head[1:].isdigit() and int(head[1:]) > 0:
+            return int(head[1:])
+        raise CryptoError("unknown ciphertext format")
 
     def encrypt_bytes(self, plain: bytes, context: str = "") -> str:
-        """AES-GCM encrypt; returns ``v1:<base64(nonce|ciphertext)>``. ``context`` is bound as AAD."""
+        """AES-GCM encrypt under the current generation; returns ``<key id>:<base64(nonce|ciphertext)>``
+        (``v1:`` for the first key). ``context`` is bound as AAD."""
         nonce = os.urandom(_NONCE_LEN)
-        ct = self._aead.encrypt(nonce, plain, context.encode())
-        return _PREFIX + base64.b64encode(nonce + ct).decode("ascii")
+        ct = self._aead(self.generation).encrypt(nonce, plain, context.encode())
+        return f"{self.key_id(self.generation)}:" + base64.b64encode(nonce + ct).decode("ascii")
 
     def decrypt_bytes(self, token: str, context: str = "") -> bytes:
-        """Inverse of :meth:`encrypt_bytes`.
+        """Inverse of :meth:`encrypt_bytes`, under whichever generation the token names.
 
         Raises:
             CryptoError: wrong key, wrong context or tampered ciphertext.
         """
-        if not token.startswith(_PREFIX):
-            raise CryptoError("unknown ciphertext format")
+        generation = self.generation_of(token)
         try:
-            raw = base64.b64decode(token[len(_PREFIX) :], validate=True)
-            return self._aead.decrypt(raw[:_NONCE_LEN], raw[_NONCE_LEN:], context.encode())
+            raw = base64.b64decode(token.partition(":")[2], validate=True)
+            plain = self._aead(generation).decrypt(raw[:_NONCE_LEN], raw[_NONCE_LEN:], context.encode())
         except (InvalidTag, ValueError) as exc:
             raise CryptoError("ciphertext does not authenticate") from exc
+        if generation > self.generation:
+            self.generation = generation  # a rotation is under way: write under the new key from now on
+        return plain
 
     def encrypt(self, plain: str, context: str = "") -> str:
         """Encrypt a text field."""
