@@ -235,7 +235,10 @@ async def _erase_in(sql: _Sql, store: CommunityStore, pid: str, report: RequestR
         ("console_links", "person_id = ?"),
         ("console_users", "person_id = ?"),
     ):
-        report.count(table.removeprefix("community_"), await sql.run(f"DELETE FROM {table} WHERE {where}", [pid]))
+        # counted first: on SQLite a delete's row count includes the change feed's trigger rows
+        found = await sql.rows(f"SELECT COUNT(*) AS n FROM {table} WHERE {where}", [pid])
+        await sql.run(f"DELETE FROM {table} WHERE {where}", [pid])
+        report.count(table.removeprefix("community_"), int(found[0]["n"]))
     if plates:
         report.count(
             "decisions_anonymised",
