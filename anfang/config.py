@@ -199,6 +199,7 @@ class Settings(_Section):
     secret_key: str | None = None
     secret_key_file: Path | None = None  # the master key kept apart from the data (mode 0600 required)
     rules_dir: Path | None = None
+    rules_event_skew_s: float = 300.0  # event times further from the platform clock are judged at its time
     community_file: Path | None = None
     api_bind: str | None = "127.0.0.1:8080"
     mqtt: MqttSettings = MqttSettings()
@@ -249,6 +250,7 @@ _ENV_KEYS: dict[str, str] = {
     "ANFANG_SECRET_KEY": "secret_key",
     "ANFANG_SECRET_KEY_FILE": "secret_key_file",
     "ANFANG_RULES_DIR": "rules_dir",
+    "ANFANG_RULES_EVENT_SKEW_S": "rules_event_skew_s",
     "ANFANG_COMMUNITY_FILE": "community_file",
     "ANFANG_API_BIND": "api_bind",
     "ANFANG_MQTT_HOST": "mqtt.host",

@@ -171,6 +171,9 @@ def run_demo(community: str, speed: float, data_dir: Path, broker_bind: str, api
     env = dict(os.environ)
     env["ANFANG_DATA_DIR"] = str(data_dir)
     env["ANFANG_EMBEDDED_BROKER"] = "true"
+    # the simulated day runs at S times real time, stamped with its own clock: rules judge its events on
+    # that time (pick-up windows, night), so they may be up to two days from the platform's clock
+    env.setdefault("ANFANG_RULES_EVENT_SKEW_S", str(2 * 86400))
     env["ANFANG_BROKER_BIND"] = _free_bind(broker_bind, "the demo's embedded broker", 18830)
     if api_bind.lower() not in ("", "off", "none"):
         env["ANFANG_API_BIND"] = _free_bind(api_bind, "the platform's HTTP API", 18080)

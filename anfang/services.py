@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 
 DB_PROBE_INTERVAL_S = 5.0
 TELEMETRY_WATCH_S = 10.0
+REGISTERED_DEVICES_EVERY_S = 60.0
 
 
 class TelemetryWatch:
@@ -102,6 +103,8 @@ class RulesFeed:
         yield counter("rule_faults", "Rule evaluations that failed at run time (each affects only that input).",
                       health.fault_total)  # fmt: skip
         yield counter("rule_reloads", "Reloads of edited rule files.", health.reloads)
+        yield counter("rule_event_time_rejected", "Events stamped beyond rules_event_skew_s of the platform clock "
+                      "(judged at the platform's time).", self.engine.clock.rejected)  # fmt: skip
 
     async def on_event(self, event: DeviceEvent, actions: PlatformActions) -> None:
         self.inputs += 1
@@ -242,6 +245,7 @@ async def open_services(
             observer=lambda firing: telemetry.record_rule_firing(site, firing.rule_id, firing.ts),
             problems=loaded.diagnostics,  # logged by the engine, raised as an alarm per file at its first tick
             trace_store=DatabaseTraceStore(db, site),  # GET /rules/{id}/traces from any process of the site
+            max_event_skew=settings.rules_event_skew_s,
         )
         log.info("rules: %d loaded from %s, %d problems", len(loaded.rules), rules_path, len(loaded.diagnostics))
         dispatcher = AlarmDispatcher(alarm_store, alarms, settings.alarms, http)
@@ -271,6 +275,16 @@ async def open_services(
             engine.actions = actions
             await engine.run(actions)
 
+        async def watch_registered_devices(actions: PlatformActions) -> None:
+            while True:  # devices provisioned while the platform runs join the silence rules
+                await asyncio.sleep(REGISTERED_DEVICES_EVERY_S)
+                try:
+                    devices = await registry.list_devices(site)
+                except Exception as exc:  # the database may be away: the next round retries
+                    log.warning("rules: registered devices not read: %s", exc)
+                    continue
+                engine.register_devices(devices, actions.now())
+
         async def run_access(actions: PlatformActions) -> None:
             await access.run()
 
@@ -293,6 +307,7 @@ async def open_services(
         tasks: list[Callable[[PlatformActions], Coroutine[Any, Any, None]]] = [
             watch_telemetry,
             run_rules,
+            watch_registered_devices,
             run_access,
             deliver_alarms,
             warm_up_vision,

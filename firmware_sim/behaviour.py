@@ -69,6 +69,13 @@ class BehaviourModel:
         self._trackers = community.devices_of("ptz_tracker")
         self._paths = {p.id: p.points for p in community.paths}
         self._range = max_range_m()
+        guardians = {self.c.person(t.person).household: t.id for t in community.tags if t.group == "guardian"}
+        #: child tag -> the tag of the guardian who picks the child up (same household)
+        self._guardian = {
+            t.id: guardians[h]
+            for t in community.tags
+            if t.group == "child" and (h := self.c.person(t.person).household) in guardians
+        }
 
     def _local_day(self, ts: float) -> int:
         return math.floor((ts + self.cfg.utc_offset_h * HOUR) / DAY)
@@ -196,6 +203,8 @@ class BehaviourModel:
 
     # --- tags -------------------------------------------------------------------------------
     def _tag_day(self, rng: random.Random, t0: float, tag: str, group: str, p: Person, out: list[Action]) -> None:
+        if group == "guardian":
+            return  # heard when picking a child up (below)
         if group == "elderly":
             walk = self._paths.get("walk-loop")
             if walk is None or rng.random() < 0.3:
@@ -217,7 +226,11 @@ class BehaviourModel:
             if pickup and self.c.pickup_windows:
                 w = self.c.pickup_windows[-1]
                 lo, hi = _hhmm(w.start), _hhmm(w.end)
-                self._walk(rng, tag, pickup, t0 + rng.uniform(lo, hi) * HOUR, 300.0, out)
+                # out of the gate well before the window closes (the walk takes 5 minutes)
+                at = t0 + rng.uniform(lo, hi - 0.25) * HOUR
+                self._walk(rng, tag, pickup, at, 300.0, out)
+                if (guardian := self._guardian.get(tag)) is not None:
+                    self._walk(rng, guardian, pickup, at, 300.0, out)  # hand in hand
 
     def _walk(
         self,

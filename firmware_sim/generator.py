@@ -21,6 +21,7 @@ _GIVEN = "伟芳娜敏静丽强磊军洋勇艳杰娟涛明超秀霞平刚桂英�
 _BUILDING_SPACING = 35.0
 _WIDTH = 220.0
 _ROAD_X = 110.0
+_ZONE_DWELL_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,10 +92,18 @@ def _layout(p: Params) -> dict[str, Any]:
     rows = math.ceil(p.buildings / 2)
     height = 75.0 + rows * _BUILDING_SPACING + 10.0
     fence = [(0.0, 0.0), (_WIDTH, 0.0), (_WIDTH, height), (0.0, height)]
-    zones: list[dict[str, Any]] = [{"id": "community", "name": "小区围墙", "kind": "fence", "polygon": fence}]
+    # readers sit on the fence and the kindergarten's corners, so a position estimate is off by up to
+    # 15-30 m near a boundary: a tag counts as gone well outside, after 30 s there (no false leave on a day)
+    # (20 m at the kindergarten, whose corners are 15-35 m from the nearest fence readers; 15 m at the
+    # fence, as the readers outside the gates stand 20 m out)
+    fence_noise = {"margin": 15.0, "dwell": _ZONE_DWELL_S}
+    zones: list[dict[str, Any]] = [
+        {"id": "community", "name": "小区围墙", "kind": "fence", "polygon": fence, **fence_noise}
+    ]
     kg = [(140.0, 8.0), (210.0, 8.0), (210.0, 55.0), (140.0, 55.0)]
     if p.kindergarten:
-        zones.append({"id": "kindergarten", "name": "幼儿园", "kind": "kindergarten", "polygon": kg})
+        kg_noise = {"margin": 20.0, "dwell": _ZONE_DWELL_S}
+        zones.append({"id": "kindergarten", "name": "幼儿园", "kind": "kindergarten", "polygon": kg, **kg_noise})
     units_total = p.units or max(p.buildings, math.ceil(p.households / (p.floors * 2)))
     units_total = max(units_total, p.buildings)
     rooms_per_floor = max(1, math.ceil(p.households / (units_total * p.floors)))
@@ -183,7 +192,10 @@ def _devices(p: Params, lay: dict[str, Any]) -> list[dict[str, Any]]:
         )
     spots = _perimeter_points(lay["fence"], p.rfid_spacing)
     if p.kindergarten:
-        spots += lay["kg"]
+        # in the kindergarten's yard, 12 m in from its corners: a child playing anywhere in it is
+        # heard mostly by these, so its estimate stays inside (readers on its corners pulled it out)
+        (x0, y0), (x1, y1) = lay["kg"][0], lay["kg"][2]
+        spots += [(x0 + 12, y0 + 12), (x1 - 12, y0 + 12), (x1 - 12, y1 - 12), (x0 + 12, y1 - 12)]
     if p.rfid_outside_m > 0:
         # Readers only on the fence estimate a tag walking away as still on the fence (the centroid of
         # the readers that hear it): three readers just outside each gate see it leave.
@@ -301,7 +313,22 @@ def _people(p: Params, lay: dict[str, Any], rng: random.Random) -> dict[str, lis
                 "id_number": make_id_number(rng, birth, rng.random() < 0.8, region="360402"),
             }
         )
+    _guardian_tags(people, tags)
     return {"households": households, "people": people, "tags": tags, "vehicles": vehicles, "watchlist": watchlist}
+
+
+def _guardian_tags(people: list[dict[str, Any]], tags: list[dict[str, Any]]) -> None:
+    """The head of each household with a tagged child wears a guardian tag (picks the children up)."""
+    heads: dict[str, dict[str, Any]] = {}
+    for p in people:
+        if p["role"] in ("owner", "tenant"):
+            heads.setdefault(p["household"], p)
+    for child in [p for p in people if p["role"] == "child" and p["tag"]]:
+        head = heads.get(child["household"])
+        if head is None or head["tag"]:
+            continue
+        head["tag"] = f"tag-g{sum(1 for t in tags if t['group'] == 'guardian') + 1:03d}"
+        tags.append({"id": head["tag"], "person": head["id"], "group": "guardian"})
 
 
 def generate(params: Params) -> Community:
@@ -315,7 +342,8 @@ def generate(params: Params) -> Community:
         {"id": "walk-main", "points": [(_ROAD_X, 0.0), (_ROAD_X, height)]},
         {
             "id": "walk-loop",
-            "points": [(8.0, 8.0), (_WIDTH - 8, 8.0), (_WIDTH - 8, height - 8), (8.0, height - 8), (8.0, 8.0)],
+            # the residents' loop keeps 40-45 m from the gates (readers outside them hear a tag there)
+            "points": [(20.0, 40.0), (_WIDTH - 20, 40.0), (_WIDTH - 20, height - 45), (20.0, height - 45), (20, 40.0)],
         },
         {"id": "kg-pickup", "points": [(150.0, 30.0), (_ROAD_X, 30.0), (_ROAD_X, 0.0), (_ROAD_X, -40.0)]},
         {

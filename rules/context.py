@@ -115,6 +115,7 @@ class FunctionSet:
     twins: Mapping[str, dict[str, Any]]
     subject: dict[str, Any]
     fresh_for: float = 120.0
+    device_id: str | None = None
 
     def _pos(self, who: Any) -> tuple[float, float] | None:
         if isinstance(who, dict) and "x" in who:
@@ -175,6 +176,14 @@ class FunctionSet:
                 return True
         return False
 
+    def in_maintenance(self, device_id: str | None = None) -> bool:
+        """The device (default: the input's) is in a planned shutdown: a maintenance window of the site
+        file covers the event time, or its twin reports ``maintenance: true``."""
+        dev = device_id or self.device_id
+        if dev is None:
+            return False
+        return bool(self.twins.get(dev, {}).get("maintenance")) or self.site.in_maintenance(dev, self.now)
+
     def twin_of(self, device_id: str) -> dict[str, Any]:
         return dict(self.twins.get(device_id, {}))
 
@@ -188,6 +197,7 @@ class FunctionSet:
             "tags_near": self.tags_near,
             "distance": self.distance,
             "twin_of": self.twin_of,
+            "in_maintenance": self.in_maintenance,
             "len": len,
             "min": min,
             "max": max,

@@ -18,14 +18,16 @@ from typing import Any, Protocol
 from registry.alarms import Alarm, AlarmManager, AlarmStore, InMemoryAlarmStore
 from rules.actions import ActionRunner
 from rules.context import FunctionSet, build_names
+from rules.event_time import DEFAULT_MAX_SKEW_S, EventClock, elapsed_event_time
 from rules.geo import TagTracker
 from rules.health import RuleHealth
 from rules.kinds import STATUS_EVENT
 from rules.loader import Diagnostic, Rule, load_rules, rule_files
+from rules.model import SilenceTrigger
 from rules.patterns import Connection, connection_names
 from rules.reload import ReloadReport, diff, merge_reload
 from rules.sinks import AuditLog, InMemoryAuditLog, WebhookSender
-from rules.site import SitePlan
+from rules.site import DeviceInfo, SitePlan
 from rules.timerqueue import TimerQueue
 from rules.timers import InMemoryTimerStore, Timer, TimerStore, TimerStoreError
 from rules.trace import Firing, Trace, TraceEntry
@@ -70,6 +72,7 @@ class RulesEngine:
         problems: list[Diagnostic] | None = None,
         trace_store: TraceWriter | None = None,
         verdicts: bool = False,
+        max_event_skew: float = DEFAULT_MAX_SKEW_S,
     ) -> None:
         self.site = site
         self.actions = actions
@@ -88,6 +91,7 @@ class RulesEngine:
         self._last_verdicts: dict[str, str] = {}
         self.bus = InputBus()
         self.state = TriggerState()
+        self.clock = EventClock(max_event_skew)
         self.twins: dict[str, dict[str, Any]] = {}
         #: Device connection as conditions see it (``device.online``, ``online(id)``, ...).
         self.connections: dict[str, Connection] = {}
@@ -177,8 +181,36 @@ class RulesEngine:
             return
         self._started = True
         self.timers.load({r.id: r.hash for r in self._rules.values()})
+        self._rearm_silences(now)
         for rule in self._rules.values():
             self._arm_rule(rule, now)
+
+    def _rearm_silences(self, now: float) -> None:
+        """Silence timers count from the engine's start, not from the last report before it.
+
+        While the platform was down nothing could be heard: a device that reported a minute before the
+        stop is not silent for the whole downtime. An armed silence gets a full period from ``now``; one
+        that already alarmed stays so until the subject is heard again.
+        """
+        for timer in self.timers:
+            rule = self._rules.get(timer.rule_id)
+            if timer.kind != "silence" or timer.state != "armed" or rule is None:
+                continue
+            spec = rule.triggers[int(timer.context.get("idx", 0))].spec
+            if isinstance(spec, SilenceTrigger) and timer.due < now + spec.for_:
+                timer.due = now + spec.for_
+                self.timers.put(timer)
+
+    def register_devices(self, devices: list[DeviceInfo], now: float | None = None) -> None:
+        """Devices registered since the start (the plan has those of the start): silence rules watch them
+        too, placed in the site model or not."""
+        new = [d for d in devices if d.id not in self.site.devices and not d.virtual]
+        for dev in new:
+            self.site.devices[dev.id] = dev
+            self._kinds.setdefault(dev.id, dev.kind)
+        if self._started and new and now is not None:
+            for rule in self._rules.values():
+                self._arm_rule(rule, now)
 
     def _arm_rule(self, rule: Rule, now: float) -> None:
         for i in range(len(rule.triggers)):
@@ -223,7 +255,8 @@ class RulesEngine:
         if timer.kind == "for":
             self.timers.drop(timer.key)
             names = dict(timer.context.get("names", {}))
-            ctx = self.names(rule, names.get("subject_id", timer.subject), now, base=names)
+            at = self._timer_time(timer, now)
+            ctx = self.names(rule, names.get("subject_id", timer.subject), at, base=names)
             if not self._holds(rule, idx, timer, ctx):
                 label = f"for timer for {timer.subject}"
                 self.trace.add(now, rule.id, label, "cancelled", "condition no longer holds at the due time")
@@ -249,17 +282,18 @@ class RulesEngine:
         """An accepted device or platform event."""
         now = actions.now()
         self.start(now)
+        at = self.clock.time_of(event.ts, now)
         self._kinds.setdefault(event.device_id, event.kind)
         if event.kind != "platform":
             self._seen(event.device_id, now)
         subject = self._event_subject(event)
         label = f"event {event.type} {event.id} from {event.device_id}"
-        inp = Input("event", now, event.device_id, event.kind, label, subject, event=event)
+        inp = Input("event", at, event.device_id, event.kind, label, subject, event=event)
         await touch_activity(self, event.device_id, event.kind, event.type, subject, now, actions)
         if event.type == "tag_seen":
-            await observe_tag(self, event, now, actions)
+            await observe_tag(self, event, at, now, actions)
         await self.dispatch(self.bus.for_event(event.type, event.device_id, event.kind), inp, now, actions)
-        await self._recheck_pending({event.device_id, subject}, now)
+        await self._recheck_pending({event.device_id, subject}, now, at)
 
     async def on_twin_change(self, change: TwinChange, actions: PlatformActions) -> None:
         """An accepted reported-state change."""
@@ -268,13 +302,14 @@ class RulesEngine:
         self._kinds.setdefault(change.device_id, change.kind)
         self._seen(change.device_id, now)
         self.twins[change.device_id] = dict(change.reported)
+        at = self.clock.time_of(change.ts, now)
         label = f"twin {change.device_id} v{change.version} {sorted(change.changed)}"
-        inp = Input("twin", now, change.device_id, change.kind, label, change.device_id, change=change)
+        inp = Input("twin", at, change.device_id, change.kind, label, change.device_id, change=change)
         await touch_activity(self, change.device_id, change.kind, None, change.device_id, now, actions)
         subs = self.bus.for_fields(self.bus.twin, change.changed)
         subs = subs + self.bus.for_fields(self.bus.threshold_field, change.changed)
         await self.dispatch(subs, inp, now, actions)
-        await self._recheck_pending({change.device_id}, now)
+        await self._recheck_pending({change.device_id}, now, at)
 
     async def on_telemetry(self, device_id: str, kind: str, metrics: dict[str, Any], actions: PlatformActions) -> None:
         """A telemetry sample (the platform forwards these; threshold rules on ``metric``)."""
@@ -358,7 +393,14 @@ class RulesEngine:
         fns = self.functions(ctx)
         return all(bool(c.evaluate(ctx, fns)) for c in rule.conditions)
 
-    async def _recheck_pending(self, subjects: set[str], now: float) -> None:
+    def _timer_time(self, timer: Timer, now: float) -> float:
+        """The event time a ``for`` timer is judged at (its input's time plus the time since it was armed)."""
+        ctx = timer.context
+        if "at" not in ctx or "armed" not in ctx:
+            return now
+        return elapsed_event_time(float(ctx["at"]), float(ctx["armed"]), now)
+
+    async def _recheck_pending(self, subjects: set[str], now: float, at: float | None = None) -> None:
         for subject in subjects:
             for key in self.timers.pending_for(subject):
                 timer = self.timers.get(key)
@@ -367,7 +409,8 @@ class RulesEngine:
                     continue
                 names = dict(timer.context.get("names", {}))
                 try:
-                    ctx = self.names(rule, names.get("subject_id", subject), now, base=names)
+                    when = self._timer_time(timer, now) if at is None else at
+                    ctx = self.names(rule, names.get("subject_id", subject), when, base=names)
                     holds = self._holds(rule, int(timer.context.get("idx", 0)), timer, ctx)
                 except Exception as exc:  # a rule's fault ends this evaluation only; the timer decides when due
                     self.fault(rule, now, f"recheck {key}", exc)
@@ -379,7 +422,7 @@ class RulesEngine:
 
     async def _consider(self, sub: Sub, inp: Input, now: float, acts: PlatformActions) -> None:
         rule = sub.rule
-        ctx = self.names(rule, inp.subject, now, inp=inp)
+        ctx = self.names(rule, inp.subject, inp.ts, inp=inp)  # judged at the event's time
         m = sub.match(inp, ctx)
         if isinstance(m, str):
             word = m.split(" ", 1)[0].rstrip(":")
@@ -396,7 +439,7 @@ class RulesEngine:
                 return
             names: dict[str, Any] = {k: ctx[k] for k in ("event", "device", "trigger") if k in ctx}
             names["subject_id"] = m.subject
-            context = {"idx": sub.idx, "tag": inp.tag, "names": names}
+            context = {"idx": sub.idx, "tag": inp.tag, "names": names, "at": inp.ts, "armed": now}
             self.timers.put(Timer(key, rule.id, rule.hash, "for", now + rule.for_, m.key, context=context))
             self.trace.add(now, rule.id, inp.label, "pending", f"fires in {rule.for_:.0f}s if still true")
             return
@@ -486,7 +529,10 @@ class RulesEngine:
     def functions(self, ctx: dict[str, Any]) -> dict[str, Callable[..., Any]]:
         """The function table the expressions of a context call."""
         now = float(ctx["time"]["now"])
-        table = FunctionSet(self.site, now, self.tracker.estimates(), self.twins, ctx["subject"]).table()
+        device_id = (ctx.get("device") or {}).get("id")
+        table = FunctionSet(
+            self.site, now, self.tracker.estimates(), self.twins, ctx["subject"], device_id=device_id
+        ).table()
 
         def connection(device_id: Any) -> dict[str, Any]:
             return connection_names(self.connections.get(str(device_id)), now)

@@ -28,6 +28,7 @@ FUNCTION_NAMES: frozenset[str] = frozenset(
         "online",
         "last_seen",
         "offline_for",
+        "in_maintenance",
         "len",
         "min",
         "max",

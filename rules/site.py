@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta, timezone, tzinfo
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -44,10 +45,31 @@ class Zone:
     kind: str
     polygon: Polygon
     prepared: PreparedGeometry
+    margin: float = 0.0  # metres outside before a tag counts as gone (position noise)
+    dwell: float = 0.0  # seconds on the new side before a tag's membership changes
 
     def covers(self, x: float, y: float) -> bool:
         """Inside or on the boundary."""
         return bool(self.prepared.covers(Point(x, y)))
+
+    def outside_by(self, x: float, y: float) -> float:
+        """How far outside the polygon a point is (0 inside or on the boundary)."""
+        point = Point(x, y)
+        return 0.0 if self.prepared.covers(point) else float(self.polygon.exterior.distance(point))
+
+
+@dataclass(frozen=True, slots=True)
+class MaintenanceWindow:
+    """A planned shutdown of some devices (ids or globs) from ``start`` to ``end`` (epoch seconds)."""
+
+    devices: tuple[str, ...]
+    start: float
+    end: float
+    reason: str = ""
+
+    def covers(self, device_id: str, ts: float) -> bool:
+        """Is ``device_id`` in this window at ``ts``?"""
+        return self.start <= ts < self.end and any(fnmatchcase(device_id, p) for p in self.devices)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +104,7 @@ class SitePlan:
     people: dict[str, Person] = field(default_factory=dict)
     vehicles: dict[str, str] = field(default_factory=dict)
     pickup_windows: list[tuple[int, int]] = field(default_factory=list)
+    maintenance: list[MaintenanceWindow] = field(default_factory=list)
     tz: tzinfo = field(default_factory=lambda: timezone(timedelta(hours=8)))
 
     @classmethod
@@ -102,7 +125,7 @@ class SitePlan:
             poly = Polygon([(float(x), float(y)) for x, y in z.polygon])
             if not poly.is_valid:
                 raise SitePlanError(source, f"zone {z.id!r}: polygon is not valid")
-            plan.zones[z.id] = Zone(z.id, z.name, z.kind, poly, prep(poly))
+            plan.zones[z.id] = Zone(z.id, z.name, z.kind, poly, prep(poly), z.margin, z.dwell)
         for d in model.devices:
             plan.devices[d.id] = d.info(model.site)
         for registered in devices:
@@ -117,6 +140,9 @@ class SitePlan:
         plan.vehicles.update(vehicles or {})
         for w in model.pickup_windows:
             plan.pickup_windows.append((hhmm_to_minutes(w.start), hhmm_to_minutes(w.end)))
+        for m in model.maintenance:
+            start, end = (t if t.tzinfo else t.replace(tzinfo=plan.tz) for t in (m.start, m.end))
+            plan.maintenance.append(MaintenanceWindow(tuple(m.devices), start.timestamp(), end.timestamp(), m.reason))
         return plan
 
     @classmethod
@@ -141,6 +167,10 @@ class SitePlan:
         if hasattr(community, "model_dump"):
             return cls.from_mapping(community.model_dump(mode="json"), "<community model>")
         return cls.from_mapping(dict(community), "<community>")
+
+    def in_maintenance(self, device_id: str, ts: float) -> bool:
+        """Is a planned shutdown of this device under way at ``ts``?"""
+        return any(w.covers(device_id, ts) for w in self.maintenance)
 
     def reader_position(self, device_id: str) -> tuple[float, float] | None:
         """Where a reader is, if it is on the plan."""

@@ -17,6 +17,7 @@ Pure: pydantic validation, no IO (reading a file is :func:`load_site_file`'s onl
 
 from __future__ import annotations
 
+import datetime as dt
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ __all__ = [
     "DeviceKind",
     "DevicePlacement",
     "Household",
+    "Maintenance",
     "Origin",
     "SiteError",
     "SiteModel",
@@ -116,6 +118,10 @@ class Zone(_Model):
     name: str = ""
     kind: Literal["fence", "kindergarten", "area"]
     polygon: list[Point] = Field(min_length=3)
+    #: a tag counts as gone only when its position estimate is this far outside (metres) ...
+    margin: float = Field(default=0.0, ge=0)
+    #: ... and has stayed on the new side this long (seconds): reader noise does not move it
+    dwell: float = Field(default=0.0, ge=0)
 
 
 class Building(_Model):
@@ -187,6 +193,16 @@ class Window(_Model):
         return v
 
 
+class Maintenance(_Model):
+    """A planned shutdown: ``devices`` (ids or globs) raise no offline alarms from ``start`` to ``end``
+    (ISO times; site-local without an offset)."""
+
+    devices: list[str] = Field(min_length=1)
+    start: dt.datetime
+    end: dt.datetime
+    reason: str = ""
+
+
 class SiteModel(_Model):
     """A site's plan: zones and fences, buildings and households, device placements (entrances among
     them), tags and pick-up windows. References between sections are checked."""
@@ -201,6 +217,7 @@ class SiteModel(_Model):
     devices: list[DevicePlacement] = Field(default_factory=list)
     tags: list[Tag] = Field(default_factory=list)
     pickup_windows: list[Window] = Field(default_factory=list)
+    maintenance: list[Maintenance] = Field(default_factory=list)
 
     @field_validator("site")
     @classmethod

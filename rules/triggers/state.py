@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rules.patterns import DistinctWindow, SeqState
+from rules.zones import ZoneMembership
 
 
 @dataclass
@@ -33,6 +34,10 @@ class TriggerState:
     sequences: dict[tuple[str, int, str], SeqState] = field(default_factory=dict)
     #: (tag, zone) → inside; shared by every zone trigger.
     membership: dict[tuple[str, str], bool] = field(default_factory=dict)
+    zones: ZoneMembership = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.zones = ZoneMembership(inside=self.membership)
 
     def forget(self, rule_id: str) -> None:
         """Drop the state of a removed or changed rule."""

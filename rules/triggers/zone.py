@@ -49,8 +49,9 @@ def attach(host: TriggerHost, rule: Rule, idx: int) -> Detach:
     )
 
 
-async def observe_tag(host: TriggerHost, event: DeviceEvent, now: float, acts: PlatformActions) -> None:
-    """A reader saw a tag: update its position and virtual twin, dispatch zone transitions."""
+async def observe_tag(host: TriggerHost, event: DeviceEvent, at: float, now: float, acts: PlatformActions) -> None:
+    """A reader saw a tag (at event time ``at``): update its position and virtual twin, dispatch zone
+    transitions (:class:`~rules.zones.ZoneMembership`: a zone's margin and dwell absorb reader noise)."""
     tag, rssi = event.data.get("tag"), event.data.get("rssi")
     pos = host.site.reader_position(event.device_id)
     if not isinstance(tag, str) or not isinstance(rssi, int | float) or pos is None:
@@ -70,12 +71,11 @@ async def observe_tag(host: TriggerHost, event: DeviceEvent, now: float, acts: P
         zone = host.site.zones.get(zone_id)
         if zone is None:
             continue
-        inside = zone.covers(est.x, est.y)
-        prev = host.state.membership.get((tag, zone_id))
-        host.state.membership[(tag, zone_id)] = inside
+        # the dwell runs on the tag's own readings' time, as the position estimate does
+        prev, inside = host.state.zones.observe(tag, zone, est.x, est.y, est.ts, est.readers)
         if prev is None or prev == inside:
             continue
         on = "enter" if inside else "leave"
         label = f"{tag} {on} {zone_id} at ({est.x:.1f},{est.y:.1f})"
-        inp = Input("zone", now, event.device_id, "rfid_reader", label, subject, zone=zone_id, zone_on=on, tag=tag)
+        inp = Input("zone", at, event.device_id, "rfid_reader", label, subject, zone=zone_id, zone_on=on, tag=tag)
         await host.dispatch(list(subs), inp, now, acts)

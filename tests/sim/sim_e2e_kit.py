@@ -86,6 +86,9 @@ async def full_platform(
     community = load_community(bundled_community_path("youzheng"))
     settings = make_settings(tmp, embedded=broker == "amqtt", port=free_port())
     settings.rules_dir = short_rules(tmp / "rules")
+    # scenarios are stamped with their own simulated day (2026-11-25): rules judge them on it (the
+    # child leaving at 14:10 is outside the pick-up window whatever the time of the test run)
+    settings.rules_event_skew_s = 1e10
     if configure is not None:
         configure(settings)
     observed = Observed()
