@@ -470,14 +470,18 @@ async def _run_broadcast(self: Broker, running_tasks: Any) -> None:
 
 
 async def _publish_session_queue(self: Broker, session: Session) -> None:
-    """Messages queued for an offline persistent session go out in order and without the retain flag
-    (amqtt set it, as if they were retained messages, and sent them all at once)."""
+    """Messages queued for an offline persistent session go out without the retain flag (amqtt set it,
+    as if they were retained messages). Each is its own task, started in queue order (so sent in
+    order); a client that drops before acknowledging them ends their tasks, not this connection's."""
     handler = self._get_handler(session)
     if handler is None:
         return
+    tasks = []
     while not session.retained_messages.empty():
         queued = session.retained_messages.get_nowait()
-        await handler.mqtt_publish(queued.topic, queued.data, queued.qos, False)
+        tasks.append(asyncio.ensure_future(handler.mqtt_publish(queued.topic, queued.data, queued.qos, False)))
+    if tasks:
+        await asyncio.wait(tasks)
 
 
 async def _retained_for_own_subscriptions(self: Broker, subscription: tuple[str, int], session: Session) -> None:

@@ -36,6 +36,9 @@ class _Accounts:
     async def authenticate(self, username: str | None, password: str | None) -> Identity | None:
         return Identity(username, Role.PLATFORM) if username and password == "pw" else None
 
+    async def device_identity(self, device_id: str) -> Identity | None:
+        return None  # no client certificates here
+
 
 @contextlib.asynccontextmanager
 async def _broker(max_payload: int = 1024) -> AsyncIterator[EmbeddedBroker]:

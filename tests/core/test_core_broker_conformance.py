@@ -29,6 +29,9 @@ class _Accounts:
     async def authenticate(self, username: str | None, password: str | None) -> Identity | None:
         return Identity(username, Role.PLATFORM) if username in USERS and password == PASSWORD else None
 
+    async def device_identity(self, device_id: str) -> Identity | None:
+        return None  # no client certificates here
+
 
 @dataclass
 class Endpoint:
@@ -38,7 +41,7 @@ class Endpoint:
     async def raw(self, client_id: str, *, clean: bool = True, keepalive: int = 30, **kw: object) -> Raw:
         """A connected raw client (``client_id`` is also its user name); asserts the CONNACK accepted."""
         raw = await Raw.open(self.host, self.port)
-        await raw.send(connect(client_id, client_id, PASSWORD, clean=clean, keepalive=keepalive, **kw))  # type: ignore[arg-type]
+        await raw.send(connect(client_id, client_id, PASSWORD, clean=clean, keepalive=keepalive, **kw))
         self.session_present, code = await raw.connack()
         assert code == 0
         return raw
@@ -169,3 +172,27 @@ async def test_retained_messages_of_every_qos(kind: str, tmp_path: Path) -> None
         topics = {m.topic for m in await _received(late, 2)}
         assert topics == {f"{T}/retained/0", f"{T}/retained/2"}
         late.close()
+
+
+@BROKERS
+async def test_a_client_dropping_while_its_queue_is_delivered_is_offline_and_gets_it_again(
+    kind: str, tmp_path: Path
+) -> None:
+    async with _broker(kind, tmp_path) as ep:
+        sub = await _subscribed(ep, "bob", f"{T}/drop/#", clean=False)
+        await sub.send(packet(0xE0, b""))
+        assert await sub.closed_by_peer() == b""
+        sub.close()
+        pub = await _subscribed(ep, "alice", f"{T}/will/#")
+        await _published(pub, f"{T}/drop/1", b"queued", 1, packet_id=50)
+        back = await ep.raw("bob", clean=False, will=(f"{T}/will/bob", b"bob gone", 1))
+        (first,) = await _received(back, 1, ack=False)
+        assert first.payload == b"queued"
+        back.close()  # dropped before acknowledging what was queued for it
+        (will,) = await _received(pub, 1)
+        assert will.topic == f"{T}/will/bob" and will.payload == b"bob gone"
+        again = await ep.raw("bob", clean=False)
+        (msg,) = await _received(again, 1)
+        assert msg.payload == b"queued" and msg.dup
+        again.close()
+        pub.close()
