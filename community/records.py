@@ -10,13 +10,14 @@ import json
 import secrets
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from community.decisions import Capture, Decision
 from community.errors import NotFound
 from community.models import AccessDecisionRow, ApiTokenRow, AuditRow, CaptureRow, PersonRow
 from privacy.audit import purpose_of
-from privacy.purge import RetentionPolicy, purge
+from privacy.purge import RetentionPolicy, purge, trim_jsonl
 
 __all__ = ["AccessRecords", "Retention", "hash_token"]
 
@@ -36,6 +37,8 @@ class Retention:
     passes_days: float = 30.0
     strangers_days: float = 7.0  # captures that matched nobody
     location_days: float = 30.0  # raw tag/MAC/tracker sightings (daily counts are kept)
+    #: JSON-lines files of the platform (the rule audit) whose lines older than ``audit_days`` go too
+    jsonl_files: tuple[Path, ...] = ()
 
 
 class AccessRecords:
@@ -196,4 +199,11 @@ class AccessRecords:
         out = dict(removed)
         out["captures"] = removed.get("captures", 0) + removed.pop("captures_strangers", 0)
         out.pop("captures_strangers", None)
+        before = now - retention.audit_days * 86400.0
+        lines = 0
+        for path in retention.jsonl_files:
+            # on the event loop on purpose: the rule audit appends from it too, so no line slips in between
+            lines += trim_jsonl(path, before)
+        if lines:
+            out["rule_audit_lines"] = lines
         return out

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from privacy.purge import PurgeReport, RetentionPolicy, purge
+from privacy.purge import PurgeReport, RetentionPolicy, purge, trim_jsonl
 
 app = typer.Typer(help="Personal data: retention purge (see docs/privacy.md).", no_args_is_help=True)
 
@@ -42,4 +42,9 @@ def purge_cmd(
             return await purge(open_connection(settings.db_url), settings.site, policy, time.time(), dry_run=dry_run)
 
     report = asyncio.run(main())
-    typer.echo(json.dumps(report.as_dict(), indent=2))
+    out = report.as_dict()
+    if not dry_run:
+        out["rule_audit_lines"] = trim_jsonl(
+            settings.data_dir / "rule-audit.jsonl", time.time() - keep.audit_days * 86400
+        )
+    typer.echo(json.dumps(out, indent=2))

@@ -28,7 +28,7 @@ from tortoise.transactions import in_transaction
 
 from registry.sql import with_placeholders
 
-__all__ = ["LOCATION_EVENTS", "PurgeReport", "RetentionPolicy", "evidence_refs", "purge", "shrink_sqlite"]
+__all__ = ["LOCATION_EVENTS", "PurgeReport", "RetentionPolicy", "evidence_refs", "purge", "shrink_sqlite", "trim_jsonl"]
 
 DAY = 86400.0
 LOCATION_EVENTS = ("tag_seen", "mac_seen", "target_tracked")
@@ -84,6 +84,30 @@ def evidence_refs(alarm_docs: list[str]) -> set[str]:
             if isinstance(evidence.get(key), str):
                 refs.add(evidence[key])
     return refs
+
+
+def trim_jsonl(path: Path, before: float) -> int:
+    """Drop the lines of a JSON-lines file (the rule audit) whose ``ts`` is older than ``before``; the file is
+    replaced atomically (a line without a readable ``ts`` is kept). Returns the lines dropped."""
+    if not path.exists():
+        return 0
+    kept, dropped = [], 0
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            try:
+                ts = float(json.loads(line).get("ts"))
+            except (ValueError, TypeError, AttributeError):
+                kept.append(line)
+                continue
+            if ts < before:
+                dropped += 1
+            else:
+                kept.append(line)
+    if dropped:
+        tmp = path.with_name(path.name + ".purge")
+        tmp.write_text("".join(kept), encoding="utf-8")
+        tmp.replace(path)
+    return dropped
 
 
 def _file_size(db_path: Path | None) -> int | None:
