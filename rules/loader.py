@@ -22,9 +22,12 @@ from rules.model import (
     ACTION_TYPES,
     TRIGGER_TYPES,
     EventTrigger,
+    ExpectTrigger,
     RuleEnvelope,
     ScheduleTrigger,
+    SequenceTrigger,
     SilenceTrigger,
+    StateTrigger,
     ThresholdTrigger,
     TwinTrigger,
     ZoneTrigger,
@@ -156,6 +159,17 @@ def _check_in(value: str, allowed: Iterable[str], what: str) -> str | None:
 
 def _semantic_trigger(spec: Any, site: SitePlan | None) -> list[tuple[str, str]]:
     """Checks beyond the schema; returns (field, message) pairs."""
+    if isinstance(spec, SequenceTrigger | ExpectTrigger):
+        parts = (
+            [("steps", s) for s in spec.steps] + [("unless", s) for s in spec.unless]
+            if isinstance(spec, SequenceTrigger)
+            else [("after", spec.after), ("event", spec.event)]
+        )
+        return [
+            (name, f"{'event' if step.event is not None else 'twin'} step: {msg}")
+            for name, step in parts
+            for _, msg in _semantic_trigger(step.event if step.event is not None else step.twin, site)
+        ]
     problems: list[tuple[str, str]] = []
     kinds = getattr(spec, "kind", None) or []
     for k in kinds:
@@ -171,7 +185,7 @@ def _semantic_trigger(spec: Any, site: SitePlan | None) -> list[tuple[str, str]]
         for t in spec.type or []:
             if t != "*" and (msg := _check_in(t, allowed, "event type")) is not None:
                 problems.append(("type", msg))
-    if isinstance(spec, TwinTrigger | ThresholdTrigger) and getattr(spec, "field", None):
+    if isinstance(spec, TwinTrigger | ThresholdTrigger | StateTrigger) and getattr(spec, "field", None):
         fields = set().union(*(kindcat.REPORTED_FIELDS[k] for k in known_kinds)) if known_kinds else None
         head = str(spec.field).split(".")[0]
         if (msg := _check_in(head, fields or kindcat.ALL_FIELDS, "twin field")) is not None:

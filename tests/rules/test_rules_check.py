@@ -47,6 +47,8 @@ def test_messages_point_at_the_line_and_say_how_to_fix() -> None:
         "refused_by_evaluator.yaml:8:": "repeating a value 1000000 times is too long",
         "refused_by_evaluator.yaml:12:": "the method 'format' is not allowed",
         "refused_by_evaluator.yaml:16:": "division by zero",
+        "bad_new_triggers.yaml:7:": "event step: unknown event type 'acces_decided'; did you mean 'access_decided'?",
+        "bad_new_triggers.yaml:12:": "state trigger: unknown twin field 'dooor'; did you mean 'door'?",
     }
     lines = out.splitlines()
     for where, hint in expected.items():
