@@ -340,6 +340,25 @@ def watch_list(ctx: typer.Context) -> None:
     _run(ctx, body)
 
 
+@app.command("rotate-door-key")
+def rotate_door_key(ctx: typer.Context, device: str) -> None:
+    """Give an edge door or gate a new key (a door stolen, a terminal replaced) and print it once.
+
+    Lists sealed to the old key stop opening anything; the door's next list is sealed to the new one.
+    """
+    from community.edge_keys import rotate_edge_key
+
+    async def body(c: Ctx) -> None:
+        key = await rotate_edge_key(c.store.cipher, c.store.site, device)
+        await c.records.audit(
+            actor=c.operator, actor_role="operator", action="rotate_door_key", target=device, now=c.now
+        )
+        typer.echo(f"edge key: {key}")
+        typer.echo("install it in the door now: it cannot be shown again (docs/protocol.md)", err=True)
+
+    _run(ctx, body)
+
+
 @app.command("purge")
 def purge(
     ctx: typer.Context,

@@ -47,9 +47,11 @@ def _hkdf(key: bytes, info: bytes, salt: bytes | None = None) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=info).derive(key)
 
 
-def door_key(edge_root: bytes, site: str, device_id: str) -> bytes:
-    """The 32-byte key of one door, from the site's edge root key (a sub-key of the master key)."""
-    return _hkdf(edge_root, f"anfang-edge/v1/door|{site}|{device_id}".encode(), salt=b"anfang-edge-doors")
+def door_key(edge_root: bytes, site: str, device_id: str, epoch: int = 0) -> bytes:
+    """The 32-byte key of one door, from the site's edge root key (a sub-key of the master key) and the
+    key's generation ``epoch`` (``community_devices.edge_key_epoch``; rotating it replaces the key)."""
+    info = f"anfang-edge/v1/door|{site}|{device_id}" + (f"|{epoch}" if epoch else "")
+    return _hkdf(edge_root, info.encode(), salt=b"anfang-edge-doors")
 
 
 def key_id(key: bytes) -> str:
@@ -111,6 +113,6 @@ class DoorSealer:
         return self._seal(plate.encode("utf-8"), "plate", subject)
 
 
-def issue_door_key(edge_root: bytes, site: str, device_id: str) -> str:
+def issue_door_key(edge_root: bytes, site: str, device_id: str, epoch: int = 0) -> str:
     """The door key as provisioning shows it once (base64), to be installed in the door's firmware."""
-    return base64.b64encode(door_key(edge_root, site, device_id)).decode("ascii")
+    return base64.b64encode(door_key(edge_root, site, device_id, epoch)).decode("ascii")

@@ -24,6 +24,7 @@ import numpy as np
 from community.allowlist import EdgeLimits, allow_list_digest, build_allow_list, next_boundary
 from community.decisions import Capture, CredentialKind, Decision, decide, watchlist_hits
 from community.edge import DoorSealer, door_key
+from community.edge_keys import edge_key_epochs
 from community.errors import CommunityError
 from community.lockout import LIMITED_KINDS, AttemptLimits, LockStarted
 from community.records import AccessRecords, Retention
@@ -105,7 +106,8 @@ class AccessHandler:
         self._pass_lock = asyncio.Lock()
         self.edge_devices: set[str] = set(config.edge_devices)
         self._pushed: dict[str, tuple[int, str]] = {}
-        self._sealers: dict[str, DoorSealer] = {}
+        self._sealers: dict[tuple[str, int], DoorSealer] = {}
+        self._epochs: dict[str, int] = {}  # generation of each edge door's key, read at every refresh
         self._attempts = AttemptLimits(config.limits)
         self._inbox: asyncio.Queue[tuple[DeviceEvent, PlatformActions]] | None = None
 
@@ -433,7 +435,9 @@ class AccessHandler:
         snap = await self.snapshot()
         now = actions.now()
         updated = []
-        for device_id in sorted(self.edge_devices if only is None else {only}):
+        devices = sorted(self.edge_devices if only is None else {only})
+        self._epochs.update(await edge_key_epochs(self.config.site, devices))
+        for device_id in devices:
             allow = self._allow_list(snap, device_id, now)
             digest = allow_list_digest(allow)
             prev_version, prev_digest = self._pushed.get(device_id, (0, ""))
@@ -446,10 +450,11 @@ class AccessHandler:
         return updated
 
     def _allow_list(self, snap: RegistrySnapshot, device_id: str, now: float) -> dict[str, Any]:
-        sealer = self._sealers.get(device_id)
+        epoch = self._epochs.get(device_id, 0)
+        sealer = self._sealers.get((device_id, epoch))
         if sealer is None:
-            key = door_key(self.store.cipher.edge_root, self.config.site, device_id)
-            sealer = self._sealers[device_id] = DoorSealer(key)
+            key = door_key(self.store.cipher.edge_root, self.config.site, device_id, epoch)
+            sealer = self._sealers[(device_id, epoch)] = DoorSealer(key)
         return build_allow_list(snap, device_id, now, sealer, self.config.limits)
 
     async def next_edge_boundary(self, now: float) -> float | None:

@@ -63,6 +63,7 @@ class DeviceRow(Model):
     building_id = fields.TextField(null=True)
     unit = fields.IntField(null=True)
     gate_id = fields.TextField(null=True)
+    edge_key_epoch = fields.IntField(default=0)  # generation of the door's edge key (community.edge)
 
     class Meta:
         table = "community_devices"

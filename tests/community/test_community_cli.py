@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 from typing import Any
@@ -65,3 +66,19 @@ def test_cli_operator_workflow(tmp_path: Path) -> None:
     token = run(tmp_path, "token", "create", "p-owner", "--label", "phone app")["token"]
     assert token.startswith("afc_")
     assert token.encode() not in (tmp_path / "anfang.db").read_bytes()
+
+
+def test_rotate_door_key_prints_the_new_key_once(tmp_path: Path) -> None:
+    data = community_data()
+    data["site"] = "testsite"
+    for p in data["people"]:
+        p.pop("face_template", None)
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    run(tmp_path, "import", str(tmp_path / "c.yaml"))
+    first = run(tmp_path, "rotate-door-key", "door-b1-u1", ok=False)
+    second = run(tmp_path, "rotate-door-key", "door-b1-u1", ok=False)
+    keys = [r.stdout.removeprefix("edge key: ").strip() for r in (first, second)]
+    assert first.exit_code == second.exit_code == 0 and keys[0] != keys[1]
+    assert all(len(base64.b64decode(k)) == 32 for k in keys)
+    camera = run(tmp_path, "rotate-door-key", "cam-park", ok=False)
+    assert camera.exit_code == 2 and "device_not_found" in camera.output

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import uuid
 from typing import Any
 
+import pytest
 from community_testkit import LEASE_END_DAY, NOW, SITE, Community, community_fixture, db_fixture, noisy, template  # noqa: F401 (pytest fixtures)
 
 from community.edge import door_key, key_id
+from community.edge_keys import rotate_edge_key
+from community.errors import NotFound
 from community.models import AccessDecisionRow
 from community.snapshot import lease_window
 from firmware_sim.edge_access import decide, open_allow_list
@@ -114,3 +118,22 @@ async def test_door_switching_to_edge_gets_list_and_edge_decisions_are_recorded(
     cap = DeviceEvent(SITE, "door-b2-u1", "door_lock", "card_presented", uuid.uuid4().hex, NOW, {"card": "S0001"})
     await handler.on_event(cap, actions)
     assert actions.commands == [] and await AccessDecisionRow.all().count() == 1
+
+
+async def test_rotating_a_door_key_reseals_its_list_and_the_old_key_opens_nothing(community: Community) -> None:
+    handler = community.handler(edge_devices=frozenset({"door-b1-u1"}))
+    actions = FakePlatformActions(clock=NOW)
+    await handler.refresh_edge_allow_lists(actions)
+    old = pushed_list(actions, "door-b1-u1")
+    old_key = door_key(community.store.cipher.edge_root, SITE, "door-b1-u1")
+    assert decide(open_allow_list(old, old_key), "card", "C0001", NOW).allowed
+    shown = await rotate_edge_key(community.store.cipher, SITE, "door-b1-u1")
+    new_key = base64.b64decode(shown)
+    assert new_key != old_key and new_key == door_key(community.store.cipher.edge_root, SITE, "door-b1-u1", 1)
+    assert await handler.refresh_edge_allow_lists(actions) == ["door-b1-u1"], "resealed without being forced"
+    new = pushed_list(actions, "door-b1-u1")
+    assert new["key_id"] != old["key_id"]
+    assert decide(open_allow_list(new, new_key), "card", "C0001", NOW).allowed
+    assert decide(open_allow_list(new, old_key), "card", "C0001", NOW).reason == "sealed_for_another_door"
+    with pytest.raises(NotFound):
+        await rotate_edge_key(community.store.cipher, SITE, "cam-park")
