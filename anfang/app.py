@@ -23,6 +23,7 @@ from community.api import CommunityServices
 from community.crypto import CryptoError, FieldCipher, load_master_key
 from community.records import AccessRecords
 from community.store import CommunityStore
+from community.tokens import TokenPolicy
 from privacy.captures import EventGuard
 from registry.alarm_store import DatabaseAlarmStore
 from registry.alarms import AlarmManager
@@ -213,9 +214,10 @@ def site_cipher(settings: Settings) -> FieldCipher:
 def community_services(settings: Settings) -> CommunityServices:
     """The access-control registry and records of the configured site, for the API and access control."""
     cipher = site_cipher(settings)
+    policy = TokenPolicy(settings.api.token_staff_ttl_h * 3600, settings.api.token_resident_ttl_h * 3600)
     return CommunityServices(
         CommunityStore(cipher, settings.site),
-        AccessRecords(settings.site),
+        AccessRecords(settings.site, policy),
         face_threshold=settings.vision.face_threshold,
     )
 

@@ -141,6 +141,16 @@ class AlarmSettings(_Section):
         return self
 
 
+class ApiSettings(_Section):
+    """The HTTP API's tokens and abuse limits (docs/access.md)."""
+
+    token_staff_ttl_h: float = Field(default=12.0, gt=0, le=24 * 31)  # staff and police: one shift
+    token_resident_ttl_h: float = Field(default=30 * 24.0, gt=0, le=24 * 366)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)  # larger requests get 413 before they are read
+    token_issue_per_min: int = Field(default=10, ge=1)  # POST /tokens per client address and process
+    signin_per_min: int = Field(default=10, ge=1)  # console sign-ins per client address and process
+
+
 class ConsoleSettings(_Section):
     """The web console (anfang/console, docs/console.md): sessions and links to Grafana."""
 
@@ -212,6 +222,7 @@ class Settings(_Section):
     vision: VisionSettings = VisionSettings()
     privacy: PrivacySettings = PrivacySettings()
     console: ConsoleSettings = ConsoleSettings()
+    api: ApiSettings = ApiSettings()
     viewlib: ViewLibSettings = ViewLibSettings()
 
     @property

@@ -8,7 +8,7 @@ import getpass
 import json
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -381,13 +381,54 @@ def token_create(
     ctx: typer.Context,
     person: str,
     label: Annotated[str | None, typer.Option(help="A label to recognise the token by")] = None,
+    hours: Annotated[
+        float | None, typer.Option(min=0.01, help="Lifetime (default and cap: api.token_*_ttl_h of the role)")
+    ] = None,
 ) -> None:
-    """Create an API bearer token for a person (printed once; only its hash is stored)."""
+    """Create an API bearer token for a person, bound to the site and the person's role (printed once; only
+    its hash is stored)."""
 
     async def body(c: Ctx) -> None:
-        token = await c.records.create_token(person, label=label, now=c.now)
-        await c.records.audit(actor=c.operator, actor_role="operator", action="create_token", target=person, now=c.now)
-        _echo({"person": person, "token": token})
+        ttl = None if hours is None else hours * 3600
+        info, token = await c.records.tokens.create(person, label=label, now=c.now, ttl_s=ttl, created_by=c.operator)
+        await c.records.audit(
+            actor=c.operator,
+            actor_role="operator",
+            action="create_token",
+            target=person,
+            now=c.now,
+            detail={"token": info.id},
+        )
+        _echo({"id": info.id, "person": person, "role": info.role, "expires_at": info.expires_at, "token": token})
+
+    _run(ctx, body)
+
+
+@token_app.command("list")
+def token_list(
+    ctx: typer.Context,
+    person: Annotated[str | None, typer.Option(help="Only this person's tokens")] = None,
+    ended: Annotated[bool, typer.Option("--ended", help="Also revoked and expired tokens")] = False,
+) -> None:
+    """The site's API tokens (ids, people, roles, expiry; never the tokens)."""
+
+    async def body(c: Ctx) -> None:
+        _echo([asdict(t) for t in await c.records.tokens.list(person_id=person, now=c.now, ended=ended)])
+
+    _run(ctx, body)
+
+
+@token_app.command("revoke")
+def token_revoke(ctx: typer.Context, token_id: str) -> None:
+    """Revoke an API token by its id (effective at the next request, in every process)."""
+
+    async def body(c: Ctx) -> None:
+        info = await c.records.tokens.revoke(token_id, now=c.now)
+        await c.records.audit(
+            actor=c.operator, actor_role="operator", action="revoke_token", target=info.person_id, now=c.now,
+            detail={"token": token_id},
+        )  # fmt: skip
+        _echo(asdict(info))
 
     _run(ctx, body)
 

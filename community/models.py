@@ -223,13 +223,19 @@ class Meta:
 
 
 class ApiTokenRow(Model):
-    """An API bearer token, stored as its SHA-256 hash only."""
+    """An API bearer token, stored as its SHA-256 hash only, bound to a site and a role (community/tokens.py)."""
 
     token_hash = fields.CharField(pk=True, max_length=64)
+    id = fields.CharField(max_length=32, null=True)  # public id to list and revoke by (migrations/0051)
     person_id = fields.TextField()
+    site = fields.TextField(null=True)
+    role = fields.TextField(null=True)
     label = fields.TextField(null=True)
     created_at = fields.FloatField()
+    expires_at = fields.FloatField(null=True)
     revoked = fields.BooleanField(default=False)
+    revoked_at = fields.FloatField(null=True)
+    created_by = fields.TextField(null=True)
 
     class Meta:
         table = "community_api_tokens"

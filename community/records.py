@@ -1,30 +1,23 @@
-"""Access records: captures, decisions, alarms, API tokens, the personal-data audit log and retention.
+"""Access records: captures, decisions, alarms, API tokens (:mod:`community.tokens`), the audit log, retention.
 
 Thin IO adapter over the Tortoise models; the clock is passed in.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import secrets
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from community.decisions import Capture, Decision
-from community.errors import NotFound
-from community.models import AccessDecisionRow, ApiTokenRow, AuditRow, CaptureRow, PersonRow
+from community.models import AccessDecisionRow, AuditRow, CaptureRow
+from community.tokens import TokenPolicy, TokenStore, hash_token
 from privacy.audit import purpose_of
 from privacy.purge import RetentionPolicy, purge, trim_jsonl
 
 __all__ = ["AccessRecords", "Retention", "hash_token"]
-
-
-def hash_token(token: str) -> str:
-    """SHA-256 hex of an API token (tokens are random, so no key is needed)."""
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,8 +37,9 @@ class Retention:
 class AccessRecords:
     """Writes and searches of access records for one site."""
 
-    def __init__(self, site: str) -> None:
+    def __init__(self, site: str, token_policy: TokenPolicy | None = None) -> None:
         self.site = site
+        self.tokens = TokenStore(site, token_policy)
 
     async def record_capture(self, capture: Capture, *, ts: float, subject: str | None, score: float | None) -> str:
         """Store a capture (plate text, matched subject, snapshot reference — never the image)."""
@@ -171,19 +165,9 @@ class AccessRecords:
         )
 
     async def create_token(self, person_id: str, *, label: str | None, now: float) -> str:
-        """Issue an API bearer token for a person; only its hash is stored. Returns the token."""
-        if not await PersonRow.filter(id=person_id).exists():
-            raise NotFound("person_not_found", f"no person {person_id}")
-        token = "afc_" + secrets.token_urlsafe(32)
-        await ApiTokenRow.create(token_hash=hash_token(token), person_id=person_id, label=label, created_at=now)
+        """Issue an API bearer token for a person with the role's default lifetime; returns the token."""
+        _info, token = await self.tokens.create(person_id, label=label, now=now)
         return token
-
-    async def person_for_token(self, token: str) -> PersonRow | None:
-        """The person a valid, unrevoked token belongs to."""
-        row = await ApiTokenRow.get_or_none(token_hash=hash_token(token), revoked=False)
-        if row is None:
-            return None
-        return await PersonRow.get_or_none(id=row.person_id, active=True)
 
     async def purge(self, now: float, retention: Retention) -> dict[str, int]:
         """Delete records older than their retention (:func:`privacy.purge.purge`); returns counts per kind."""

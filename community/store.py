@@ -40,6 +40,7 @@ from community.models import (
 from community.passes import PassClaims, sign_pass
 from community.snapshot import (
     ALL_ROLES,
+    RESIDENT_ROLES,
     STAFF_ROLES,
     DeviceInfo,
     PassState,
@@ -51,12 +52,14 @@ from community.snapshot import (
 from vision.gallery import DEFAULT_THRESHOLD, FaceGallery, GalleryError, cosine_similarity
 from vision.plate_text import PlateFormatError, normalize_plate, plate_color
 
-__all__ = ["DEFAULT_ENROL_THRESHOLD", "CommunityStore", "NewPerson", "normalize_phone"]
+__all__ = ["DEFAULT_ENROL_THRESHOLD", "PASS_ROLES", "CommunityStore", "NewPerson", "normalize_phone"]
 
 #: Minimum ID-photo ↔ live-face similarity for 人证合一 (SFace's same-person threshold).
 DEFAULT_ENROL_THRESHOLD = DEFAULT_THRESHOLD
 _PHONE_RE = re.compile(r"^1\d{10}$")
 _CRED_KINDS = ("card", "pin", "fingerprint")
+#: Who issues and revokes visitor passes: residents (their own) and property staff, never police.
+PASS_ROLES = RESIDENT_ROLES | {"staff"}
 
 
 def _uid() -> str:
@@ -477,6 +480,8 @@ class CommunityStore:
             RegistryInvalid: bad window, uses, phone or plate.
         """
         issuer = await self.person(issuer_id)
+        if issuer.role not in PASS_ROLES:
+            raise Forbidden("role_not_allowed", "police do not issue visitor passes")
         entitled = await self.entitled_devices(issuer, now)
         if not entitled:
             raise Forbidden("issuer_not_entitled", "the issuer may not open any door now")
@@ -522,11 +527,11 @@ class CommunityStore:
         return row, self.payload_of(row)
 
     async def revoke_pass(self, pass_id: str, *, by: PersonRow, now: float) -> None:
-        """Revoke a pass (its issuer or staff/police)."""
+        """Revoke a pass (its issuer or staff)."""
         row = await PassRow.get_or_none(id=pass_id, site=self.site)
         if row is None:
             raise NotFound("pass_not_found", f"no pass {pass_id}")
-        if row.issued_by != by.id and by.role not in STAFF_ROLES:
+        if row.issued_by != by.id and by.role != "staff":
             raise Forbidden("not_your_pass", "only the issuer or staff may revoke a pass")
         row.revoked, row.revoked_at = True, now
         await row.save(update_fields=["revoked", "revoked_at"])

@@ -49,6 +49,8 @@ PURPOSES: dict[str, str] = {
     "search_alarms": "alarm_handling",
     "watch_alarms": "alarm_handling",
     "create_token": "account_administration",
+    "list_tokens": "account_administration",
+    "revoke_token": "account_administration",
     "issue_sign_in_link": "account_administration",
 }
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from community.api import alarms, police, requests, residents, staff
+from community.api import alarms, police, requests, residents, staff, tokens
 from community.api.alarms import AlarmDesk
 from community.api.deps import CommunityServices, Unauthorized
 from community.api.schemas import ErrorOut
@@ -26,7 +26,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {code: {"model": ErrorOut}
 
 def routers() -> list[APIRouter]:
     """The community API's routers, one per audience."""
-    return [residents.router, staff.router, police.router, alarms.router, requests.router]
+    return [residents.router, staff.router, police.router, alarms.router, requests.router, tokens.router]
 
 
 async def _community_error(_: Request, exc: Exception) -> JSONResponse:

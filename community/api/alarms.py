@@ -58,8 +58,9 @@ def _audiences(user: PersonRow) -> tuple[str, ...]:
 
 
 async def _visible(desk: AlarmDesk, alarm_id: str, user: PersonRow) -> Alarm:
+    audiences = _audiences(user)  # the role first: a resident learns nothing, not even whether it exists
     alarm = await desk.get(alarm_id)
-    if alarm is None or alarm.audience not in _audiences(user):
+    if alarm is None or alarm.audience not in audiences:
         raise NotFound("alarm_not_found", f"no alarm {alarm_id}")
     return alarm
 

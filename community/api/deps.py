@@ -63,9 +63,8 @@ async def current_user(
     """The person a request's bearer token belongs to (401 otherwise)."""
     if cred is None or cred.scheme.lower() != "bearer":
         raise Unauthorized("no_token", "bearer token required")
-    person = await services.records.person_for_token(cred.credentials)
-    if person is None:
-        raise Unauthorized("bad_token", "unknown or revoked token")
+    # 401 unknown, revoked or expired; 403 wrong_site for another site's token (community/tokens.py)
+    person = await services.records.tokens.authenticate(cred.credentials, now=services.clock())
     if person.lease_end is not None and person.lease_end <= services.clock():
         # a tenant whose lease ended reads nobody's data any more, the new tenant's least of all
         raise Forbidden("lease_ended", "the lease has ended")

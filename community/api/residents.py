@@ -10,8 +10,8 @@ from community.api.deps import Audit, Id, Services, User
 from community.api.schemas import DecisionOut, HouseholdOut, PassIn, PassOut, PersonOut, decision_out
 from community.errors import Forbidden, NotFound
 from community.models import HouseholdRow, PassRow, PersonRow
-from community.snapshot import RESIDENT_ROLES, STAFF_ROLES
-from community.store import CommunityStore
+from community.snapshot import STAFF_ROLES
+from community.store import PASS_ROLES, CommunityStore
 
 router = APIRouter(tags=["resident"])
 AuditLog = Annotated[Audit, Depends()]
@@ -34,6 +34,12 @@ def pass_out(store: CommunityStore, row: PassRow, payload: str) -> PassOut:
         revoked=row.revoked,
         plate=row.plate,
     )
+
+
+def _pass_roles(user: PersonRow) -> None:
+    """Visitor passes are for residents and staff; police review and watch, they do not issue passes."""
+    if user.role not in PASS_ROLES:
+        raise Forbidden("role_not_allowed", "requires role resident or staff")
 
 
 @router.get("/me", response_model=PersonOut)
@@ -69,8 +75,7 @@ async def my_access(
 @router.post("/passes", response_model=PassOut, status_code=201)
 async def issue_pass(body: PassIn, user: User, services: Services, audit: AuditLog) -> PassOut:
     """Issue a visitor pass (residents within their rights; a tenant only during the lease)."""
-    if user.role not in RESIDENT_ROLES | STAFF_ROLES:
-        raise Forbidden("role_not_allowed", "cannot issue passes")
+    _pass_roles(user)
     store = services.store
     row, payload = await store.issue_pass(
         user.id,
@@ -91,7 +96,8 @@ async def issue_pass(body: PassIn, user: User, services: Services, audit: AuditL
 
 @router.get("/passes", response_model=list[PassOut])
 async def my_passes(user: User, services: Services, audit: AuditLog) -> list[PassOut]:
-    """Passes I issued."""
+    """Passes I issued (residents, staff)."""
+    _pass_roles(user)
     rows = await PassRow.filter(issued_by=user.id).order_by("-created_at").limit(200)
     await audit(user, "list_passes", user.id, results=len(rows))
     return [pass_out(services.store, r, services.store.payload_of(r)) for r in rows]
@@ -99,6 +105,7 @@ async def my_passes(user: User, services: Services, audit: AuditLog) -> list[Pas
 
 @router.delete("/passes/{pass_id}", status_code=204)
 async def revoke_pass(pass_id: Id, user: User, services: Services, audit: AuditLog) -> None:
-    """Revoke a pass I issued (staff and police: any)."""
+    """Revoke a pass I issued (staff: any)."""
+    _pass_roles(user)
     await services.store.revoke_pass(pass_id, by=user, now=services.clock())
     await audit(user, "revoke_pass", pass_id)

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from community.models import AccessDecisionRow, CaptureRow, WatchRow
+from community.tokens import TokenInfo
 from registry.alarms import Alarm
 
 
@@ -283,4 +284,46 @@ def alarm_out(a: Alarm) -> AlarmOut:
         escalation_level=a.escalation_level,
         evidence=a.evidence,
         data=a.data,
+    )
+
+
+class TokenIn(_Strict):
+    """A new API token: for myself, or (staff) for a resident; its lifetime is capped at the role's."""
+
+    person_id: Annotated[str, Field(max_length=64)] | None = None
+    label: Annotated[str, Field(max_length=64)] | None = None
+    ttl_hours: Annotated[float, Field(gt=0, le=24 * 366)] | None = None
+
+
+class TokenOut(BaseModel):
+    """An API token as it may be shown: never the token or its hash."""
+
+    id: str
+    person_id: str
+    role: str
+    label: str | None
+    created_at: float
+    expires_at: float
+    revoked: bool
+    revoked_at: float | None
+    created_by: str | None
+
+
+class TokenCreated(TokenOut):
+    """A token just issued: ``token`` is shown this once."""
+
+    token: str
+
+
+def token_out(t: TokenInfo) -> TokenOut:
+    return TokenOut(
+        id=t.id,
+        person_id=t.person_id,
+        role=t.role,
+        label=t.label,
+        created_at=t.created_at,
+        expires_at=t.expires_at,
+        revoked=t.revoked,
+        revoked_at=t.revoked_at,
+        created_by=t.created_by,
     )

@@ -123,7 +123,7 @@ async def test_enrolment_refuses_face_not_matching_id_photo(api: Api) -> None:
     assert r.status_code == 409 and r.json()["code"] == "no_face_consent"
 
 
-async def test_passes_issue_list_revoke_and_tenant_after_lease(api: Api) -> None:
+async def test_passes_issue_list_revoke_and_tenant_after_lease(api: Api, community: Community) -> None:
     body = {
         "valid_from": NOW,
         "valid_until": NOW + 86400,
@@ -142,6 +142,8 @@ async def test_passes_issue_list_revoke_and_tenant_after_lease(api: Api) -> None
     assert (await api.client.get("/passes", headers=api.h("p-owner"))).json()[0]["revoked"] is True
     _, lease_until = lease_window(dt.date(2026, 9, 1), LEASE_END_DAY)
     api.clock[0] = lease_until - 3600
+    # months later: a fresh token (a resident's lives 30 days)
+    api.tokens["p-tenant"] = await community.records.create_token("p-tenant", label="t", now=api.clock[0])
     late = dict(body, valid_from=lease_until - 3600, valid_until=lease_until + 86400)
     r = await api.client.post("/passes", json=late, headers=api.h("p-tenant"))
     assert r.status_code == 201 and r.json()["valid_until"] == lease_until, "a tenant's pass ends with the lease"
