@@ -76,7 +76,7 @@ async def alarm_track(request: Request, alarm_id: str, session: SignedIn, consol
             except (ValueError, AttributeError):
                 continue
             if seen_tag == tag and r["device_id"] in readers:
-                points.append({"ts": r["ts"] or r["received_at"], "reader": r["device_id"]})
+                points.append({"received": r["received_at"], "reader": r["device_id"]})
         points = points[-TRACK_MAX_POINTS:]
         track = [readers[p["reader"]] for p in points]
         svg = render_svg(console.plan, [], device_href=f"{PREFIX}/devices/", counts={}, track=track)

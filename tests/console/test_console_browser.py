@@ -73,6 +73,17 @@ async def test_the_wandering_alarm_appears_live_and_is_acknowledged_with_a_click
             acked = (await api.get(f"/alarms/{alarm_id}")).json()
             assert acked["state"] == "acknowledged" and acked["acked_by"] == STAFF
             assert acked["ack_note"] == "guard on the way to the north gate"
+            acked_alarm = page.locator(f"#alarm-{alarm_id}")
+            await acked_alarm.get_by_role("button", name="Show track").click()
+            await acked_alarm.locator("#track-detail #track").wait_for(timeout=30_000)  # the walk out, on the plan
+            opened_at = await page.evaluate("Date.now()")
+            await page.wait_for_function(  # the live list is redrawn (a new stream sends it again) ...
+                "t => Number(document.querySelector('[data-stream]').getAttribute('data-updated') || 0) > t",
+                arg=opened_at,
+                timeout=30_000,
+            )  # ... and the track stays open
+            await acked_alarm.locator("#track-detail #track").wait_for(timeout=5_000)
+            await acked_alarm.screenshot(path=_shot("alarm-track.png"))
 
             await page.goto(f"{site.base}/console/alarms/history?state=acknowledged")
             await page.locator(f"#hist-{alarm_id}").wait_for()
@@ -113,6 +124,9 @@ async def test_police_see_the_watchlist_hit_with_its_capture_and_staff_do_not(si
         async with site.api(POLICE) as api:
             closed = (await api.get(f"/alarms/{hit_id}")).json()
         assert closed["state"] == "cleared" and closed["cleared_by"] == POLICE, closed
+        await page.locator("#nav-access").click()
+        await page.locator("#decisions tbody tr.refused").first.wait_for(timeout=30_000)  # the night's captures
+        await page.screenshot(path=_shot("access.png"))
 
         guard = await staff.new_page()
         await sign_in(guard, site.base, "guard")

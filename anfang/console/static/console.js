@@ -34,7 +34,17 @@
     source.addEventListener("alarms", function (ev) {
       var active = document.activeElement;
       if (active && box.contains(active) && active.tagName === "INPUT" && active.value) { return; } // typing a note
+      if (box.querySelector(".htmx-request")) { return; } // an action or evidence on its way in; a new stream resends
+      var opened = {}; // evidence a guard opened (a capture, a track) stays open across live updates
+      var panels = box.querySelectorAll(".evidence-open");
+      for (var i = 0; i < panels.length; i++) {
+        if (panels[i].querySelector("#track-detail, #capture-detail")) { opened[panels[i].id] = panels[i].innerHTML; }
+      }
       box.innerHTML = ev.data;
+      for (var id in opened) {
+        var el = document.getElementById(id);
+        if (el) { el.innerHTML = opened[id]; }
+      }
       if (window.htmx) { window.htmx.process(box); }
       notice(box);
       box.setAttribute("data-updated", String(Date.now()));
