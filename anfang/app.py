@@ -14,6 +14,7 @@ from typing import Any
 from anfang.accounts import ensure_service_accounts
 from anfang.config import ConfigError, Settings
 from anfang.console import ConsoleServices, ConsoleStore, site_plan
+from anfang.last_seen import LastSeen
 from anfang.lease import SiteLease
 from anfang.mqtt_link import MqttLink
 from anfang.service import Platform
@@ -103,6 +104,11 @@ def make_platform(
     """A platform worker from the settings; ``partition`` holds what a partition owner adds
     (feed, remote, owns, health_name — see :mod:`anfang.workers`)."""
     lim = settings.limits
+    last_seen = LastSeen(registry.record_last_seen)
+
+    async def write_last_seen(_: Platform) -> None:
+        await last_seen.run()
+
     return Platform(
         registry=registry,
         store=store,
@@ -111,7 +117,7 @@ def make_platform(
         sites=[settings.site],
         features=services.features,
         limits=Limits(lim.max_document_bytes, lim.max_depth, lim.max_clock_skew_s),
-        tasks=[*services.tasks, *extra_tasks],
+        tasks=[*services.tasks, *extra_tasks, write_last_seen],
         health_sinks=services.health_sinks,
         publish_taps=services.publish_taps,
         max_payload=lim.max_payload_bytes,
@@ -120,6 +126,7 @@ def make_platform(
         command_timeout=lim.command_timeout_s,
         subscriptions=subscriptions,
         health_interval=lim.health_interval_s,
+        last_seen=last_seen,
         **partition,
     )
 

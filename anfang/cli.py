@@ -239,6 +239,13 @@ def devices_add(
         typer.echo("install it in the door now: it opens the door's sealed allow-list (docs/protocol.md)", err=True)
 
 
+def _when(ts: float | None) -> str | None:
+    """A time as local ISO 8601 to the second (None stays None)."""
+    import datetime as dt
+
+    return None if ts is None else dt.datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds")
+
+
 @devices_app.command("list")
 def devices_list(
     site: Annotated[str | None, typer.Option(help="Only devices of this site (default: all sites)")] = None,
@@ -249,7 +256,8 @@ def devices_list(
     for d in _with_registry(settings, lambda r: r.list_devices(site)):
         pos = f"({d.position[0]:.1f}, {d.position[1]:.1f})" if d.position else "-"
         state = "disabled" if d.disabled else "enabled"
-        typer.echo(f"{d.id:24} {d.kind:13} {d.site:12} {state:9} {pos:18} {d.name}")
+        seen = _when(d.last_seen) or "never seen"
+        typer.echo(f"{d.id:24} {d.kind:13} {d.site:12} {state:9} {seen:20} {pos:18} {d.name}")
 
 
 @devices_app.command("show")
@@ -271,6 +279,7 @@ def devices_show(device_id: str, config: ConfigOpt = None) -> None:
                 "name": info.name,
                 "position": info.position,
                 "disabled": info.disabled,
+                "last_seen": _when(info.last_seen),
                 "twin": twin.to_json() if twin else None,
             }
 

@@ -35,6 +35,7 @@ class DeviceOut(BaseModel):
     name: str
     position: tuple[float, float] | None
     disabled: bool
+    last_seen: float | None  # when it last sent anything (epoch seconds; written every 10 s)
 
 
 class SecretOut(BaseModel):
@@ -59,7 +60,13 @@ Lifecycle = Annotated[DeviceLifecycle, Depends(_lifecycle)]
 
 def _out(info: DeviceInfo) -> DeviceOut:
     return DeviceOut(
-        id=info.id, site=info.site, kind=info.kind, name=info.name, position=info.position, disabled=info.disabled
+        id=info.id,
+        site=info.site,
+        kind=info.kind,
+        name=info.name,
+        position=info.position,
+        disabled=info.disabled,
+        last_seen=info.last_seen,
     )
 
 

@@ -21,6 +21,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from anfang.feed import FeedWriter
 from anfang.ingest import Inbound, Outcome, desired_publishes, process_batch
+from anfang.last_seen import LastSeen, heard_from
 from anfang.mqtt_link import MqttLink
 from anfang.remote_twins import RemoteTwins
 from registry.records import CommandRecord, DeviceInfo
@@ -114,11 +115,13 @@ class Platform:
         remote: RemoteTwins | None = None,
         owns: Callable[[DeviceInfo], bool] | None = None,
         health_name: str = "health",
+        last_seen: LastSeen | None = None,
     ) -> None:
         """With several active workers per site, ``feed`` carries this partition's twin changes to the
         leader, and the leader writes twins it does not ``own`` through ``remote``."""
         self.registry, self.store, self.link = registry, store, link
         self._feed, self._remote, self._owns, self._health_name = feed, remote, owns, health_name
+        self.last_seen = last_seen  # per-device last-seen times (written in batches)
         self.handlers = list(handlers)
         self.counters = Counters()
         self._sites, self._features = list(sites), list(features)
@@ -232,6 +235,10 @@ class Platform:
             # a failed commit propagates and stops the worker: nothing was acknowledged, the broker redelivers
             await self.store.commit(outcome.twins.values(), outcome.events, finished, feed)
             self._watch_expiries(outcome.twins.values())
+            if self.last_seen is not None:
+                for device_id in heard_from(batch):
+                    if device_id in self._devices:  # registered: the map stays bounded by the registry
+                        self.last_seen.saw(device_id, now)
             for event in outcome.events:
                 self._remember_event((event.device_id, event.event_id))
             for pub in outcome.publishes:

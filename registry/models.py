@@ -41,6 +41,7 @@ class Device(Model):
     created_at = fields.FloatField()
     updated_at = fields.FloatField()
     disabled_at = fields.FloatField(null=True)
+    last_seen = fields.FloatField(null=True)
 
     class Meta:
         table = "devices"

@@ -10,7 +10,7 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
@@ -46,6 +46,7 @@ def _info(device: Device) -> DeviceInfo:
         site=sys.intern(device.site_id),
         position=pos,
         disabled=device.disabled_at is not None,
+        last_seen=device.last_seen,
     )
 
 
@@ -137,6 +138,18 @@ class Registry:
             await tx.execute_query(with_placeholders("DELETE FROM twins WHERE device_id = ?", _is_pg(tx)), [device_id])
             await Device.filter(id=device_id).using_db(tx).delete()
         return info
+
+    async def record_last_seen(self, times: Mapping[str, float]) -> None:
+        """Write devices' last-seen times in one statement (a time never moves back)."""
+        rows = [[when, device_id, when] for device_id, when in times.items()]
+        async with in_transaction() as tx:
+            await tx.execute_many(
+                with_placeholders(
+                    "UPDATE devices SET last_seen = ? WHERE id = ? AND (last_seen IS NULL OR last_seen < ?)",
+                    _is_pg(tx),
+                ),
+                rows,
+            )
 
     async def get_device(self, device_id: str) -> DeviceInfo | None:
         device = await Device.get_or_none(id=device_id)

@@ -88,6 +88,7 @@ class DeviceInfo:
     site: str = ""
     position: tuple[float, float] | None = None
     disabled: bool = False  # refused by the broker until enabled (``anfang devices disable``)
+    last_seen: float | None = None  # when it last sent anything, as last written (anfang.last_seen)
 
     @property
     def virtual(self) -> bool:
