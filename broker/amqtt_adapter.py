@@ -1,5 +1,7 @@
-"""Every reach into amqtt's internals, in one place (amqtt 0.12.x; tests/core/test_core_amqtt_adapter.py
-holds one test per patched behaviour, so a new amqtt that changes one of them fails loudly).
+"""Every reach into amqtt's internals, in one place (amqtt 0.12.x). tests/core/test_core_amqtt_adapter.py
+holds a test per patched connection behaviour and tests/core/test_core_broker_conformance.py the
+delivery ones (QoS, offline queue, redelivery, retained messages, against Mosquitto too), so a new
+amqtt that changes one of them fails loudly; :func:`_install` refuses to start if a patched name is gone.
 
 amqtt's plugin interfaces (authentication, topic filtering) cover who may connect, publish and subscribe;
 they do not cover framing, keepalive, packet sizes or acknowledgement order, which live in amqtt's
