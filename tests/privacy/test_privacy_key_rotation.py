@@ -99,6 +99,7 @@ async def test_rotation_under_a_running_platform(tmp_path: Path) -> None:
         assert (await store.decrypted_person(await store.person("p-b2")))["phone"] == "13800000002"
 
 
+@pytest.mark.timeout(300)  # five `anfang` processes, each loading the platform: slow on a busy machine
 def test_anfang_keys_rotate_and_status(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ANFANG_")}
     env.update({"ANFANG_DATA_DIR": str(tmp_path / "data"), "ANFANG_SECRET_KEY": base64.b64encode(b"s" * 32).decode()})
