@@ -19,6 +19,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from anfang.error_throttle import ERRORS_SUFFIX, ErrorThrottle
 from anfang.feed import FeedWriter
 from anfang.ingest import Inbound, Outcome, desired_publishes, process_batch
 from anfang.last_seen import LastSeen, heard_from
@@ -57,6 +58,7 @@ class Counters:
     batches: int = 0
     commands_sent: int = 0
     commands_timed_out: int = 0
+    errors_throttled: int = 0  # error answers a flooding device did not get (anfang.error_throttle)
     inbox_peak: int = 0  # the most messages that ever waited for ingest at once
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=20_000))
 
@@ -85,6 +87,7 @@ class Counters:
             "batches": self.batches,
             "commands_sent": self.commands_sent,
             "commands_timed_out": self.commands_timed_out,
+            "errors_throttled": self.errors_throttled,
             "inbox_peak": self.inbox_peak,
         }
 
@@ -122,6 +125,7 @@ class Platform:
         self.registry, self.store, self.link = registry, store, link
         self._feed, self._remote, self._owns, self._health_name = feed, remote, owns, health_name
         self.last_seen = last_seen  # per-device last-seen times (written in batches)
+        self._error_throttle = ErrorThrottle()  # a flooding device's error answers must not crowd others out
         self.handlers = list(handlers)
         self.counters = Counters()
         self._sites, self._features = list(sites), list(features)
@@ -242,6 +246,9 @@ class Platform:
             for event in outcome.events:
                 self._remember_event((event.device_id, event.event_id))
             for pub in outcome.publishes:
+                if pub.topic.endswith(ERRORS_SUFFIX) and not self._error_throttle.allow(pub.topic, now):
+                    self.counters.errors_throttled += 1  # the rejection itself is counted and logged
+                    continue
                 self.link.publish(pub.topic, pub.payload, qos=pub.qos, retain=pub.retain, correlation=pub.correlation)
             self._count(outcome, len(batch))
             committed_at = time.time()

@@ -46,6 +46,7 @@ _COUNTERS = {
     v.H_COMMANDS_TIMED_OUT: ("commands_timed_out", "Commands no device answered in time."),
     v.H_CLOCK_SKEW_CLAMPED: ("clock_skew_clamped", "Report stamps too far ahead, clamped to the platform clock."),
     v.H_BROKER_RESUBSCRIBED: ("broker_resubscribed", "Reconnects that came back without a session."),
+    v.H_ERRORS_THROTTLED: ("errors_throttled", "Error answers not sent to a device flooding bad messages."),
 }
 _GAUGES = {
     v.H_INBOX_DEPTH: ("inbox_depth", "Messages waiting for ingest."),

@@ -86,6 +86,7 @@ H_HANDLER_ERRORS = "handler_errors"
 H_BATCHES = "batches"
 H_COMMANDS_SENT = "commands_sent"
 H_COMMANDS_TIMED_OUT = "commands_timed_out"
+H_ERRORS_THROTTLED = "errors_throttled"  # error answers not sent to a device flooding bad messages
 H_LATENCY_P50 = "ingest_latency_ms_p50"
 H_LATENCY_P99 = "ingest_latency_ms_p99"
 H_BROKER_SUBSCRIBED = "broker_subscribed"  # 1 while the link holds its subscriptions
@@ -94,7 +95,7 @@ PLATFORM_HEALTH_FIELDS = frozenset({
     H_RECEIVED, H_ACCEPTED, H_DUPLICATES, H_REJECTED, H_PUBLISHED, H_PUBLISH_DROPPED, H_PUBLISH_WAITING,
     H_INBOX_DEPTH, H_INBOX_PEAK, H_DISPATCH_DEPTH, H_DISPATCH_DROPPED, H_HANDLER_ERRORS, H_BATCHES,
     H_COMMANDS_SENT, H_COMMANDS_TIMED_OUT, H_LATENCY_P50, H_LATENCY_P99, H_CLOCK_SKEW_CLAMPED,
-    H_BROKER_SUBSCRIBED, H_BROKER_RESUBSCRIBED,
+    H_BROKER_SUBSCRIBED, H_BROKER_RESUBSCRIBED, H_ERRORS_THROTTLED,
 })  # fmt: skip
 # ... and the telemetry writer's own (telemetry.writer.WriterStats, prefixed)
 WRITER_PREFIX = "telemetry_"

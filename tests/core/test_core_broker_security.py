@@ -152,3 +152,18 @@ async def test_seq_reset_path(secure: Stack) -> None:
     assert error["code"] == 409 and "seq_reset" in error["message"]
     await door.published(door.publish("twin/reported", {"seq": 3, "seq_reset": True, "state": {"hold_seconds": 2}}))
     await secure.platform.wait_until(lambda p: (d := p.cached_twin("door-s")) is not None and d.last_seq == 3, 30)
+
+
+async def test_a_flooding_device_gets_throttled_error_answers(secure: Stack) -> None:
+    flood, _ = await connected_door(secure, "door-f")
+    await flood.subscribe(flood.topic("errors"))
+    sent = 1000
+    infos = [flood.publish("twin/reported", b"{not json") for _ in range(sent)]
+    for info in infos:
+        await flood.published(info, timeout=120)
+    await secure.platform.wait_until(lambda p: sum(p.counters.rejected.values()) >= sent, 120)
+    # every bad message is rejected and counted; the device hears of the first ones, then a few a second
+    assert secure.platform.counters.errors_throttled > 0
+    assert sum(1 for topic in flood.seen if topic.endswith("/errors")) < sent
+    other, _ = await connected_door(secure, "door-g")  # and other devices are served as before
+    await gets_desired(secure, other, 6)
