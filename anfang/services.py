@@ -30,9 +30,11 @@ from community.records import Retention
 from registry.alarm_store import DatabaseAlarmStore
 from registry.alarms import AlarmManager
 from registry.db import open_connection
-from registry.store import Registry
+from registry.migrate import is_postgres
+from registry.store import Registry, TwinStore
 from rules.db_timers import DatabaseTimerStore
 from rules.db_traces import DatabaseTraceStore
+from rules.derive import StoredTwin
 from rules.engine import RulesEngine
 from rules.loader import load_rules
 from rules.sinks import HttpxWebhookSender, JsonlAuditLog
@@ -246,6 +248,15 @@ async def open_services(
             problems=loaded.diagnostics,  # logged by the engine, raised as an alarm per file at its first tick
             trace_store=DatabaseTraceStore(db, site),  # GET /rules/{id}/traces from any process of the site
             max_event_skew=settings.rules_event_skew_s,
+        )
+        # the stored twins: conditions see them at once, and a `for` timer lost in a crash is re-derived
+        stored = await TwinStore(db, is_postgres(settings.db_url)).load_all()
+        engine.restore_twins(
+            [
+                StoredTwin(t.device_id, t.kind, dict(t.reported), dict(t.metadata.reported))
+                for t in stored
+                if t.site == site
+            ]
         )
         log.info("rules: %d loaded from %s, %d problems", len(loaded.rules), rules_path, len(loaded.diagnostics))
         dispatcher = AlarmDispatcher(alarm_store, alarms, settings.alarms, http)

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from registry.alarms import Alarm, AlarmManager, AlarmStore, InMemoryAlarmStore
 from rules.actions import ActionRunner
 from rules.context import FunctionSet, build_names
+from rules.derive import StoredTwin, derive_for_timers
 from rules.event_time import DEFAULT_MAX_SKEW_S, EventClock, elapsed_event_time
 from rules.geo import TagTracker
 from rules.health import RuleHealth
@@ -28,6 +29,7 @@ from rules.patterns import Connection, connection_names
 from rules.reload import ReloadReport, diff, merge_reload
 from rules.sinks import AuditLog, InMemoryAuditLog, WebhookSender
 from rules.site import DeviceInfo, SitePlan
+from rules.state_store import StateMirror
 from rules.timerqueue import TimerQueue
 from rules.timers import InMemoryTimerStore, Timer, TimerStore, TimerStoreError
 from rules.trace import Firing, Trace, TraceEntry
@@ -100,6 +102,8 @@ class RulesEngine:
         self._detach: dict[str, Detach] = {}
         self._kinds: dict[str, str] = {d.id: d.kind for d in site.devices.values()}
         self._last_fired: dict[tuple[str, str], float] = {}
+        self._memo = StateMirror(self.timers)
+        self.stamps: dict[str, dict[str, float]] = {}  # device → reported path → time (restored twins)
         self._started = False
         self._mtimes: dict[Path, float] = {}
         self._set_rules(rules)
@@ -181,7 +185,9 @@ class RulesEngine:
             return
         self._started = True
         self.timers.load({r.id: r.hash for r in self._rules.values()})
+        self._memo.restore(self.state, self._last_fired, self._rules)
         self._rearm_silences(now)
+        derive_for_timers(self.rules, self.twins, self.stamps, self.timers, now, self._kinds)
         for rule in self._rules.values():
             self._arm_rule(rule, now)
 
@@ -200,6 +206,15 @@ class RulesEngine:
             if isinstance(spec, SilenceTrigger) and timer.due < now + spec.for_:
                 timer.due = now + spec.for_
                 self.timers.put(timer)
+
+    def restore_twins(self, twins: list[StoredTwin]) -> None:
+        """The twins stored in the registry, before :meth:`start`: conditions see them at once, and a
+        ``for`` timer whose twin change was stored but not the timer (a crash between the two) is
+        re-derived from them at start (:func:`rules.derive.derive_for_timers`)."""
+        for twin in twins:
+            self.twins.setdefault(twin.device_id, dict(twin.reported))
+            self.stamps[twin.device_id] = dict(twin.stamps)
+            self._kinds.setdefault(twin.device_id, twin.kind)
 
     def register_devices(self, devices: list[DeviceInfo], now: float | None = None) -> None:
         """Devices registered since the start (the plan has those of the start): silence rules watch them
@@ -234,6 +249,7 @@ class RulesEngine:
                 self.fault(rule, now, f"{timer.kind} timer for {timer.subject}", exc)
         await self.health.sync_alarms(acts, now)
         await self._save_traces()
+        self._memo.save(self.state, self._last_fired, self._rules, now)
         try:
             await self.timers.flush()
         except TimerStoreError as exc:
@@ -261,6 +277,9 @@ class RulesEngine:
                 label = f"for timer for {timer.subject}"
                 self.trace.add(now, rule.id, label, "cancelled", "condition no longer holds at the due time")
                 return
+            # kept as done until the state stops holding: a restart does not derive (and fire) it again
+            timer.state = "done"
+            self.timers.put(timer)
             await self._fire(rule, ctx, timer.subject, f"for timer for {timer.subject}", now, acts)
             return
         handler = self.bus.timer_handler(rule.id, idx)
@@ -417,6 +436,8 @@ class RulesEngine:
                     continue
                 if not holds:
                     self.timers.drop(key)
+                    if timer.state == "done":  # fired; its state has ended now
+                        continue
                     detail = f"condition stopped holding before {rule.for_:.0f}s elapsed"
                     self.trace.add(now, rule.id, f"pending for {subject}", "cancelled", detail)
 
@@ -434,7 +455,8 @@ class RulesEngine:
             return
         if rule.for_:
             key = f"for|{rule.id}|{m.key}"
-            if key in self.timers:
+            pending = self.timers.get(key)
+            if pending is not None and pending.state == "armed":
                 self.trace.add(now, rule.id, inp.label, "pending", "already waiting")
                 return
             names: dict[str, Any] = {k: ctx[k] for k in ("event", "device", "trigger") if k in ctx}

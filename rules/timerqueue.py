@@ -77,7 +77,8 @@ class TimerQueue:
     def load(self, valid: dict[str, str]) -> None:
         """Load stored timers whose rule (id → definition hash in ``valid``) is unchanged."""
         for t in self.store.load():
-            if valid.get(t.rule_id) != t.rule_hash:
+            site_wide = t.kind == "memo" and not t.rule_id  # rule state of no one rule (zone membership)
+            if not site_wide and valid.get(t.rule_id) != t.rule_hash:
                 self.store.delete(t.key)
                 continue
             self.put(t)
