@@ -15,7 +15,7 @@ from anfang.service import Platform
 from twins.document import TwinDocument
 
 INBOX = 50
-REPORTS = 3000
+REPORTS = 5000
 
 
 async def test_a_held_database_leaves_the_backlog_with_the_broker_and_loses_nothing(tmp_path: Path) -> None:
@@ -63,5 +63,7 @@ async def test_a_held_database_leaves_the_backlog_with_the_broker_and_loses_noth
             ) from None
         doc = await stack.platform.twin("door-b1-u1")
     assert doc.reported["hold_seconds"] == 1 + REPORTS % 599 and doc.version == REPORTS  # every report, in order
-    # it read a little past the limit (what was already in its socket buffer), not the whole backlog
-    assert stack.platform.counters.inbox_peak < REPORTS // 3, stack.platform.counters.inbox_peak
+    # it read past the limit only what the broker had in flight to it (its receive maximum, or Mosquitto's
+    # max_inflight_messages of 1,000 once a password-file reload re-applied the configuration to connected
+    # clients) and what was already in its socket buffer, never the whole backlog
+    assert stack.platform.counters.inbox_peak < REPORTS // 2, stack.platform.counters.inbox_peak
