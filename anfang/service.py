@@ -126,6 +126,7 @@ class Platform:
         self._feed, self._remote, self._owns, self._health_name = feed, remote, owns, health_name
         self.last_seen = last_seen  # per-device last-seen times (written in batches)
         self._error_throttle = ErrorThrottle()  # a flooding device's error answers must not crowd others out
+        self._log_throttle = ErrorThrottle()  # nor its rejections the log
         self.handlers = list(handlers)
         self.counters = Counters()
         self._sites, self._features = list(sites), list(features)
@@ -264,8 +265,11 @@ class Platform:
         c.accepted += outcome.accepted
         c.duplicates += outcome.duplicates
         c.clock_skew_clamped += outcome.clamped
+        now = time.monotonic()
         for rej in outcome.rejections:
             c.rejected[rej.code] += 1
+            if not self._log_throttle.allow(rej.device_id or "", now):
+                continue  # counted; a device flooding bad messages does not flood the log too
             log.warning(
                 "rejected %s from device=%s: %d %s",
                 rej.topic[:200],
