@@ -105,7 +105,7 @@ async def device(
     """A device's twin: reported, desired and delta with when each field last changed, connection state."""
     on_duty(session)
     rows = await console.store.sql.rows(
-        "SELECT d.id, d.kind, d.name, t.doc, t.version, t.updated_at FROM devices d "
+        "SELECT d.id, d.kind, d.name, d.last_seen, t.doc, t.version, t.updated_at FROM devices d "
         "LEFT JOIN twins t ON t.device_id = d.id WHERE d.site_id = ? AND d.id = ?",
         [console.store.site, device_id],
     )

@@ -51,9 +51,9 @@ async def _devices(console: Console) -> None:
         ("rfid-01", "rfid_reader", (5, 5), "offline"),
     ):
         await sql.execute(
-            "INSERT INTO devices (id, site_id, kind, name, x, y, created_at, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [device_id, SITE, kind, device_id, xy[0], xy[1], NOW, NOW],
+            "INSERT INTO devices (id, site_id, kind, name, x, y, created_at, updated_at, last_seen) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [device_id, SITE, kind, device_id, xy[0], xy[1], NOW, NOW, NOW - 3],
         )
         doc = {
             "device_id": device_id,
@@ -105,6 +105,7 @@ async def test_the_device_view_shows_the_twin_and_staff_set_a_desired_field(cons
         assert view.status_code == 200
         assert 'id="reported"' in view.text and "&#34;locked&#34;" in view.text and 'id="delta"' in view.text
         assert "online" in view.text and 'id="set-desired"' in view.text
+        assert 'id="last-seen"' in view.text  # any traffic from the device, kept by the platform
         r = await client.post(
             "/console/devices/door-b1-u1/desired", data={"field": "hold_seconds", "value": "5", "csrf": csrf}
         )
