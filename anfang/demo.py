@@ -23,8 +23,10 @@ import sys
 import threading
 from pathlib import Path
 
+from anfang.site_setup import PILOT_SITE_FILE
 from broker.embedded import BrokerError, check_port_free, split_bind
 from twins.kinds import VIRTUAL_KINDS
+from twins.site import read_site_file
 
 ANFANG = [sys.executable, "-m", "anfang.cli"]
 DEMO_STAFF = "demo-staff"
@@ -84,12 +86,13 @@ def _free_bind(bind: str, what: str, fallback: int) -> str:
 
 
 def _people(community: str) -> tuple[str | None, str | None]:
-    """A staff member and a resident (owner) of the community, for the demo sign-ins."""
-    from firmware_sim.community import load_community, resolve_community
-
-    c = load_community(resolve_community(community))
-    staff = next((p.id for p in c.people if p.role == "staff"), None)
-    owner = next((p.id for p in c.people if p.role == "owner"), None)
+    """A staff member and a resident (owner) of the community, for the demo sign-ins (from the site file's
+    roster, read as data: the demo composes the platform and the simulator as processes, importing neither's
+    internals into the other)."""
+    path = Path(community) if Path(community).exists() else PILOT_SITE_FILE.with_name(f"{community}.yaml")
+    people = read_site_file(path).get("people") or []
+    staff = next((str(p["id"]) for p in people if p.get("role") == "staff"), None)
+    owner = next((str(p["id"]) for p in people if p.get("role") == "owner"), None)
     return staff, owner
 
 
@@ -137,7 +140,7 @@ def _incident(env: dict[str, str], community: str, data_dir: Path, stop: threadi
     """After a minute of the day, an elderly resident wanders out of the north gate."""
     if stop.wait(INCIDENT_AFTER_S):
         return
-    secret = (data_dir / "secrets" / "anfang-operator.secret").read_text(encoding="utf-8").strip()
+    secret_file = data_dir / "secrets" / "anfang-operator.secret"
     print(
         f"incident: {INCIDENT} — an elderly resident walks out of the north gate; watch the console's alarms",
         flush=True,
@@ -152,8 +155,8 @@ def _incident(env: dict[str, str], community: str, data_dir: Path, stop: threadi
             INCIDENT,
             "--username",
             "anfang-operator",
-            "--password",
-            secret,
+            "--password-file",
+            str(secret_file),
         ],
         env=env,
         capture_output=True,

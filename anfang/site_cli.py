@@ -85,9 +85,11 @@ def read_site(path: Path) -> tuple[dict[str, Any], str]:
 
 async def load_site(settings: Settings, doc: dict[str, Any], source: str, *, roster: bool, secrets: bool) -> LoadReport:
     """Store a parsed site file's model and register its devices, places and (``roster``) people."""
+    from tortoise.transactions import in_transaction
+
     from anfang.app import open_registry, site_cipher
-    from community.importer import StorePeopleRegistrar, import_places
     from community.store import CommunityStore
+    from registry.db import connection_name
     from registry.sites import save_site_model
     from twins.site import site_from_mapping
 
@@ -108,16 +110,24 @@ async def load_site(settings: Settings, doc: dict[str, Any], source: str, *, ros
             if secret and secrets:
                 rep.secrets[info.id] = secret
         store = CommunityStore(site_cipher(settings), model.site)
-        await import_places(model.plan_document(), store)
-        if roster:
-            people = StorePeopleRegistrar(store, time.time, operator="site-load")
-            for p in doc.get("people") or []:
-                await people.ensure_person(model.site, p)
-            for v in doc.get("vehicles") or []:
-                await people.ensure_vehicle(model.site, str(v["plate"]), str(v["owner"]))
-            rep.people, rep.faces, rep.vehicles = people.report.people, people.report.faces, people.report.vehicles
-            rep.watchlist = await _watchlist(store, model.site, list(doc.get("watchlist") or []), time.time)
+        async with in_transaction(connection_name(settings.db_url)):  # one commit for the site, not one per row
+            await _register(store, model, doc, rep, roster=roster)
     return rep
+
+
+async def _register(store: Any, model: Any, doc: dict[str, Any], rep: LoadReport, *, roster: bool) -> None:
+    """Places, and with ``roster`` people, vehicles and watchlist, in the access-control registry."""
+    from community.importer import StorePeopleRegistrar, import_places
+
+    await import_places(model.plan_document(), store)
+    if roster:
+        people = StorePeopleRegistrar(store, time.time, operator="site-load")
+        for p in doc.get("people") or []:
+            await people.ensure_person(model.site, p)
+        for v in doc.get("vehicles") or []:
+            await people.ensure_vehicle(model.site, str(v["plate"]), str(v["owner"]))
+        rep.people, rep.faces, rep.vehicles = people.report.people, people.report.faces, people.report.vehicles
+        rep.watchlist = await _watchlist(store, model.site, list(doc.get("watchlist") or []), time.time)
 
 
 @app.command("load")

@@ -1,12 +1,8 @@
-"""Entry points other tools use to reach the registry (e.g. the simulator's provisioning)."""
+"""Device registration with secret rotation, for in-process provisioning (``anfang site load`` and the
+tests' platform stacks)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from pathlib import Path
-
-from anfang.config import Settings, load_settings
 from registry.store import Registry
 
 
@@ -26,11 +22,3 @@ class Registrar:
         if existing.virtual:
             return ""
         return await self.registry.rotate_secret(device_id)
-
-
-@asynccontextmanager
-async def open_registrar(config_path: Path | None = None, settings: Settings | None = None) -> AsyncIterator[Registrar]:
-    from anfang.app import open_registry
-
-    async with open_registry(settings or load_settings(config_path)) as (registry, _store):
-        yield Registrar(registry)

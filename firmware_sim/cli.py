@@ -6,14 +6,15 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from firmware_sim.community import CommunityError, load_community, resolve_community
+from firmware_sim.endpoint import Endpoint, EndpointError, find_endpoint
 from firmware_sim.generator import YOUZHENG, Params, dump_yaml, generate
 
 app = typer.Typer(help="Device firmware simulator: communities, scenarios, fleets.", no_args_is_help=True)
@@ -23,44 +24,22 @@ PortOpt = Annotated[int | None, typer.Option(help="broker port (default: platfor
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="platform config file (anfang.yaml)")]
 
 
-@dataclass(frozen=True, slots=True)
-class _Conn:
-    host: str
-    port: int
-    username: str | None
-    password: str | None
-    data_dir: Path
+def _endpoint(config: Path | None, host: str | None, port: int | None, data_dir: Path | None) -> Endpoint:
+    """Command-line values first, then the platform's configuration file and environment (read as data)."""
+    try:
+        found = find_endpoint(config)
+    except EndpointError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--config") from exc
+    return Endpoint(host or found.host, port or found.port, data_dir or found.data_dir)
 
 
-def _connection(
-    config: Path | None,
-    host: str | None,
-    port: int | None,
-    username: str | None,
-    password: str | None,
-    data_dir: Path | None,
-) -> _Conn:
-    """Command-line values first, then the platform's settings (if the platform is installed)."""
-    s_host, s_port, s_user, s_pw, s_data = "127.0.0.1", 1883, None, None, Path("data")
-    try:
-        from anfang.config import ConfigError, load_settings  # lazy: the simulator runs without the platform
-    except ImportError:
-        return _Conn(host or s_host, port or s_port, username, password, data_dir or s_data)
-    try:
-        settings = load_settings(config)
-    except ConfigError as exc:
-        if config is not None:
-            raise typer.BadParameter(str(exc), param_hint="--config") from exc
-    else:
-        (s_host, s_port), s_data = settings.mqtt_address, settings.data_dir
-        s_user, s_pw = settings.mqtt.username, settings.mqtt.password
-    return _Conn(
-        host or s_host,
-        port or s_port,
-        username or s_user,
-        password if password is not None else s_pw,
-        data_dir or s_data,
-    )
+def _operator(username: str | None, password: str | None, password_file: Path | None) -> tuple[str, str] | None:
+    """The operator account for ``--check``: only what the command line names (never the platform's own)."""
+    if username is None:
+        return None
+    if password_file is not None:
+        return username, password_file.read_text(encoding="utf-8").strip()
+    return username, password or ""
 
 
 @app.command("generate")
@@ -109,43 +88,28 @@ def provision_cmd(
     data_dir: Annotated[Path | None, typer.Option(help="default: platform config data_dir")] = None,
     people: Annotated[bool, typer.Option(help="also register people, credentials, vehicles, watchlist")] = True,
 ) -> None:
-    """Register the community's devices (secrets stored with mode 0600) and, for access control, its people,
-    their cards and faces, vehicles and the police watchlist."""
-    import time
+    """Register the community with the platform as an installer would — ``anfang site load FILE --roster
+    --secrets-out`` — and keep the device secrets (mode 0600) for ``sim run``."""
+    from firmware_sim.provision import roster_document, save_private_json, secrets_path, site_load_command
 
-    from firmware_sim.provision import provision, save_secrets, secrets_path
-
-    try:
-        from anfang.config import load_settings  # type: ignore[import-not-found,unused-ignore]
-        from anfang.wiring import open_registrar  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        typer.echo("the platform's registrar (anfang.wiring.open_registrar) is not available", err=True)
-        raise typer.Exit(2) from None
     c = load_community(resolve_community(community))
-    conn = _connection(config, None, None, None, None, data_dir)
-    settings = load_settings(config)
+    where = _endpoint(config, None, None, data_dir)
+    secrets = secrets_path(where.data_dir, c.site)
+    site_file = where.data_dir / "sim" / f"{c.site}-site.json"  # personal data (synthetic): 0600, removed after
+    save_private_json(site_file, roster_document(c, people))
+    try:
+        done = subprocess.run(
+            site_load_command(site_file, secrets, roster=people, config=config), capture_output=True, text=True
+        )
+    finally:
+        site_file.unlink(missing_ok=True)
+    if done.returncode != 0:
+        typer.echo(done.stderr.strip() or done.stdout.strip(), err=True)
+        raise typer.Exit(done.returncode)
+    from firmware_sim.provision import load_secrets
 
-    async def go() -> tuple[dict[str, str], str]:
-        async with open_registrar(config, settings) as registrar:
-            if not people:
-                return await provision(c, registrar), ""
-            from anfang.app import site_cipher  # type: ignore[import-not-found,unused-ignore]
-            from community.store import CommunityStore
-            from firmware_sim.access_registry import people_registrars
-
-            store = CommunityStore(site_cipher(settings), c.site)
-            persons, watch = people_registrars(c, store, time.time)
-            secrets = await provision(c, registrar, persons, watch)
-            rep = persons.report
-            return secrets, (
-                f"; {rep.people} people ({rep.faces} faces), {rep.vehicles} vehicles, "
-                f"{watch.added} watchlist entries registered for access control"
-            )
-
-    secrets, extra = asyncio.run(go())
-    path = secrets_path(conn.data_dir, c.site)
-    save_secrets(path, secrets)
-    typer.echo(f"provisioned {len(secrets)} devices of {c.site}; secrets in {path}{extra}")
+    count = len(load_secrets(secrets))
+    typer.echo(f"provisioned {count} devices of {c.site}; secrets in {secrets} ({done.stdout.strip()})")
 
 
 @app.command("scenarios")
@@ -169,6 +133,9 @@ def run_cmd(
     port: PortOpt = None,
     username: Annotated[str | None, typer.Option(help="operator account for --check")] = None,
     password: Annotated[str | None, typer.Option(help="operator password for --check")] = None,
+    password_file: Annotated[
+        Path | None, typer.Option(help="file holding the operator password (kept off the command line)")
+    ] = None,
     config: ConfigOpt = None,
     data_dir: Annotated[Path | None, typer.Option(help="Platform data directory (default from config)")] = None,
     secrets: Annotated[Path | None, typer.Option(help="device secrets JSON (default from provision)")] = None,
@@ -193,7 +160,7 @@ def run_cmd(
         c = load_community(resolve_community(community))
     except CommunityError as exc:
         raise typer.BadParameter(str(exc), param_hint="COMMUNITY") from exc
-    conn = _connection(config, host, port, username, password, data_dir)
+    conn = _endpoint(config, host, port, data_dir)
     path = secrets or secrets_path(conn.data_dir, c.site)
     try:
         device_secrets = load_secrets(path)
@@ -232,7 +199,7 @@ def run_cmd(
                 err=True,
             )
         s = build(scenario, c, ScenarioParams(visitor_pass=visitor_pass))
-        operator = (conn.username, conn.password or "") if conn.username else None
+        operator = _operator(username, password, password_file)
         report = asyncio.run(
             run_scenario(
                 s,
@@ -296,7 +263,7 @@ def fleet_cmd(
     from firmware_sim.fleet import FleetConfig, FleetError, run_fleet
     from firmware_sim.provision import load_secrets
 
-    conn = _connection(config, host, port, None, None, None)
+    conn = _endpoint(config, host, port, None)
     cfg = FleetConfig(
         host=conn.host,
         port=conn.port,

@@ -1,18 +1,30 @@
-"""Register a community's devices (and optionally its people and watchlist) with the platform; keep secrets.
+"""Provisioning a simulated community: the site file the platform loads, and the device secrets it hands out.
 
-``provision`` is IO-free apart from the registrar it is given; :func:`save_secrets` and
-:func:`load_secrets` handle ``{data_dir}/sim/{site}-secrets.json`` (mode 0600).
+The simulator provisions as an installer would: :func:`roster_document` is the community file with what
+the simulated hardware needs registered — the face templates its cameras will present (consenting people,
+the police watchlist) — and ``anfang sim provision`` hands it to the platform's own command,
+``anfang site load FILE --roster --secrets-out {data_dir}/sim/{site}-secrets.json``, as a subprocess; the
+simulated devices then connect with those secrets. :func:`save_secrets` and :func:`load_secrets` handle
+that file (mode 0600).
+
+:func:`provision` does the same registration against the :class:`DeviceRegistrar` /
+:class:`PeopleRegistrar` protocols, for in-process harnesses (the tests' platform stacks) that have a
+registry at hand.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any, Protocol
 
 from firmware_sim.community import Community, Person
 from firmware_sim.identity import face_embedding
+
+#: The platform's command line, run as a separate process (the simulator imports nothing of the platform).
+PLATFORM_CLI = (sys.executable, "-m", "anfang.cli")
 
 
 class DeviceRegistrar(Protocol):
@@ -96,20 +108,48 @@ async def provision(
     return secrets
 
 
+def roster_document(community: Community, people: bool = True) -> dict[str, Any]:
+    """The site file ``anfang site load`` registers: the plan, and with ``people`` the roster with the face
+    templates the simulated cameras present (consenting residents, the watchlist's faces)."""
+    doc: dict[str, Any] = community.model_dump(mode="json", exclude={"paths", "people", "vehicles", "watchlist"})
+    if people:
+        doc["people"] = [person_entry(p) for p in community.people]
+        doc["vehicles"] = [v.model_dump(mode="json") for v in community.vehicles]
+        doc["watchlist"] = [
+            {**w.model_dump(mode="json"), "face_template": face_embedding(w.id)} for w in community.watchlist
+        ]
+    return doc
+
+
+def site_load_command(site_file: Path, secrets_out: Path, *, roster: bool, config: Path | None) -> list[str]:
+    """``anfang site load`` for a provisioning run."""
+    cmd = [*PLATFORM_CLI, "site", "load", str(site_file), "--secrets-out", str(secrets_out)]
+    if roster:
+        cmd.append("--roster")
+    if config is not None:
+        cmd += ["--config", str(config)]
+    return cmd
+
+
 def secrets_path(data_dir: Path, site: str) -> Path:
     """Where the simulator keeps a site's device secrets."""
     return data_dir / "sim" / f"{site}-secrets.json"
 
 
-def save_secrets(path: Path, secrets: dict[str, str]) -> None:
-    """Write secrets atomically with mode 0600 (never world- or group-readable, even briefly)."""
+def save_private_json(path: Path, doc: Any) -> None:
+    """Write JSON atomically with mode 0600 (never world- or group-readable, even briefly)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(secrets, f, indent=1, sort_keys=True)
+        json.dump(doc, f, indent=1, sort_keys=True, ensure_ascii=False)
     os.chmod(tmp, 0o600)
     os.replace(tmp, path)
+
+
+def save_secrets(path: Path, secrets: dict[str, str]) -> None:
+    """Write device secrets with mode 0600."""
+    save_private_json(path, secrets)
 
 
 def load_secrets(path: Path) -> dict[str, str]:

@@ -31,6 +31,18 @@ def test_pure_modules_do_no_io_and_read_no_clock() -> None:
                 assert not (isinstance(base, ast.Name) and base.id in {"time", "datetime"}), f"{rel} reads the clock"
 
 
+# --- import direction (issue 14 items 4 and 7) ------------------------------------------------------------
+PLATFORM = ("anfang", "community", "registry", "rules", "twins", "telemetry", "vision", "privacy", "viewlib", "broker")
+#: What the simulator may import from the platform's packages: the site file's format and the protocol's
+#: public helpers (topic layout, device kinds and their schemas). Everything else it reaches as a device
+#: or an operator would: MQTT with device credentials, ``anfang site load`` for provisioning. The door-side
+#: decision module (today ``firmware_sim/edge_access.py``, which the platform's tests import) belongs
+#: here once it moves into a package the platform shares.
+SIM_MAY_IMPORT = frozenset({"twins.site", "twins.topics", "twins.kinds"})
+#: Where the platform names the simulator without importing it: the ``anfang`` command mounts
+#: ``anfang sim`` by module name (the CLI is the composition of the tools), and the pilot plan is read as a
+#: data file when no site model was loaded.
+PLATFORM_MAY_NAME_SIM = frozenset({"anfang/cli.py", "anfang/site_setup.py"})
 #: The pure ingest path: parse, validate, merge, de-duplicate; its imports must not reach an ORM or a driver.
 INGEST_PATH = ("anfang.ingest",)
 ORM = ("tortoise", "aiosqlite", "asyncpg", "pypika")
@@ -46,6 +58,52 @@ def _imports(path: Path) -> list[tuple[int, str]]:
             out.append((node.lineno, node.module))
             out += [(node.lineno, f"{node.module}.{a.name}") for a in node.names]
     return out
+
+
+def _sources(*packages: str) -> list[Path]:
+    return sorted(p for pkg in packages for p in (ROOT / pkg).rglob("*.py"))
+
+
+def test_the_platform_imports_nothing_from_the_simulator() -> None:
+    found = [
+        f"{p.relative_to(ROOT)}:{line} imports {name}"
+        for p in _sources(*PLATFORM)
+        for line, name in _imports(p)
+        if name.split(".")[0] == "firmware_sim"
+    ]
+    assert not found, "the platform must not import the simulator:\n" + "\n".join(found)
+
+
+def test_the_platform_names_the_simulator_only_where_documented() -> None:
+    named = {
+        str(p.relative_to(ROOT))
+        for p in _sources(*PLATFORM)
+        for node in ast.walk(ast.parse(p.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and "firmware_sim" in node.value
+        and not (isinstance(node.value, str) and "\n" in node.value)  # docstrings may mention it
+    }  # fmt: skip
+    assert named <= PLATFORM_MAY_NAME_SIM, sorted(named - PLATFORM_MAY_NAME_SIM)
+
+
+def test_the_simulator_imports_only_the_shared_modules_of_the_platform() -> None:
+    found = []
+    for p in _sources("firmware_sim"):
+        for line, name in _imports(p):
+            top = name.split(".")[0]
+            if top not in PLATFORM:
+                continue
+            module = name if name in SIM_MAY_IMPORT else ".".join(name.split(".")[:-1])
+            if module not in SIM_MAY_IMPORT and name not in SIM_MAY_IMPORT:
+                found.append(f"{p.relative_to(ROOT)}:{line} imports {name}")
+    assert not found, "the simulator talks to the platform over MQTT and the CLI only:\n" + "\n".join(found)
+
+
+def test_the_architecture_check_sees_a_forbidden_import(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text("def f():\n    from firmware_sim.community import load_community\n    import community.store\n")
+    assert [n for _, n in _imports(bad)] == [
+        "firmware_sim.community", "firmware_sim.community.load_community", "community.store"
+    ]  # fmt: skip
 
 
 def _module_file(module: str) -> Path | None:

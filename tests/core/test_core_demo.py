@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from testkit import free_port
 
 ANFANG = str(Path(sys.executable).parent / "anfang")
@@ -26,6 +27,7 @@ def _count(db: Path, sql: str) -> int:
         return 0
 
 
+@pytest.mark.timeout(300)  # four processes: demo, provisioning (`anfang site load`), platform, simulator
 def test_demo_plays_the_pilot_community_into_the_platform(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ANFANG_")}
     env.update({"ANFANG_DATA_DIR": str(tmp_path / "data"), "ANFANG_BROKER_BIND": f"127.0.0.1:{free_port()}"})

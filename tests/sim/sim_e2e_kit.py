@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from platform_kit import ObservedServices, Stack, make_settings, running_platform
+from sim_registrars import people_registrars
 from testkit import free_port
 
 from anfang.config import Settings
 from anfang.services import BUILTIN_RULES
 from anfang.wiring import Registrar
-from firmware_sim.access_registry import people_registrars
 from firmware_sim.community import Community, bundled_community_path, load_community
 from firmware_sim.provision import provision
 from firmware_sim.runner import ScenarioReport, run_scenario

@@ -1,4 +1,7 @@
-"""The access-control registry as the simulator's provisioning sees it (needs the platform's ``community``).
+"""Test harness: the simulator's registrar protocols over the platform's access-control registry, in process.
+
+The simulator itself provisions through ``anfang site load`` (it imports nothing of the platform); the
+in-process platform stacks of the tests register a community directly with these adapters.
 
 :func:`people_registrars` adapts a :class:`community.store.CommunityStore` to the
 :class:`~firmware_sim.provision.PeopleRegistrar` and :class:`~firmware_sim.provision.WatchlistRegistrar`
