@@ -1,95 +1,53 @@
-"""The platform service: ingest loop with group commit, desired-state writes, commands, dispatch.
+"""The platform worker: the inbox and ingest loop with group commit, and the writes handlers make.
 
 Data flow: broker -> :class:`MqttLink` callback -> bounded inbox -> ingest loop (batch, pure
 :func:`process_batch`, one transaction, publish replies) -> PUBACK -> per-handler dispatch queues.
 Every write to twins happens under one lock, so per-device order holds and a handler's
 ``set_desired`` never interleaves with a batch.
+
+The worker's other rooms: :mod:`anfang.counters` (what it has seen), :mod:`anfang.dispatch` (handler
+queues), :mod:`anfang.commands` (commands and their answers), :mod:`anfang.expiry` (momentary desired
+fields), :mod:`anfang.recent_events` (event de-duplication) and the pure :mod:`anfang.ingest`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import heapq
 import logging
 import time
-import uuid
-from collections import Counter, OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from anfang.commands import CommandDesk
+from anfang.counters import Counters
+from anfang.dispatch import Dispatcher
 from anfang.error_throttle import ERRORS_SUFFIX, ErrorThrottle
+from anfang.expiry import ExpiryClock
 from anfang.feed import FeedWriter
 from anfang.ingest import Inbound, Outcome, desired_publishes, process_batch
 from anfang.last_seen import LastSeen, heard_from
 from anfang.mqtt_link import MqttLink
+from anfang.recent_events import RecentEvents
 from anfang.remote_twins import RemoteTwins
-from registry.records import CommandRecord, DeviceInfo
+from registry.records import DeviceInfo
 from registry.store import Registry, TwinStore
-from twins import jsoncodec, topics
+from twins import topics
 from twins.document import Limits, TwinDocument, apply_desired, apply_reported, expire_desired
 from twins.errors import BadRequest, NotFound
 from twins.hooks import CommandResult, DeviceEvent, PlatformHandler, TwinChange
 from twins.kinds import validate_desired, validate_reported
 
-log = logging.getLogger(__name__)
+__all__ = ["Counters", "Platform", "TelemetryRecorder"]
 
-_RECENT_EVENTS = 100_000
-_DISPATCH_QUEUE = 10_000
+log = logging.getLogger(__name__)
 
 
 @runtime_checkable
 class TelemetryRecorder(Protocol):
+    """A handler that takes telemetry samples directly, besides the dispatched ``telemetry`` events."""
+
     def record_telemetry(self, site: str, device_id: str, kind: str, ts: float, metrics: dict[str, float]) -> None: ...
-
-
-@dataclass
-class Counters:
-    """What the platform has seen; published on ``_platform/health`` and to telemetry."""
-
-    received: int = 0
-    accepted: int = 0
-    duplicates: int = 0
-    clock_skew_clamped: int = 0
-    rejected: Counter[int] = field(default_factory=Counter)
-    dispatch_dropped: int = 0
-    handler_errors: int = 0
-    batches: int = 0
-    commands_sent: int = 0
-    commands_timed_out: int = 0
-    errors_throttled: int = 0  # error answers a flooding device did not get (anfang.error_throttle)
-    inbox_peak: int = 0  # the most messages that ever waited for ingest at once
-    latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=20_000))
-
-    def latency_percentiles(self) -> dict[str, float | None]:
-        """p50/p99 of device report timestamp -> committed, over the last 20,000 reports with ``ts``."""
-        if not self.latencies_ms:
-            return {"ingest_latency_ms_p50": None, "ingest_latency_ms_p99": None}
-        ordered = sorted(self.latencies_ms)
-
-        def pick(q: float) -> float:
-            return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
-
-        return {"ingest_latency_ms_p50": pick(0.50), "ingest_latency_ms_p99": pick(0.99)}
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            **self.latency_percentiles(),
-            "received": self.received,
-            "accepted": self.accepted,
-            "duplicates": self.duplicates,
-            "clock_skew_clamped": self.clock_skew_clamped,
-            "rejected": sum(self.rejected.values()),
-            "rejected_by_code": {str(k): v for k, v in self.rejected.items()},
-            "dispatch_dropped": self.dispatch_dropped,
-            "handler_errors": self.handler_errors,
-            "batches": self.batches,
-            "commands_sent": self.commands_sent,
-            "commands_timed_out": self.commands_timed_out,
-            "errors_throttled": self.errors_throttled,
-            "inbox_peak": self.inbox_peak,
-        }
 
 
 class Platform:
@@ -131,24 +89,21 @@ class Platform:
         self.counters = Counters()
         self._sites, self._features = list(sites), list(features)
         self._limits, self._max_payload = limits or Limits(), max_payload
-        self._batch_max, self._command_timeout = batch_max, command_timeout
+        self._batch_max = batch_max
         self._arrivals: deque[tuple[Inbound, Callable[[], None]]] = deque()
         self._arrived = asyncio.Event()
         self._inbox_warn, self._warned_at, self._reading_paused = inbox_size, 0.0, False
         self._write_lock = asyncio.Lock()
         self._devices: dict[str, DeviceInfo] = {}
         self._twins: dict[str, TwinDocument] = {}
-        self._recent_events: OrderedDict[tuple[str, str], None] = OrderedDict()
-        self._pending: dict[str, tuple[asyncio.Future[CommandResult], CommandRecord]] = {}
-        self._queues: list[asyncio.Queue[DeviceEvent | TwinChange]] = [
-            asyncio.Queue(_DISPATCH_QUEUE) for _ in self.handlers
-        ]
+        self._recent_events = RecentEvents(store)
+        self._commands = CommandDesk(link, store, self.counters, self._device, command_timeout)
+        self._dispatcher = Dispatcher(self.handlers, self.counters)
         self._subscriptions = list(subscriptions)
         self._tasks, self._health_sinks, self._publish_taps = list(tasks), list(health_sinks), list(publish_taps)
         self._health_interval = health_interval
         self._committed = asyncio.Condition(self._write_lock)
-        self._expiries: list[tuple[float, str]] = []  # heap of (when, device id): momentary desired fields
-        self._expiry_changed = asyncio.Event()
+        self._expiries = ExpiryClock()  # momentary desired fields
         self.ready = asyncio.Event()
 
     # ---- running -------------------------------------------------------------------------------
@@ -157,13 +112,14 @@ class Platform:
         """Run until cancelled: ingest loop, one dispatcher per handler, health publisher."""
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._ingest_loop(), name="ingest")
-            for handler, queue in zip(self.handlers, self._queues, strict=True):
-                tg.create_task(self._dispatch_loop(handler, queue), name=f"dispatch-{type(handler).__name__}")
+            dispatcher = self._dispatcher
+            for handler, queue in zip(dispatcher.handlers, dispatcher.queues, strict=True):
+                tg.create_task(dispatcher.run(handler, queue, self), name=f"dispatch-{type(handler).__name__}")
             await self.link.start(self._subscriptions, self.ingest, self.accept)
             for site in self._sites if self._features else ():  # none: a worker that speaks for no services
                 self.link.publish(topics.platform_topic(site, "features"), {"features": self._features}, retain=True)
             tg.create_task(self._health_loop(), name="health")
-            tg.create_task(self._expiry_loop(), name="desired-expiry")
+            tg.create_task(self._expiries.run(self.store.with_desired_expiry, self._expire), name="desired-expiry")
             for i, task in enumerate(self._tasks):
                 tg.create_task(task(self), name=f"service-{i}")
             self.ready.set()
@@ -225,27 +181,26 @@ class Platform:
             outcome = await self._apply_batch([msg for msg, _ in batch])
             for _, ack in batch:
                 ack()
-            await self._dispatch(outcome.dispatch)
+            await self._dispatcher.put(outcome.dispatch)
 
     async def _apply_batch(self, batch: list[Inbound]) -> Outcome:
         async with self._write_lock:
             await self._preload(batch)
-            seen = await self._seen_events(batch)
+            seen = await self._recent_events.seen(batch)
             now = time.time()
             outcome = process_batch(
                 batch, self._devices, self._twins, seen, now=now, limits=self._limits, max_payload=self._max_payload
             )
-            finished = self._finish_commands(outcome, now)
+            finished = self._commands.finish(outcome, now)
             feed = self._feed.rows(outcome.dispatch) if self._feed is not None else ()
             # a failed commit propagates and stops the worker: nothing was acknowledged, the broker redelivers
             await self.store.commit(outcome.twins.values(), outcome.events, finished, feed)
-            self._watch_expiries(outcome.twins.values())
+            self._expiries.watch(outcome.twins.values())
             if self.last_seen is not None:
                 for device_id in heard_from(batch):
                     if device_id in self._devices:  # registered: the map stays bounded by the registry
                         self.last_seen.saw(device_id, now)
-            for event in outcome.events:
-                self._remember_event((event.device_id, event.event_id))
+            self._recent_events.remember((event.device_id, event.event_id) for event in outcome.events)
             for pub in outcome.publishes:
                 if pub.topic.endswith(ERRORS_SUFFIX) and not self._error_throttle.allow(pub.topic, now):
                     self.counters.errors_throttled += 1  # the rejection itself is counted and logged
@@ -296,29 +251,6 @@ class Platform:
                 )
             )
 
-    def _watch_expiries(self, docs: Any) -> None:
-        for doc in docs:
-            at = doc.next_expiry
-            if at is not None:
-                heapq.heappush(self._expiries, (at, doc.device_id))
-                self._expiry_changed.set()
-
-    async def _expiry_loop(self) -> None:
-        """Delete momentary desired fields when their time-to-live passes, also those set before a restart."""
-        self._watch_expiries(await self.store.with_desired_expiry())
-        while True:
-            self._expiry_changed.clear()
-            if not self._expiries:
-                await self._expiry_changed.wait()
-                continue
-            wait = self._expiries[0][0] - time.time()
-            if wait > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._expiry_changed.wait(), wait)
-                continue
-            _, device_id = heapq.heappop(self._expiries)
-            await self._expire(device_id)
-
     async def _expire(self, device_id: str) -> None:
         async with self._write_lock:
             doc = self._twins.get(device_id) or await self.store.load(device_id)
@@ -330,7 +262,7 @@ class Platform:
                 return
             await self.store.commit([applied.document])
             self._twins[device_id] = applied.document
-            self._watch_expiries([applied.document])
+            self._expiries.watch([applied.document])
             for pub in desired_publishes(applied.document, now):
                 self.link.publish(pub.topic, pub.payload, qos=pub.qos, retain=pub.retain)
             self._committed.notify_all()
@@ -347,79 +279,9 @@ class Platform:
             if doc is not None:
                 self._twins[device_id] = doc
 
-    async def _seen_events(self, batch: list[Inbound]) -> set[tuple[str, str]]:
-        keys: list[tuple[str, str]] = []
-        for msg in batch:
-            if msg.topic is not None and msg.topic.channel is topics.Channel.EVENT:
-                event_id = _peek_event_id(msg.payload)
-                if event_id is not None:
-                    keys.append((msg.topic.device_id, event_id))
-        seen = {k for k in keys if k in self._recent_events}
-        seen |= await self.store.seen_events([k for k in keys if k not in seen])
-        return seen
-
-    def _remember_event(self, key: tuple[str, str]) -> None:
-        self._recent_events[key] = None
-        if len(self._recent_events) > _RECENT_EVENTS:
-            self._recent_events.popitem(last=False)
-
-    def _finish_commands(self, outcome: Outcome, now: float) -> list[CommandRecord]:
-        records = []
-        for answer in outcome.answers:
-            pending = self._pending.pop(answer.reply.id, None)
-            if pending is None:
-                log.info("result for unknown or finished command %s from %s", answer.reply.id, answer.device_id)
-                continue
-            future, sent = pending
-            status = "ok" if answer.reply.ok else "error"
-            records.append(
-                CommandRecord(
-                    sent.id, sent.device_id, sent.name, sent.args, status, answer.reply.result, sent.created_at, now
-                )
-            )
-            if not future.done():
-                future.set_result(CommandResult(sent.id, answer.reply.ok, answer.reply.result, answer.reply.error))
-        return records
-
     async def deliver(self, items: list[DeviceEvent | TwinChange]) -> None:
         """Hand changes committed by another worker of the site (the feed) to this worker's handlers."""
-        await self._dispatch(items)
-
-    async def _dispatch(self, items: list[DeviceEvent | TwinChange]) -> None:
-        for item in items:
-            for queue in self._queues:
-                await queue.put(item)  # back-pressure: a slow handler slows intake, never loses an event
-
-    def _dispatch_nowait(self, item: DeviceEvent | TwinChange) -> None:
-        for queue in self._queues:
-            try:
-                queue.put_nowait(item)
-            except asyncio.QueueFull:
-                self.counters.dispatch_dropped += 1
-                log.error(
-                    "dispatch queue full: dropped %s for %s",
-                    type(item).__name__,
-                    item.device_id,
-                    extra={"device": item.device_id},
-                )
-
-    async def _dispatch_loop(self, handler: PlatformHandler, queue: asyncio.Queue[DeviceEvent | TwinChange]) -> None:
-        while True:
-            item = await queue.get()
-            try:
-                if isinstance(item, DeviceEvent):
-                    await handler.on_event(item, self)
-                else:
-                    await handler.on_twin_change(item, self)
-            except Exception:
-                self.counters.handler_errors += 1
-                log.exception(
-                    "handler %s failed on %s from %s",
-                    type(handler).__name__,
-                    type(item).__name__,
-                    item.device_id,
-                    extra={"device": item.device_id},
-                )
+        await self._dispatcher.put(items)
 
     def health(self) -> dict[str, Any]:
         """The counters and gauges published on ``_platform/health`` (and scraped on ``/metrics``)."""
@@ -431,7 +293,7 @@ class Platform:
             "broker_subscribed": int(self.link.subscribed),
             "broker_resubscribed": self.link.resubscribed,
             "inbox_depth": len(self._arrivals),
-            "dispatch_depth": max((q.qsize() for q in self._queues), default=0),
+            "dispatch_depth": self._dispatcher.depth(),
         }
 
     async def _health_loop(self) -> None:
@@ -516,7 +378,7 @@ class Platform:
             self._twins[device_id] = applied.document
             self._committed.notify_all()
         doc = applied.document
-        self._dispatch_nowait(
+        self._dispatcher.put_nowait(
             TwinChange(
                 doc.site,
                 doc.device_id,
@@ -533,56 +395,9 @@ class Platform:
     async def send_command(
         self, device_id: str, name: str, args: dict[str, Any], timeout: float | None = None
     ) -> CommandResult:
-        info = await self._device(device_id)
-        if not topics.ID_RE.match(name):
-            raise BadRequest(f"invalid command name {name!r}")
-        wait = self._command_timeout if timeout is None else timeout
-        now = time.time()
-        record = CommandRecord(uuid.uuid4().hex, device_id, name, args, "sent", None, now, None)
-        future: asyncio.Future[CommandResult] = asyncio.get_running_loop().create_future()
-        self._pending[record.id] = (future, record)
-        # publish first (a gate should not wait on the database to open); the record follows, and
-        # never overwrites an answer that was recorded before it
-        self.link.publish(
-            topics.command_topic(info.site, device_id, name),
-            {"id": record.id, "args": args, "ts": now, "timeout": wait},
-        )
-        self.counters.commands_sent += 1
-        try:
-            await self.store.record_command_sent(record)
-            return await asyncio.wait_for(future, wait)
-        except TimeoutError:
-            self._pending.pop(record.id, None)
-            self.counters.commands_timed_out += 1
-            log.warning(
-                "command %s %s to %s timed out after %.1fs",
-                name,
-                record.id,
-                device_id,
-                wait,
-                extra={"device": device_id},
-            )
-            done = time.time()
-            await self.store.commit(
-                [], commands=[CommandRecord(record.id, device_id, name, args, "timeout", None, now, done)]
-            )
-            self.link.publish(
-                topics.platform_topic(info.site, f"commands/{record.id}"),
-                {"id": record.id, "device_id": device_id, "name": name, "status": "timeout", "ts": done},
-            )
-            return CommandResult(record.id, False, {}, "timed out", timed_out=True)
+        return await self._commands.send(device_id, name, args, timeout)
 
     async def publish(self, topic: str, payload: dict[str, Any] | str, *, retain: bool = False, qos: int = 1) -> None:
         self.link.publish(topic, payload, qos=qos, retain=retain)
         for tap in self._publish_taps:
             tap(topic, payload)
-
-
-def _peek_event_id(payload: bytes) -> str | None:
-    """The event id, read before the full parse (which may still reject the event)."""
-    try:
-        data = jsoncodec.loads(payload)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    value = data.get("id") if isinstance(data, dict) else None
-    return value if isinstance(value, str) else None

@@ -1,7 +1,7 @@
 """Access-control latency benchmark: capture → ``open`` command at a steady capture rate (central mode).
 
 Runs in-process: a synthetic ~560-resident community in a temporary SQLite database, the real
-:class:`community.handler.AccessHandler`, and :class:`twins.hooks.FakePlatformActions` timing the
+:class:`community.handler.AccessHandler`, and :class:`twins.hooks.RecordingActions` timing the
 ``open`` command. Captures (plates at gates, faces and cards at unit doors, 20 % unknown) arrive on
 a fixed schedule; latency is measured from the scheduled arrival to the command (and to the decision
 being recorded). Usage: ``python -m bench.access_bench [--rate 200] [--seconds 10]``; JSON results go
@@ -35,7 +35,8 @@ from community.records import AccessRecords
 from community.store import CommunityStore
 from registry.alarm_store import DatabaseAlarmStore
 from registry.alarms import AlarmManager
-from twins.hooks import CommandResult, DeviceEvent, FakePlatformActions
+from rules.recording import RecordingActions
+from twins.hooks import CommandResult, DeviceEvent
 from vision.plate_text import PROVINCES
 
 SITE = "bench"
@@ -85,7 +86,7 @@ def synthetic_community(rng: np.random.Generator, buildings: int = 8, per_buildi
     return data
 
 
-class TimingActions(FakePlatformActions):
+class TimingActions(RecordingActions):
     """Records when each capture's open command was sent."""
 
     def __init__(self) -> None:
@@ -184,7 +185,7 @@ async def run(rate: float, seconds: float, workers: int) -> dict[str, Any]:
     return {
         "benchmark": "access_capture_to_open",
         "mode": "central",
-        "transport": "in-process FakePlatformActions",
+        "transport": "in-process RecordingActions",
         "database": "sqlite (tempfile)",
         "people": len(data["people"]),
         "vehicles": len(data["vehicles"]),

@@ -33,7 +33,8 @@ from anfang.http_server import ApiServer
 from bench.common import RESULTS, machine
 from community.crypto import FieldCipher
 from registry.db import open_database
-from twins.hooks import DeviceEvent, FakePlatformActions
+from rules.recording import RecordingActions
+from twins.hooks import DeviceEvent
 from viewlib.client import ViewLibClient
 from viewlib.store import ViewLibOutbox
 from viewlib.uploader import ViewLibUploader
@@ -80,7 +81,7 @@ async def one_run(captures: int, kib: int, batch: int) -> dict[str, float]:
                 )
                 client = ViewLibClient(settings.url or "", PLATFORM, PLATFORM, "x")
                 uploader = ViewLibUploader(settings, ViewLibOutbox(conn, "bench", FieldCipher(b"b" * 32)), client)
-                acts = FakePlatformActions(clock=time.time())
+                acts = RecordingActions(clock=time.time())
                 events = [
                     DeviceEvent(
                         "bench",

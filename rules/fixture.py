@@ -15,11 +15,12 @@ from rules.engine import RulesEngine
 from rules.health import SOURCE
 from rules.loader import Diagnostic, load_rules
 from rules.model import Duration
+from rules.recording import RecordingActions
 from rules.sinks import InMemoryAuditLog, RecordingWebhookSender
 from rules.site import load_site_plan
 from rules.trace import Firing, TraceEntry
 from rules.yamlmarks import YamlLoadError, line_of, load_marked_file, plain
-from twins.hooks import DeviceEvent, FakePlatformActions, TwinChange
+from twins.hooks import DeviceEvent, TwinChange
 
 DEFAULT_START = "2026-11-02T10:00:00+08:00"  # a Monday morning
 
@@ -216,7 +217,7 @@ async def run_fixture(path: Path) -> list[CaseResult]:
 
 async def _run_case(file: str, case: Case, rules: list[Any], site: Any, t0: float) -> CaseResult:
     result = CaseResult(file, case.name, origin=t0)
-    acts = FakePlatformActions(clock=t0, command_results={})
+    acts = RecordingActions(clock=t0, command_results={})
     counter = iter(range(1, 1_000_000))
     store = InMemoryAlarmStore()
     engine = RulesEngine(

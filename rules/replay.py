@@ -21,10 +21,11 @@ from registry.alarms import InMemoryAlarmStore
 from registry.sql import Sql
 from rules.engine import RulesEngine
 from rules.loader import Rule
+from rules.recording import RecordingActions
 from rules.sinks import InMemoryAuditLog, RecordingWebhookSender
 from rules.site import SitePlan
 from rules.trace import Firing, TraceEntry
-from twins.hooks import DeviceEvent, FakePlatformActions
+from twins.hooks import DeviceEvent
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +55,7 @@ class ReplayReport:
 async def replay(rules: list[Rule], site: SitePlan, records: Iterable[Recorded], since: float) -> ReplayReport:
     """Run ``records`` (any order) through ``rules`` on a simulated clock starting at ``since``."""
     report = ReplayReport()
-    acts = FakePlatformActions(clock=since, command_results={})
+    acts = RecordingActions(clock=since, command_results={})
     engine = RulesEngine(
         rules,
         site,

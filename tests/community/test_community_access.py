@@ -1,4 +1,4 @@
-"""Central-mode access decisions through AccessHandler with FakePlatformActions and a real SQLite registry."""
+"""Central-mode access decisions through AccessHandler with RecordingActions and a real SQLite registry."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from community_testkit import LEASE_END_DAY, NOW, SITE, Community, community_fix
 
 from community.models import AccessDecisionRow, CaptureRow
 from community.snapshot import CHINA_TZ, lease_window
-from twins.hooks import DeviceEvent, FakePlatformActions
+from rules.recording import RecordingActions
+from twins.hooks import DeviceEvent
 
 DEVICE_KINDS = {
     "gate-north": "vehicle_gate",
@@ -26,19 +27,19 @@ def event(device: str, type_: str, data: dict[str, Any], ts: float = NOW) -> Dev
     return DeviceEvent(SITE, device, DEVICE_KINDS[device], type_, uuid.uuid4().hex, ts, data)
 
 
-class TickingActions(FakePlatformActions):
-    """FakePlatformActions whose clock moves on by 1 ms per reading, so records keep their order."""
+class TickingActions(RecordingActions):
+    """RecordingActions whose clock moves on by 1 ms per reading, so records keep their order."""
 
     def now(self) -> float:
         self.clock += 0.001
         return self.clock
 
 
-def fake(now: float = NOW) -> FakePlatformActions:
+def fake(now: float = NOW) -> RecordingActions:
     return TickingActions(clock=now, command_results={"open": {"opened": True}})
 
 
-def opened(actions: FakePlatformActions) -> list[tuple[str, str, dict[str, Any]]]:
+def opened(actions: RecordingActions) -> list[tuple[str, str, dict[str, Any]]]:
     return [c for c in actions.commands if c[1] == "open"]
 
 

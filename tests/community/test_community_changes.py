@@ -17,15 +17,16 @@ from community_testkit import NOW, SITE, Community, community_fixture, db_fixtur
 from community.handler import AccessHandler
 from community.models import CredentialRow, PersonRow, VehicleRow
 from community.store import CommunityStore
-from twins.hooks import DeviceEvent, FakePlatformActions, TwinChange
+from rules.recording import RecordingActions
+from twins.hooks import DeviceEvent, TwinChange
 
 
 def _event(device: str, kind: str, type_: str, data: dict[str, Any]) -> DeviceEvent:
     return DeviceEvent(SITE, device, kind, type_, uuid.uuid4().hex, NOW, data)
 
 
-def _actions() -> FakePlatformActions:
-    return FakePlatformActions(clock=NOW, command_results={"open": {"opened": True}})
+def _actions() -> RecordingActions:
+    return RecordingActions(clock=NOW, command_results={"open": {"opened": True}})
 
 
 async def _decide(handler: AccessHandler, device: str, kind: str, type_: str, data: dict[str, Any]) -> str:
@@ -94,7 +95,7 @@ async def test_only_a_pass_use_that_leaves_none_counts_as_a_change(community: Co
     assert await other.change_seq() == before + 2
 
 
-class _Watched(FakePlatformActions):
+class _Watched(RecordingActions):
     """Fake actions that signal every allow-list push."""
 
     def __init__(self) -> None:

@@ -16,7 +16,8 @@ from community.errors import NotFound
 from community.models import AccessDecisionRow
 from community.snapshot import lease_window
 from firmware_sim.edge_access import decide, open_allow_list
-from twins.hooks import DeviceEvent, FakePlatformActions, TwinChange
+from rules.recording import RecordingActions
+from twins.hooks import DeviceEvent, TwinChange
 
 DOOR_KEYS: dict[str, bytes] = {}
 
@@ -39,7 +40,7 @@ def remember_keys(community: Community, *devices: str) -> None:
         DOOR_KEYS[key_id(key)] = key
 
 
-def pushed_list(actions: FakePlatformActions, device: str) -> dict[str, Any]:
+def pushed_list(actions: RecordingActions, device: str) -> dict[str, Any]:
     patches = [p for d, p in actions.desired if d == device]
     assert patches, f"no allow-list pushed to {device}"
     assert patches[-1]["access_mode"] == "edge"
@@ -50,7 +51,7 @@ def pushed_list(actions: FakePlatformActions, device: str) -> dict[str, Any]:
 async def test_offline_edge_door_refuses_expired_tenant(community: Community) -> None:
     handler = community.handler(edge_devices=frozenset({"door-b1-u1"}))
     remember_keys(community, "door-b1-u1")
-    actions = FakePlatformActions(clock=NOW)
+    actions = RecordingActions(clock=NOW)
     assert await handler.refresh_edge_allow_lists(actions) == ["door-b1-u1"]
     allow = pushed_list(actions, "door-b1-u1")
     subjects = {e["subject"] for e in allow["entries"]}
@@ -74,7 +75,7 @@ async def test_offline_edge_door_refuses_expired_tenant(community: Community) ->
 async def test_unchanged_list_is_not_pushed_again_and_new_pass_is(community: Community) -> None:
     handler = community.handler(edge_devices=frozenset({"door-b1-u1", "gate-north"}))
     remember_keys(community, "door-b1-u1", "gate-north")
-    actions = FakePlatformActions(clock=NOW)
+    actions = RecordingActions(clock=NOW)
     assert await handler.refresh_edge_allow_lists(actions) == ["door-b1-u1", "gate-north"]
     assert await handler.refresh_edge_allow_lists(actions) == []
     _, payload = await community.store.issue_pass(
@@ -95,7 +96,7 @@ async def test_unchanged_list_is_not_pushed_again_and_new_pass_is(community: Com
 
 async def test_door_switching_to_edge_gets_list_and_edge_decisions_are_recorded(community: Community) -> None:
     handler = community.handler()
-    actions = FakePlatformActions(clock=NOW)
+    actions = RecordingActions(clock=NOW)
     change = TwinChange(
         SITE, "door-b2-u1", "door_lock", 7, NOW, {"access_mode": "edge"}, {}, {}, {"access_mode": "edge"}
     )

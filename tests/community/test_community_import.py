@@ -10,7 +10,8 @@ from community.crypto import FieldCipher
 from community.importer import StorePeopleRegistrar
 from community.models import CredentialRow, HouseholdRow, PersonRow, VehicleRow
 from community.store import CommunityStore
-from twins.hooks import DeviceEvent, FakePlatformActions
+from rules.recording import RecordingActions
+from twins.hooks import DeviceEvent
 
 
 async def test_people_registrar_is_idempotent_and_updates(db: object) -> None:
@@ -46,7 +47,7 @@ async def test_people_registrar_is_idempotent_and_updates(db: object) -> None:
 
     alarms = AlarmManager(SITE, InMemoryAlarmStore())
     handler = AccessHandler(store, AccessRecords(SITE), AccessConfig(site=SITE), alarms=alarms)
-    actions = FakePlatformActions(clock=NOW, command_results={"open": {}})
+    actions = RecordingActions(clock=NOW, command_results={"open": {}})
     await handler.on_event(
         DeviceEvent(SITE, "door-b1-u1", "door_lock", "card_presented", uuid.uuid4().hex, NOW, {"card": "C0001"}),
         actions,

@@ -15,7 +15,8 @@ from community.decisions import Capture, CredentialKind
 from community.edge import door_key
 from community.handler import AccessHandler
 from firmware_sim.firmware import DoorLock, Publish
-from twins.hooks import DeviceEvent, FakePlatformActions
+from rules.recording import RecordingActions
+from twins.hooks import DeviceEvent
 
 
 def _wrong_pin(right: str, i: int) -> str:
@@ -24,9 +25,7 @@ def _wrong_pin(right: str, i: int) -> str:
     return pin
 
 
-async def _try(
-    handler: AccessHandler, actions: FakePlatformActions, door: str, kind: CredentialKind, value: str
-) -> str:
+async def _try(handler: AccessHandler, actions: RecordingActions, door: str, kind: CredentialKind, value: str) -> str:
     capture = Capture(door, "vehicle_gate" if door.startswith("gate") else "door_lock", kind, credential=value)
     decision = await handler.handle_capture(capture, actions)
     return "granted" if decision.allowed else decision.reason
@@ -34,7 +33,7 @@ async def _try(
 
 async def test_five_wrong_pins_lock_pin_entry_at_that_door_and_raise_one_alarm(community: Community) -> None:
     handler = community.handler()
-    actions = FakePlatformActions(clock=NOW, command_results={"open": {}})
+    actions = RecordingActions(clock=NOW, command_results={"open": {}})
     pin = community.report.pins["p-noface"]
     for i in range(4):
         assert await _try(handler, actions, "door-b1-u1", "pin", _wrong_pin(pin, i)) == "unknown_pin"
@@ -59,7 +58,7 @@ async def test_five_wrong_pins_lock_pin_entry_at_that_door_and_raise_one_alarm(c
 
 async def test_one_credential_refused_at_several_doors_is_locked_everywhere(community: Community) -> None:
     handler = community.handler(limits=EdgeLimits(max_failures=3, window_s=300.0, lockout_s=300.0))
-    actions = FakePlatformActions(clock=NOW, command_results={"open": {}})
+    actions = RecordingActions(clock=NOW, command_results={"open": {}})
     for door in ("door-b1-u1", "door-b2-u1", "gate-north"):
         assert await _try(handler, actions, door, "card", "X9999") == "unknown_card"
     assert await _try(handler, actions, "gate-south", "card", "X9999") == "locked_out"
@@ -68,7 +67,7 @@ async def test_one_credential_refused_at_several_doors_is_locked_everywhere(comm
     assert alarm.evidence["scope"] == "credential" and "X9999" not in str(alarm.to_json())
 
 
-def _sealed_door(community: Community, handler: AccessHandler, actions: FakePlatformActions) -> DoorLock:
+def _sealed_door(community: Community, handler: AccessHandler, actions: RecordingActions) -> DoorLock:
     """The simulated door in edge mode, holding the list the platform sealed for it."""
     key = door_key(community.cipher.edge_root, SITE, "door-b1-u1")
     door = DoorLock("door-b1-u1", seq_start=0, boot_ts=NOW, edge_key=key)
@@ -84,7 +83,7 @@ def _events(outs: Sequence[object], type_: str) -> list[dict[str, Any]]:
 
 async def test_edge_door_locks_pin_entry_itself_and_the_platform_raises_one_alarm(community: Community) -> None:
     handler = community.handler(edge_devices=frozenset({"door-b1-u1"}))
-    actions = FakePlatformActions(clock=NOW)
+    actions = RecordingActions(clock=NOW)
     await handler.refresh_edge_allow_lists(actions)
     door = _sealed_door(community, handler, actions)
     door.reported["access_mode"] = "edge"

@@ -20,7 +20,8 @@ from community.records import AccessRecords
 from community.store import CommunityStore
 from registry.alarm_store import DatabaseAlarmStore
 from registry.alarms import AlarmManager
-from twins.hooks import DeviceEvent, FakePlatformActions
+from rules.recording import RecordingActions
+from twins.hooks import DeviceEvent
 
 pytestmark = pytest.mark.postgres
 PG = "postgres://postgres@127.0.0.1:5432"
@@ -59,7 +60,7 @@ async def test_registry_and_decisions_on_postgres(pg_url: str) -> None:
         AccessConfig(site=SITE),
         alarms=AlarmManager(SITE, DatabaseAlarmStore(Tortoise.get_connection("default"), SITE)),
     )
-    actions = FakePlatformActions(clock=NOW, command_results={"open": {}})
+    actions = RecordingActions(clock=NOW, command_results={"open": {}})
 
     def ev(device: str, kind: str, type_: str, data: dict[str, object]) -> DeviceEvent:
         return DeviceEvent(SITE, device, kind, type_, uuid.uuid4().hex, NOW, data)

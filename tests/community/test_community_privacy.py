@@ -10,7 +10,8 @@ from tortoise import Tortoise
 from community.decisions import Capture, Decision
 from community.models import AccessDecisionRow, AuditRow, CaptureRow, CredentialRow, PassRow
 from community.records import Retention
-from twins.hooks import DeviceEvent, FakePlatformActions
+from rules.recording import RecordingActions
+from twins.hooks import DeviceEvent
 
 DAY = 86400.0
 
@@ -29,7 +30,7 @@ async def test_no_plain_id_number_or_phone_in_database_file(community: Community
     handler = community.handler()
     await handler.on_event(
         DeviceEvent(SITE, "door-b1-u1", "door_lock", "card_presented", uuid.uuid4().hex, NOW, {"card": "C0001"}),
-        FakePlatformActions(clock=NOW),
+        RecordingActions(clock=NOW),
     )
     assert (await community.store.find_by_phone("13800000002"))[0].id == "p-b2", "look-up by keyed hash works"
     await Tortoise.close_connections()
@@ -69,7 +70,7 @@ async def test_purge_enforces_retention(community: Community) -> None:
 async def test_withdrawing_face_consent_deletes_template_and_face_stops_working(community: Community) -> None:
     await community.store.set_face_consent("p-owner", False)
     assert await CredentialRow.filter(person_id="p-owner", kind="face").count() == 0
-    handler, actions = community.handler(), FakePlatformActions(clock=NOW)
+    handler, actions = community.handler(), RecordingActions(clock=NOW)
     await handler.on_event(
         DeviceEvent(
             SITE,

@@ -14,9 +14,10 @@ from community.models import AuditRow
 from rules.db_traces import DatabaseTraceStore
 from rules.engine import RulesEngine
 from rules.loader import load_rule_docs
+from rules.recording import RecordingActions
 from rules.site import load_site_plan
 from rules.yamlmarks import load_marked
-from twins.hooks import DeviceEvent, FakePlatformActions
+from twins.hooks import DeviceEvent
 
 PLAN = load_site_plan(Path(__file__).parents[2] / "rules" / "builtin" / "tests" / "site.yaml")
 RULES = """
@@ -31,7 +32,7 @@ rules:
 async def test_staff_read_why_a_rule_fired_or_not_from_the_database(community: Community) -> None:
     conn = Tortoise.get_connection("default")
     rules = load_rule_docs(load_marked(RULES), "r.yaml", PLAN).rules
-    acts = FakePlatformActions(clock=NOW)
+    acts = RecordingActions(clock=NOW)
     engine = RulesEngine(rules, PLAN, actions=acts, trace_store=DatabaseTraceStore(conn, SITE))
     for i, door in enumerate(("door-b1-u1", "door-b1-u2")):
         await engine.on_event(DeviceEvent(SITE, door, "door_lock", "door_forced", f"e{i}", NOW, {}), acts)

@@ -32,7 +32,7 @@ from registry.alarm_store import DatabaseAlarmStore
 from registry.alarms import SEVERITIES, Alarm, AlarmError, AlarmManager, InMemoryAlarmStore
 from registry.db import open_database
 from registry.migrate import MIGRATIONS_DIR, apply_migrations
-from twins.hooks import FakePlatformActions
+from rules.recording import RecordingActions
 
 T0 = 1_800_000_000.0
 SITE = "youzheng"
@@ -56,7 +56,7 @@ def an_alarm(**kw: Any) -> Alarm:
 
 # --- lifecycle (pure) --------------------------------------------------------------------------------
 async def test_lifecycle_dedupes_keeps_the_first_acknowledgement_and_clears_once() -> None:
-    store, acts = InMemoryAlarmStore(), FakePlatformActions(clock=T0)
+    store, acts = InMemoryAlarmStore(), RecordingActions(clock=T0)
     alarms = AlarmManager(SITE, store, new_id=lambda: "a1")
     first, created = await alarms.raise_alarm(
         acts,
@@ -227,7 +227,7 @@ async def test_a_webhook_that_is_down_gets_the_alarm_when_it_is_back_and_nothing
     settings = AlarmSettings(webhooks=[WebhookSettings(name="desk", url=receiver.url, min_severity="high")])
     store = DatabaseAlarmStore(conn, SITE)
     alarms = AlarmManager(SITE, store)
-    acts = FakePlatformActions(clock=T0)
+    acts = RecordingActions(clock=T0)
     async with httpx.AsyncClient() as http:
         dispatcher = AlarmDispatcher(store, alarms, settings, http)
         raised, _ = await alarms.raise_alarm(
@@ -273,7 +273,7 @@ async def test_an_undeliverable_webhook_is_given_up_after_its_age_and_logged(con
     )
     store = DatabaseAlarmStore(conn, SITE)
     alarms = AlarmManager(SITE, store)
-    acts = FakePlatformActions(clock=T0)
+    acts = RecordingActions(clock=T0)
     async with httpx.AsyncClient() as http:
         dispatcher = AlarmDispatcher(store, alarms, settings, http)
         await alarms.raise_alarm(acts, rule_id="r", subject="s", kind="k", severity="critical", message="", now=T0)
@@ -296,7 +296,7 @@ async def test_an_unacknowledged_critical_alarm_escalates_contact_by_contact(con
     )
     store = DatabaseAlarmStore(conn, SITE)
     alarms = AlarmManager(SITE, store)
-    acts = FakePlatformActions(clock=T0)
+    acts = RecordingActions(clock=T0)
     await duty.start()
     await desk.start()
     try:
@@ -339,7 +339,7 @@ async def test_open_alarms_are_published_again_when_the_dispatcher_starts(conn: 
     )
     closed, _ = await alarms.raise_alarm(None, rule_id="r", subject="b", kind="k", severity="high", message="", now=T0)
     await alarms.clear(None, closed.id, by="x", now=T0 + 1)
-    acts = FakePlatformActions(clock=T0 + 2)
+    acts = RecordingActions(clock=T0 + 2)
     seen = asyncio.Event()
     record = acts.publish
 

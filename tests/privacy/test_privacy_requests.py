@@ -14,7 +14,8 @@ from community_testkit import NOW, Community, community_fixture, db_fixture  # n
 
 from community.api import CommunityServices, create_app
 from community.models import AccessDecisionRow, AuditRow, CaptureRow, CredentialRow, PassRow, PersonRow, VehicleRow
-from twins.hooks import DeviceEvent, FakePlatformActions
+from rules.recording import RecordingActions
+from twins.hooks import DeviceEvent
 
 SITE = "testsite"
 KINDS = {"gate-north": "vehicle_gate", "door-b1-u1": "door_lock"}
@@ -46,7 +47,7 @@ async def _capture(
     community: Community, device: str, type_: str, data: dict[str, Any], now: float = NOW
 ) -> dict[str, Any]:
     handler = community.handler()
-    actions = FakePlatformActions(clock=now, command_results={"open": {"opened": True}})
+    actions = RecordingActions(clock=now, command_results={"open": {"opened": True}})
     await handler.on_event(DeviceEvent(SITE, device, KINDS[device], type_, uuid.uuid4().hex, now, data), actions)
     row = await AccessDecisionRow.all().order_by("-ts", "-id").first()
     assert row is not None

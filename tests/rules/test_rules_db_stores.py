@@ -22,10 +22,11 @@ from registry.db import open_database
 from rules.db_timers import DatabaseTimerStore
 from rules.engine import RulesEngine
 from rules.loader import Rule, load_rule_docs
+from rules.recording import RecordingActions
 from rules.site import SitePlan, load_site_plan
 from rules.timers import Timer, TimerStoreError
 from rules.yamlmarks import load_marked
-from twins.hooks import FakePlatformActions, TwinChange
+from twins.hooks import TwinChange
 
 SITE_FILE = Path(__file__).parents[2] / "rules" / "builtin" / "tests" / "site.yaml"
 T0 = datetime.fromisoformat("2026-11-02T10:00:00+08:00").timestamp()
@@ -137,7 +138,7 @@ async def test_a_failed_flush_keeps_the_changes_for_the_next_one(conn: BaseDBAsy
 async def test_the_engine_retries_a_failed_timer_flush_at_the_next_tick(
     conn: BaseDBAsyncClient, site: SitePlan, caplog: pytest.LogCaptureFixture
 ) -> None:
-    acts = FakePlatformActions(clock=T0)
+    acts = RecordingActions(clock=T0)
     engine = RulesEngine(held_rules(site), site, actions=acts, timer_store=await DatabaseTimerStore.open(conn, "s"))
     await engine.on_twin_change(door_opened(T0), acts)
     await rename(conn, "rule_timers", "rule_timers_away")
@@ -198,7 +199,7 @@ rules:
     when: [{event: {type: door_forced, kind: door_lock}}]
     then: [{raise_alarm: {kind: door_forced, severity: critical}}]
 """
-    acts = FakePlatformActions(clock=T0)
+    acts = RecordingActions(clock=T0)
     a = RulesEngine(held_rules(site, forced), site, actions=acts, alarm_store=DatabaseAlarmStore(conn, "youzheng"))
     alarm, created = await a.alarms.raise_alarm(
         acts, rule_id="forced", subject="door-b1-u1", kind="door_forced", severity="critical", message="", now=T0
@@ -222,7 +223,7 @@ rules:
 async def test_an_alarm_that_cannot_be_stored_is_recorded_on_the_firing_and_the_rule_stays_enabled(
     conn: BaseDBAsyncClient, site: SitePlan
 ) -> None:
-    acts = FakePlatformActions(clock=T0)
+    acts = RecordingActions(clock=T0)
     engine = RulesEngine(held_rules(site), site, actions=acts, alarm_store=DatabaseAlarmStore(conn, "youzheng"))
     await engine.on_twin_change(door_opened(T0), acts)
     await rename(conn, "alarms", "alarms_away")
@@ -243,7 +244,7 @@ async def test_an_alarm_that_cannot_be_stored_is_recorded_on_the_firing_and_the_
 async def test_a_for_timer_armed_by_one_engine_fires_in_the_engine_that_takes_over(
     conn: BaseDBAsyncClient, site: SitePlan
 ) -> None:
-    acts_a = FakePlatformActions(clock=T0)
+    acts_a = RecordingActions(clock=T0)
     a = RulesEngine(
         held_rules(site),
         site,
@@ -255,7 +256,7 @@ async def test_a_for_timer_armed_by_one_engine_fires_in_the_engine_that_takes_ov
     await a.tick(T0 + 1, acts_a)  # the tick writes the pending timer; then worker A dies
 
     # worker B takes over 10 minutes later: the timer is overdue and fires at its first tick
-    acts_b = FakePlatformActions(clock=T0 + 600)
+    acts_b = RecordingActions(clock=T0 + 600)
     b = RulesEngine(
         held_rules(site),
         site,
@@ -274,12 +275,12 @@ async def test_a_for_timer_armed_by_one_engine_fires_in_the_engine_that_takes_ov
 
 
 async def test_a_timer_not_yet_due_at_takeover_fires_at_its_due_time(conn: BaseDBAsyncClient, site: SitePlan) -> None:
-    acts_a = FakePlatformActions(clock=T0)
+    acts_a = RecordingActions(clock=T0)
     a = RulesEngine(held_rules(site), site, actions=acts_a, timer_store=await DatabaseTimerStore.open(conn, "y"))
     await a.on_twin_change(door_opened(T0), acts_a)
     await a.tick(T0 + 1, acts_a)
 
-    acts_b = FakePlatformActions(clock=T0 + 60)
+    acts_b = RecordingActions(clock=T0 + 60)
     alarms = DatabaseAlarmStore(conn, "y")
     b = RulesEngine(
         held_rules(site), site, actions=acts_b, alarm_store=alarms, timer_store=await DatabaseTimerStore.open(conn, "y")
@@ -295,7 +296,7 @@ async def test_a_timer_not_yet_due_at_takeover_fires_at_its_due_time(conn: BaseD
 async def test_timers_of_a_rule_changed_before_takeover_are_dropped_from_the_database(
     conn: BaseDBAsyncClient, site: SitePlan
 ) -> None:
-    acts = FakePlatformActions(clock=T0)
+    acts = RecordingActions(clock=T0)
     a = RulesEngine(held_rules(site), site, actions=acts, timer_store=await DatabaseTimerStore.open(conn, "y"))
     await a.on_twin_change(door_opened(T0), acts)
     await a.tick(T0 + 1, acts)

@@ -12,10 +12,11 @@ import pytest
 
 from rules.engine import RulesEngine
 from rules.loader import Rule, load_rule_docs
+from rules.recording import RecordingActions
 from rules.site import SitePlan, load_site_plan
 from rules.trace import Firing
 from rules.yamlmarks import load_marked
-from twins.hooks import DeviceEvent, FakePlatformActions, TwinChange
+from twins.hooks import DeviceEvent, TwinChange
 
 SITE_FILE = Path(__file__).parents[2] / "rules" / "builtin" / "tests" / "site.yaml"
 T0 = datetime.fromisoformat("2026-11-02T10:00:00+08:00").timestamp()
@@ -57,7 +58,7 @@ rules:
 
 
 async def test_alarm_lifecycle_is_published_deduplicated_acked_and_cleared(site: SitePlan) -> None:
-    acts = FakePlatformActions(clock=T0)
+    acts = RecordingActions(clock=T0)
     engine = RulesEngine(rules_from(FORCED, site), site, actions=acts, new_alarm_id=lambda: "a1")
     await engine.on_event(event("door-b1-u1", "door_lock", "door_forced", {}, T0), acts)
     acts.clock += 5
@@ -76,7 +77,7 @@ async def test_alarm_lifecycle_is_published_deduplicated_acked_and_cleared(site:
 
 
 async def test_reload_keeps_pending_timers_of_unchanged_rules(site: SitePlan) -> None:
-    acts = FakePlatformActions(clock=T0)
+    acts = RecordingActions(clock=T0)
     engine = RulesEngine(rules_from(HELD, site), site, actions=acts)
     await engine.on_twin_change(twin("door-b1-u1", {"door": "closed"}, {"door": "open"}, T0), acts)
     report = engine.reload(rules_from(HELD + FORCED.replace("rules:\n", ""), site), now=T0 + 10)
@@ -86,7 +87,7 @@ async def test_reload_keeps_pending_timers_of_unchanged_rules(site: SitePlan) ->
 
 
 async def test_reload_drops_pending_timers_of_changed_rules(site: SitePlan) -> None:
-    acts = FakePlatformActions(clock=T0)
+    acts = RecordingActions(clock=T0)
     engine = RulesEngine(rules_from(HELD, site), site, actions=acts)
     await engine.on_twin_change(twin("door-b1-u1", {"door": "closed"}, {"door": "open"}, T0), acts)
     report = engine.reload(rules_from(HELD.replace("kind: held", "kind: held_v2"), site), now=T0 + 10)
@@ -99,7 +100,7 @@ async def test_reload_from_path_picks_up_an_edited_file(tmp_path: Path, site: Si
     path = tmp_path / "rules"
     path.mkdir()
     (path / "a.yaml").write_text(FORCED)
-    acts = FakePlatformActions(clock=T0)
+    acts = RecordingActions(clock=T0)
     engine = RulesEngine(rules_from(FORCED, site), site, actions=acts, rules_path=path)
     assert engine.reload_from_path(T0) is None  # first look only records file times
     (path / "a.yaml").write_text(FORCED + HELD.replace("rules:\n", ""))
@@ -119,7 +120,7 @@ async def test_a_faulty_rule_is_counted_and_the_others_keep_working(site: SitePl
     then: [{audit: {message: "{{ int(event.kind) }}"}}]
 """
     )
-    acts = FakePlatformActions(clock=T0)
+    acts = RecordingActions(clock=T0)
     engine = RulesEngine(rules_from(text, site), site, actions=acts)
     await engine.on_event(event("door-b1-u1", "door_lock", "door_forced", {}, T0), acts)
     assert "broken-at-runtime" in engine.faults
@@ -129,7 +130,7 @@ async def test_a_faulty_rule_is_counted_and_the_others_keep_working(site: SitePl
 
 
 async def test_tag_sightings_update_the_virtual_twin_with_a_position(site: SitePlan) -> None:
-    acts = FakePlatformActions(clock=T0)
+    acts = RecordingActions(clock=T0)
     engine = RulesEngine([], site, actions=acts)
     await engine.on_event(event("rfid-center", "rfid_reader", "tag_seen", {"tag": "tag-e001", "rssi": -60}, T0), acts)
     assert acts.virtual == [
@@ -146,7 +147,7 @@ rules:
     then: [{publish: {topic: "anfang/{{ site.id }}/reports/morning", payload: {day: "{{ time.weekday }}"}}}]
 """
     fired: list[Firing] = []
-    acts = FakePlatformActions(clock=T0)  # Monday 10:00 +08:00
+    acts = RecordingActions(clock=T0)  # Monday 10:00 +08:00
     engine = RulesEngine(rules_from(text, site), site, actions=acts, observer=fired.append)
     engine.start(T0)
     for _ in range(7):
@@ -165,7 +166,7 @@ async def test_cooldown_suppresses_repeat_firings(site: SitePlan) -> None:
         "audit: {message: forced}",
     )
     fired: list[Firing] = []
-    acts = FakePlatformActions(clock=T0)
+    acts = RecordingActions(clock=T0)
     engine = RulesEngine(rules_from(text, site), site, actions=acts, observer=fired.append)
     for dt in (0, 30, 60, 130):
         acts.clock = T0 + dt
@@ -188,10 +189,10 @@ async def test_index_keeps_candidates_flat_with_many_unrelated_rules(site: SiteP
 async def test_run_loop_fires_due_timers_on_the_wall_clock(site: SitePlan) -> None:
     text = HELD.replace("for: 3m", "for: 0.2s")
     done = asyncio.Event()
-    acts = FakePlatformActions(clock=time.time())
+    acts = RecordingActions(clock=time.time())
     engine = RulesEngine(rules_from(text, site), site, actions=acts, observer=lambda f: done.set())
 
-    class WallClock(FakePlatformActions):
+    class WallClock(RecordingActions):
         def now(self) -> float:
             return time.time()
 
@@ -213,7 +214,7 @@ async def test_builtin_rules_run_against_the_pilot_community() -> None:
     plan = SitePlan.from_community(community)
     result = load_rules(root / "rules" / "builtin", plan)
     assert not result.diagnostics and len(result.rules) == 11
-    acts = FakePlatformActions(clock=T0)
+    acts = RecordingActions(clock=T0)
     engine = RulesEngine(result.rules, plan, actions=acts)
     engine.start(T0)
     elderly = [p.id for p in plan.people.values() if p.role == "elderly_alone" or (p.tag or "").startswith("tag-e")]
@@ -230,7 +231,7 @@ async def test_platform_events_do_not_count_as_a_silent_device(site: SitePlan) -
         "rules:\n  - id: quiet\n    when: [{silence: {per: device, for: 5m}}]\n    then: [{audit: {message: quiet}}]\n",
         site,
     )
-    acts = FakePlatformActions(clock=T0)
+    acts = RecordingActions(clock=T0)
     engine = RulesEngine(rules, site, actions=acts)
     data = {"device": "gate-north", "subject": "w1", "list_reason": "x", "snapshot_ref": "s", "camera": None}
     await engine.on_event(event("access-control", "platform", "watchlist_match", data, T0), acts)
@@ -239,7 +240,7 @@ async def test_platform_events_do_not_count_as_a_silent_device(site: SitePlan) -
 
 
 async def test_trace_is_a_bounded_ring_buffer(site: SitePlan) -> None:
-    acts = FakePlatformActions(clock=T0)
+    acts = RecordingActions(clock=T0)
     engine = RulesEngine(rules_from(FORCED, site), site, actions=acts, trace_size=5)
     for i in range(20):
         await engine.on_event(event("door-b1-u1", "door_lock", "door_forced", {}, T0 + i, f"e{i}"), acts)

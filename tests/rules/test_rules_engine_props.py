@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 from rules.engine import RulesEngine
 from rules.loader import load_rules
+from rules.recording import RecordingActions
 from rules.site import load_site_plan
-from twins.hooks import FakePlatformActions
 
 ROOT = Path(__file__).parents[2]
 SITE = load_site_plan(ROOT / "rules" / "builtin" / "tests" / "site.yaml")
@@ -19,7 +19,7 @@ RULES = load_rules(ROOT / "rules" / "builtin" / "low_battery.yaml", SITE).rules
 
 
 async def _replay(values: list[float]) -> tuple[int, bool, int]:
-    acts = FakePlatformActions(clock=1_800_000_000.0)
+    acts = RecordingActions(clock=1_800_000_000.0)
     engine = RulesEngine(RULES, SITE, actions=acts)
     max_active = 0
     for v in values:

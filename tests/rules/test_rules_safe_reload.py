@@ -18,8 +18,9 @@ from registry.alarms import Alarm
 from rules.engine import RulesEngine
 from rules.expr import compile_expression
 from rules.loader import load_rules
+from rules.recording import RecordingActions
 from rules.site import SitePlan, load_site_plan
-from twins.hooks import DeviceEvent, FakePlatformActions, TwinChange
+from twins.hooks import DeviceEvent, TwinChange
 
 BUILTIN = Path(__file__).parents[2] / "rules" / "builtin"
 SITE_FILE = BUILTIN / "tests" / "site.yaml"
@@ -52,7 +53,7 @@ def copy_builtin(tmp_path: Path) -> Path:
     return folder
 
 
-async def engine_on(folder: Path, site: SitePlan, acts: FakePlatformActions) -> RulesEngine:
+async def engine_on(folder: Path, site: SitePlan, acts: RecordingActions) -> RulesEngine:
     loaded = load_rules(folder, site)
     assert not loaded.diagnostics
     engine = RulesEngine(loaded.rules, site, actions=acts, rules_path=folder)
@@ -65,7 +66,7 @@ async def test_a_typo_in_door_forced_keeps_the_last_valid_rule_and_raises_one_al
     tmp_path: Path, site: SitePlan, caplog: pytest.LogCaptureFixture
 ) -> None:
     folder = copy_builtin(tmp_path)
-    acts = FakePlatformActions(clock=T0)
+    acts = RecordingActions(clock=T0)
     engine = await engine_on(folder, site, acts)
     path = folder / "door_forced.yaml"
     text = path.read_text(encoding="utf-8")
@@ -94,7 +95,7 @@ async def test_a_typo_in_door_forced_keeps_the_last_valid_rule_and_raises_one_al
 
 async def test_a_yaml_syntax_error_keeps_every_rule_of_that_file(tmp_path: Path, site: SitePlan) -> None:
     folder = copy_builtin(tmp_path)
-    acts = FakePlatformActions(clock=T0)
+    acts = RecordingActions(clock=T0)
     engine = await engine_on(folder, site, acts)
     edit(folder / "door_held_open.yaml", "rules:\n  - id: [unclosed\n", T0 + 5)
     report = engine.reload_from_path(T0 + 5)
@@ -104,7 +105,7 @@ async def test_a_yaml_syntax_error_keeps_every_rule_of_that_file(tmp_path: Path,
 
 async def test_a_deleted_file_or_a_removed_rule_is_a_removal(tmp_path: Path, site: SitePlan) -> None:
     folder = copy_builtin(tmp_path)
-    acts = FakePlatformActions(clock=T0)
+    acts = RecordingActions(clock=T0)
     engine = await engine_on(folder, site, acts)
     (folder / "low_battery.yaml").unlink()
     report = engine.reload_from_path(T0 + 5)
@@ -134,7 +135,7 @@ async def test_a_missing_field_compares_false_and_a_fault_stays_with_its_input(
     (tmp_path / "r.yaml").write_text(HOLD, encoding="utf-8")
     loaded = load_rules(tmp_path / "r.yaml", site)
     assert not loaded.diagnostics
-    acts = FakePlatformActions(clock=T0)
+    acts = RecordingActions(clock=T0)
     engine = RulesEngine(loaded.rules, site, actions=acts)
     await engine.on_twin_change(change("door-b1-u1", {"door": "open"}, T0), acts)  # no hold_seconds
     await engine.on_twin_change(change("door-b1-u2", {"door": "open", "hold_seconds": 30}, T0), acts)

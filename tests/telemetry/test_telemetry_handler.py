@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rules.recording import RecordingActions
 from telemetry.handler import TelemetryHandler
 from telemetry.schema import GeoOrigin
 from telemetry.sinks import FileSink
 from telemetry.writer import TelemetryWriter
-from twins.hooks import DeviceEvent, FakePlatformActions, PlatformHandler, TwinChange
+from twins.hooks import DeviceEvent, PlatformHandler, TwinChange
 
 
 async def _run(tmp_path: Path, body: object) -> list[str]:
@@ -16,14 +17,14 @@ async def _run(tmp_path: Path, body: object) -> list[str]:
     writer = TelemetryWriter(FileSink(path), batch_size=1000, flush_interval=0.01)
     handler = TelemetryHandler(writer, site="s1", tag_groups={"tag-9": "child"}, origin=GeoOrigin(30.0, 120.0))
     _: PlatformHandler = handler  # satisfies the platform's protocol
-    actions = FakePlatformActions(clock=1000.0)
+    actions = RecordingActions(clock=1000.0)
     async with handler:
         await body(handler, actions)  # type: ignore[operator]
     return path.read_text().splitlines()
 
 
 async def test_events_become_access_passage_vehicle_and_dwell_points(tmp_path: Path) -> None:
-    async def body(h: TelemetryHandler, actions: FakePlatformActions) -> None:
+    async def body(h: TelemetryHandler, actions: RecordingActions) -> None:
         def ev(device: str, kind: str, etype: str, ts: float, data: dict[str, object]) -> DeviceEvent:
             return DeviceEvent("s1", device, kind, etype, f"e{ts}", ts, data)
 
@@ -59,7 +60,7 @@ async def test_events_become_access_passage_vehicle_and_dwell_points(tmp_path: P
 
 
 async def test_twin_changes_status_alarms_and_health(tmp_path: Path) -> None:
-    async def body(h: TelemetryHandler, actions: FakePlatformActions) -> None:
+    async def body(h: TelemetryHandler, actions: RecordingActions) -> None:
         await h.on_twin_change(TwinChange("s1", "tag-9", "rfid_tag", 3, 5.0,
                                           {"position": {"x": 100.0, "y": 0.0}, "rssi": -61.0, "reader": "r1"},
                                           {}, {}, {"position": {"x": 100.0, "y": 0.0}}), actions)  # fmt: skip

@@ -31,7 +31,8 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from anfang.config import ConfigError, ViewLibSettings, load_settings
 from community.crypto import FieldCipher
 from registry.db import open_database
-from twins.hooks import DeviceEvent, FakePlatformActions
+from rules.recording import RecordingActions
+from twins.hooks import DeviceEvent
 from viewlib.client import ViewLibClient
 from viewlib.gat1400 import (
     Capture,
@@ -228,7 +229,7 @@ async def until(uploader: ViewLibUploader, predicate: Callable[[], bool], timeou
 async def test_registers_keeps_alive_and_uploads_a_face_and_a_vehicle(
     conn: BaseDBAsyncClient, server: StandInServer
 ) -> None:
-    acts = FakePlatformActions(clock=T0)
+    acts = RecordingActions(clock=T0)
     face_image, car_image = jpeg(120, 160, 40), jpeg(320, 240, 200)
     async with Running(conn, settings_for(server)) as uploader:
         await server.wait_for(lambda: server.registrations == 1 and server.keepalives >= 2)
@@ -249,7 +250,7 @@ async def test_registers_keeps_alive_and_uploads_a_face_and_a_vehicle(
 
 
 async def test_a_server_down_for_a_while_loses_nothing(conn: BaseDBAsyncClient, server: StandInServer) -> None:
-    acts = FakePlatformActions(clock=T0)
+    acts = RecordingActions(clock=T0)
     async with Running(conn, settings_for(server)) as uploader:
         await server.wait_for(lambda: server.registrations == 1)
         await server.stop()  # "a minute" of outage, compressed by the short retry settings
@@ -275,7 +276,7 @@ async def test_a_wrong_password_is_refused_with_a_clear_error(
 ) -> None:
     caplog.set_level(logging.INFO, logger="viewlib")
     async with Running(conn, settings_for(server, password="not-the-password")) as uploader:
-        await uploader.on_event(capture_event("face_captured", "door-1", jpeg()), FakePlatformActions(clock=T0))
+        await uploader.on_event(capture_event("face_captured", "door-1", jpeg()), RecordingActions(clock=T0))
         await server.wait_for(lambda: server.refused_logins >= 2)
         await until(uploader, lambda: uploader.auth_refusals >= 2)
         assert not uploader.registered and server.received == {}
@@ -289,7 +290,7 @@ async def test_a_wrong_password_is_refused_with_a_clear_error(
 async def test_a_restarted_uploader_delivers_pending_captures_once(
     conn: BaseDBAsyncClient, server: StandInServer
 ) -> None:
-    acts = FakePlatformActions(clock=T0)
+    acts = RecordingActions(clock=T0)
     await server.stop()
     async with Running(conn, settings_for(server)) as first:
         for i in range(5):
@@ -327,7 +328,7 @@ async def test_a_server_that_keeps_forgetting_the_platform_is_not_hammered(
     client = ViewLibClient(server.url, PLATFORM, PLATFORM, PASSWORD)
     uploader = ViewLibUploader(settings, ViewLibOutbox(conn, SITE, CIPHER), client, clock=lambda: now[0])
     try:
-        await uploader.on_event(capture_event("face_captured", "door-1", jpeg()), FakePlatformActions(clock=T0))
+        await uploader.on_event(capture_event("face_captured", "door-1", jpeg()), RecordingActions(clock=T0))
         for _ in range(5):  # the clock stands still: every round after the 401 waits for the backoff
             await uploader.step()
         assert server.registrations == 1 and not uploader.registered

@@ -13,7 +13,8 @@ from community_testkit import NOW, SITE, Community, community_fixture, db_fixtur
 from anfang.config import ConfigError, load_settings
 from community.api import CommunityServices, create_app
 from community.models import AccessDecisionRow
-from twins.hooks import DeviceEvent, FakePlatformActions
+from rules.recording import RecordingActions
+from twins.hooks import DeviceEvent
 from vision.gallery import DEFAULT_THRESHOLD
 
 
@@ -50,7 +51,7 @@ def test_threshold_is_read_from_the_file_and_the_environment(tmp_path: Path) -> 
 
 
 async def test_door_decides_with_the_site_threshold(community: Community, tmp_path: Path) -> None:
-    lenient, actions = community.handler(), FakePlatformActions(clock=NOW, command_results={"open": {"opened": True}})
+    lenient, actions = community.handler(), RecordingActions(clock=NOW, command_results={"open": {"opened": True}})
     enrolled = (await lenient.snapshot()).face_templates["p-tenant"]  # lives behind door-b1-u1
     capture = at_cosine(enrolled.tolist(), 0.62, seed=3)  # the resident, captured badly
     await lenient.on_event(face_at_door(capture), actions)
@@ -60,7 +61,7 @@ async def test_door_decides_with_the_site_threshold(community: Community, tmp_pa
     cfg.write_text("vision:\n  face_threshold: 0.7\n")
     strict_site = load_settings(cfg, environ={})
     strict = community.handler(face_threshold=strict_site.vision.face_threshold)
-    actions = FakePlatformActions(clock=NOW + 60, command_results={"open": {"opened": True}})
+    actions = RecordingActions(clock=NOW + 60, command_results={"open": {"opened": True}})
     await strict.on_event(face_at_door(capture), actions)
     assert actions.commands == []
     row = await AccessDecisionRow.all().order_by("-ts", "-id").first()

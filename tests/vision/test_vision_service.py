@@ -20,7 +20,8 @@ from vision_fixtures import (  # noqa: F401  (pytest fixtures, registered by nam
     fixture_plate_reader,
 )
 
-from twins.hooks import DeviceEvent, FakePlatformActions
+from rules.recording import RecordingActions
+from twins.hooks import DeviceEvent
 from vision.enroll import AmbiguousFaceError, IdentityMismatchError
 from vision.face import FacePipeline, NoFaceError
 from vision.handler import VisionHandler, recognition_topic, recognize_event
@@ -156,7 +157,7 @@ async def test_handler_publishes_recognitions(service: VisionService, load_face:
     await service.enroll("obama", _jpeg(load_face("obama.jpg")), _jpeg(load_face("obama2.jpg")))
     emb = (await service.embed_face(_jpeg(load_face("obama3.jpg")))).tolist()
     handler = VisionHandler(service, registered_plates=lambda: ["赣G12345"], queue_size=2, consumers=1)
-    actions = FakePlatformActions()
+    actions = RecordingActions()
     async with asyncio.TaskGroup() as tg:
         runner = tg.create_task(handler.run())
         await handler.on_event(_event("door_lock", "face_captured", {"embedding": emb}, "f1"), actions)
@@ -174,7 +175,7 @@ async def test_handler_publishes_recognitions(service: VisionService, load_face:
 
 async def test_handler_reports_overload_instead_of_queueing_forever(service: VisionService) -> None:
     handler = VisionHandler(service, queue_size=1, consumers=1)
-    actions = FakePlatformActions()
+    actions = RecordingActions()
     for i in range(3):  # no consumer running: the second and third do not fit
         event = _event("camera", "face_captured", {"embedding": [1.0] * 128}, f"e{i}")
         await handler.on_event(event, actions)
