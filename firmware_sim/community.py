@@ -171,7 +171,7 @@ def load_community(path: Path | str) -> Community:
     """Read and validate a community YAML file."""
     p = Path(path)
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        data = yaml.load(p.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except (OSError, yaml.YAMLError) as exc:
         raise CommunityError(str(p), str(exc)) from exc
     if not isinstance(data, dict):

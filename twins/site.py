@@ -59,6 +59,8 @@ ENTRANCE_KINDS = frozenset({"vehicle_gate", "door_lock"})
 ROSTER_KEYS = frozenset({"people", "vehicles", "watchlist", "paths"})
 Point = tuple[float, float]
 _ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_")
+#: libyaml's safe loader when PyYAML has it: the pilot's site file parses in 0.2 s instead of 2 s.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class SiteError(ValueError):
@@ -302,7 +304,7 @@ def read_site_file(path: Path | str) -> dict[str, Any]:
     """A site file parsed, not yet validated (plan and roster)."""
     p = Path(path)
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        data = yaml.load(p.read_text(encoding="utf-8"), Loader=_LOADER)
     except (OSError, yaml.YAMLError) as exc:
         raise SiteError(str(p), str(exc)) from exc
     if not isinstance(data, dict):

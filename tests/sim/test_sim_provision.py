@@ -60,6 +60,7 @@ def test_missing_secrets_say_what_to_do(tmp_path: Path) -> None:
         load_secrets(tmp_path / "nope.json")
 
 
+@pytest.mark.timeout(300)  # provisions twice through `anfang site load` processes; slow when busy
 def test_cli_provision_stores_secrets_from_the_platform_registry(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
