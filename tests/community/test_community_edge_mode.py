@@ -123,7 +123,7 @@ async def test_door_switching_to_edge_gets_list_and_edge_decisions_are_recorded(
 
 async def test_rotating_a_door_key_reseals_its_list_and_the_old_key_opens_nothing(community: Community) -> None:
     handler = community.handler(edge_devices=frozenset({"door-b1-u1"}))
-    actions = FakePlatformActions(clock=NOW)
+    actions = RecordingActions(clock=NOW)
     await handler.refresh_edge_allow_lists(actions)
     old = pushed_list(actions, "door-b1-u1")
     old_key = door_key(community.store.cipher.edge_root, SITE, "door-b1-u1")

@@ -19,8 +19,9 @@ from firmware_sim.runner import make_firmware
 from registry.alarms import Alarm, InMemoryAlarmStore
 from rules.engine import RulesEngine
 from rules.loader import load_rules
+from rules.recording import RecordingActions
 from rules.site import SitePlan
-from twins.hooks import DeviceEvent, FakePlatformActions, TwinChange
+from twins.hooks import DeviceEvent, TwinChange
 
 ROOT = Path(__file__).resolve().parents[2]
 PILOT = ROOT / "firmware_sim" / "communities" / "youzheng.yaml"
@@ -37,7 +38,7 @@ class DayPlayer:
     skew: float = 0.0  # platform clock minus device clock
     max_event_skew: float = 300.0  # the engine's rules_event_skew_s
     engine: RulesEngine = field(init=False)
-    actions: FakePlatformActions = field(init=False)
+    actions: RecordingActions = field(init=False)
     store: InMemoryAlarmStore = field(init=False)
     played: int = 0
 
@@ -47,7 +48,7 @@ class DayPlayer:
         assert not loaded.diagnostics, loaded.diagnostics
         self.plan = plan
         self.store = InMemoryAlarmStore()
-        self.actions = FakePlatformActions(clock=self.start + self.skew, command_results={"track": {"ok": True}})
+        self.actions = RecordingActions(clock=self.start + self.skew, command_results={"track": {"ok": True}})
         self.engine = RulesEngine(
             loaded.rules,
             plan,
