@@ -21,6 +21,7 @@ from anfang.service import Platform
 from broker.certs import SitePki
 from broker.embedded import BrokerTls, EmbeddedBroker, split_bind
 from community.api import CommunityServices
+from community.api.limits import ApiLimits
 from community.crypto import CryptoError, FieldCipher, load_master_key
 from community.records import AccessRecords
 from community.store import CommunityStore
@@ -221,11 +222,13 @@ def site_cipher(settings: Settings) -> FieldCipher:
 def community_services(settings: Settings) -> CommunityServices:
     """The access-control registry and records of the configured site, for the API and access control."""
     cipher = site_cipher(settings)
-    policy = TokenPolicy(settings.api.token_staff_ttl_h * 3600, settings.api.token_resident_ttl_h * 3600)
+    api = settings.api
+    policy = TokenPolicy(api.token_staff_ttl_h * 3600, api.token_resident_ttl_h * 3600)
     return CommunityServices(
         CommunityStore(cipher, settings.site),
         AccessRecords(settings.site, policy),
         face_threshold=settings.vision.face_threshold,
+        limits=ApiLimits.per_minute(api.max_body_bytes, api.token_issue_per_min, api.signin_per_min),
     )
 
 

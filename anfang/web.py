@@ -71,4 +71,5 @@ def create_platform_app(
         anfang.console.install(app, console)
     if rule_traces is not None:
         anfang.rules_api.install(app, rule_traces)
+    community.api.limit_body_size(app, community_services)  # last: the outermost middleware
     return app

@@ -9,10 +9,13 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
 from anfang.console.web import COOKIE, PREFIX, Console, Csrf, SignedIn, page, set_session_cookie
+from community.api.deps import client_address
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
+
+_TOO_MANY = "Too many sign-in attempts from this address; wait a minute and try again."
 
 #: Paths that answer without a session (everything else under /console refuses).
 PUBLIC_PATHS = frozenset({f"{PREFIX}/login", f"{PREFIX}/r/{{token}}", f"{PREFIX}/static"})
@@ -43,7 +46,15 @@ async def login(
     password: Annotated[str, Form(max_length=256)],
     next: Annotated[str, Form(max_length=512)] = "",
 ) -> Response:
-    """Check the password; start a session. Failures say nothing about which part was wrong."""
+    """Check the password; start a session. Failures say nothing about which part was wrong.
+
+    Rate limited per client address (``api.signin_per_min``) before the (slow) password check: 429 with
+    Retry-After."""
+    wait = console.community.limits.signin.check(client_address(request), console.clock())
+    if wait is not None:
+        log.info("console sign-in rate limited")
+        headers = {"Retry-After": str(int(wait))}
+        return page(request, "login.html", status=429, next=_safe_next(next, ""), error=_TOO_MANY, headers=headers)
     person = await console.store.check_password(username, password)
     if person is None:
         log.info("console sign-in refused")

@@ -15,13 +15,25 @@ from fastapi.responses import JSONResponse
 from community.api import alarms, police, requests, residents, staff, tokens
 from community.api.alarms import AlarmDesk
 from community.api.deps import CommunityServices, Unauthorized
+from community.api.limits import BodyLimit, RateLimited
 from community.api.schemas import ErrorOut
 from community.errors import CommunityError
 
-__all__ = ["ERROR_RESPONSES", "AlarmDesk", "CommunityServices", "Unauthorized", "create_app", "install", "routers"]
+__all__ = [
+    "ERROR_RESPONSES",
+    "AlarmDesk",
+    "CommunityServices",
+    "Unauthorized",
+    "create_app",
+    "install",
+    "limit_body_size",
+    "routers",
+]
 
 #: Error bodies every route may answer with (for the OpenAPI document).
-ERROR_RESPONSES: dict[int | str, dict[str, object]] = {code: {"model": ErrorOut} for code in (401, 403, 404, 409, 422)}
+ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
+    code: {"model": ErrorOut} for code in (401, 403, 404, 409, 413, 422)
+}
 
 
 def routers() -> list[APIRouter]:
@@ -31,7 +43,9 @@ def routers() -> list[APIRouter]:
 
 async def _community_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, CommunityError)
-    return JSONResponse({"code": exc.code, "message": exc.message, "field": exc.field}, status_code=exc.status)
+    headers = {"Retry-After": str(int(exc.retry_after))} if isinstance(exc, RateLimited) else None
+    body = {"code": exc.code, "message": exc.message, "field": exc.field}
+    return JSONResponse(body, status_code=exc.status, headers=headers)
 
 
 def install(app: FastAPI, services: CommunityServices, alarm_desk: AlarmDesk | None = None) -> None:
@@ -47,4 +61,11 @@ def create_app(services: CommunityServices, alarm_desk: AlarmDesk | None = None)
     """The community API alone (the platform serves it inside :func:`anfang.web.create_platform_app`)."""
     app = FastAPI(title="anfang community access", version="1.0")
     install(app, services, alarm_desk)
+    limit_body_size(app, services)
     return app
+
+
+def limit_body_size(app: FastAPI, services: CommunityServices) -> None:
+    """Refuse request bodies over ``services.limits.max_body_bytes`` with 413 before anything reads them;
+    call it last, so that this middleware is the outermost."""
+    app.add_middleware(BodyLimit, max_bytes=services.limits.max_body_bytes)

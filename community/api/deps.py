@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from community.api.limits import ApiLimits, RateLimited
 from community.errors import CommunityError, Forbidden
 from community.models import PersonRow
 from community.records import AccessRecords
@@ -26,7 +27,9 @@ __all__ = [
     "Text",
     "Unauthorized",
     "User",
+    "client_address",
     "current_user",
+    "limit_token_issue",
     "require",
 ]
 
@@ -39,6 +42,7 @@ class CommunityServices:
     records: AccessRecords
     clock: Callable[[], float] = field(default=time.time)
     face_threshold: float = DEFAULT_THRESHOLD  # the site's vision.face_threshold (人证合一 default)
+    limits: ApiLimits = field(default_factory=ApiLimits)  # body size and rate limits (api.* settings)
 
 
 class Unauthorized(CommunityError):
@@ -83,6 +87,18 @@ def require(user: PersonRow, *roles: str) -> None:
     """Refuse (403) unless the user has one of ``roles``."""
     if user.role not in roles:
         raise Forbidden("role_not_allowed", f"requires role {' or '.join(roles)}")
+
+
+def client_address(request: Request) -> str:
+    """The address rate limits count per (the peer; a proxy in front would need its header trusted)."""
+    return request.client.host if request.client else "unknown"
+
+
+async def limit_token_issue(request: Request, services: Services) -> None:
+    """429 with Retry-After when this address asks for too many tokens (``api.token_issue_per_min``)."""
+    wait = services.limits.token_issue.check(client_address(request), services.clock())
+    if wait is not None:
+        raise RateLimited(wait)
 
 
 class Audit:

@@ -6,8 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
-from community.api.deps import Audit, Id, Services, Text, User
-from community.api.schemas import TokenCreated, TokenIn, TokenOut, token_out
+from community.api.deps import Audit, Id, Services, Text, User, limit_token_issue
+from community.api.schemas import ErrorOut, TokenCreated, TokenIn, TokenOut, token_out
 from community.errors import Forbidden
 from community.models import PersonRow
 from community.snapshot import RESIDENT_ROLES
@@ -34,9 +34,17 @@ async def list_tokens(
     return [token_out(t) for t in tokens]
 
 
-@router.post("/tokens", response_model=TokenCreated, status_code=201)
+@router.post(
+    "/tokens",
+    response_model=TokenCreated,
+    status_code=201,
+    dependencies=[Depends(limit_token_issue)],
+    responses={429: {"model": ErrorOut, "description": "too many tokens asked for; see Retry-After"}},
+)
 async def create_token(body: TokenIn, user: User, services: Services, audit: AuditLog) -> TokenCreated:
-    """A new token for myself, or (staff) for a resident of the site; the token is shown once."""
+    """A new token for myself, or (staff) for a resident of the site; the token is shown once.
+
+    Rate limited per client address (``api.token_issue_per_min``): 429 with Retry-After."""
     person_id = body.person_id or user.id
     if person_id != user.id:
         if user.role != "staff":
