@@ -33,10 +33,12 @@ from testkit import Device, free_port
 from anfang.partitions import partition_of
 from registry.records import DeviceInfo
 
+# a site of its own: the workers' leases are PostgreSQL advisory locks, shared by every database on the server
+SITE = "rv" + uuid.uuid4().hex[:8]
 DOORS = ["door-b1-u1", "door-b3-u1"]  # partition 1 and partition 0 of 2
 GATE = "gate-north"
 COMMUNITY = {
-    "site": "youzheng",
+    "site": SITE,
     "buildings": [{"id": "b1", "units": 1}, {"id": "b3", "units": 1}],
     "households": [{"id": "h1", "building": "b1", "unit": 1, "room": "101"}],
     "devices": [
@@ -81,13 +83,18 @@ async def _decisions(api: httpx.AsyncClient, token: str, door: str, count: int) 
 async def test_pass_revoked_through_another_worker_is_refused_at_the_next_capture_on_every_door(
     tmp_path: Path, pg_url: str
 ) -> None:
-    parts = {partition_of(DeviceInfo(d, "door_lock", name=d, site="youzheng"), 2) for d in DOORS}
+    parts = {partition_of(DeviceInfo(d, "door_lock", name=d, site=SITE), 2) for d in DOORS}
     assert parts == {0, 1}, "the test needs a door in each partition"
     port = free_port()
     env = site_env(
         port,
         pg_url,
-        {"ANFANG_DATA_DIR": str(tmp_path / "data"), "ANFANG_PARTITIONS": "2", "ANFANG_WORKERS": "2"},
+        {
+            "ANFANG_DATA_DIR": str(tmp_path / "data"),
+            "ANFANG_PARTITIONS": "2",
+            "ANFANG_WORKERS": "2",
+            "ANFANG_SITE": SITE,
+        },
     )
     secrets = {d: add_device(env, tmp_path, d, "door_lock") for d in DOORS}
     secrets[GATE] = add_device(env, tmp_path, GATE, "vehicle_gate")
@@ -97,8 +104,8 @@ async def test_pass_revoked_through_another_worker_is_refused_at_the_next_captur
     broker = start_mosquitto(env, tmp_path, port)
     leader = PlatformProcess({**env, "ANFANG_WORKER_INDEX": "0"}, tmp_path)
     other = PlatformProcess({**env, "ANFANG_WORKER_INDEX": "1"}, tmp_path)
-    devices = {d: Device("127.0.0.1", port, d, s, site="youzheng", client_id=d) for d, s in secrets.items()}
-    watcher = Device("127.0.0.1", port, *operator_credentials(env), site="youzheng", client_id="watcher", will=False)
+    devices = {d: Device("127.0.0.1", port, d, s, site=SITE, client_id=d) for d, s in secrets.items()}
+    watcher = Device("127.0.0.1", port, *operator_credentials(env), site=SITE, client_id="watcher", will=False)
     try:
         other.start(wait_ready=False)  # first, so that it takes its home partition before the leader may
         leader.start()
@@ -106,7 +113,7 @@ async def test_pass_revoked_through_another_worker_is_refused_at_the_next_captur
         assert any("serving partition 1 of 2" in line for line in other.log), other.log[-5:]
         assert other.api_port is not None
         assert await watcher.connect() == 0
-        await watcher.subscribe("anfang/youzheng/alarms/#")
+        await watcher.subscribe(f"anfang/{SITE}/alarms/#")
         for dev in devices.values():
             assert await dev.connect() == 0
             await dev.subscribe(dev.topic("cmd/#"))
