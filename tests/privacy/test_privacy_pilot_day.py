@@ -201,6 +201,9 @@ async def test_a_pilot_day_leaves_no_credential_identity_or_image_on_disk(tmp_pa
             payloads.append(single)
             report = await fp.play("visitor-qr", ScenarioParams(visitor_pass=single))
             assert report.ok, report.text()
+            # a normal day fires no rule (issue 17): an incident whose rule audits writes the file the scan covers
+            forced = await fp.play("child-leaves-kindergarten")
+            assert forced.ok, forced.text()
     files = sorted(p for p in data.rglob("*") if p.is_file())
     names = {p.name for p in files}
     assert {"anfang.db", "platform.log", "rule-audit.jsonl"} <= names, names
