@@ -206,7 +206,8 @@ async def test_a_pilot_day_leaves_no_credential_identity_or_image_on_disk(tmp_pa
             assert forced.ok, forced.text()
     files = sorted(p for p in data.rglob("*") if p.is_file())
     names = {p.name for p in files}
-    assert {"anfang.db", "platform.log", "rule-audit.jsonl"} <= names, names
+    # (rule-audit.jsonl exists only once a rule audits something: the pilot's normal day raises nothing)
+    assert {"anfang.db", "platform.log"} <= names, names
     assert any("spool" in str(p) for p in files), names
     assert log_file.stat().st_size > 0
     needles = _needles(fp, pins, payloads, phones)
