@@ -11,6 +11,7 @@ No hand-made point is written anywhere in this module.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import time
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from testkit import Device
 
 from anfang.config import Settings
 from firmware_sim.runner import run_community
+from firmware_sim.scenarios.library import DEFAULT_DAY
 from telemetry import vocabulary as v
 from telemetry.dashboards import build_dashboards, dashboard_json
 
@@ -64,12 +66,16 @@ def _targets() -> list[Target]:
 
 def _expand(query: str, site: str) -> str:
     """Grafana's macros as a user's view sets them. Device clocks run on the simulator's accelerated clock,
-    so device points lie up to hours around now (a day each side, one-minute buckets); the platform's
+    so device points lie up to hours around now, and the hour played may be yesterday's morning (two days
+    back, a day ahead, one-minute buckets); the platform's
     own health is charted in real time, as one would look at it: the last 15 minutes, by the second."""
     if f'"{v.PLATFORM_HEALTH}"' in query:
         time_filter, interval = "time > now() - 15m", "1s"
     else:
-        time_filter, interval = "time > now() - 1d AND time < now() + 1d", "1m"
+        # the rare events' scenarios play their own simulated day (DEFAULT_DAY) and rules stamp what they
+        # raise with the events' time: the view reaches back to that day as well
+        since = min(time.time() - 2 * 86400, time.mktime(DEFAULT_DAY.timetuple()) - 2 * 86400)
+        time_filter, interval = f"time > {int(since)}s AND time < now() + 1d", "1m"
     return query.replace("$timeFilter", time_filter).replace("$__interval", interval).replace("$site", site)
 
 
@@ -91,12 +97,13 @@ def _configure(url: str, api: str, database: str) -> Any:
 
 
 async def _play_hour(fp: FullPlatform, seed: int) -> None:
-    # from the last morning rush (07:30 local) that ended before now: people, vehicles and tags all move,
-    # and no report is stamped ahead of the platform's clock (those would be clamped, not measured)
-    now = time.localtime()
-    start = time.mktime((now.tm_year, now.tm_mon, now.tm_mday, 7, 30, 0, 0, 0, -1))
-    if start + HOUR > time.time():
-        start -= 86400
+    # an afternoon (15:30 at the site: the kindergarten's pick-up, people, vehicles and tags all move) the
+    # day before the scenarios' own simulated day: no report is stamped ahead of the platform's clock (it
+    # would be clamped), and the rare events' scenarios come after the hour in event time (a report older
+    # than what a twin holds does not move it)
+    site_tz = dt.timezone(dt.timedelta(hours=8))
+    day = DEFAULT_DAY - dt.timedelta(days=1)
+    start = dt.datetime.combine(day, dt.time(15, 30), tzinfo=site_tz).timestamp()
     played = await run_community(fp.community, host=fp.stack.host, port=fp.stack.port, secrets=fp.secrets,
                                  start=start, speed=SPEED, duration=HOUR, seed=seed)  # fmt: skip
     assert played > 100
