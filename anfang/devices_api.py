@@ -101,16 +101,15 @@ async def list_devices(user: User, lifecycle: Lifecycle) -> list[DeviceOut]:
 async def get_device(device_id: Id, user: User, lifecycle: Lifecycle) -> DeviceOut:
     """Staff: one device of the site."""
     require(user, "staff")
+    return _out(await _own(lifecycle, device_id))
+
+
+async def _own(lifecycle: DeviceLifecycle, device_id: str) -> DeviceInfo:
+    """The device if it is this site's (another site's device is as unknown as a missing one)."""
     info = await lifecycle.registry.get_device(device_id)
     if info is None or info.site != lifecycle.site:
         raise NotFound("unknown_device", f"unknown device {device_id}")
-    return _out(info)
-
-
-async def _own(lifecycle: DeviceLifecycle, device_id: str) -> None:
-    info = await lifecycle.registry.get_device(device_id)
-    if info is None or info.site != lifecycle.site:
-        raise NotFound("unknown_device", f"unknown device {device_id}")
+    return info
 
 
 @router.post("/{device_id}/disable", response_model=DeviceOut)

@@ -15,21 +15,7 @@ REF = f"{SITE}/cam-north-1/ev-1"
 
 
 async def test_police_open_a_hits_capture_image_on_demand_and_staff_cannot(console: Console) -> None:
-    await CaptureRow.create(
-        id="c1",
-        site=SITE,
-        ts=NOW,
-        device_id="gate-north",
-        camera="cam-north-1",
-        credential_kind="plate",
-        plate="京A99999",
-        snapshot_ref=REF,
-    )
-    enc = console.community.cipher.encrypt_bytes(JPEG, IMAGE_CONTEXT + REF)
-    await console.services.store.sql.execute(
-        "INSERT INTO capture_images(ref, site, device_id, event_type, ts, image_enc) VALUES (?, ?, ?, ?, ?, ?)",
-        [REF, SITE, "cam-north-1", "plate_captured", NOW, enc],
-    )
+    await _capture_with_image(console)
     alarm, _ = await console.community.alarms.raise_alarm(
         None,
         rule_id="access",
