@@ -62,6 +62,7 @@ def api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, 
         proc.stop()
 
 
+@pytest.mark.timeout(300)  # every operation of the grown API x 12 examples over HTTP: ~90 s alone, more when busy
 def test_api_has_no_server_errors(api_server: tuple[str, dict[str, str]]) -> None:
     url, tokens = api_server
     schema = schemathesis.openapi.from_url(f"{url}/openapi.json")
