@@ -164,7 +164,11 @@ async def build_platform(
         broker: EmbeddedBroker | None = None
         if settings.broker.embedded:
             embedded = EmbeddedBroker(
-                settings.broker.bind, registry, max_payload=settings.limits.max_payload_bytes, tls=broker_tls(settings)
+                settings.broker.bind,
+                registry,
+                max_payload=settings.limits.max_payload_bytes,
+                tls=broker_tls(settings),
+                direct_ingest=True,
             )
             broker = await stack.enter_async_context(embedded)
             if brokers is not None:

@@ -6,6 +6,7 @@ amqtt loads plugins by dotted path, so the plugins are bound to the platform's
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import json
 import logging
@@ -224,8 +225,17 @@ class EmbeddedBroker:
     is read (as the generated Mosquitto configuration's ``max_packet_size`` does)."""
 
     def __init__(
-        self, bind: str, authenticator: Authenticator, *, max_payload: int = 256 * 1024, tls: BrokerTls | None = None
+        self,
+        bind: str,
+        authenticator: Authenticator,
+        *,
+        max_payload: int = 256 * 1024,
+        tls: BrokerTls | None = None,
+        direct_ingest: bool = False,
     ) -> None:
+        """``direct_ingest``: the platform will take device messages inside the broker
+        (:meth:`ingest_directly`); until it does, their acknowledgements wait, so a device that
+        reconnects while the platform is still starting loses nothing."""
         self.host, self.port = split_bind(bind)
         self.tls = tls
         self.stats = BrokerStats()
@@ -260,6 +270,10 @@ class EmbeddedBroker:
         self.edge = EdgePolicy(max_packet=max_payload + PACKET_OVERHEAD)
         install_policy(self._broker, self.edge)
         harden(self._broker)
+        self._ingest: DirectIngest | None = None
+        self._ingest_ready = asyncio.Event()
+        if direct_ingest:
+            self.edge.ingest = self._ingest_device_message
 
     async def __aenter__(self) -> EmbeddedBroker:
         check_port_free(self.host, self.port)
@@ -301,14 +315,17 @@ class EmbeddedBroker:
 
     def ingest_directly(self, ingest: DirectIngest) -> None:
         """Feed device messages to ``ingest`` (awaited to commit) before amqtt acknowledges them."""
+        self._ingest = ingest
+        self.edge.ingest = self._ingest_device_message
+        self._ingest_ready.set()
 
-        async def hook(client_id: str, topic: str, payload: bytes) -> None:
-            identity = self.stats.identities.get(client_id)
-            if identity is None or identity.role is Role.PLATFORM:
-                return
-            if parse(topic) is None and identity.role is not Role.DEVICE:
-                return
-            if may_publish(identity, topic):  # denied publishes are counted by the topic plugin
-                await ingest(topic, payload)
-
-        self.edge.ingest = hook
+    async def _ingest_device_message(self, client_id: str, topic: str, payload: bytes) -> None:
+        identity = self.stats.identities.get(client_id)
+        if identity is None or identity.role is Role.PLATFORM:
+            return
+        if parse(topic) is None and identity.role is not Role.DEVICE:
+            return
+        if may_publish(identity, topic):  # denied publishes are counted by the topic plugin
+            await self._ingest_ready.wait()
+            assert self._ingest is not None
+            await self._ingest(topic, payload)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
-from mqtt_raw import Raw, connect, packet, string, varint
+from mqtt_raw import Raw, connect, packet, publish, string, varint
 from testkit import Device, free_port
 
 from broker.acl import Identity, Role
@@ -114,3 +114,36 @@ def test_the_adapter_knows_the_protocol_level_of_a_connect() -> None:
     assert connect_protocol(connect("c", level=4)[2:]) == ("MQTT", 4)
     assert connect_protocol(connect("c", level=5)[2:]) == ("MQTT", 5)
     assert connect_protocol(b"\x00") is None
+
+
+class _Door:
+    """``door-1`` of site ``s`` with the password ``pw``."""
+
+    async def authenticate(self, username: str | None, password: str | None) -> Identity | None:
+        return Identity("door-1", Role.DEVICE, site="s") if (username, password) == ("door-1", "pw") else None
+
+    async def device_identity(self, device_id: str) -> Identity | None:
+        return None
+
+
+async def test_a_device_publish_waits_for_the_platform_instead_of_being_lost() -> None:
+    # a device that reconnects while the restarted platform is still starting its services: amqtt
+    # would acknowledge the report at once and route it to no one
+    async with EmbeddedBroker(f"127.0.0.1:{free_port()}", _Door(), direct_ingest=True) as broker:
+        raw = await _open(broker)
+        await raw.send(connect("door-1", user="door-1", password="pw"))
+        assert await raw.connack() == (False, 0)
+        await raw.send(publish("anfang/s/door-1/twin/reported", b'{"seq": 1}', qos=1, packet_id=7))
+        with contextlib.suppress(TimeoutError):
+            early = await raw.next(timeout=1.0)
+            raise AssertionError(f"acknowledged before the platform could take it: {early}")
+        taken: list[tuple[str, bytes]] = []
+
+        async def ingest(topic: str, payload: bytes) -> None:
+            taken.append((topic, payload))
+
+        broker.ingest_directly(ingest)
+        puback = await raw.next()
+        assert (puback.kind, puback.packet_id) == (4, 7)
+        assert taken == [("anfang/s/door-1/twin/reported", b'{"seq": 1}')]
+        raw.close()
