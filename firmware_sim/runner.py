@@ -69,6 +69,7 @@ class Watcher:
         self._loop = asyncio.get_running_loop()
         self._changed = asyncio.Event()
         self._ready = threading.Event()
+        self._refused = False
         self._probe = f"anfang/{self.site}/_sim/probe/{uuid.uuid4().hex}"
         self._probe_seen = threading.Event()
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"anfang-sim-watch-{uuid.uuid4().hex[:8]}")
@@ -84,7 +85,7 @@ class Watcher:
             client.subscribe(f"anfang/{self.site}/#", qos=1)
 
     def _on_subscribe(self, client: mqtt.Client, u: Any, mid: int, rcs: Any, p: Any) -> None:
-        client.publish(self._probe, b"probe", qos=1)
+        self._refused = any(rc.is_failure for rc in rcs)
         self._ready.set()
 
     def _on_message(self, client: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
@@ -129,8 +130,20 @@ class Watcher:
         except OSError as exc:
             raise RunError(f"cannot reach broker {self.host}:{self.port}: {exc}") from exc
         self.client.loop_start()
-        if not await asyncio.to_thread(self._ready.wait, timeout):
-            raise RunError("operator watcher could not subscribe (credentials or ACL?)")
+        topic_filter = f"anfang/{self.site}/#"
+        for attempt in range(1, 6):
+            if not await asyncio.to_thread(self._ready.wait, timeout):
+                raise RunError("operator watcher could not subscribe (credentials or ACL?)")
+            if not self._refused:
+                break
+            # a broker that is reloading its ACL may refuse once; a wrong ACL refuses every time
+            log.warning("the broker refused the watcher's subscription to %s (attempt %d)", topic_filter, attempt)
+            self._ready.clear()
+            await asyncio.sleep(0.2 * attempt)
+            self.client.subscribe(topic_filter, qos=1)
+        else:
+            raise RunError(f"the broker refused the operator watcher's subscription to {topic_filter} (ACL?)")
+        self.client.publish(self._probe, b"probe", qos=1)
         # The retained features message (or our probe, which comes back after the retained messages)
         # tells us the subscription's retained messages are in; without either, a short grace period.
         await asyncio.to_thread(self._probe_seen.wait, 2.0)

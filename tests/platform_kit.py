@@ -66,8 +66,10 @@ class Stack:
                 self.mosquitto.workdir, self.settings.mqtt_address, self.mosquitto.workdir / "mosquitto.pid"
             ).sync(entries)
             return
-        (self.mosquitto.workdir / "passwd").write_text(password_file(entries))
-        (self.mosquitto.workdir / "acl").write_text(acl_file(i for i, _ in entries))
+        # whole files only: Mosquitto may still be re-reading them for the previous reload
+        for name, text in (("passwd", password_file(entries)), ("acl", acl_file(i for i, _ in entries))):
+            (self.mosquitto.workdir / f"{name}.new").write_text(text)
+            (self.mosquitto.workdir / f"{name}.new").replace(self.mosquitto.workdir / name)
         self.mosquitto.reload()
 
     async def add_device(self, device_id: str, kind: str, position: tuple[float, float] | None = None) -> str:
