@@ -27,6 +27,7 @@ from community.records import AccessRecords
 from community.store import CommunityStore
 from community.tokens import TokenPolicy
 from privacy.captures import EventGuard
+from registry import event_partitions
 from registry.alarm_store import DatabaseAlarmStore
 from registry.alarms import AlarmManager
 from registry.db import CORE_MODELS, open_connection, open_database
@@ -110,6 +111,9 @@ def make_platform(
     async def write_last_seen(_: Platform) -> None:
         await last_seen.run()
 
+    async def event_partitions_ahead(platform: Platform) -> None:  # PostgreSQL: device_events by day
+        await event_partitions.keep_ahead(store.add_event_partitions, platform.now)
+
     return Platform(
         registry=registry,
         store=store,
@@ -118,7 +122,7 @@ def make_platform(
         sites=[settings.site],
         features=services.features,
         limits=Limits(lim.max_document_bytes, lim.max_depth, lim.max_clock_skew_s),
-        tasks=[*services.tasks, *extra_tasks, write_last_seen],
+        tasks=[*services.tasks, *extra_tasks, write_last_seen, event_partitions_ahead],
         health_sinks=services.health_sinks,
         publish_taps=services.publish_taps,
         max_payload=lim.max_payload_bytes,

@@ -91,6 +91,7 @@ class PrivacySettings(_Section):
     location_days: float = Field(default=30.0, gt=0)  # raw tag/MAC/tracker sightings; daily counts stay
     audit_days: float = Field(default=365.0, gt=0)
     passes_days: float = Field(default=30.0, gt=0)  # after a visitor pass expired
+    events_days: float = Field(default=365.0, gt=0)  # other device events (PostgreSQL: whole days dropped)
     purge_interval_s: float = Field(default=3600.0, gt=0)
 
 

@@ -210,7 +210,7 @@ async def open_services(
         keep = settings.privacy
         retention = Retention(
             keep.captures_days, keep.decisions_days, keep.audit_days, keep.passes_days,
-            keep.strangers_days, keep.location_days, (settings.data_dir / "rule-audit.jsonl",),
+            keep.strangers_days, keep.location_days, (settings.data_dir / "rule-audit.jsonl",), keep.events_days,
         )  # fmt: skip
         access_config = AccessConfig(
             site=site, face_threshold=settings.vision.face_threshold, retention=retention,

@@ -32,6 +32,7 @@ class Retention:
     location_days: float = 30.0  # raw tag/MAC/tracker sightings (daily counts are kept)
     #: JSON-lines files of the platform (the rule audit) whose lines older than ``audit_days`` go too
     jsonl_files: tuple[Path, ...] = ()
+    events_days: float = 365.0  # device events other than location tracks
 
 
 class AccessRecords:
@@ -178,6 +179,7 @@ class AccessRecords:
             location_days=retention.location_days,
             audit_days=retention.audit_days,
             passes_days=retention.passes_days,
+            events_days=retention.events_days,
         )
         removed = (await purge(CaptureRow._meta.db, self.site, policy, now)).removed
         out = dict(removed)

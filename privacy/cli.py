@@ -34,7 +34,7 @@ def purge_cmd(
     keep = settings.privacy
     policy = RetentionPolicy(
         keep.strangers_days, keep.captures_days, keep.decisions_days, keep.location_days, keep.audit_days,
-        keep.passes_days,
+        keep.passes_days, keep.events_days,
     )  # fmt: skip
 
     async def main() -> PurgeReport:

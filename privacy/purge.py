@@ -7,6 +7,9 @@ One pass over the site's records (raw SQL for SQLite and PostgreSQL):
   evidence of a watchlist alarm the police have not cleared is kept whatever its age;
 * raw location tracks (``tag_seen``, ``mac_seen``, ``target_tracked`` events) after ``location_days``,
   counted first into ``location_daily`` (sightings per device and day, no tag or MAC), kept longer;
+* every other device event after ``events_days``: on PostgreSQL, where ``device_events`` is
+  partitioned by day, the days wholly older than that are dropped as partitions (for every site of the
+  database: sites sharing one should share ``events_days``), on SQLite the site's rows are deleted;
 * access decisions, expired visitor passes and the audit log after their own periods;
 * on SQLite, the freed pages are returned to the file system (incremental vacuum) and the WAL is
   truncated, so the database file shrinks and deleted rows do not linger in it.
@@ -26,6 +29,7 @@ from typing import Any
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
+from registry import event_partitions
 from registry.sql import with_placeholders
 
 __all__ = ["LOCATION_EVENTS", "PurgeReport", "RetentionPolicy", "evidence_refs", "purge", "shrink_sqlite", "trim_jsonl"]
@@ -44,6 +48,7 @@ class RetentionPolicy:
     location_days: float = 30.0
     audit_days: float = 365.0
     passes_days: float = 30.0
+    events_days: float = 365.0
 
 
 @dataclass
@@ -191,6 +196,7 @@ async def _purge_in(
         "AND device_id IN (SELECT id FROM devices WHERE site_id = ?)",
         [now - policy.location_days * DAY, *LOCATION_EVENTS, site],
     )
+    await _purge_events(tx, q, site, now - policy.events_days * DAY, r)
     await delete("decisions", "DELETE FROM access_decisions WHERE site = ? AND ts < ?",
                  [site, now - policy.decisions_days * DAY])  # fmt: skip
     await delete("passes", "DELETE FROM community_passes WHERE site = ? AND valid_until < ?",
@@ -221,6 +227,21 @@ async def _aggregate_locations(tx: BaseDBAsyncClient, q: Any, site: str, before:
             [[site, day, device, type_, n] for (day, device, type_), n in sorted(counts.items())],
         )
     r.aggregated = len(rows)
+
+
+async def _purge_events(tx: BaseDBAsyncClient, q: Any, site: str, before: float, r: PurgeReport) -> None:
+    """Events older than ``before``: whole day partitions on PostgreSQL, the site's rows on SQLite."""
+    if tx.capabilities.dialect == "postgres":
+        r.removed["event_partitions"] = await event_partitions.drop_before(tx, before)
+        return
+    count, _ = await tx.execute_query(
+        q(
+            "DELETE FROM device_events WHERE received_at < ? "
+            "AND device_id IN (SELECT id FROM devices WHERE site_id = ?)"
+        ),
+        [before, site],
+    )
+    r.removed["events"] = int(count)
 
 
 def _day(ts: float) -> str:

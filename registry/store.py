@@ -19,6 +19,8 @@ from tortoise.transactions import in_transaction
 
 from broker.acl import Identity, Role
 from broker.credentials import DEFAULT_ITERATIONS, hash_secret, new_secret, verify_secret
+from registry import event_partitions, pg_batch
+from registry.event_partitions import DAY, DEDUP_DAYS
 from registry.models import Device, ServiceAccount, Site
 from registry.records import CommandRecord, DeviceInfo, FeedRow, StoredEvent
 from registry.sql import with_placeholders
@@ -30,6 +32,11 @@ from twins.topics import valid_id
 
 RESERVED_PREFIX = "anfang-"  # the platform's own accounts and client ids (anfang-platform, anfang-operator)
 _KEYS_PER_QUERY = 250  # (device, event id) pairs per lookup: 500 parameters, far below either database's limit
+_PG_SEEN = (
+    "SELECT e.device_id, e.event_id FROM device_events e "
+    "JOIN unnest($1::text[], $2::text[]) AS k(device_id, event_id) "
+    "ON e.device_id = k.device_id AND e.event_id = k.event_id WHERE e.received_at >= $3"
+)
 
 
 def _is_pg(conn: BaseDBAsyncClient) -> bool:
@@ -254,7 +261,18 @@ class TwinStore:
 
     async def seen_events(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
         """Which (device, event id) pairs are already stored: one query per few hundred pairs, each
-        pair an index lookup (a batch of events would otherwise cost a round trip per event)."""
+        pair an index lookup (a batch of events would otherwise cost a round trip per event).
+
+        On PostgreSQL the pairs go as two arrays in one query, and only the partitions of the last
+        :data:`~registry.event_partitions.DEDUP_DAYS` days are searched (the key includes the day)."""
+        if not keys:
+            return set()
+        if self._pg:
+            rows = await self._conn.execute_query_dict(
+                _PG_SEEN,
+                [[k[0] for k in keys], [k[1] for k in keys], time.time() - DEDUP_DAYS * DAY],
+            )
+            return {(str(r["device_id"]), str(r["event_id"])) for r in rows}
         seen: set[tuple[str, str]] = set()
         for start in range(0, len(keys), _KEYS_PER_QUERY):
             chunk = keys[start : start + _KEYS_PER_QUERY]
@@ -266,6 +284,10 @@ class TwinStore:
             seen.update((str(r["device_id"]), str(r["event_id"])) for r in rows)
         return seen
 
+    async def add_event_partitions(self, now: float) -> int:
+        """Make the coming days' ``device_events`` partitions (PostgreSQL; 0 on SQLite)."""
+        return await event_partitions.add_ahead(self._conn, now)
+
     async def commit(
         self,
         twins: Iterable[TwinDocument],
@@ -276,9 +298,10 @@ class TwinStore:
         """Write a batch atomically. A twin row is only replaced by a document of the same or newer version.
 
         ``feed`` rows (a partition owner's twin changes for the site's leader) commit with the twins.
+        On PostgreSQL twins, events and feed rows are one statement of column arrays (:mod:`registry.pg_batch`):
+        one round trip and no transaction block unless commands or capture images come too.
         """
         now = time.time()
-        twin_rows = [[t.device_id, t.version, jsoncodec.dumps(t.to_json()), now] for t in twins]
         image_rows: list[list[Any]] = []
         if self._guard is not None:
             guarded = []
@@ -288,7 +311,6 @@ class TwinStore:
                 if image is not None:
                     image_rows.append(image)
             events = guarded
-        event_rows = [[e.device_id, e.event_id, e.type, e.ts, e.received_at, jsoncodec.dumps(e.data)] for e in events]
         command_rows = [
             [
                 c.id,
@@ -302,24 +324,16 @@ class TwinStore:
             ]
             for c in commands
         ]
+        statement = pg_batch.batch_statement(twins, events, feed, now) if self._pg else None
+        if statement is not None and not image_rows and not command_rows:
+            await self._conn.execute_query(*statement)  # one statement: atomic on its own
+            return
         async with in_transaction() as tx:
-            if twin_rows:
-                await tx.execute_many(
-                    self._q(
-                        "INSERT INTO twins(device_id, version, doc, updated_at) VALUES (?, ?, ?, ?) "
-                        "ON CONFLICT(device_id) DO UPDATE SET version = excluded.version, doc = excluded.doc, "
-                        "updated_at = excluded.updated_at WHERE twins.version <= excluded.version"
-                    ),
-                    twin_rows,
-                )
-            if event_rows:
-                await tx.execute_many(
-                    self._q(
-                        "INSERT INTO device_events(device_id, event_id, type, ts, received_at, data) "
-                        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
-                    ),
-                    event_rows,
-                )
+            if self._pg:
+                if statement is not None:
+                    await tx.execute_query(*statement)
+            else:
+                await self._write_rows(tx, twins, events, feed, now)
             if image_rows:
                 await tx.execute_many(
                     self._q(
@@ -337,11 +351,34 @@ class TwinStore:
                     ),
                     command_rows,
                 )
-            if feed:
-                await tx.execute_many(
-                    self._q("INSERT INTO twin_feed(site, part, seq, body) VALUES (?, ?, ?, ?)"),
-                    [list(row) for row in feed],
-                )
+
+    @staticmethod
+    async def _write_rows(
+        tx: BaseDBAsyncClient,
+        twins: Iterable[TwinDocument],
+        events: Sequence[StoredEvent],
+        feed: Sequence[FeedRow],
+        now: float,
+    ) -> None:
+        """SQLite: twins, events and feed rows, a prepared statement per table (in the caller's transaction)."""
+        twin_rows = [[t.device_id, t.version, jsoncodec.dumps(t.to_json()), now] for t in twins]
+        if twin_rows:
+            await tx.execute_many(
+                "INSERT INTO twins(device_id, version, doc, updated_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(device_id) DO UPDATE SET version = excluded.version, doc = excluded.doc, "
+                "updated_at = excluded.updated_at WHERE twins.version <= excluded.version",
+                twin_rows,
+            )
+        if events:
+            await tx.execute_many(
+                "INSERT INTO device_events(device_id, event_id, type, ts, received_at, data) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                [[e.device_id, e.event_id, e.type, e.ts, e.received_at, jsoncodec.dumps(e.data)] for e in events],
+            )
+        if feed:
+            await tx.execute_many(
+                "INSERT INTO twin_feed(site, part, seq, body) VALUES (?, ?, ?, ?)", [list(row) for row in feed]
+            )
 
     async def feed_head(self, site: str, part: int) -> int:
         """The last sequence number a partition's feed has used (0 for none)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -68,7 +69,8 @@ async def test_devices_secrets_and_accounts(db_url: str) -> None:
 async def test_stored_events_are_found_in_a_batch_of_any_size(db_url: str) -> None:
     async with open_database(db_url) as conn:
         store = TwinStore(conn, postgres=db_url.startswith("postgres"))
-        stored = [StoredEvent(f"reader-{i % 7}", f"seen-{i}", "tag_seen", 1.0, 2.0, {}) for i in range(0, 1200, 3)]
+        now = time.time()  # on PostgreSQL the look-up searches the last days' partitions (DEDUP_DAYS)
+        stored = [StoredEvent(f"reader-{i % 7}", f"seen-{i}", "tag_seen", now, now, {}) for i in range(0, 1200, 3)]
         await store.commit([], stored)
         # 1,200 lookups (several queries), with the same event ids on other devices, which are not stored
         crossed = [("reader-1", "seen-0"), ("reader-0", "seen-3")]
@@ -83,9 +85,10 @@ async def test_twin_store_group_commit_and_stale_guard(db_url: str) -> None:
         doc = TwinDocument(device_id="door-1", kind="door_lock", site="youzheng")
         v1 = apply_reported(doc, {"lock": "locked"}, now=1, seq=1).document
         v2 = apply_reported(v1, {"lock": "unlocked"}, now=2, seq=2).document
+        now = time.time()
         events = [
-            StoredEvent("door-1", "e1", "door_forced", 1.0, 2.0, {}),
-            StoredEvent("door-1", "e1", "door_forced", 1.0, 2.0, {}),
+            StoredEvent("door-1", "e1", "door_forced", now, now, {}),
+            StoredEvent("door-1", "e1", "door_forced", now, now, {}),
         ]
         cmd = CommandRecord("c1", "door-1", "open", {"seconds": 5}, "sent", None, 1.0, None)
         await store.commit([v2], events, [cmd])
