@@ -5,16 +5,12 @@ properties into dicts — most of what a twin report costs before the platform s
 the read buffer itself and hands QoS 1 PUBLISH packets without properties straight to the
 platform with their DUP flag (set by the broker when it redelivers to a resumed session);
 every other packet (and any PUBLISH it does not recognise) goes through gmqtt as before,
-in the order it arrived. :func:`split_packets` is pure.
+in the order it arrived. This module is pure; ``anfang/gmqtt_adapter.py`` installs it in gmqtt.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
-from typing import Any
-
-from gmqtt.mqtt.package import Package
 
 OnPublish = Callable[[int, str, bytes, bool], None]  # packet id, topic, payload, DUP (a redelivery)
 OnOther = Callable[[int, bytes], None]  # fixed-header byte, packet body
@@ -69,19 +65,3 @@ def _publish(data: bytes, start: int, end: int, mqtt5: bool, dup: bool, on_publi
         return False
     on_publish(mid, topic, data[body:end], dup)
     return True
-
-
-def install(protocol: Any, mqtt5: bool, on_publish: OnPublish) -> None:
-    """Read ``protocol``'s buffer with :func:`split_packets` (gmqtt makes a protocol per connection)."""
-    connection = protocol._connection
-
-    def on_other(command: int, body: bytes) -> None:
-        connection.put_package(Package(command, body))
-
-    def read_packet(data: bytes) -> int:
-        if connection._handler.current_connection is not connection:
-            return len(data)  # a superseded connection: gmqtt drops its packets too
-        connection._last_data_in = time.monotonic()
-        return split_packets(data, mqtt5, on_publish, on_other)
-
-    protocol._read_packet = read_packet

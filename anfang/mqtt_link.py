@@ -8,7 +8,6 @@ committed it; a crash before that leaves it with the broker, which redelivers it
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import struct
@@ -17,9 +16,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import gmqtt
-from gmqtt.mqtt.constants import MQTTv50, MQTTv311
 
-from anfang import mqtt_fastpath
+from anfang import gmqtt_adapter
 from twins import jsoncodec
 
 log = logging.getLogger(__name__)
@@ -67,6 +65,7 @@ class MqttLink:
             {"session_expiry_interval": 0xFFFFFFFF, "receive_maximum": receive_maximum} if mqtt5 else {}
         )
         self._client = gmqtt.Client(client_id, clean_session=False, optimistic_acknowledgement=False, **props)
+        gmqtt_adapter.check(self._client)
         self._client.set_auth_credentials(username, password)
         self._client.set_config({"reconnect_retries": -1, "reconnect_delay": 1})
         self._handler: MessageHandler | None = None
@@ -99,7 +98,10 @@ class MqttLink:
         self._client.on_connect = self._on_connect
         try:
             await self._client.connect(
-                self._host, self._port, keepalive=self._keepalive, version=MQTTv50 if self._mqtt5 else MQTTv311
+                self._host,
+                self._port,
+                keepalive=self._keepalive,
+                version=gmqtt.constants.MQTTv50 if self._mqtt5 else gmqtt.constants.MQTTv311,
             )
         except Exception as exc:
             raise MqttLinkError(f"cannot connect to MQTT broker {self._host}:{self._port}: {exc}") from exc
@@ -145,11 +147,9 @@ class MqttLink:
         self._send_subscribe(subscriptions)
 
     def _send_subscribe(self, subscriptions: Sequence[gmqtt.Subscription]) -> None:
-        connection = self._client._connection
         for start in range(0, len(subscriptions), _FILTERS_PER_PACKET):
-            chunk = list(subscriptions[start : start + _FILTERS_PER_PACKET])
-            # not Client.subscribe: it would add the filters to gmqtt's list again on every resubscription
-            self._unacknowledged.add(int(connection.subscribe(chunk)))
+            chunk = subscriptions[start : start + _FILTERS_PER_PACKET]
+            self._unacknowledged.add(gmqtt_adapter.send_subscribe(self._client, chunk))
 
     def _on_subscribe(self, client: Any, mid: int, granted: Sequence[int], properties: dict[str, Any]) -> None:
         self._unacknowledged.discard(mid)
@@ -170,18 +170,11 @@ class MqttLink:
         # gmqtt wraps every QoS 1 message in a task whose completion sends the PUBACK; at tens of
         # thousands of messages per second that task is most of the cost. Hand the message over
         # synchronously with a callable that sends the PUBACK after the commit instead.
-        handler = self._client._package_handler
+        def on_qos1(mid: int, topic: str, payload: bytes, properties: dict[str, Any]) -> None:
+            ack = functools.partial(self._puback, mid)
+            accept(topic, payload, _reply_to(properties), ack, bool(properties.get("dup")))
 
-        def on_qos1(mid: int, packet: bytes, print_topic: str, properties: dict[str, Any]) -> None:
-            accept(
-                print_topic,
-                packet,
-                _reply_to(properties),
-                functools.partial(self._puback, mid),
-                bool(properties.get("dup")),
-            )
-
-        handler._handle_qos_1_publish_packet = on_qos1
+        gmqtt_adapter.take_qos1_publishes(self._client, on_qos1)
 
     def _puback(self, mid: int) -> None:
         # a batch acknowledges hundreds of messages at once: one socket write for all of them
@@ -191,14 +184,13 @@ class MqttLink:
 
     def _flush_pubacks(self) -> None:
         mids, self._pubacks = self._pubacks, []
-        connection = getattr(self._client, "_connection", None)
-        if connection is None or not self._connected:
+        if not self._connected:
             return  # the broker redelivers what was not acknowledged on the next connection
         if self._mqtt5:
             data = b"".join([_PUBACK_V5.pack(0x40, 4, mid, 0, 0) for mid in mids])
         else:
             data = b"".join([_PUBACK_V311.pack(0x40, 2, mid) for mid in mids])
-        connection.send_package(data)
+        gmqtt_adapter.send_raw(self._client, data)
 
     async def _on_message(self, client: Any, topic: str, payload: bytes, qos: int, properties: dict[str, Any]) -> int:
         assert self._handler is not None
@@ -209,10 +201,8 @@ class MqttLink:
         """Stop (or resume) taking messages from the broker: TCP back-pressure for a backlog.
 
         Brokers do not all honour the MQTT 5 receive maximum; not reading makes the broker keep
-        the messages (queued for this persistent session) instead of this process. Pausing the
-        transport is not enough: gmqtt reads through an ``asyncio.StreamReader``, whose own flow
-        control resumes the transport on its next read. So the read loop itself waits at a gate;
-        the reader's buffer then fills and the reader pauses the socket.
+        the messages (queued for this persistent session) instead of this process
+        (:func:`anfang.gmqtt_adapter.gate_reads`).
         """
         if paused:
             self._may_read.clear()
@@ -238,25 +228,14 @@ class MqttLink:
             self._send_subscribe(self._subscriptions)
 
     def _install_readers(self) -> None:
-        protocol = self._client._connection._protocol
-        read = protocol.read
-        may_read = self._may_read
-
-        async def gated_read(n: int = -1) -> bytes:
-            if not may_read.is_set():
-                # a few reads a second even while paused, so PUBACKs and PINGRESPs still get through
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(may_read.wait(), _PAUSED_READ_INTERVAL_S)
-            return bytes(await read(n))
-
-        protocol.read = gated_read
+        gmqtt_adapter.gate_reads(self._client, self._may_read, _PAUSED_READ_INTERVAL_S)
         accept = self._accept_qos1
         if accept is not None:
 
             def on_publish(mid: int, topic: str, payload: bytes, dup: bool) -> None:
                 accept(topic, payload, None, functools.partial(self._puback, mid), dup)
 
-            mqtt_fastpath.install(protocol, self._mqtt5, on_publish)
+            gmqtt_adapter.install_fast_reader(self._client, self._mqtt5, on_publish)
 
     def publish(
         self,
@@ -314,15 +293,11 @@ class MqttLink:
             self.published += 1
 
     def _resend_on_puback(self) -> None:
-        handler = self._client._package_handler
-        on_puback = handler._handle_puback_packet
-
-        def handle_puback(cmd: int, packet: bytes) -> None:
-            on_puback(cmd, packet)
+        def after_puback() -> None:
             if self._waiting:
                 self._send_waiting()
 
-        handler._handle_puback_packet = handle_puback
+        gmqtt_adapter.after_puback(self._client, after_puback)
 
     async def stop(self) -> None:
         if self._connected:

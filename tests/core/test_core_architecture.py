@@ -134,3 +134,30 @@ def test_the_pure_ingest_path_imports_no_orm() -> None:
                     chain[candidate] = module
                     todo.append(candidate)
     assert "twins.document" in seen and "registry.records" in seen
+
+
+# --- library seams (issue 14 item 5) ---------------------------------------------------------------------
+#: The one module that may reach into gmqtt's internals (each reach has a test in test_core_gmqtt_adapter.py).
+GMQTT_ADAPTER = "anfang/gmqtt_adapter.py"
+GMQTT_INTERNALS = frozenset(
+    {"_connection", "_package_handler", "_protocol", "_read_packet", "_last_data_in", "_transport"}
+    | {"_handle_qos_1_publish_packet", "_handle_puback_packet", "put_package", "send_package"}
+)
+
+
+def test_only_the_gmqtt_adapter_reaches_into_gmqtt_internals() -> None:
+    found = []
+    for p in _sources(*PLATFORM):
+        rel = str(p.relative_to(ROOT))
+        if rel == GMQTT_ADAPTER:
+            continue
+        imports = _imports(p)
+        found += [f"{rel}:{line} imports {n}" for line, n in imports if n.startswith("gmqtt.mqtt")]
+        if any(n.split(".")[0] == "gmqtt" for _, n in imports):
+            tree = ast.parse(p.read_text(encoding="utf-8"))
+            found += [
+                f"{rel}:{node.lineno} reaches .{node.attr}"
+                for node in ast.walk(tree)
+                if isinstance(node, ast.Attribute) and node.attr in GMQTT_INTERNALS
+            ]
+    assert not found, f"gmqtt internals belong in {GMQTT_ADAPTER}:\n" + "\n".join(found)

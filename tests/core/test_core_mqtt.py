@@ -11,6 +11,7 @@ import pytest
 from platform_kit import Stack, running_platform
 from testkit import Device
 
+from anfang import gmqtt_adapter
 from anfang.service import Platform
 from twins.document import TwinDocument
 
@@ -179,7 +180,7 @@ async def test_a_report_redelivered_after_its_commit_is_a_duplicate_not_an_error
         await dev.published(dev.publish("twin/reported", {"seq": 1, "state": {"lock": "locked"}}))
         await _wait_twin(stack, "door-b6-u1", lambda d: d.version >= 1)
         link._puback = send_puback  # type: ignore[method-assign]
-        link._client._connection._transport.close()  # gmqtt reconnects; Mosquitto resends the report
+        gmqtt_adapter.drop_transport(link._client)  # gmqtt reconnects; Mosquitto resends the report
         await stack.platform.wait_until(lambda p: p.counters.duplicates >= 1, timeout=15)
 
         dev.publish("twin/reported", {"seq": 0, "state": {"lock": "unlocked"}})  # stale, not a redelivery
