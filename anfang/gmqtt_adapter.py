@@ -38,8 +38,9 @@ from gmqtt.mqtt.protocol import MQTTProtocol
 
 from anfang.mqtt_fastpath import OnPublish, split_packets
 
-#: packet id, topic, payload, MQTT 5 properties as gmqtt parses them (``dup``, ``retain``, ``response_topic``...)
-OnQos1 = Callable[[int, str, bytes, dict[str, Any]], None]
+#: packet id, payload, topic, MQTT 5 properties as gmqtt parses them (``dup``, ``retain``, ``response_topic``...);
+#: gmqtt's own argument order, so the callable is installed as it is (no wrapper on the hot path)
+OnQos1 = Callable[[int, bytes, str, dict[str, Any]], None]
 
 #: methods this module calls or replaces; :func:`check` looks for every one (the instance attributes it
 #: reaches, ``_connection``, ``_protocol``, ``_handler``, ``_last_data_in`` and ``_transport``, fail at
@@ -79,11 +80,7 @@ def _connection(client: gmqtt.Client) -> Any:
 def take_qos1_publishes(client: gmqtt.Client, on_qos1: OnQos1) -> None:
     """Hand every QoS 1 PUBLISH that gmqtt parses to ``on_qos1`` synchronously; gmqtt sends no PUBACK for it.
     Set before connecting: gmqtt caches its packet handlers on first use."""
-
-    def handle(mid: int, packet: bytes, print_topic: str, properties: dict[str, Any]) -> None:
-        on_qos1(mid, print_topic, packet, properties)
-
-    _handler(client)._handle_qos_1_publish_packet = handle
+    _handler(client)._handle_qos_1_publish_packet = on_qos1
 
 
 def after_puback(client: gmqtt.Client, callback: Callable[[], None]) -> None:

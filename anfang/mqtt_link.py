@@ -170,7 +170,7 @@ class MqttLink:
         # gmqtt wraps every QoS 1 message in a task whose completion sends the PUBACK; at tens of
         # thousands of messages per second that task is most of the cost. Hand the message over
         # synchronously with a callable that sends the PUBACK after the commit instead.
-        def on_qos1(mid: int, topic: str, payload: bytes, properties: dict[str, Any]) -> None:
+        def on_qos1(mid: int, payload: bytes, topic: str, properties: dict[str, Any]) -> None:
             ack = functools.partial(self._puback, mid)
             accept(topic, payload, _reply_to(properties), ack, bool(properties.get("dup")))
 

@@ -98,7 +98,7 @@ async def test_a_qos1_publish_is_taken_synchronously_and_acknowledged_only_by_se
     taken: list[tuple[int, str, bytes, dict[str, Any]]] = []
     got = asyncio.Event()
 
-    def on_qos1(mid: int, topic: str, payload: bytes, properties: dict[str, Any]) -> None:
+    def on_qos1(mid: int, payload: bytes, topic: str, properties: dict[str, Any]) -> None:
         taken.append((mid, topic, payload, properties))
         got.set()
 
