@@ -1,5 +1,5 @@
-"""Rule state kept in the registry beside the timers: ``count``/``within`` windows, cooldowns, threshold
-sides and zone membership (issue 17 item 3).
+"""Rule state kept in the registry beside the timers (issue 17 item 3): ``count``/``within`` windows,
+distinct counts, sequences in progress, cooldowns, threshold sides and zone membership with its dwell.
 
 The state lives in :class:`~rules.triggers.TriggerState` and the engine's cooldown table while the engine
 runs. :class:`StateMirror` mirrors it into the engine's :class:`~rules.timerqueue.TimerQueue` as
@@ -8,25 +8,64 @@ so the once-per-tick flush that makes timers durable makes this state durable to
 transaction, and a restart or a takeover by another worker starts where the last flush left it: a
 ``count`` window neither forgets the denials before a crash nor a cooldown lets the alarm repeat.
 A memo of a rule carries the rule's definition hash, so a changed rule starts afresh, as its timers do.
-Only entries that changed since the last mirror are written.
+Only entries that changed since the last mirror are written. Expectations (``expect``) and the other
+waiting triggers are timers already and need no memo.
+
+A memo's key is ``memo|<what>|<scope>`` and its value (``context["value"]``) plain JSON, written by
+the ``encode_*`` functions here and read back by their ``decode_*`` inverses.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
 from rules.loader import Rule
 from rules.model import EventTrigger
+from rules.patterns import DistinctWindow, SeqState
 from rules.timerqueue import TimerQueue
 from rules.timers import Timer
 from rules.triggers.state import CountWindow, TriggerState
+
+log = logging.getLogger(__name__)
 
 #: Timer kind (and state) of a mirrored piece of rule state.
 MEMO = "memo"
 
 Entry = tuple[str, str, Any]  # rule id, rule hash, value
+
+
+def encode_count(win: CountWindow) -> list[float]:
+    """A ``count`` window: its times, oldest first."""
+    return list(win.times)
+
+
+def decode_count(value: Any, size: int | None) -> CountWindow:
+    """Inverse of :func:`encode_count`; ``size`` is the trigger's ``count`` (the window's bound)."""
+    return CountWindow(deque(map(float, value), maxlen=size))
+
+
+def encode_distinct(win: DistinctWindow) -> dict[str, float]:
+    """A distinct count: each value seen (as text, as the trigger keeps it) and when it was last seen."""
+    return {str(v): float(t) for v, t in win.last.items()}
+
+
+def decode_distinct(value: Any) -> DistinctWindow:
+    """Inverse of :func:`encode_distinct`."""
+    return DistinctWindow({str(v): float(t) for v, t in dict(value).items()})
+
+
+def encode_seq(state: SeqState) -> list[float]:
+    """A sequence in progress: the step it waits for, how often that step was seen, since when."""
+    return [state.step, state.seen, state.started]
+
+
+def decode_seq(value: Any) -> SeqState:
+    """Inverse of :func:`encode_seq`."""
+    step, seen, started = value
+    return SeqState(int(step), int(seen), float(started))
 
 
 class StateMirror:
@@ -37,27 +76,22 @@ class StateMirror:
         self._saved: dict[str, Entry] = {}
 
     def restore(self, state: TriggerState, last_fired: dict[tuple[str, str], float], rules: Mapping[str, Rule]) -> int:
-        """Load the memo entries the timer queue holds into ``state`` and ``last_fired``; returns how many."""
+        """Load the memo entries the timer queue holds into ``state`` and ``last_fired``; returns how many.
+
+        A memo that cannot be read (written by another version, or of a rule no longer loaded) is dropped.
+        """
         n = 0
         for timer in self.timers:
             if timer.kind != MEMO:
                 continue
             value: Any = timer.context.get("value")
-            part = timer.key.split("|")
-            what = part[1]
-            if what == "zone":
-                state.membership[(part[2], part[3])] = bool(value)
-            elif what == "cool":
-                last_fired[(timer.rule_id, "|".join(part[3:]))] = float(value)
-            elif what == "side":
-                state.threshold[(timer.rule_id, int(part[3]), "|".join(part[4:]))] = bool(value)
-            elif what == "count" and (rule := rules.get(timer.rule_id)) is not None:
-                idx = int(part[3])
-                spec = rule.triggers[idx].spec
-                size = spec.count if isinstance(spec, EventTrigger) else None
-                window = CountWindow(deque(map(float, value), maxlen=size))
-                state.counts[(timer.rule_id, idx, "|".join(part[4:]))] = window
-            else:
+            try:
+                known = _restore_one(state, last_fired, rules, timer, value)
+            except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+                log.warning("rule state %s not restored (%s): started afresh", timer.key, exc)
+                known = False
+            if not known:
+                self.timers.drop(timer.key)
                 continue
             self._saved[timer.key] = (timer.rule_id, timer.rule_hash, value)
             n += 1
@@ -75,9 +109,16 @@ class StateMirror:
 
         for (tag, zone), inside in state.membership.items():
             current[f"memo|zone|{tag}|{zone}"] = ("", "", inside)
+        for (tag, zone), since in state.zones.pending.items():
+            current[f"memo|dwell|{tag}|{zone}"] = ("", "", since)
         for (rule_id, idx, key), win in state.counts.items():
             if win.times:
-                add(f"memo|count|{rule_id}|{idx}|{key}", rule_id, list(win.times))
+                add(f"memo|count|{rule_id}|{idx}|{key}", rule_id, encode_count(win))
+        for (rule_id, idx, key), dwin in state.distinct.items():
+            if dwin.last:
+                add(f"memo|distinct|{rule_id}|{idx}|{key}", rule_id, encode_distinct(dwin))
+        for (rule_id, idx, key), seq in state.sequences.items():
+            add(f"memo|seq|{rule_id}|{idx}|{key}", rule_id, encode_seq(seq))
         for (rule_id, idx, dev), side in state.threshold.items():
             add(f"memo|side|{rule_id}|{idx}|{dev}", rule_id, side)
         for (rule_id, dedupe), ts in last_fired.items():
@@ -91,3 +132,36 @@ class StateMirror:
         for key in [k for k in self._saved if k not in current]:
             self.timers.drop(key)
         self._saved = current
+
+
+def _restore_one(
+    state: TriggerState, last_fired: dict[tuple[str, str], float], rules: Mapping[str, Rule], timer: Timer, value: Any
+) -> bool:
+    """Put one memo back; False for a memo of an unknown sort or of a rule not loaded."""
+    part = timer.key.split("|")
+    what = part[1]
+    if what in ("zone", "dwell"):
+        tag, zone = "|".join(part[2:-1]), part[-1]
+        if what == "zone":
+            state.membership[(tag, zone)] = bool(value)
+        else:
+            state.zones.pending[(tag, zone)] = float(value)
+        return True
+    if timer.rule_id not in rules:
+        return False
+    if what == "cool":
+        last_fired[(timer.rule_id, "|".join(part[3:]))] = float(value)
+        return True
+    sk = (timer.rule_id, int(part[3]), "|".join(part[4:]))
+    if what == "side":
+        state.threshold[sk] = bool(value)
+    elif what == "count":
+        spec = rules[timer.rule_id].triggers[sk[1]].spec
+        state.counts[sk] = decode_count(value, spec.count if isinstance(spec, EventTrigger) else None)
+    elif what == "distinct":
+        state.distinct[sk] = decode_distinct(value)
+    elif what == "seq":
+        state.sequences[sk] = decode_seq(value)
+    else:
+        return False
+    return True
