@@ -29,7 +29,7 @@ from rules.patterns import Connection, connection_names
 from rules.reload import ReloadReport, diff, merge_reload
 from rules.sinks import AuditLog, InMemoryAuditLog, WebhookSender
 from rules.site import DeviceInfo, SitePlan
-from rules.state_store import StateMirror
+from rules.state_store import StateMirror, expire
 from rules.timerqueue import TimerQueue
 from rules.timers import InMemoryTimerStore, Timer, TimerStore, TimerStoreError
 from rules.trace import Firing, Trace, TraceEntry
@@ -249,6 +249,7 @@ class RulesEngine:
                 self.fault(rule, now, f"{timer.kind} timer for {timer.subject}", exc)
         await self.health.sync_alarms(acts, now)
         await self._save_traces()
+        expire(self.state, self._last_fired, self._rules, now, self.clock.max_skew)
         self._memo.save(self.state, self._last_fired, self._rules, now)
         try:
             await self.timers.flush()

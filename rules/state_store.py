@@ -68,6 +68,53 @@ def decode_seq(value: Any) -> SeqState:
     return SeqState(int(step), int(seen), float(started))
 
 
+def expire(
+    state: TriggerState, last_fired: dict[tuple[str, str], float], rules: Mapping[str, Rule], now: float, skew: float
+) -> int:
+    """Forget the state no input can use any more; returns how many entries went.
+
+    Windows and sequences are in event time, which trails ``now`` by at most ``skew`` (an older event
+    counts at ``now``: :class:`~rules.event_time.EventClock`): every input still to come has a time at
+    or after ``now - skew``. A count or distinct window forgets the times before its ``within``
+    reaching back from there, a sequence whose window ends before it would start afresh anyway, and a
+    cooldown that has run out holds nothing. Without this, a key seen once (a plate, a phone) would
+    keep its entry, in memory and in ``rule_timers``, for ever.
+    """
+    before = now - skew
+    gone = 0
+
+    def within(rule_id: str, idx: int) -> float | None:
+        rule = rules.get(rule_id)
+        spec = rule.triggers[idx].spec if rule is not None and idx < len(rule.triggers) else None
+        value = getattr(spec, "within", None)
+        return float(value) if value else None
+
+    for k, win in list(state.counts.items()):
+        if (w := within(k[0], k[1])) is not None:
+            while win.times and win.times[0] <= before - w:
+                win.times.popleft()
+        if not win.times:
+            del state.counts[k]
+            gone += 1
+    for k, dwin in list(state.distinct.items()):
+        if (w := within(k[0], k[1])) is not None:
+            for v in [v for v, t in dwin.last.items() if t <= before - w]:
+                del dwin.last[v]
+        if not dwin.last:
+            del state.distinct[k]
+            gone += 1
+    for k, seq in list(state.sequences.items()):
+        if (w := within(k[0], k[1])) is not None and before - seq.started > w:
+            del state.sequences[k]
+            gone += 1
+    for fk, ts in list(last_fired.items()):
+        rule = rules.get(fk[0])
+        if rule is None or not rule.cooldown or now - ts >= rule.cooldown:
+            del last_fired[fk]
+            gone += 1
+    return gone
+
+
 class StateMirror:
     """Mirrors trigger state and cooldowns into memo timers, and restores them at start."""
 

@@ -1,10 +1,12 @@
 """Properties of persisted rule state (:mod:`rules.state_store`): every piece of state a trigger keeps —
 count windows, distinct counts, sequences, threshold sides, zone membership and its dwell, cooldowns —
 comes back equal after its way through the registry (JSON text, as ``rule_timers.body`` holds it), a
-changed rule's state is not restored, and a mirror writes only what changed."""
+changed rule's state is not restored, a mirror writes only what changed, and state no later input can use
+is forgotten without changing what any later input sees."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 from collections import deque
@@ -16,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rules.loader import Rule, load_rules
-from rules.patterns import DistinctWindow, SeqState
+from rules.patterns import DistinctWindow, SeqState, seq_advance
 from rules.site import SitePlan
 from rules.state_store import (
     StateMirror,
@@ -26,6 +28,7 @@ from rules.state_store import (
     encode_count,
     encode_distinct,
     encode_seq,
+    expire,
 )
 from rules.timerqueue import TimerQueue
 from rules.timers import InMemoryTimerStore, Timer
@@ -207,3 +210,40 @@ def _state(parts: Parts) -> tuple[TriggerState, dict[tuple[str, str], float]]:
     state.zones.pending.update(parts["dwell"])
     fired = {("denials", k): 1000.0 - ago for k, ago in parts["cool"].items()}
     return state, fired
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    past=st.lists(st.tuples(st.floats(0, 1000), keys), max_size=12),
+    future=st.lists(st.tuples(st.floats(0, 1000), keys, st.integers(0, 1)), max_size=12),
+    skew=st.floats(0, 300),
+)
+def test_expiring_state_changes_nothing_any_later_input_sees(
+    rules: dict[str, Rule], past: list[tuple[float, str]], future: list[tuple[float, str, int]], skew: float
+) -> None:
+    """Count and distinct windows and sequences answer every input at or after ``now - skew`` alike,
+    expired or not (``denials``: 3 within 2 min, ``phones``: within 5 min, the sequence: within 2 min)."""
+    now = 1000.0
+    state = TriggerState()
+    for ts, value in past:
+        win = state.counts.setdefault(("denials", 0, "k"), CountWindow(deque(maxlen=3)))
+        win.add(ts, 120.0)
+        state.distinct.setdefault(("phones", 0, "k"), DistinctWindow()).add(value, ts, 300.0)
+        state.sequences[("denied-then-open", 0, value)] = SeqState(0, 1, ts)
+    kept = copy.deepcopy(state)
+    expire(state, {}, rules, now, skew)
+    for later, value, step in future:
+        ts = now - skew + later  # no input comes with an event time before now - skew
+        answers = []
+        for s in (state, kept):
+            win = s.counts.setdefault(("denials", 0, "k"), CountWindow(deque(maxlen=3)))
+            dwin = s.distinct.setdefault(("phones", 0, "k"), DistinctWindow())
+            seq = s.sequences.get(("denied-then-open", 0, value))
+            answers.append((win.add(ts, 120.0), dwin.add(value, ts, 300.0), seq_advance(seq, step, (2, 1), ts, 120.0)))
+        assert answers[0] == answers[1]
+
+
+def test_cooldowns_that_ran_out_are_forgotten(rules: dict[str, Rule]) -> None:
+    fired = {("denials", "a"): 500.0, ("denials", "b"): 300.0, ("phones", "c"): 990.0, ("gone", "d"): 999.0}
+    assert expire(TriggerState(), fired, rules, now=1000.0, skew=0.0) == 3
+    assert fired == {("denials", "a"): 500.0}  # 10 min cooldown, 500 s ago: still running
