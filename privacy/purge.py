@@ -10,7 +10,8 @@ One pass over the site's records (raw SQL for SQLite and PostgreSQL):
 * every other device event after ``events_days``: on PostgreSQL, where ``device_events`` is
   partitioned by day, the days wholly older than that are dropped as partitions (for every site of the
   database: sites sharing one should share ``events_days``), on SQLite the site's rows are deleted;
-* access decisions, expired visitor passes and the audit log after their own periods;
+* access decisions, expired visitor passes, ended API tokens (expired or revoked; only their hashes
+  were ever stored) and the audit log after their own periods;
 * on SQLite, the freed pages are returned to the file system (incremental vacuum) and the WAL is
   truncated, so the database file shrinks and deleted rows do not linger in it.
 
@@ -201,6 +202,9 @@ async def _purge_in(
                  [site, now - policy.decisions_days * DAY])  # fmt: skip
     await delete("passes", "DELETE FROM community_passes WHERE site = ? AND valid_until < ?",
                  [site, now - policy.passes_days * DAY])  # fmt: skip
+    ended = now - policy.passes_days * DAY
+    await delete("api_tokens", "DELETE FROM community_api_tokens WHERE site = ? AND (expires_at < ? OR revoked_at < ?)",
+                 [site, ended, ended])  # fmt: skip
     await delete("audit", "DELETE FROM community_audit_log WHERE ts < ?", [now - policy.audit_days * DAY])
 
 

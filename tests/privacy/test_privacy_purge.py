@@ -95,3 +95,24 @@ async def _refs(conn: object, table: str) -> set[str]:
     col = "ref" if table == "capture_images" else "snapshot_ref"
     rows = await conn.execute_query_dict(f"SELECT {col} AS r FROM {table}")  # type: ignore[attr-defined]
     return {str(r["r"]) for r in rows}
+
+
+async def test_ended_api_tokens_go_after_the_pass_retention(tmp_path: Path) -> None:
+    async with open_database(f"sqlite://{tmp_path / 'anfang.db'}", MODELS) as conn:
+        tokens = {  # id: (expires at, revoked at)
+            "expired-long-ago": (NOW - 40 * DAY, None),
+            "revoked-long-ago": (NOW + 300 * DAY, NOW - 31 * DAY),
+            "expired-recently": (NOW - 2 * DAY, None),
+            "revoked-recently": (NOW + 300 * DAY, NOW - 1 * DAY),
+            "live": (NOW + 1 * DAY, None),
+        }
+        for token_id, (expires_at, revoked_at) in tokens.items():
+            await conn.execute_query(
+                "INSERT INTO community_api_tokens(token_hash, id, person_id, site, role, label, created_at, "
+                "revoked, expires_at, revoked_at) VALUES (?, ?, 'p-staff', ?, 'staff', '', ?, ?, ?, ?)",
+                [f"hash-{token_id}", token_id, SITE, NOW - 60 * DAY, revoked_at is not None, expires_at, revoked_at],
+            )
+        report = await purge(conn, SITE, RetentionPolicy(), NOW)
+        assert report.removed["api_tokens"] == 2
+        rows = await conn.execute_query_dict("SELECT id FROM community_api_tokens ORDER BY id")
+        assert [r["id"] for r in rows] == ["expired-recently", "live", "revoked-recently"]
