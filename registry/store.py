@@ -35,7 +35,7 @@ _KEYS_PER_QUERY = 250  # (device, event id) pairs per lookup: 500 parameters, fa
 _PG_SEEN = (
     "SELECT e.device_id, e.event_id FROM device_events e "
     "JOIN unnest($1::text[], $2::text[]) AS k(device_id, event_id) "
-    "ON e.device_id = k.device_id AND e.event_id = k.event_id WHERE e.received_at >= $3"
+    "ON e.device_id = k.device_id AND e.event_id = k.event_id WHERE e.received_at >= $3 AND e.received_at <= $4"
 )
 
 
@@ -268,10 +268,11 @@ class TwinStore:
         if not keys:
             return set()
         if self._pg:
-            rows = await self._conn.execute_query_dict(
-                _PG_SEEN,
-                [[k[0] for k in keys], [k[1] for k in keys], time.time() - DEDUP_DAYS * DAY],
-            )
+            now = time.time()
+            # both bounds prune partitions: the days ahead (made early) and the default one are not searched;
+            # the hour above now allows another worker's clock to be ahead of this one's
+            window = [now - DEDUP_DAYS * DAY, now + 3600.0]
+            rows = await self._conn.execute_query_dict(_PG_SEEN, [[k[0] for k in keys], [k[1] for k in keys], *window])
             return {(str(r["device_id"]), str(r["event_id"])) for r in rows}
         seen: set[tuple[str, str]] = set()
         for start in range(0, len(keys), _KEYS_PER_QUERY):
