@@ -227,6 +227,15 @@ def devices_add(
     position = (x, y) if x is not None and y is not None else None
     secret = _with_registry(settings, lambda r: r.add_device(site or settings.site, device_id, kind, name, position))
     typer.echo(f"added {device_id} ({kind}) at site {site or settings.site}")
+    if secret and settings.workers.partitions > 1:
+        from anfang.workers import announce_new_device
+
+        # the secret only once the device's partition owner listens to it: its first message is served
+        part = _run(announce_new_device(settings, site or settings.site, device_id))
+        if part is None:
+            typer.echo(f"warning: no worker serves {device_id} yet; its messages before one does are lost", err=True)
+        else:
+            typer.echo(f"served by partition {part}")
     if secret:
         typer.echo(f"secret: {secret}")
         typer.echo("store it on the device now: it is kept only as a hash and cannot be shown again", err=True)

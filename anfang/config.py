@@ -68,10 +68,12 @@ class WorkerSettings(_Section):
     """Several active workers for one site: devices split into ``partitions`` (see docs/scaling.md)."""
 
     partitions: int = Field(default=1, ge=1, le=256)
-    count: int = Field(default=1, ge=1, le=256)  # workers started for the site (for home partitions)
-    index: int = Field(default=0, ge=0)  # this worker's number, 0 .. count-1
-    takeover_after_s: float = Field(default=3.0, ge=0)  # wait before taking a partition that is not ours
-    refresh_s: float = Field(default=2.0, gt=0)  # how often a partition owner looks for new devices
+    count: int = Field(default=1, ge=1, le=256)  # workers `anfang run --workers` starts on this machine
+    index: int = Field(default=0, ge=0)  # this worker's number (part of its name in the assignment)
+    heartbeat_s: float = Field(default=1.0, gt=0)  # how often a worker heartbeats and follows the assignment
+    takeover_after_s: float = Field(default=3.0, gt=0)  # a worker silent this long is dropped from the assignment
+    refresh_s: float = Field(default=2.0, gt=0)  # a partition owner's look for new devices, besides NOTIFY
+    provision_wait_s: float = Field(default=30.0, ge=0)  # `devices add` waits this long for the owner's SUBACK
 
 
 class VisionSettings(_Section):

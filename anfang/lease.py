@@ -52,11 +52,15 @@ class SiteLease:
 
     async def __aenter__(self) -> SiteLease:
         announced = False
-        while not await self._try():
-            if not announced:
-                log.info("another worker holds the lease of %s; standing by", self._what)
-                announced = True
-            await asyncio.sleep(self._poll)  # polling: neither flock nor advisory locks offer a wait we can cancel
+        try:
+            while not await self._try():
+                if not announced:
+                    log.info("another worker holds the lease of %s; standing by", self._what)
+                    announced = True
+                await asyncio.sleep(self._poll)  # polling: neither flock nor advisory locks offer a wait we can cancel
+        except BaseException:  # cancelled while waiting (the partition was assigned elsewhere): no lease, no connection
+            await self.__aexit__(None, None, None)
+            raise
         log.info("holding the lease of %s", self._what)
         return self
 

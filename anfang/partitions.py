@@ -31,11 +31,6 @@ def partition_of(device: DeviceInfo, partitions: int) -> int:
     return zlib.crc32(device.id.encode()) % partitions
 
 
-def home_partitions(worker_index: int, workers: int, partitions: int) -> list[int]:
-    """The partitions a worker takes at once; others only when they have been left without a worker."""
-    return [p for p in range(partitions) if p % max(workers, 1) == worker_index % max(workers, 1)]
-
-
 def twin_filters(site: str, device_ids: Iterable[str]) -> list[str]:
     """The topic filters of the twin channels of these devices."""
     return [f"{ROOT}/{site}/{device_id}/{channel}" for device_id in device_ids for channel in TWIN_CHANNELS]

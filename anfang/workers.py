@@ -1,11 +1,14 @@
-"""Several *active* workers for one site: each serves the partitions of devices whose lease it holds.
+"""Several *active* workers for one site: each serves the partitions assigned to it.
 
 A worker process runs one :class:`~anfang.service.Platform` per partition it holds, each with the
 partition's own MQTT client id (a persistent session that outlives the worker) and subscriptions to
 the twin channels of the partition's devices only. The holder of partition 0 is the site's leader
-and runs the services. A worker first takes its *home* partitions; a partition whose worker is gone
-is taken by any other worker after ``workers.takeover_after_s``, resuming that partition's session,
-so nothing it had not acknowledged is lost and nothing is applied twice.
+and runs the services. Workers join and leave a running site: every ``workers.heartbeat_s`` each one
+heartbeats and follows the assignment in the database (:mod:`anfang.membership`), handing off the
+partitions assigned elsewhere (it stops, disconnects and releases the partition's lease) and taking
+the ones assigned to it (it takes the lease and resumes the partition's session), so nothing
+acknowledged is lost and ``seq``/event ids keep anything redelivered from being applied twice. A
+worker killed outright is dropped from the assignment once its heartbeat is ``takeover_after_s`` old.
 """
 
 from __future__ import annotations
@@ -13,16 +16,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
+import uuid
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 
 from anfang.app import Services, ServicesFactory, make_platform, open_registry, prepare_site
+from anfang.assignment import plan
 from anfang.config import ConfigError, Settings
 from anfang.feed import FeedReader, FeedWriter
 from anfang.lease import LeaseLost, SiteLease
+from anfang.membership import Membership, announce_device, connect, wait_served
 from anfang.mqtt_link import MqttLink
 from anfang.partitions import (
     LEADER,
-    home_partitions,
     partition_client_id,
     partition_of,
     reply_topic,
@@ -32,6 +40,7 @@ from anfang.partitions import (
 from anfang.readiness import Readiness
 from anfang.remote_twins import RemoteTwins
 from anfang.service import Platform
+from registry.migrate import is_postgres
 from registry.records import DeviceInfo
 from registry.store import Registry, TwinStore
 
@@ -46,6 +55,13 @@ def check_partitioned(settings: Settings) -> None:
         raise ConfigError("workers.partitions > 1 needs MQTT 5 (mqtt.protocol: 5 or auto)")
     if settings.mqtt.shared_group:
         raise ConfigError("use either workers.partitions or mqtt.shared_group, not both")
+    if not is_postgres(settings.db_url):
+        raise ConfigError("workers.partitions > 1 needs PostgreSQL (the workers share the assignment there)")
+
+
+def worker_name(index: int) -> str:
+    """This process's name among the site's workers: unique across hosts and restarts."""
+    return f"{socket.gethostname()}-{index}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
 
 
 async def run_partitioned_worker(
@@ -54,7 +70,7 @@ async def run_partitioned_worker(
     opened: tuple[Registry, TwinStore] | None = None,
     readiness: Readiness | None = None,
 ) -> None:
-    """Serve this worker's home partitions, and any partition left without a worker, until cancelled.
+    """Join the site's workers and serve the partitions assigned to this one, until cancelled.
     ``opened``: the registry and twin store if the caller opened the database; ``readiness`` learns
     which partitions this process serves."""
     check_partitioned(settings)
@@ -62,19 +78,69 @@ async def run_partitioned_worker(
     async with AsyncExitStack() as stack:
         registry, store = opened if opened else await stack.enter_async_context(open_registry(settings))
         password = await prepare_site(settings, registry)
-        homes = set(home_partitions(w.index, w.count, w.partitions))
-        log.info(
-            "worker %d of %d for site %s: home partitions %s of %d",
-            w.index,
-            w.count,
-            settings.site,
-            sorted(homes),
-            w.partitions,
-        )
+        name = worker_name(w.index)
+        members = Membership(settings.db_url, settings.site, name, w.partitions, w.takeover_after_s)
+        await stack.enter_async_context(members)
+        log.info("worker %s joins site %s (%d partitions)", name, settings.site, w.partitions)
         async with asyncio.TaskGroup() as tg:
-            for part in range(w.partitions):
-                worker = PartitionWorker(settings, registry, store, password, part, services_factory, readiness)
-                tg.create_task(worker.serve(home=part in homes), name=f"partition-{part}")
+            crew = Crew(settings, members, tg, lambda part: PartitionWorker(
+                settings, registry, store, password, part, services_factory, readiness, members
+            ))  # fmt: skip
+            await crew.run()
+
+
+async def announce_new_device(settings: Settings, site: str, device_id: str) -> int | None:
+    """After registering a device of a partitioned site: tell the workers and wait until the owner of its
+    partition has subscribed to its topics, so that its first message is served. Returns the partition,
+    or ``None`` when no worker confirmed within ``workers.provision_wait_s`` (or the site is not
+    partitioned: one worker subscribes to every device by wildcard)."""
+    if settings.workers.partitions <= 1 or not is_postgres(settings.db_url):
+        return None
+    conn = await connect(settings.db_url)
+    try:
+        await announce_device(conn, site)
+        return await wait_served(conn, site, device_id, settings.workers.provision_wait_s)
+    finally:
+        await conn.close()
+
+
+class Crew:
+    """The partitions one worker serves: follows the assignment, heartbeat by heartbeat."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        members: Membership,
+        tg: asyncio.TaskGroup,
+        make: Callable[[int], PartitionWorker],
+    ) -> None:
+        self.settings, self.members, self._tg, self._make = settings, members, tg, make
+        self.serving: dict[int, tuple[PartitionWorker, asyncio.Task[None]]] = {}
+
+    def _heard_of_a_device(self) -> None:
+        for worker, _ in self.serving.values():
+            worker.new_devices.set()
+
+    async def run(self) -> None:
+        await self.members.listen(self._heard_of_a_device)
+        while True:
+            todo = plan(self.members.worker, await self.members.beat(), self.serving)
+            for part in sorted(todo.release):
+                await self._hand_off(part)
+            for part in sorted(todo.take):
+                worker = self._make(part)
+                task = self._tg.create_task(worker.serve(), name=f"partition-{part}")
+                self.serving[part] = (worker, task)
+            await asyncio.sleep(self.settings.workers.heartbeat_s)  # the heartbeat's period
+
+    async def _hand_off(self, part: int) -> None:
+        """Stop serving ``part`` so that its new owner can take it: stop consuming, disconnect (what was not
+        acknowledged stays in the partition's session for the new owner), release the lease, mark it."""
+        _, task = self.serving.pop(part)
+        task.cancel()
+        await asyncio.wait([task])
+        await self.members.mark_holder(part, False)
+        log.info("handed partition %d of site %s off", part, self.settings.site)
 
 
 class PartitionWorker:
@@ -88,22 +154,23 @@ class PartitionWorker:
         password: str,
         part: int,
         services_factory: ServicesFactory | None,
-        readiness: Readiness | None = None,
+        readiness: Readiness | None,
+        members: Membership,
     ) -> None:
         self.settings, self.registry, self.store, self.password = settings, registry, store, password
         self.part, self.services_factory, self.readiness = part, services_factory, readiness
-        self.partitions = settings.workers.partitions
+        self.partitions, self.members = settings.workers.partitions, members
+        self.new_devices = asyncio.Event()  # set when a device of the site was announced
 
     def owns(self, device: DeviceInfo) -> bool:
         return partition_of(device, self.partitions) == self.part
 
-    async def serve(self, *, home: bool) -> None:
-        if not home:
-            # the partition's home worker gets the first chance; we take it only if it stays free
-            await asyncio.sleep(self.settings.workers.takeover_after_s)
+    async def serve(self) -> None:
+        """Wait for the partition's lease (its previous owner hands it off, or died), then serve it."""
         s = self.settings
         while True:
             async with SiteLease(s.site, s.db_url, s.data_dir, partition=self.part) as lease:
+                await self.members.mark_holder(self.part, True)
                 try:
                     await self._run(lease)
                 except* LeaseLost as group:
@@ -138,11 +205,18 @@ class PartitionWorker:
                 await lease.watch()
 
             async def pick_up_new_devices(platform: Platform) -> None:
+                await link.wait_subscribed()
+                await self.members.record_served(part, sorted(owned))
                 while True:
-                    await asyncio.sleep(s.workers.refresh_s)  # the registry has no change notification
+                    # announced devices at once; ``refresh_s`` for a notification lost with a connection
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.new_devices.wait(), s.workers.refresh_s)
+                    self.new_devices.clear()
                     new = {d.id for d in await self.registry.list_devices(s.site) if self.owns(d)} - owned
                     if new:
                         link.subscribe(twin_filters(s.site, sorted(new)))
+                        await link.wait_subscribed()  # the broker holds their messages for this session from now on
+                        await self.members.record_served(part, sorted(new))
                         owned.update(new)
                         log.info("partition %d now also serves %s", part, ", ".join(sorted(new)[:10]))
 

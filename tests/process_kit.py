@@ -74,6 +74,29 @@ class PlatformProcess:
                 self.proc.kill()
 
 
+def partitions_served(proc: PlatformProcess) -> set[int]:
+    """The partitions a worker serves now, from its log (it names each one it starts and hands off)."""
+    served: set[int] = set()
+    for line in list(proc.log):
+        if (started := re.search(r"serving partition (\d+) of", line)) is not None:
+            served.add(int(started.group(1)))
+        elif (handed := re.search(r"handed partition (\d+) of", line)) is not None:
+            served.discard(int(handed.group(1)))
+    return served
+
+
+async def until(check: Callable[[], object], timeout: float, what: str) -> None:
+    """Wait for ``check()`` to hold (it reads other processes' state, so it is polled)."""
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                if check():
+                    return
+                await asyncio.sleep(0.1)  # polling other processes' progress
+    except TimeoutError:
+        raise AssertionError(f"timed out after {timeout:.0f} s waiting until {what}") from None
+
+
 def cli(env: dict[str, str], cwd: Path, *args: str) -> str:
     out = subprocess.run([ANFANG, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr

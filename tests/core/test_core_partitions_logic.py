@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from anfang.feed import FeedWriter, decode, encode
 from anfang.mqtt_link import MqttLink
-from anfang.partitions import home_partitions, partition_client_id, partition_of, twin_filters
+from anfang.partitions import partition_client_id, partition_of, twin_filters
 from anfang.remote_twins import RemoteTwins
 from anfang.supervisor import without_workers_option
 from registry.records import DeviceInfo
@@ -33,12 +33,6 @@ def test_devices_spread_over_partitions_and_virtual_ones_stay_with_the_leader() 
     assert min(counts) > 200, counts  # roughly even: no worker gets most of the site
     virtual = DeviceInfo("tag-elder-001", "rfid_tag", name="", site="youzheng")  # its twin is derived by the leader
     assert virtual.virtual and partition_of(virtual, 4) == 0
-
-
-@given(st.integers(1, 8), st.integers(1, 16))
-def test_home_partitions_cover_every_partition_once(workers: int, partitions: int) -> None:
-    homes = [p for w in range(workers) for p in home_partitions(w, workers, partitions)]
-    assert sorted(homes) == list(range(partitions))
 
 
 def test_a_single_partition_keeps_the_plain_client_id_and_twin_filters_name_the_device() -> None:
