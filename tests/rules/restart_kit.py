@@ -4,6 +4,7 @@ started again: the harness of the rule-state restart tests (issue 17 item 3)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import time
 import uuid
@@ -11,8 +12,23 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from process_kit import PlatformProcess, add_device, operator_credentials
+from process_kit import PlatformProcess, cli, operator_credentials
 from testkit import Device, free_port
+
+
+def register(env: dict[str, str], tmp: Path, devices: dict[str, str]) -> dict[str, str]:
+    """Register the devices in one ``anfang site load`` (one process start, not one per device);
+    returns each device's secret."""
+    plan = {
+        "site": env["ANFANG_SITE"],
+        "devices": [
+            {"id": dev, "kind": kind, "position": [10 * i, 0]} for i, (dev, kind) in enumerate(devices.items())
+        ],
+    }
+    (tmp / "site.json").write_text(json.dumps(plan), encoding="utf-8")
+    cli(env, tmp, "site", "load", "site.json", "--secrets-out", str(tmp / "secrets.json"))
+    secrets: dict[str, str] = json.loads((tmp / "secrets.json").read_text(encoding="utf-8"))
+    return {dev: secrets[dev] for dev in devices}
 
 
 class Site:
@@ -32,7 +48,7 @@ class Site:
         }
         self.tmp = tmp
         self.db = tmp / "data" / "anfang.db"
-        self.secrets = {dev: add_device(self.env, tmp, dev, kind) for dev, kind in devices.items()}
+        self.secrets = register(self.env, tmp, devices)
         self.platform: PlatformProcess | None = None
         self.clients: list[Device] = []
 
