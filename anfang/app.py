@@ -31,6 +31,7 @@ from registry import event_partitions
 from registry.alarm_store import DatabaseAlarmStore
 from registry.alarms import AlarmManager
 from registry.db import CORE_MODELS, open_connection, open_database
+from registry.history import HistoryPolicy, HistoryStore, prune_periodically
 from registry.migrate import is_postgres
 from registry.sql import Sql
 from registry.store import Registry, TwinStore
@@ -114,6 +115,14 @@ def make_platform(
     async def event_partitions_ahead(platform: Platform) -> None:  # PostgreSQL: device_events by day
         await event_partitions.keep_ahead(store.add_event_partitions, platform.now)
 
+    async def prune_history(platform: Platform) -> None:
+        keep = settings.history
+        history = HistoryStore(platform.store.connection, settings.site)
+        await prune_periodically(history, HistoryPolicy(keep.keep_versions, keep.keep_days), keep.prune_interval_s)
+
+    # the site's leader (or its only worker) prunes the site's history; the other partitions' owners have a feed
+    maintenance = [prune_history] if partition.get("feed") is None else []
+
     return Platform(
         registry=registry,
         store=store,
@@ -122,7 +131,7 @@ def make_platform(
         sites=[settings.site],
         features=services.features,
         limits=Limits(lim.max_document_bytes, lim.max_depth, lim.max_clock_skew_s),
-        tasks=[*services.tasks, *extra_tasks, write_last_seen, event_partitions_ahead],
+        tasks=[*services.tasks, *extra_tasks, write_last_seen, event_partitions_ahead, *maintenance],
         health_sinks=services.health_sinks,
         publish_taps=services.publish_taps,
         max_payload=lim.max_payload_bytes,

@@ -97,6 +97,15 @@ class PrivacySettings(_Section):
     purge_interval_s: float = Field(default=3600.0, gt=0)
 
 
+class HistorySettings(_Section):
+    """The twins' version history (docs/console.md, docs/rules.md "Replay"): the newest ``keep_versions``
+    changes per device (0: no count bound) and none older than ``keep_days``, pruned every ``prune_interval_s``."""
+
+    keep_versions: int = Field(default=50, ge=0)
+    keep_days: float = Field(default=30.0, gt=0)  # tag positions are location data: as privacy.location_days
+    prune_interval_s: float = Field(default=600.0, gt=0)
+
+
 class TelemetryConfig(_Section):
     influx_url: str | None = None
     influx_api: Literal["auto", "v1", "v2"] = "auto"  # v1: /write?db= (InfluxDB 1.x); auto asks the server
@@ -224,6 +233,7 @@ class Settings(_Section):
     alarms: AlarmSettings = AlarmSettings()
     vision: VisionSettings = VisionSettings()
     privacy: PrivacySettings = PrivacySettings()
+    history: HistorySettings = HistorySettings()
     console: ConsoleSettings = ConsoleSettings()
     api: ApiSettings = ApiSettings()
     viewlib: ViewLibSettings = ViewLibSettings()

@@ -14,6 +14,7 @@ from registry.records import DeviceInfo, StoredEvent
 from twins import jsoncodec, messages
 from twins.document import Limits, TwinDocument, apply_desired, apply_reported, apply_status
 from twins.errors import BadRequest, NotFound, StaleReport, TooLarge, TwinError
+from twins.history import HistoryEntry, redact
 from twins.hooks import DeviceEvent, TwinChange
 from twins.kinds import TELEMETRY_METRICS, validate_desired, validate_event, validate_reported
 from twins.topics import (
@@ -85,6 +86,7 @@ class Outcome:
     rejections: list[Rejection] = field(default_factory=list)
     answers: list[CommandAnswer] = field(default_factory=list)
     telemetry: list[TelemetrySample] = field(default_factory=list)
+    history: list[HistoryEntry] = field(default_factory=list)  # every committed change, in order
     duplicates: int = 0
     accepted: int = 0
     clamped: int = 0  # reports whose ts was too far ahead of the platform clock (stamped with it instead)
@@ -224,6 +226,8 @@ def _process_one(
             out.twins[info.id] = applied.document
             if applied.is_change:
                 out.dispatch.append(_change(before, applied.document, applied.changed, now))
+                doc = applied.document
+                out.history.append(HistoryEntry(info.id, doc.version, now, "reported", "device", applied.changed))
         case Channel.EVENT:
             assert topic.name is not None
             event = messages.parse_event(msg.payload)
@@ -247,6 +251,7 @@ def _process_one(
             if after is not before:
                 twins[info.id] = after
                 out.twins[info.id] = after
+                out.history.append(HistoryEntry(info.id, after.version, now, "status", "device", {"status": status}))
                 out.dispatch.append(
                     DeviceEvent(
                         info.site, info.id, info.kind, "status", f"status-{after.version}", now, {"state": status}
@@ -275,6 +280,8 @@ def _process_one(
             _answer(out, msg, update_reply_topic(info.site, info.id, accepted=True), reply)
             if doc is not before:
                 out.publishes.extend(desired_publishes(doc, now))
+                entry = HistoryEntry(info.id, doc.version, now, "desired", "service", redact(applied.changed))
+                out.history.append(entry)
         case Channel.GET:
             token = messages.parse_client_token(msg.payload)
             doc = _twin(twins, info)

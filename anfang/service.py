@@ -35,6 +35,7 @@ from registry.store import Registry, TwinStore
 from twins import topics
 from twins.document import Limits, TwinDocument, apply_desired, apply_reported, expire_desired
 from twins.errors import BadRequest, NotFound
+from twins.history import HistoryEntry, current_actor, redact
 from twins.hooks import CommandResult, DeviceEvent, PlatformHandler, TwinChange
 from twins.kinds import validate_desired, validate_reported
 
@@ -194,7 +195,7 @@ class Platform:
             finished = self._commands.finish(outcome, now)
             feed = self._feed.rows(outcome.dispatch) if self._feed is not None else ()
             # a failed commit propagates and stops the worker: nothing was acknowledged, the broker redelivers
-            await self.store.commit(outcome.twins.values(), outcome.events, finished, feed)
+            await self.store.commit(outcome.twins.values(), outcome.events, finished, feed, outcome.history)
             self._expiries.watch(outcome.twins.values())
             if self.last_seen is not None:
                 for device_id in heard_from(batch):
@@ -260,7 +261,8 @@ class Platform:
             applied = expire_desired(doc, now=now)
             if applied.document is doc:
                 return
-            await self.store.commit([applied.document])
+            entry = _desired_entry(applied.document, now, "expiry", applied.changed)
+            await self.store.commit([applied.document], history=[entry])
             self._twins[device_id] = applied.document
             self._expiries.watch([applied.document])
             for pub in desired_publishes(applied.document, now):
@@ -357,7 +359,8 @@ class Platform:
             now = time.time()
             applied = apply_desired(doc, patch, now=now, expected_version=expected_version, limits=self._limits)
             if applied.is_change:
-                await self.store.commit([applied.document])
+                entry = _desired_entry(applied.document, now, current_actor(), applied.changed)
+                await self.store.commit([applied.document], history=[entry])
                 self._twins[device_id] = applied.document
                 for pub in desired_publishes(applied.document, now):
                     self.link.publish(pub.topic, pub.payload, qos=pub.qos, retain=pub.retain)
@@ -374,7 +377,9 @@ class Platform:
             applied = apply_reported(before, state, now=now, limits=self._limits)
             if not applied.is_change:
                 return
-            await self.store.commit([applied.document])
+            doc = applied.document
+            entry = HistoryEntry(device_id, doc.version, now, "reported", current_actor(), applied.changed)
+            await self.store.commit([doc], history=[entry])
             self._twins[device_id] = applied.document
             self._committed.notify_all()
         doc = applied.document
@@ -401,3 +406,7 @@ class Platform:
         self.link.publish(topic, payload, qos=qos, retain=retain)
         for tap in self._publish_taps:
             tap(topic, payload)
+
+
+def _desired_entry(doc: TwinDocument, now: float, actor: str, changed: dict[str, Any]) -> HistoryEntry:
+    return HistoryEntry(doc.device_id, doc.version, now, "desired", actor, redact(changed))

@@ -31,6 +31,7 @@ from community.records import AccessRecords, Retention
 from community.snapshot import RegistrySnapshot, WatchEntry
 from community.store import CommunityStore
 from registry.alarms import AlarmManager
+from twins.history import acting_as
 from twins.hooks import DeviceEvent, PlatformActions, TwinChange
 from vision.gallery import DEFAULT_THRESHOLD
 
@@ -444,7 +445,9 @@ class AccessHandler:
             if digest == prev_digest and not force:
                 continue
             version = max(prev_version + 1, int(now))
-            await actions.set_desired(device_id, {"access_mode": "edge", "allow_list": {"version": version, **allow}})
+            patch = {"access_mode": "edge", "allow_list": {"version": version, **allow}}
+            with acting_as("access"):
+                await actions.set_desired(device_id, patch)
             self._pushed[device_id] = (version, digest)
             updated.append(device_id)
         return updated

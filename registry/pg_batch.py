@@ -1,4 +1,4 @@
-"""One PostgreSQL statement for a group commit: twins, events and feed rows as column arrays.
+"""One PostgreSQL statement for a group commit: twins, their history, events and feed rows as column arrays.
 
 asyncpg's ``executemany`` sends a row at a time (bind, execute) and the server runs the statement once
 per row; a batch of 500 reports then costs 500 executions. Here each table gets one
@@ -16,6 +16,7 @@ from typing import Any
 from registry.records import FeedRow, StoredEvent
 from twins import jsoncodec
 from twins.document import TwinDocument
+from twins.history import HistoryEntry
 
 __all__ = ["batch_statement"]
 
@@ -24,6 +25,11 @@ _TWINS = (
     "SELECT * FROM unnest(${0}::text[], ${1}::bigint[], ${2}::text[], ${3}::float8[]) "
     "ON CONFLICT(device_id) DO UPDATE SET version = excluded.version, doc = excluded.doc, "
     "updated_at = excluded.updated_at WHERE twins.version <= excluded.version"
+)
+_HISTORY = (  # a version is written once: a worker that re-commits it (a takeover) adds nothing
+    "INSERT INTO twin_history(device_id, version, ts, source, actor, changed) "
+    "SELECT * FROM unnest(${0}::text[], ${1}::bigint[], ${2}::float8[], ${3}::text[], ${4}::text[], ${5}::text[]) "
+    "ON CONFLICT DO NOTHING"
 )
 _EVENTS = (
     "INSERT INTO device_events(device_id, event_id, type, ts, received_at, data) "
@@ -64,12 +70,27 @@ def _event_columns(events: Sequence[StoredEvent]) -> list[list[Any]]:
     ]
 
 
+def _history_columns(history: Sequence[HistoryEntry]) -> list[list[Any]]:
+    return [
+        [h.device_id for h in history],
+        [h.version for h in history],
+        [float(h.ts) for h in history],
+        [h.source for h in history],
+        [h.actor for h in history],
+        [jsoncodec.dumps(h.changed) for h in history],
+    ]
+
+
 def _feed_columns(feed: Sequence[FeedRow]) -> list[list[Any]]:
     return [[r[0] for r in feed], [r[1] for r in feed], [r[2] for r in feed], [r[3] for r in feed]]
 
 
 def batch_statement(
-    twins: Iterable[TwinDocument], events: Sequence[StoredEvent], feed: Sequence[FeedRow], now: float
+    twins: Iterable[TwinDocument],
+    events: Sequence[StoredEvent],
+    feed: Sequence[FeedRow],
+    now: float,
+    history: Sequence[HistoryEntry] = (),
 ) -> tuple[str, list[Any]] | None:
     """The statement and its parameters (one array per column) writing a batch, or ``None`` when there
     is nothing to write. Twins keep the stale guard: a row is only replaced by the same or a newer version."""
@@ -77,6 +98,8 @@ def batch_statement(
     twin_columns = _twin_columns(twins, now)
     if twin_columns[0]:
         parts.append((_TWINS, twin_columns))
+    if history:
+        parts.append((_HISTORY, _history_columns(history)))
     if events:
         parts.append((_EVENTS, _event_columns(events)))
     if feed:

@@ -27,6 +27,7 @@ from registry.sql import with_placeholders
 from twins import jsoncodec
 from twins.document import TwinDocument
 from twins.errors import BadRequest, NotFound
+from twins.history import HistoryEntry
 from twins.kinds import KINDS, VIRTUAL_KINDS
 from twins.topics import valid_id
 
@@ -135,14 +136,17 @@ class Registry:
         return _info(device)
 
     async def delete_device(self, device_id: str) -> DeviceInfo:
-        """Remove a device's registration, credentials and twin in one transaction. Its events, commands
+        """Remove a device's registration, credentials, twin and its history in one transaction. Its events, commands
         and access records stay until the retention purge removes them (docs/privacy.md)."""
         device = await Device.get_or_none(id=device_id)
         if device is None:
             raise NotFound(f"unknown device {device_id}")
         info = _info(device)
         async with in_transaction() as tx:
-            await tx.execute_query(with_placeholders("DELETE FROM twins WHERE device_id = ?", _is_pg(tx)), [device_id])
+            for table in ("twins", "twin_history"):
+                await tx.execute_query(
+                    with_placeholders(f"DELETE FROM {table} WHERE device_id = ?", _is_pg(tx)), [device_id]
+                )
             await Device.filter(id=device_id).using_db(tx).delete()
         return info
 
@@ -243,6 +247,11 @@ class TwinStore:
     def _q(self, sql: str) -> str:
         return with_placeholders(sql, self._pg)
 
+    @property
+    def connection(self) -> BaseDBAsyncClient:
+        """The database connection the store writes to (its readers, such as the history, share it)."""
+        return self._conn
+
     async def load(self, device_id: str) -> TwinDocument | None:
         rows = await self._conn.execute_query_dict(self._q("SELECT doc FROM twins WHERE device_id = ?"), [device_id])
         return TwinDocument.from_json(jsoncodec.loads(rows[0]["doc"])) if rows else None
@@ -295,12 +304,14 @@ class TwinStore:
         events: Sequence[StoredEvent] = (),
         commands: Sequence[CommandRecord] = (),
         feed: Sequence[FeedRow] = (),
+        history: Sequence[HistoryEntry] = (),
     ) -> None:
         """Write a batch atomically. A twin row is only replaced by a document of the same or newer version.
 
-        ``feed`` rows (a partition owner's twin changes for the site's leader) commit with the twins.
-        On PostgreSQL twins, events and feed rows are one statement of column arrays (:mod:`registry.pg_batch`):
-        one round trip and no transaction block unless commands or capture images come too.
+        ``feed`` rows (a partition owner's twin changes for the site's leader) and ``history`` (each change's
+        entry in the twin's version history) commit with the twins. On PostgreSQL twins, history, events and
+        feed rows are one statement of column arrays (:mod:`registry.pg_batch`): one round trip and no
+        transaction block unless commands or capture images come too.
         """
         now = time.time()
         image_rows: list[list[Any]] = []
@@ -325,7 +336,7 @@ class TwinStore:
             ]
             for c in commands
         ]
-        statement = pg_batch.batch_statement(twins, events, feed, now) if self._pg else None
+        statement = pg_batch.batch_statement(twins, events, feed, now, history) if self._pg else None
         if statement is not None and not image_rows and not command_rows:
             await self._conn.execute_query(*statement)  # one statement: atomic on its own
             return
@@ -334,7 +345,7 @@ class TwinStore:
                 if statement is not None:
                     await tx.execute_query(*statement)
             else:
-                await self._write_rows(tx, twins, events, feed, now)
+                await self._write_rows(tx, twins, events, feed, now, history)
             if image_rows:
                 await tx.execute_many(
                     self._q(
@@ -360,8 +371,10 @@ class TwinStore:
         events: Sequence[StoredEvent],
         feed: Sequence[FeedRow],
         now: float,
+        history: Sequence[HistoryEntry],
     ) -> None:
-        """SQLite: twins, events and feed rows, a prepared statement per table (in the caller's transaction)."""
+        """SQLite: twins, history, events and feed rows, a prepared statement per table (in the caller's
+        transaction)."""
         twin_rows = [[t.device_id, t.version, jsoncodec.dumps(t.to_json()), now] for t in twins]
         if twin_rows:
             await tx.execute_many(
@@ -369,6 +382,13 @@ class TwinStore:
                 "ON CONFLICT(device_id) DO UPDATE SET version = excluded.version, doc = excluded.doc, "
                 "updated_at = excluded.updated_at WHERE twins.version <= excluded.version",
                 twin_rows,
+            )
+        if history:
+            # a version is written once: a worker that re-commits it (a takeover) adds nothing
+            await tx.execute_many(
+                "INSERT INTO twin_history(device_id, version, ts, source, actor, changed) VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT DO NOTHING",
+                [[h.device_id, h.version, h.ts, h.source, h.actor, jsoncodec.dumps(h.changed)] for h in history],
             )
         if events:
             await tx.execute_many(

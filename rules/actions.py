@@ -10,6 +10,7 @@ from registry.alarms import AlarmManager
 from rules.expr import render_value
 from rules.loader import CompiledAction, Rule
 from rules.sinks import AuditLog, WebhookError, WebhookSender
+from twins.history import acting_as
 from twins.hooks import PlatformActions
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,8 @@ class ActionRunner:
             )
             return {"subject": subject, "rule": target, "alarm_id": cleared.id if cleared else None}
         if action.type == "set_desired":
-            version = await acts.set_desired(str(v["device"]), dict(v["patch"]))
+            with acting_as(f"rule:{rule.id}"):
+                version = await acts.set_desired(str(v["device"]), dict(v["patch"]))
             return {"version": version}
         if action.type == "command":
             res = await acts.send_command(

@@ -15,6 +15,7 @@ from anfang.console.sitemap import DeviceMark, TagMark, device_state, render_svg
 from anfang.console.store import Session
 from anfang.console.web import PREFIX, Console, ConsoleServices, Csrf, SignedIn, on_duty, page, require_role
 from registry.alarms import OPEN_STATES
+from twins.history import acting_as
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
@@ -156,7 +157,8 @@ async def set_desired(
         parsed: Any = json.loads(value)
     except ValueError:
         parsed = value
-    await actions.set_desired(device_id, {field: parsed})
+    with acting_as(f"staff:{session.person.id}"):
+        await actions.set_desired(device_id, {field: parsed})
     await console.audit(session, "set_desired", device_id, field=field)
     return RedirectResponse(target, status_code=303)
 
