@@ -1,4 +1,5 @@
-"""HTTP routes of the device registry for property staff: list, show, disable, enable, delete, new secret.
+"""HTTP routes of the device registry for property staff: list, show, a twin's version history, disable,
+enable, delete, new secret.
 
 Staff only (``require(user, "staff")``, as the other registry routes of docs/access.md); every change
 writes an audit row. Disabling, deleting and re-keying cut the device off the broker at once
@@ -9,17 +10,20 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from pydantic import BaseModel
 
 from anfang.lifecycle import DeviceLifecycle
 from broker.cutoff import BrokerUnreachable, CutOffError
 from community.api.deps import Audit, Id, User, require
 from community.errors import CommunityError, NotFound
+from registry.history import HistoryStore
+from registry.models import Device
 from registry.records import DeviceInfo
 from twins.errors import TwinError
+from twins.history import LOCATION_KINDS
 
 __all__ = ["install", "router"]
 
@@ -36,6 +40,14 @@ class DeviceOut(BaseModel):
     position: tuple[float, float] | None
     disabled: bool
     last_seen: float | None  # when it last sent anything (epoch seconds; written every 10 s)
+
+
+class HistoryOut(BaseModel):
+    version: int
+    ts: float  # when the platform committed the change (epoch seconds)
+    source: str  # reported | desired | status
+    actor: str  # device, service, expiry, rule:<id>, access, staff:<person>, platform
+    changed: dict[str, Any]  # the changed fields' new values (null: removed); an allow-list as its size only
 
 
 class SecretOut(BaseModel):
@@ -102,6 +114,25 @@ async def get_device(device_id: Id, user: User, lifecycle: Lifecycle) -> DeviceO
     """Staff: one device of the site."""
     require(user, "staff")
     return _out(await _own(lifecycle, device_id))
+
+
+@router.get("/{device_id}/history", response_model=list[HistoryOut])
+async def history(
+    device_id: Id,
+    user: User,
+    lifecycle: Lifecycle,
+    audit: AuditLog,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+) -> list[HistoryOut]:
+    """Staff: the device twin's recent versions, newest first (what each change changed, when, on which
+    side, by whom); kept per device up to ``history.keep_versions`` and ``history.keep_days``. Reading a
+    worn tag's history (where a person was) is audited."""
+    require(user, "staff")
+    info = await _own(lifecycle, device_id)
+    entries = await HistoryStore(Device._meta.db, lifecycle.site).recent(device_id, limit)
+    if entries and info.kind in LOCATION_KINDS:
+        await audit(user, "view_tag_history", device_id)
+    return [HistoryOut(version=h.version, ts=h.ts, source=h.source, actor=h.actor, changed=h.changed) for h in entries]
 
 
 async def _own(lifecycle: DeviceLifecycle, device_id: str) -> DeviceInfo:

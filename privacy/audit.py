@@ -40,6 +40,7 @@ PURPOSES: dict[str, str] = {
     "open_capture": "security_investigation",
     "view_capture": "security_investigation",
     "view_tag_positions": "safety_of_residents",
+    "view_tag_history": "safety_of_residents",
     "view_watchlist": "police_watchlist",
     "add_watch": "police_watchlist",
     "remove_watch": "police_watchlist",

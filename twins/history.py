@@ -18,20 +18,26 @@ seam's signature changing.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, NamedTuple
 
 __all__ = [
+    "LOCATION_KINDS",
     "REDACTED_FIELDS",
     "HistoryEntry",
     "acting_as",
     "current_actor",
+    "describe",
     "redact",
 ]
 
 JSON = dict[str, Any]
+
+#: Device kinds whose history is a track of where a person was (a worn tag's positions): reading it is audited.
+LOCATION_KINDS = frozenset({"rfid_tag"})
 
 #: Fields whose values are recorded as a summary only (they carry sealed credentials).
 REDACTED_FIELDS = frozenset({"allow_list"})
@@ -84,3 +90,12 @@ def _summary(value: Any) -> Any:
         "version": value.get("version"),
         "entries": len(entries) if isinstance(entries, list) else None,
     }
+
+
+def describe(changed: Mapping[str, Any], width: int = 80) -> list[tuple[str, str]]:
+    """The changed fields as (field, compact JSON value) pairs for people to read, long values cut."""
+    out = []
+    for key, value in sorted(changed.items()):
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        out.append((key, text if len(text) <= width else text[: width - 1] + "…"))
+    return out

@@ -15,9 +15,11 @@ from anfang.console.sitemap import DeviceMark, TagMark, device_state, render_svg
 from anfang.console.store import Session
 from anfang.console.web import PREFIX, Console, ConsoleServices, Csrf, SignedIn, on_duty, page, require_role
 from registry.alarms import OPEN_STATES
-from twins.history import acting_as
+from registry.history import HistoryStore
+from twins.history import LOCATION_KINDS, acting_as, describe
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
+HISTORY_ROWS = 20  # recent versions on the device view (the API gives up to history.keep_versions)
 
 
 async def _devices(console: ConsoleServices) -> list[dict[str, Any]]:
@@ -103,7 +105,8 @@ async def site_map_live(request: Request, session: SignedIn, console: Console) -
 async def device(
     request: Request, device_id: str, session: SignedIn, console: Console, error: str | None = None
 ) -> Response:
-    """A device's twin: reported, desired and delta with when each field last changed, connection state."""
+    """A device's twin: reported, desired and delta with when each field last changed, connection state,
+    and its recent versions (what each change changed, when, on which side, by whom)."""
     on_duty(session)
     rows = await console.store.sql.rows(
         "SELECT d.id, d.kind, d.name, d.last_seen, t.doc, t.version, t.updated_at FROM devices d "
@@ -127,12 +130,17 @@ async def device(
         )
         for part in ("reported", "desired", "delta")
     }
+    entries = await HistoryStore(console.store.sql.conn, console.store.site).recent(device_id, HISTORY_ROWS)
+    if entries and row["kind"] in LOCATION_KINDS:  # a worn tag's history is where a person was
+        await console.audit(session, "view_tag_history", device_id, versions=len(entries))
+    history = [(h.ts, h.version, h.source, h.actor, describe(h.changed)) for h in entries]
     return page(
         request,
         "device.html",
         device=row,
         doc=doc,
         sections=sections,
+        history=history,
         commands=commands,
         error=error,
         can_set=session.role == "staff" and console.actions() is not None,

@@ -20,7 +20,10 @@ from anfang.lifecycle import DeviceLifecycle
 from community.api import CommunityServices, create_app
 from community.models import AuditRow
 from registry.db import open_database
-from registry.store import Registry
+from registry.models import Device
+from registry.store import Registry, TwinStore
+from twins.document import TwinDocument, apply_reported
+from twins.history import HistoryEntry
 
 
 @dataclass
@@ -87,3 +90,30 @@ async def test_staff_disable_enable_rotate_delete(api: Api) -> None:
     assert (await api.client.post("/devices/door-o/disable", headers=api.h("p-staff"))).status_code == 404
     actions = sorted(a.action for a in await AuditRow.filter(target="door-z"))
     assert actions == ["device_delete", "device_disable", "device_enable", "device_rotate_secret"]
+
+
+async def test_staff_read_a_twins_history_and_reading_a_tags_is_audited(api: Api) -> None:
+    await api.registry.add_device(SITE, "tag-e1", "rfid_tag")
+    store = TwinStore(Device._meta.db, postgres=False)
+    door = TwinDocument(device_id="door-z", kind="door_lock", site=SITE)
+    entries = []
+    for version, lock in enumerate(("locked", "unlocked", "locked"), start=1):
+        door = apply_reported(door, {"lock": lock}, now=NOW + version, seq=version).document
+        entries.append(HistoryEntry("door-z", version, NOW + version, "reported", "device", {"lock": lock}))
+    tag = apply_reported(TwinDocument(device_id="tag-e1", kind="rfid_tag", site=SITE), {"position": {"x": 1, "y": 2}},
+                         now=NOW).document  # fmt: skip
+    entries.append(HistoryEntry("tag-e1", 1, NOW, "reported", "platform", {"position": {"x": 1, "y": 2}}))
+    await store.commit([door, tag], history=entries)
+
+    r = await api.client.get("/devices/door-z/history", params={"limit": 2}, headers=api.h("p-staff"))
+    assert r.status_code == 200
+    assert r.json() == [
+        {"version": 3, "ts": NOW + 3, "source": "reported", "actor": "device", "changed": {"lock": "locked"}},
+        {"version": 2, "ts": NOW + 2, "source": "reported", "actor": "device", "changed": {"lock": "unlocked"}},
+    ]
+    assert (await api.client.get("/devices/door-z/history", headers=api.h("p-owner"))).status_code == 403
+    assert (await api.client.get("/devices/door-o/history", headers=api.h("p-staff"))).status_code == 404
+    assert await AuditRow.filter(action="view_tag_history").count() == 0  # a door's history is no one's track
+    r = await api.client.get("/devices/tag-e1/history", headers=api.h("p-staff"))
+    assert r.json()[0]["changed"] == {"position": {"x": 1, "y": 2}}
+    assert [a.target for a in await AuditRow.filter(action="view_tag_history")] == ["tag-e1"]

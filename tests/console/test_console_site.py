@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from anfang.console.sitemap import DeviceMark, Plan, TagMark, device_state, render_svg
 from community.models import AuditRow
+from twins.history import current_actor
 from twins.hooks import CommandResult
 
 PLAN = Plan(
@@ -29,10 +30,12 @@ class RecordingActions:
 
     def __init__(self) -> None:
         self.desired: list[tuple[str, dict[str, Any]]] = []
+        self.actors: list[str] = []  # who each desired change was made for (recorded in the twin's history)
         self.commands: list[tuple[str, str, dict[str, Any]]] = []
 
     async def set_desired(self, device_id: str, patch: dict[str, Any]) -> int:
         self.desired.append((device_id, patch))
+        self.actors.append(current_actor())
         return 1
 
     async def send_command(
@@ -99,10 +102,16 @@ async def test_the_device_view_shows_the_twin_and_staff_set_a_desired_field(cons
     await _devices(console)
     actions = RecordingActions()
     console.services.actions = lambda: actions  # type: ignore[assignment,return-value]
+    await console.services.store.sql.execute(
+        "INSERT INTO twin_history (device_id, version, ts, source, actor, changed) VALUES (?, ?, ?, ?, ?, ?)",
+        ["door-b1-u1", 3, NOW - 1, "desired", "rule:night-lock", json.dumps({"lock": "unlocked"})],
+    )
     client, csrf = await console.signed_in("staff")
     async with contextlib.aclosing(client):
         view = await client.get("/console/devices/door-b1-u1")
         assert view.status_code == 200
+        assert '<tr data-version="3" data-source="desired">' in view.text and "rule:night-lock" in view.text
+        assert "lock=&#34;unlocked&#34;" in view.text
         assert 'id="reported"' in view.text and "&#34;locked&#34;" in view.text and 'id="delta"' in view.text
         assert "online" in view.text and 'id="set-desired"' in view.text
         assert 'id="last-seen"' in view.text  # any traffic from the device, kept by the platform
@@ -111,6 +120,7 @@ async def test_the_device_view_shows_the_twin_and_staff_set_a_desired_field(cons
         )
         assert r.status_code == 303
     assert actions.desired == [("door-b1-u1", {"hold_seconds": 5})]
+    assert len(actions.actors) == 1 and actions.actors[0].startswith("staff:")
     police, csrf = await console.signed_in("police")
     async with contextlib.aclosing(police):
         view = await police.get("/console/devices/door-b1-u1")
