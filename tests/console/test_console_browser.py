@@ -96,6 +96,13 @@ async def test_the_wandering_alarm_appears_live_and_is_acknowledged_with_a_click
             await page.locator("#dev-gate-north").click()
             await page.wait_for_url(f"{site.base}/console/devices/gate-north")
             await page.locator("#reported").wait_for()
+            # a desired change made here shows in the twin's history, made by this staff member
+            await page.locator("#desired-field").fill("open_seconds")
+            await page.locator("#desired-value").fill("25")
+            await page.locator("#set-desired").click()
+            change = page.locator("#history tr[data-source='desired']", has_text="open_seconds=25")
+            await change.wait_for(timeout=30_000)
+            assert "staff:" in await change.inner_text()
             await page.screenshot(path=_shot("device.png"), full_page=True)
     finally:
         await context.close()
