@@ -1,11 +1,13 @@
 """``anfang rules replay``: run recorded inputs through a rule set and say what would have fired.
 
 How a new rule is tried on last week's real data before it is enabled. The inputs are the site's
-recorded device events (``device_events``) and the access decisions of the platform
-(``access_decisions``, replayed as the ``access_decided`` events the platform emitted); they run in
-time order on a simulated clock through a fresh engine whose actions go nowhere, with per-condition
-verdicts in the trace. :func:`replay` is pure apart from the engine's in-memory fakes;
-:func:`load_recorded` is the database side.
+recorded device events (``device_events``), the access decisions of the platform (``access_decisions``,
+replayed as the ``access_decided`` events the platform emitted) and the twins' recorded changes
+(``twin_history``: reported changes as the twin changes the platform dispatched, connection changes as
+``status``; desired changes only shape the desired state later changes carry). They run in time order on
+a simulated clock through a fresh engine whose actions go nowhere, with per-condition verdicts in the
+trace. The twins start from their state at ``since``, folded from the history kept before it.
+:func:`replay` is pure apart from the engine's in-memory fakes; :func:`load_recorded` is the database side.
 """
 
 from __future__ import annotations
@@ -18,22 +20,27 @@ from typing import Any
 from tortoise.backends.base.client import BaseDBAsyncClient
 
 from registry.alarms import InMemoryAlarmStore
+from registry.history import HistoryStore, SiteHistoryEntry
 from registry.sql import Sql
+from rules.derive import StoredTwin
 from rules.engine import RulesEngine
 from rules.loader import Rule
 from rules.recording import RecordingActions
 from rules.sinks import InMemoryAuditLog, RecordingWebhookSender
 from rules.site import SitePlan
 from rules.trace import Firing, TraceEntry
-from twins.hooks import DeviceEvent
+from twins.document import merge
+from twins.hooks import DeviceEvent, TwinChange
 
 
 @dataclass(frozen=True, slots=True)
 class Recorded:
-    """One recorded input, in the form the engine takes it."""
+    """One recorded input, in the form the engine takes it; a ``baseline`` twin change is not an input
+    but a twin's state at the start (restored into the engine before it starts)."""
 
     ts: float
-    event: DeviceEvent
+    event: DeviceEvent | TwinChange
+    baseline: bool = False
 
 
 @dataclass
@@ -67,6 +74,9 @@ async def replay(rules: list[Rule], site: SitePlan, records: Iterable[Recorded],
         observer=report.firings.append,
         verdicts=True,
     )
+    records = sorted(records, key=lambda r: r.ts)
+    bases = [r.event for r in records if r.baseline and isinstance(r.event, TwinChange)]
+    engine.restore_twins([StoredTwin(c.device_id, c.kind, c.reported) for c in bases])
     engine.start(since)
 
     async def advance(to: float) -> None:
@@ -76,10 +86,14 @@ async def replay(rules: list[Rule], site: SitePlan, records: Iterable[Recorded],
         acts.clock = max(acts.clock, to)
         await engine.tick(acts.clock, acts)
 
-    for rec in sorted(records, key=lambda r: r.ts):
+    for rec in records:
+        if rec.baseline:
+            continue
         await advance(rec.ts)
         report.inputs += 1
-        if rec.event.type == "status":
+        if isinstance(rec.event, TwinChange):
+            await engine.on_twin_change(rec.event, acts)
+        elif rec.event.type == "status":
             await engine.on_status(rec.event.device_id, rec.event.kind, str(rec.event.data.get("status")), acts)
         else:
             await engine.on_event(rec.event, acts)
@@ -87,10 +101,49 @@ async def replay(rules: list[Rule], site: SitePlan, records: Iterable[Recorded],
     return report
 
 
-async def load_recorded(conn: BaseDBAsyncClient, site: str, since: float, until: float) -> list[Recorded]:
-    """The site's recorded device events and central access decisions in [since, until)."""
-    sql = Sql(conn)
+def twin_inputs(site: str, entries: Iterable[SiteHistoryEntry], since: float) -> list[Recorded]:
+    """The recorded twin changes (oldest first) as the engine's inputs from ``since`` on: each device's
+    state folded from its entries, those before ``since`` only into the baseline it starts from. Pure."""
+    reported: dict[str, dict[str, Any]] = {}
+    desired: dict[str, dict[str, Any]] = {}
+    kinds: dict[str, str] = {}
     out: list[Recorded] = []
+    started = False
+
+    def baselines() -> list[Recorded]:
+        changes = [TwinChange(site, d, kinds[d], 0, since, s, s, desired.get(d, {}), {}) for d, s in reported.items()]
+        return [Recorded(since, change, baseline=True) for change in changes]
+
+    for item in entries:
+        h, dev = item.entry, item.entry.device_id
+        kinds[dev] = item.kind
+        if not started and h.ts >= since:
+            started = True
+            out += baselines()
+        before = reported.get(dev, {})
+        if h.source == "reported":
+            reported[dev] = merge(before, h.changed)
+        elif h.source == "desired":
+            desired[dev] = merge(desired.get(dev, {}), h.changed)
+        if not started:
+            continue
+        if h.source == "reported":
+            now, wanted = reported[dev], desired.get(dev, {})
+            change = TwinChange(site, dev, item.kind, h.version, h.ts, now, before, wanted, h.changed)
+            out.append(Recorded(h.ts, change))
+        elif h.source == "status":
+            status = DeviceEvent(
+                site, dev, item.kind, "status", f"status-{dev}-{h.version}", h.ts, {"status": h.changed.get("status")}
+            )
+            out.append(Recorded(h.ts, status))
+    return out if started else out + baselines()
+
+
+async def load_recorded(conn: BaseDBAsyncClient, site: str, since: float, until: float) -> list[Recorded]:
+    """The site's recorded device events, central access decisions and twin changes in [since, until),
+    with each twin's state at ``since`` as a baseline."""
+    sql = Sql(conn)
+    out: list[Recorded] = twin_inputs(site, await HistoryStore(conn, site).changes_before(until), since)
     rows = await sql.rows(
         "SELECT e.device_id, d.kind, e.event_id, e.type, COALESCE(e.ts, e.received_at) AS t, e.data "
         "FROM device_events e JOIN devices d ON d.id = e.device_id "
