@@ -92,6 +92,7 @@ OWN: dict[str, Probe] = {
     "POST /people/{person_id}/deactivate": lambda w, r: ({"person_id": "p-tenant"}, {}, None),
     "DELETE /people/{person_id}": lambda w, r: ({"person_id": "p-noface"}, {}, None),
     "GET /devices/{device_id}": lambda w, r: ({"device_id": "door-z"}, {}, None),
+    "GET /devices/{device_id}/history": lambda w, r: ({"device_id": "door-z"}, {}, None),
     "POST /devices/{device_id}/disable": lambda w, r: ({"device_id": "door-z"}, {}, None),
     "POST /devices/{device_id}/enable": lambda w, r: ({"device_id": "door-z"}, {}, None),
     "POST /devices/{device_id}/secret": lambda w, r: ({"device_id": "door-z"}, {}, None),
