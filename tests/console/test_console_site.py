@@ -229,3 +229,21 @@ def test_a_tag_off_the_plan_is_drawn_on_its_edge(x: float, y: float) -> None:
     rect = svg.split('id="tag-t1" ')[1]
     rx, ry = float(rect.split('x="')[1].split('"')[0]) + 1.2, float(rect.split('y="')[1].split('"')[0]) + 1.2
     assert -0.01 <= rx <= box[2] + 0.01 and -0.01 <= ry <= box[3] + 0.01
+
+
+async def test_opening_a_worn_tags_history_is_audited_and_a_doors_is_not(console: Console) -> None:
+    await _devices(console)
+    await _tag(console, "tag-elder-7", (40.0, 20.0), NOW - 30)
+    for device_id, changed in (("tag-elder-7", {"position": {"x": 40.0, "y": 20.0}}), ("door-b1-u1", {"door": "open"})):
+        await console.services.store.sql.execute(
+            "INSERT INTO twin_history (device_id, version, ts, source, actor, changed) VALUES (?, ?, ?, ?, ?, ?)",
+            [device_id, 1, NOW - 30, "reported", "platform", json.dumps(changed)],
+        )
+    client, _ = await console.signed_in("staff")
+    async with contextlib.aclosing(client):
+        door = await client.get("/console/devices/door-b1-u1")
+        assert door.status_code == 200 and "door=&#34;open&#34;" in door.text
+        assert await AuditRow.filter(action="console_view_tag_history").count() == 0
+        tag = await client.get("/console/devices/tag-elder-7")
+        assert tag.status_code == 200 and "position=" in tag.text
+    assert [a.target for a in await AuditRow.filter(action="console_view_tag_history")] == ["tag-elder-7"]
