@@ -63,7 +63,7 @@ async def _watchlist(store: Any, site: str, entries: list[dict[str, Any]], clock
         kind = "plate" if entry.get("plate") else "face"
         if kind == "face" and entry.get("face_template") is None:
             continue  # a face of interest without a template cannot be matched
-        await store.add_watch(
+        await store.watch.add_watch(
             kind=kind,
             reason=str(entry.get("reason") or "watchlist"),
             added_by="site-load",

@@ -97,7 +97,7 @@ async def rules_plan(running: RunningSite, registry: Registry, store: CommunityS
     store's site."""
     site = store.site
     people = [
-        Person(row.id, str((await store.decrypted_person(row))["name"] or ""), row.role, row.household_id)
+        Person(row.id, str((await store.people.decrypted_person(row))["name"] or ""), row.role, row.household_id)
         for row in await PersonRow.filter(site=site, active=True)
     ]
     vehicles = {v.plate: v.owner_id for v in await VehicleRow.filter(site=site)}

@@ -19,7 +19,8 @@ from anfang.console.cli import users_app
 from community.errors import CommunityError
 from community.importer import import_community
 from community.records import AccessRecords, Retention
-from community.store import CommunityStore, NewPerson
+from community.store import CommunityStore
+from community.store.people import NewPerson
 from privacy.audit import plate_ref
 
 __all__ = ["app"]
@@ -146,12 +147,12 @@ def person_add(
     """Register a resident (owner, family, elderly_alone, child), staff member or police officer."""
 
     async def body(c: Ctx) -> None:
-        pid = await c.store.add_person(
+        pid = await c.store.people.add_person(
             NewPerson(id, role, household, name, phone, id_number, face_consent), registered_by=c.operator, now=c.now
         )
         if card:
-            await c.store.add_credential(pid, "card", card, now=c.now)
-        pin = None if face_consent else await c.store.ensure_alternative_credential(pid, now=c.now)
+            await c.store.credentials.add_credential(pid, "card", card, now=c.now)
+        pin = None if face_consent else await c.store.credentials.ensure_alternative_credential(pid, now=c.now)
         await c.records.audit(actor=c.operator, actor_role="operator", action="register_person", target=pid, now=c.now)
         _echo({"id": pid, "pin": pin})
 
@@ -185,10 +186,10 @@ def tenant_add(
             dt.date.fromisoformat(lease_start),
             dt.date.fromisoformat(lease_end),
         )
-        pid = await c.store.add_tenant(new, registered_by=by, now=c.now)
+        pid = await c.store.people.add_tenant(new, registered_by=by, now=c.now)
         if card:
-            await c.store.add_credential(pid, "card", card, now=c.now)
-        pin = await c.store.ensure_alternative_credential(pid, now=c.now)
+            await c.store.credentials.add_credential(pid, "card", card, now=c.now)
+        pin = await c.store.credentials.ensure_alternative_credential(pid, now=c.now)
         await c.records.audit(actor=c.operator, actor_role="operator", action="register_tenant", target=pid, now=c.now)
         _echo({"id": pid, "pin": pin})
 
@@ -200,7 +201,7 @@ def vehicle_add(ctx: typer.Context, plate: str, owner: Annotated[str, typer.Opti
     """Register a vehicle (blue 7-character or green 8-character plate) to a person."""
 
     async def body(c: Ctx) -> None:
-        norm = await c.store.add_vehicle(plate, owner, now=c.now)
+        norm = await c.store.vehicles.add_vehicle(plate, owner, now=c.now)
         await c.records.audit(
             actor=c.operator, actor_role="operator", action="register_vehicle", target=owner, now=c.now
         )
@@ -223,7 +224,7 @@ def pass_issue(
     """Issue a visitor pass for a resident; prints the signed QR payload."""
 
     async def body(c: Ctx) -> None:
-        row, payload = await c.store.issue_pass(
+        row, payload = await c.store.passes.issue_pass(
             issuer,
             valid_from=c.now,
             valid_until=c.now + hours * 3600,
@@ -300,7 +301,7 @@ def watch_add(
     tpl = json.loads(template.read_text()) if template is not None else None
 
     async def body(c: Ctx) -> None:
-        wid = await c.store.add_watch(
+        wid = await c.store.watch.add_watch(
             kind="plate" if plate else "face",
             reason=reason,
             added_by=by,
@@ -444,8 +445,8 @@ def people_show(ctx: typer.Context, person: str) -> None:
     """A person's record, decrypted (the read is written to the audit log)."""
 
     async def body(c: Ctx) -> None:
-        row = await c.store.person(person)
-        out = await c.store.decrypted_person(row)
+        row = await c.store.people.person(person)
+        out = await c.store.people.decrypted_person(row)
         await c.records.audit(actor=c.operator, actor_role="operator", action="view_person", target=person, now=c.now)
         _echo(out)
 

@@ -292,7 +292,7 @@ class AccessHandler:
     async def _consume_pass(self, decision: Decision, snap: RegistrySnapshot) -> Decision:
         assert decision.pass_id is not None
         async with self._pass_lock:
-            if not await self.store.record_pass_use(decision.pass_id):
+            if not await self.store.passes.record_pass_use(decision.pass_id):
                 return Decision(
                     False,
                     "uses_exhausted",
@@ -424,7 +424,7 @@ class AccessHandler:
             pass_id,
         )
         if decision.allowed and pass_id is not None:
-            await self.store.record_pass_use(pass_id)
+            await self.store.passes.record_pass_use(pass_id)
             snap.register_use(pass_id)
         await self.records.record_decision(decision, ts=event.ts, mode="edge", device_id=event.device_id)
         await self._emit(event.device_id, "access_decided", event.ts, _decision_data(decision))
@@ -471,7 +471,7 @@ class AccessHandler:
         """Enforce the retention periods (captures, decisions, alarms, expired passes, audit)."""
         counts = await self.records.purge(now, self.config.retention)
         if counts.get("passes"):
-            self.store.generation += 1
+            self.store.changed()
         return counts
 
     async def run(self) -> None:

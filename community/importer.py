@@ -11,7 +11,8 @@ from typing import Any
 from community.errors import RegistryConflict
 from community.models import CredentialRow, HouseholdRow, PersonRow
 from community.snapshot import lease_window
-from community.store import CommunityStore, NewPerson
+from community.store import CommunityStore
+from community.store.people import NewPerson
 
 __all__ = ["ImportReport", "StorePeopleRegistrar", "import_community", "import_places"]
 
@@ -39,16 +40,16 @@ async def import_places(data: dict[str, Any], store: CommunityStore, rep: Import
     """Register the ``buildings``, ``households`` and access ``devices`` of a community file (idempotent)."""
     rep = rep or ImportReport()
     for b in data.get("buildings", []):
-        await store.add_building(b["id"], b.get("name"), int(b.get("units", 1)), int(b.get("floors", 1)))
+        await store.places.add_building(b["id"], b.get("name"), int(b.get("units", 1)), int(b.get("floors", 1)))
         rep.buildings += 1
     for h in data.get("households", []):
         unit = h.get("unit")
-        await store.add_household(h["id"], h["building"], None if unit is None else int(unit), h.get("room"))
+        await store.places.add_household(h["id"], h["building"], None if unit is None else int(unit), h.get("room"))
         rep.households += 1
     for d in data.get("devices", []):
         if d.get("kind") in ("door_lock", "vehicle_gate", "camera"):
             unit = d.get("unit")
-            await store.add_device(
+            await store.places.add_device(
                 d["id"],
                 d["kind"],
                 name=d.get("name"),
@@ -59,7 +60,7 @@ async def import_places(data: dict[str, Any], store: CommunityStore, rep: Import
             rep.devices += 1
             for cam in d.get("cameras", []) or []:
                 if not any(x.get("id") == cam for x in data.get("devices", [])):
-                    await store.add_device(cam, "camera", gate=d["id"])
+                    await store.places.add_device(cam, "camera", gate=d["id"])
     return rep
 
 
@@ -84,7 +85,7 @@ async def _credentials(
     for kind in ("card", "pin"):
         if p.get(kind):
             try:
-                await store.add_credential(p["id"], kind, str(p[kind]), now=now)
+                await store.credentials.add_credential(p["id"], kind, str(p[kind]), now=now)
             except RegistryConflict:
                 mine = CredentialRow.filter(
                     person_id=p["id"],
@@ -95,10 +96,10 @@ async def _credentials(
                 if not await mine.exists():
                     raise
     if new.face_consent and p.get("face_template") is not None:
-        await store.add_face_template(p["id"], p["face_template"], now=now)
+        await store.credentials.add_face_template(p["id"], p["face_template"], now=now)
         rep.faces += 1
     elif not new.face_consent and alternative_pins:
-        pin = await store.ensure_alternative_credential(p["id"], now=now)
+        pin = await store.credentials.ensure_alternative_credential(p["id"], now=now)
         if pin is not None:
             rep.pins[p["id"]] = pin
 
@@ -114,11 +115,11 @@ async def import_community(
     rep = await import_places(data, store)
     for p in data.get("people", []):
         new = _new_person(p)
-        await store.add_person(new, registered_by=operator, now=now)
+        await store.people.add_person(new, registered_by=operator, now=now)
         rep.people += 1
         await _credentials(store, p, new, now, rep, alternative_pins)
     for v in data.get("vehicles", []):
-        await store.add_vehicle(v["plate"], v["owner"], now=now)
+        await store.vehicles.add_vehicle(v["plate"], v["owner"], now=now)
         rep.vehicles += 1
     return rep
 
@@ -151,7 +152,7 @@ class StorePeopleRegistrar:
             return
         m = _HOUSEHOLD_ID.match(household_id)
         if m is not None:
-            await self.store.add_household(household_id, m["building"], int(m["unit"]), m["room"])
+            await self.store.places.add_household(household_id, m["building"], int(m["unit"]), m["room"])
 
     async def ensure_person(self, site: str, person: dict[str, object]) -> None:
         """Create a person from a community ``people`` entry, or update role, household, lease and consent."""
@@ -160,7 +161,7 @@ class StorePeopleRegistrar:
         new, now = _new_person(p), self.clock()
         row = await PersonRow.get_or_none(id=new.id)
         if row is None:
-            await self.store.add_person(new, registered_by=self._operator, now=now)
+            await self.store.people.add_person(new, registered_by=self._operator, now=now)
             self.report.people += 1
         else:
             window = lease_window(new.lease_start, new.lease_end) if new.lease_start and new.lease_end else (None, None)
@@ -168,14 +169,14 @@ class StorePeopleRegistrar:
                 role=new.role, household_id=new.household_id, lease_start=window[0], lease_end=window[1]
             )
             if row.face_consent != new.face_consent:
-                await self.store.set_face_consent(row.id, new.face_consent)
-            self.store.generation += 1
+                await self.store.people.set_face_consent(row.id, new.face_consent)
+            self.store.changed()
         await _credentials(self.store, p, new, now, self.report, alternative_pins=True)
 
     async def ensure_vehicle(self, site: str, plate: str, owner: str) -> None:
         """Register a vehicle unless its plate is registered already."""
         try:
-            await self.store.add_vehicle(plate, owner, now=self.clock())
+            await self.store.vehicles.add_vehicle(plate, owner, now=self.clock())
             self.report.vehicles += 1
         except RegistryConflict:
             return

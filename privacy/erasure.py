@@ -120,7 +120,7 @@ async def withdraw_face_consent(store: CommunityStore, person_id: str, *, now: f
         community.errors.NotFound: no such person.
     """
     report = RequestReport(person_id, "withdraw_face_consent")
-    await store.person(person_id)
+    await store.people.person(person_id)
     report.count("face_templates", await CredentialRow.filter(person_id=person_id, kind="face").count())
     async with in_transaction(_conn().connection_name) as tx:
         sql = _Sql(tx)
@@ -129,15 +129,15 @@ async def withdraw_face_consent(store: CommunityStore, person_id: str, *, now: f
         )
         images, _ = await _drop_capture_images(sql, store.site, person_id, faces_only=True)
         report.count("face_images", images)
-    await store.set_face_consent(person_id, False)  # deletes the templates; the change feed tells the doors
-    report.pin = await store.ensure_alternative_credential(person_id, now=now)
+    await store.people.set_face_consent(person_id, False)  # deletes the templates; the change feed tells the doors
+    report.pin = await store.credentials.ensure_alternative_credential(person_id, now=now)
     return report
 
 
 async def deactivate_person(store: CommunityStore, person_id: str, *, now: float) -> RequestReport:
     """Mark ``person_id`` as moved out: no door opens, tokens revoked, console sign-in ends."""
     report = RequestReport(person_id, "deactivate_person")
-    row = await store.person(person_id)
+    row = await store.people.person(person_id)
     async with in_transaction(_conn().connection_name) as tx:
         sql = _Sql(tx)
         await sql.run("UPDATE community_people SET active = ? WHERE id = ?", [False, row.id])
@@ -161,7 +161,7 @@ async def deactivate_person(store: CommunityStore, person_id: str, *, now: float
                 "UPDATE console_users SET disabled = ? WHERE person_id = ? AND disabled = ?", [True, person_id, False]
             ),
         )
-    store._changed()
+    store.changed()
     return report
 
 
@@ -172,7 +172,7 @@ async def erase_person(store: CommunityStore, person_id: str, *, now: float) -> 
         community.errors.NotFound: no such person.
     """
     report = RequestReport(person_id, "erase_person")
-    await store.person(person_id)
+    await store.people.person(person_id)
     deactivated = await deactivate_person(store, person_id, now=now)
     for name, n in deactivated.removed.items():
         report.count(name, n)
@@ -186,7 +186,7 @@ async def erase_person(store: CommunityStore, person_id: str, *, now: float) -> 
     finally:
         if sqlite:
             await conn.execute_script("PRAGMA secure_delete = OFF")
-    store._changed()
+    store.changed()
     if sqlite:
         await shrink_sqlite(conn)
     return report

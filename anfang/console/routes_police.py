@@ -78,7 +78,7 @@ async def add_watch(
     """Put a plate on the watchlist."""
     require_role(session, "police")
     try:
-        wid = await console.community.store.add_watch(
+        wid = await console.community.store.watch.add_watch(
             kind="plate",
             reason=reason,
             added_by=session.person.id,
@@ -96,7 +96,7 @@ async def add_watch(
 async def remove_watch(watch_id: str, session: Csrf, console: Console) -> Response:
     """Take an entry off the watchlist."""
     require_role(session, "police")
-    await console.community.store.remove_watch(watch_id)
+    await console.community.store.watch.remove_watch(watch_id)
     await console.audit(session, "remove_watch", watch_id)
     return RedirectResponse(f"{PREFIX}/watchlist", status_code=303)
 

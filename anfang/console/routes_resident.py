@@ -64,7 +64,7 @@ async def _me_page(
         .order_by("-created_at")
         .limit(50)
     )
-    person = await console.community.store.person(session.person.id)
+    person = await console.community.store.people.person(session.person.id)
     ways_in = sorted(set(await CredentialRow.filter(person_id=person.id, revoked=False).values_list("kind", flat=True)))
     entries = await _household_entries(console, person)
     await console.audit(session, "view_access_history", person.household_id or person.id, results=len(entries))
@@ -119,7 +119,7 @@ async def issue_pass(
     if start is None or end is None:
         return await _me_page(request, session, console, "Give the start and end as date and time.")
     try:
-        row, _ = await console.community.store.issue_pass(
+        row, _ = await console.community.store.passes.issue_pass(
             session.person.id,
             valid_from=start,
             valid_until=end,
@@ -145,7 +145,7 @@ async def revoke_pass(pass_id: str, session: Csrf, console: Console) -> Response
     """Revoke one of my passes: the next scan is refused."""
     resident(session)
     await _own_pass(session, console, pass_id)
-    await console.community.store.revoke_pass(pass_id, by=session.person, now=console.clock())
+    await console.community.store.passes.revoke_pass(pass_id, by=session.person, now=console.clock())
     return RedirectResponse(f"{PREFIX}/me", status_code=303)
 
 
@@ -155,7 +155,7 @@ async def pass_qr(pass_id: str, session: SignedIn, console: Console) -> Response
     resident(session)
     row = await _own_pass(session, console, pass_id)
     out = io.BytesIO()
-    segno.make(console.community.store.payload_of(row), error="m").save(out, kind="png", scale=8, border=4)
+    segno.make(console.community.store.passes.payload_of(row), error="m").save(out, kind="png", scale=8, border=4)
     return Response(out.getvalue(), media_type="image/png", headers={"Cache-Control": "no-store"})
 
 

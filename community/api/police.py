@@ -74,7 +74,7 @@ async def list_watch(user: User, services: Services, audit: AuditLog) -> list[Wa
 async def add_watch(body: WatchIn, user: User, services: Services, audit: AuditLog) -> WatchOut:
     """Add a plate or face of interest (police only)."""
     require(user, "police")
-    wid = await services.store.add_watch(
+    wid = await services.store.watch.add_watch(
         kind=body.kind,
         reason=body.reason,
         added_by=user.id,
@@ -91,5 +91,5 @@ async def add_watch(body: WatchIn, user: User, services: Services, audit: AuditL
 async def remove_watch(watch_id: Id, user: User, services: Services, audit: AuditLog) -> None:
     """Remove a watchlist entry (police only)."""
     require(user, "police")
-    await services.store.remove_watch(watch_id)
+    await services.store.watch.remove_watch(watch_id)
     await audit(user, "remove_watch", watch_id)

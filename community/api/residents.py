@@ -11,7 +11,8 @@ from community.api.schemas import DecisionOut, HouseholdOut, PassIn, PassOut, Pe
 from community.errors import Forbidden, NotFound
 from community.models import HouseholdRow, PassRow, PersonRow
 from community.snapshot import STAFF_ROLES
-from community.store import PASS_ROLES, CommunityStore
+from community.store import CommunityStore
+from community.store.visitors import PASS_ROLES
 
 router = APIRouter(tags=["resident"])
 AuditLog = Annotated[Audit, Depends()]
@@ -19,7 +20,7 @@ AuditLog = Annotated[Audit, Depends()]
 
 async def person_out(store: CommunityStore, row: PersonRow) -> PersonOut:
     """A person's record with personal data decrypted (for an authorised viewer)."""
-    return PersonOut(**await store.decrypted_person(row))
+    return PersonOut(**await store.people.decrypted_person(row))
 
 
 def pass_out(store: CommunityStore, row: PassRow, payload: str) -> PassOut:
@@ -28,7 +29,7 @@ def pass_out(store: CommunityStore, row: PassRow, payload: str) -> PassOut:
         payload=payload,
         valid_from=row.valid_from,
         valid_until=row.valid_until,
-        doors=list(store.claims_of(row).doors),
+        doors=list(store.passes.claims_of(row).doors),
         max_uses=row.max_uses,
         uses=row.uses,
         revoked=row.revoked,
@@ -58,7 +59,7 @@ async def household(household_id: Id, user: User, services: Services, audit: Aud
     if hh is None:
         raise NotFound("household_not_found", f"no household {household_id}")
     store = services.store
-    members = [await person_out(store, p) for p in await store.household_members(household_id)]
+    members = [await person_out(store, p) for p in await store.people.household_members(household_id)]
     await audit(user, "view_household", household_id, members=len(members))
     return HouseholdOut(id=hh.id, building_id=hh.building_id, unit=hh.unit, room=hh.room, members=members)
 
@@ -77,7 +78,7 @@ async def issue_pass(body: PassIn, user: User, services: Services, audit: AuditL
     """Issue a visitor pass (residents within their rights; a tenant only during the lease)."""
     _pass_roles(user)
     store = services.store
-    row, payload = await store.issue_pass(
+    row, payload = await store.passes.issue_pass(
         user.id,
         valid_from=body.valid_from,
         valid_until=body.valid_until,
@@ -100,12 +101,12 @@ async def my_passes(user: User, services: Services, audit: AuditLog) -> list[Pas
     _pass_roles(user)
     rows = await PassRow.filter(issued_by=user.id).order_by("-created_at").limit(200)
     await audit(user, "list_passes", user.id, results=len(rows))
-    return [pass_out(services.store, r, services.store.payload_of(r)) for r in rows]
+    return [pass_out(services.store, r, services.store.passes.payload_of(r)) for r in rows]
 
 
 @router.delete("/passes/{pass_id}", status_code=204)
 async def revoke_pass(pass_id: Id, user: User, services: Services, audit: AuditLog) -> None:
     """Revoke a pass I issued (staff: any)."""
     _pass_roles(user)
-    await services.store.revoke_pass(pass_id, by=user, now=services.clock())
+    await services.store.passes.revoke_pass(pass_id, by=user, now=services.clock())
     await audit(user, "revoke_pass", pass_id)

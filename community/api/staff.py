@@ -13,7 +13,7 @@ from community.api.schemas import EnrolIn, EnrolOut, PersonCreated, PersonIn, Pe
 from community.errors import CommunityError, Forbidden, NotFound
 from community.models import PersonRow
 from community.snapshot import STAFF_ROLES
-from community.store import NewPerson
+from community.store.people import NewPerson
 
 router = APIRouter(tags=["staff"])
 AuditLog = Annotated[Audit, Depends()]
@@ -36,12 +36,12 @@ async def _register(
     )
     now = services.clock()
     if lease is not None:
-        pid = await store.add_tenant(new, registered_by=user.id, now=now)
+        pid = await store.people.add_tenant(new, registered_by=user.id, now=now)
     else:
-        pid = await store.add_person(new, registered_by=user.id, now=now)
+        pid = await store.people.add_person(new, registered_by=user.id, now=now)
     if body.card:
-        await store.add_credential(pid, "card", body.card, now=now)
-    pin = None if body.face_consent else await store.ensure_alternative_credential(pid, now=now)
+        await store.credentials.add_credential(pid, "card", body.card, now=now)
+    pin = None if body.face_consent else await store.credentials.ensure_alternative_credential(pid, now=now)
     await audit(user, "register_person", pid, role=body.role)
     return PersonCreated(id=pid, pin=pin)
 
@@ -80,7 +80,7 @@ async def get_person(person_id: Id, user: User, services: Services, audit: Audit
 async def enrol(person_id: Id, body: EnrolIn, user: User, services: Services, audit: AuditLog) -> EnrolOut:
     """人证合一 face enrolment: refused when the live face does not match the ID-card photo."""
     require(user, "staff")
-    score = await services.store.enrol_face(
+    score = await services.store.credentials.enrol_face(
         person_id,
         body.id_photo_embedding,
         body.live_embedding,
@@ -96,6 +96,6 @@ async def enrol(person_id: Id, body: EnrolIn, user: User, services: Services, au
 async def register_vehicle(body: VehicleIn, user: User, services: Services, audit: AuditLog) -> VehicleOut:
     """Register a vehicle to a person (staff)."""
     require(user, "staff")
-    plate = await services.store.add_vehicle(body.plate, body.owner_id, now=services.clock())
+    plate = await services.store.vehicles.add_vehicle(body.plate, body.owner_id, now=services.clock())
     await audit(user, "register_vehicle", body.owner_id)
     return VehicleOut(plate=plate, owner_id=body.owner_id)

@@ -188,7 +188,7 @@ async def test_staff_card_opens_every_door_and_police_too(community: Community) 
 
 async def test_visitor_qr_works_for_its_uses_then_is_refused(community: Community) -> None:
     handler, actions = community.handler(), fake()
-    _, payload = await community.store.issue_pass(
+    _, payload = await community.store.passes.issue_pass(
         "p-owner",
         valid_from=NOW - 60,
         valid_until=NOW + 3600,
@@ -208,7 +208,7 @@ async def test_visitor_qr_works_for_its_uses_then_is_refused(community: Communit
 
 async def test_forged_altered_expired_or_revoked_qr_opens_nothing(community: Community) -> None:
     handler = community.handler()
-    row, payload = await community.store.issue_pass(
+    row, payload = await community.store.passes.issue_pass(
         "p-owner", valid_from=NOW - 60, valid_until=NOW + 3600, doors=None, max_uses=5, now=NOW
     )
     head, claims, tag = payload.split(".")
@@ -225,8 +225,8 @@ async def test_forged_altered_expired_or_revoked_qr_opens_nothing(community: Com
     await handler.on_event(event("door-b1-u1", "qr_scanned", {"payload": payload}, NOW + 3601), actions)
     assert opened(actions) == [] and (await last_decision()).reason == "expired"
     assert await AccessDecisionRow.filter(reason="bad_signature").count() == 2
-    owner = await community.store.person("p-owner")
-    await community.store.revoke_pass(row.id, by=owner, now=NOW)
+    owner = await community.store.people.person("p-owner")
+    await community.store.passes.revoke_pass(row.id, by=owner, now=NOW)
     actions = fake(NOW + 10)
     await handler.on_event(event("door-b1-u1", "qr_scanned", {"payload": payload}), actions)
     assert opened(actions) == [] and await AccessDecisionRow.filter(reason="revoked").count() == 1
@@ -234,7 +234,7 @@ async def test_forged_altered_expired_or_revoked_qr_opens_nothing(community: Com
 
 async def test_visitor_car_enters_with_plate_pass(community: Community) -> None:
     handler, actions = community.handler(), fake()
-    await community.store.issue_pass(
+    await community.store.passes.issue_pass(
         "p-owner",
         valid_from=NOW - 60,
         valid_until=NOW + 3600,
@@ -251,7 +251,7 @@ async def test_visitor_car_enters_with_plate_pass(community: Community) -> None:
 
 async def test_watchlisted_face_raises_police_alarm_even_when_door_opens(community: Community) -> None:
     handler, actions = community.handler(), fake()
-    wid = await community.store.add_watch(
+    wid = await community.store.watch.add_watch(
         kind="face",
         template=template(1),
         reason="wanted for questioning",
@@ -293,7 +293,7 @@ async def test_watchlisted_face_raises_police_alarm_even_when_door_opens(communi
 
 async def test_watchlisted_plate_at_plain_camera_alarms_without_decision(community: Community) -> None:
     handler, actions = community.handler(), fake()
-    await community.store.add_watch(
+    await community.store.watch.add_watch(
         kind="plate", plate="京A99999", reason="stolen vehicle", added_by="p-police", now=NOW
     )
     await handler.on_event(event("cam-park", "plate_captured", {"camera": "cam-park", "plate": "京A99999"}), actions)
@@ -328,6 +328,6 @@ async def test_registry_change_is_seen_without_restart(community: Community) -> 
     handler, actions = community.handler(), fake()
     await handler.on_event(event("gate-north", "plate_captured", {"plate": "赣G54321"}), actions)
     assert opened(actions) == []
-    await community.store.add_vehicle("赣G54321", "p-b2", now=NOW)
+    await community.store.vehicles.add_vehicle("赣G54321", "p-b2", now=NOW)
     await handler.on_event(event("gate-north", "plate_captured", {"plate": "赣G54321"}), actions)
     assert len(opened(actions)) == 1

@@ -45,18 +45,18 @@ async def test_pass_revoked_and_watch_added_elsewhere_are_seen_by_the_next_decis
     community: Community, other: CommunityStore
 ) -> None:
     handler = community.handler()
-    row, payload = await other.issue_pass(
+    row, payload = await other.passes.issue_pass(
         "p-owner", valid_from=NOW - 60, valid_until=NOW + 3600, doors=None, max_uses=10, now=NOW
     )
     qr = {"payload": payload}
     assert await _decide(handler, "door-b1-u1", "door_lock", "qr_scanned", qr) == "open"
-    await other.revoke_pass(row.id, by=await other.person("p-staff"), now=NOW)
+    await other.passes.revoke_pass(row.id, by=await other.people.person("p-staff"), now=NOW)
     assert await _decide(handler, "door-b1-u1", "door_lock", "qr_scanned", qr) == "refused"
     assert await _decide(handler, "gate-north", "vehicle_gate", "qr_scanned", qr) == "refused"
 
     plate = {"plate": "赣G12345", "confidence": 0.97, "camera": "cam-north-1"}
     assert await _decide(handler, "gate-north", "vehicle_gate", "plate_captured", plate) == "open"
-    await other.add_watch(kind="plate", plate="赣G12345", reason="wanted", added_by="p-police", now=NOW)
+    await other.watch.add_watch(kind="plate", plate="赣G12345", reason="wanted", added_by="p-police", now=NOW)
     await _decide(handler, "gate-north", "vehicle_gate", "plate_captured", plate)
     hits = [e for e in community.platform_events if e.type == "watchlist_match"]
     assert len(hits) == 1 and hits[0].data["list_reason"] == "wanted"
@@ -75,7 +75,7 @@ async def test_deactivation_credential_revocation_consent_and_lease_end_are_seen
     # as another process's code would write them: plain row updates, no store of this process involved
     await CredentialRow.filter(person_id="p-owner", kind="card").update(revoked=True)
     assert await _decide(handler, "door-b1-u1", "door_lock", "card_presented", card) == "refused"
-    await other.set_face_consent("p-b2", False)
+    await other.people.set_face_consent("p-b2", False)
     assert await _decide(handler, "door-b2-u1", "door_lock", "face_captured", face) == "refused"
     await PersonRow.filter(id="p-tenant").update(lease_end=NOW - 1)
     assert await _decide(handler, "door-b1-u1", "door_lock", "card_presented", tenant_card) == "refused"
@@ -84,13 +84,15 @@ async def test_deactivation_credential_revocation_consent_and_lease_end_are_seen
 
 
 async def test_only_a_pass_use_that_leaves_none_counts_as_a_change(community: Community, other: CommunityStore) -> None:
-    row, _ = await other.issue_pass("p-owner", valid_from=NOW, valid_until=NOW + 60, doors=None, max_uses=2, now=NOW)
+    row, _ = await other.passes.issue_pass(
+        "p-owner", valid_from=NOW, valid_until=NOW + 60, doors=None, max_uses=2, now=NOW
+    )
     before = await other.change_seq()
-    assert await other.record_pass_use(row.id)
+    assert await other.passes.record_pass_use(row.id)
     assert await other.change_seq() == before, "a use with one to spare narrows nothing"
-    assert await other.record_pass_use(row.id)
+    assert await other.passes.record_pass_use(row.id)
     assert await other.change_seq() == before + 1, "the last use narrows access"
-    assert not await other.record_pass_use(row.id)
+    assert not await other.passes.record_pass_use(row.id)
     await VehicleRow.filter(plate="赣G12345").delete()
     assert await other.change_seq() == before + 2
 
@@ -112,7 +114,9 @@ async def test_edge_list_holding_a_revoked_pass_is_pushed_again_without_the_peri
 ) -> None:
     handler = community.handler(reload_interval=3600.0)
     actions = _Watched()
-    row, _ = await other.issue_pass("p-owner", valid_from=NOW, valid_until=NOW + 600, doors=None, max_uses=1, now=NOW)
+    row, _ = await other.passes.issue_pass(
+        "p-owner", valid_from=NOW, valid_until=NOW + 600, doors=None, max_uses=1, now=NOW
+    )
 
     def visitors() -> set[str]:
         entries = actions.desired[-1][1]["allow_list"]["entries"]
@@ -128,7 +132,7 @@ async def test_edge_list_holding_a_revoked_pass_is_pushed_again_without_the_peri
         )
         assert visitors() == {f"visitor:{row.id}"}
         actions.pushed.clear()
-        await other.revoke_pass(row.id, by=await other.person("p-owner"), now=NOW)
+        await other.passes.revoke_pass(row.id, by=await other.people.person("p-owner"), now=NOW)
         async with asyncio.timeout(10):
             await actions.pushed.wait()  # pushed by the change feed: the periodic reload is an hour away
         runner.cancel()

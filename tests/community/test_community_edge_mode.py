@@ -78,7 +78,7 @@ async def test_unchanged_list_is_not_pushed_again_and_new_pass_is(community: Com
     actions = RecordingActions(clock=NOW)
     assert await handler.refresh_edge_allow_lists(actions) == ["door-b1-u1", "gate-north"]
     assert await handler.refresh_edge_allow_lists(actions) == []
-    _, payload = await community.store.issue_pass(
+    _, payload = await community.store.passes.issue_pass(
         "p-owner", valid_from=NOW, valid_until=NOW + 7200, doors=["gate-north"], max_uses=1, now=NOW, plate="湘A8888D"
     )
     assert await handler.refresh_edge_allow_lists(actions) == ["gate-north"]

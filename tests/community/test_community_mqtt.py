@@ -58,7 +58,7 @@ async def test_captures_over_mosquitto_open_gate_and_door_and_raise_alarm(tmp_pa
     async with running_platform(tmp_path, "mosquitto", factory) as stack:
         handler = handlers[0]
         await import_community(community_data(), handler.store, now=time.time())
-        await handler.store.add_watch(
+        await handler.store.watch.add_watch(
             kind="plate", plate="京A99999", reason="stolen vehicle", added_by="p-police", now=time.time()
         )
         gate = await stack.device("gate-north", await stack.add_device("gate-north", "vehicle_gate"))

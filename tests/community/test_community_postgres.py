@@ -72,7 +72,7 @@ async def test_registry_and_decisions_on_postgres(pg_url: str) -> None:
     await handler.on_event(
         ev("door-b2-u1", "door_lock", "face_captured", {"liveness": 0.9, "embedding": noisy(template(1), 2)}), actions
     )
-    _, payload = await store.issue_pass(
+    _, payload = await store.passes.issue_pass(
         "p-owner", valid_from=NOW - 1, valid_until=NOW + 60, doors=["door-b1-u1"], max_uses=1, now=NOW
     )
     for _ in range(2):
@@ -80,6 +80,6 @@ async def test_registry_and_decisions_on_postgres(pg_url: str) -> None:
     assert [c[0] for c in actions.commands] == ["gate-north", "door-b1-u1", "door-b1-u1"]
     rows = await records.search_decisions(since=NOW - 1)
     assert sorted(r.reason for r in rows) == ["granted", "granted", "granted", "not_entitled_here", "uses_exhausted"]
-    assert (await store.find_by_phone("13800000001"))[0].id == "p-owner"
+    assert (await store.people.find_by_phone("13800000001"))[0].id == "p-owner"
     assert (await handler.purge(NOW + 400 * 86400))["decisions"] == 5
     assert await AccessDecisionRow.all().count() == 0

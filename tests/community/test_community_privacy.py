@@ -17,7 +17,7 @@ DAY = 86400.0
 
 
 async def test_no_plain_id_number_or_phone_in_database_file(community: Community) -> None:
-    await community.store.issue_pass(
+    await community.store.passes.issue_pass(
         "p-owner",
         valid_from=NOW,
         valid_until=NOW + 3600,
@@ -32,7 +32,7 @@ async def test_no_plain_id_number_or_phone_in_database_file(community: Community
         DeviceEvent(SITE, "door-b1-u1", "door_lock", "card_presented", uuid.uuid4().hex, NOW, {"card": "C0001"}),
         RecordingActions(clock=NOW),
     )
-    assert (await community.store.find_by_phone("13800000002"))[0].id == "p-b2", "look-up by keyed hash works"
+    assert (await community.store.people.find_by_phone("13800000002"))[0].id == "p-b2", "look-up by keyed hash works"
     await Tortoise.close_connections()
     raw = b"".join(p.read_bytes() for p in community.db_path.parent.glob("t.db*"))
     secrets_ = [p["phone"] for p in community_data()["people"]] + ["13912345678"]
@@ -57,7 +57,7 @@ async def test_purge_enforces_retention(community: Community) -> None:
             device_id="door-b1-u1",
             capture_id=cid,
         )
-    await community.store.issue_pass(
+    await community.store.passes.issue_pass(
         "p-owner", valid_from=NOW - 50 * DAY, valid_until=NOW - 49 * DAY + 1, doors=None, max_uses=1, now=NOW - 50 * DAY
     )
     handler = community.handler(retention=Retention(captures_days=30, decisions_days=90))
@@ -68,7 +68,7 @@ async def test_purge_enforces_retention(community: Community) -> None:
 
 
 async def test_withdrawing_face_consent_deletes_template_and_face_stops_working(community: Community) -> None:
-    await community.store.set_face_consent("p-owner", False)
+    await community.store.people.set_face_consent("p-owner", False)
     assert await CredentialRow.filter(person_id="p-owner", kind="face").count() == 0
     handler, actions = community.handler(), RecordingActions(clock=NOW)
     await handler.on_event(

@@ -163,11 +163,11 @@ async def world(community: Community) -> AsyncIterator[World]:
         for role, person in ROLES.items():
             w.spare[role] = (await community.records.tokens.create(person, now=NOW, label="spare"))[0].id
             if role != "police":
-                row, _ = await community.store.issue_pass(
+                row, _ = await community.store.passes.issue_pass(
                     person, valid_from=NOW, valid_until=NOW + 3600, doors=["door-b1-u1"], max_uses=1, now=NOW
                 )
                 w.own_pass[role] = row.id
-        row, _ = await community.store.issue_pass(
+        row, _ = await community.store.passes.issue_pass(
             "p-b2", valid_from=NOW, valid_until=NOW + 3600, doors=["door-b2-u1"], max_uses=1, now=NOW
         )
         w.other_pass = row.id

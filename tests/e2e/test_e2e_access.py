@@ -146,7 +146,7 @@ async def test_a_tenant_is_let_in_until_the_lease_ends_and_refused_after(full: F
     # devices connect within about a second; the later captures come 6 s after the first, so surely after).
     lease_end = time.time() + 5.0
     await PersonRow.filter(id=tenant.id).update(lease_start=time.time() - 86400, lease_end=lease_end)
-    full.observed.store.generation += 1  # what the store's own writes do: the handler reloads its snapshot
+    full.observed.store.changed()  # what the store's own writes do: the handler reloads its snapshot
     _decisions(full)
     await _play(
         full,

@@ -31,7 +31,7 @@ async def test_scenario_passes_on_the_embedded_broker(full: FullPlatform, name: 
     if name == "visitor-qr":
         host, door = visitor_pass_request(full.community)
         now = time.time()
-        _, payload = await full.observed.store.issue_pass(
+        _, payload = await full.observed.store.passes.issue_pass(
             host, valid_from=now - 60, valid_until=now + 3600, doors=[door], max_uses=1, now=now
         )
         params = ScenarioParams(visitor_pass=payload)

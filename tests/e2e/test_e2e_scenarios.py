@@ -57,7 +57,7 @@ async def test_scenario_passes_its_check_against_the_full_platform(full: FullPla
 async def test_visitor_qr_opens_once_then_refuses_it_and_a_forged_copy(full: FullPlatform) -> None:
     host, door = visitor_pass_request(full.community)
     now = time.time()
-    _, payload = await full.observed.store.issue_pass(
+    _, payload = await full.observed.store.passes.issue_pass(
         host, valid_from=now - 60, valid_until=now + 3600, doors=[door], max_uses=1, now=now
     )
     while not full.observed.decisions.empty():

@@ -53,7 +53,7 @@ async def test_rotation_under_a_running_platform(tmp_path: Path) -> None:
         settings = stack.settings
         store = CommunityStore(site_cipher(settings), settings.site)
         await import_community(community_data() | {"site": settings.site}, store, now=1.0)
-        await store.issue_pass("p-owner", valid_from=10.0, valid_until=3600.0, doors=None, max_uses=1, now=5.0,
+        await store.passes.issue_pass("p-owner", valid_from=10.0, valid_until=3600.0, doors=None, max_uses=1, now=5.0,
                                visitor_phone="13612345678", visitor_name="访客")  # fmt: skip
         secret = await stack.add_device("door-b1-u1", "door_lock")
         dev = await stack.device("door-b1-u1", secret)
@@ -82,7 +82,8 @@ async def test_rotation_under_a_running_platform(tmp_path: Path) -> None:
         # generation at its next start) is read all the same and swept by the next rotation
         reader = site_cipher(settings)
         people = {
-            p["id"]: p for p in [await store.decrypted_person(await store.person(i)) for i in ("p-owner", "p-b2")]
+            p["id"]: p
+            for p in [await store.people.decrypted_person(await store.people.person(i)) for i in ("p-owner", "p-b2")]
         }
         assert people["p-owner"]["phone"] == "13800000001"
         snap = await store.snapshot()
@@ -96,7 +97,7 @@ async def test_rotation_under_a_running_platform(tmp_path: Path) -> None:
         await store.snapshot()
         assert store.cipher.generation == 2, "the platform's registry writes under the new key once it read one"
         await capture(99)
-        assert (await store.decrypted_person(await store.person("p-b2")))["phone"] == "13800000002"
+        assert (await store.people.decrypted_person(await store.people.person("p-b2")))["phone"] == "13800000002"
 
 
 @pytest.mark.timeout(300)  # five `anfang` processes, each loading the platform: slow on a busy machine

@@ -108,11 +108,11 @@ async def _issue_the_day(fp: FullPlatform) -> tuple[list[str], list[str], list[s
     residents = [p for p in fp.community.people if p.role in ("owner", "family") and p.household][:4]
     pins = ["73064829", "84174732", "95284635", "06394538"]
     for person, pin in zip(residents, pins, strict=True):
-        await store.add_credential(person.id, "pin", pin, now=now)
+        await store.credentials.add_credential(person.id, "pin", pin, now=now)
     phones = ["13912345678", "15887654321"]
     payloads = []
     for n, phone in enumerate(phones):
-        _row, payload = await store.issue_pass(
+        _row, payload = await store.passes.issue_pass(
             host, valid_from=now - 60, valid_until=now + 3600, doors=[door], max_uses=2, now=now,
             visitor_name=f"访客{n}", visitor_phone=phone, plate=None,
         )  # fmt: skip
@@ -194,7 +194,7 @@ async def test_a_pilot_day_leaves_no_credential_identity_or_image_on_disk(tmp_pa
             assert played > 10_000
             pins, payloads, phones = await _issue_the_day(fp)
             host, _door = visitor_pass_request(fp.community)
-            _row, single = await fp.observed.store.issue_pass(
+            _row, single = await fp.observed.store.passes.issue_pass(
                 host, valid_from=time.time() - 60, valid_until=time.time() + 3600, doors=None, max_uses=1,
                 now=time.time(),
             )  # fmt: skip

@@ -82,8 +82,8 @@ async def test_a_deactivated_resident_opens_nothing_and_reads_nothing(api: Api, 
 
 async def test_an_erased_ex_tenant_leaves_no_personal_data(api: Api, community: Community) -> None:
     store = community.store
-    await store.add_credential("p-tenant", "pin", "48213907", now=NOW)
-    _row, payload = await store.issue_pass(
+    await store.credentials.add_credential("p-tenant", "pin", "48213907", now=NOW)
+    _row, payload = await store.passes.issue_pass(
         "p-tenant", valid_from=NOW, valid_until=NOW + 3600, doors=None, max_uses=1, now=NOW,
         visitor_name="访客甲", visitor_phone="13612345678", plate="赣A77777",
     )  # fmt: skip

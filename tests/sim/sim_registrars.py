@@ -37,7 +37,7 @@ class StoreWatchlist:
         label = str(entry["id"])
         if await WatchRow.filter(site=site, label=label, active=True).exists():
             return
-        await self.store.add_watch(
+        await self.store.watch.add_watch(
             kind="face",
             reason=str(entry.get("reason") or "watchlist"),
             added_by=self.operator,

@@ -23,7 +23,7 @@ from vision_fixtures import (  # noqa: F401  (pytest fixtures, registered by nam
 )
 
 from community.models import CaptureRow
-from community.store import NewPerson
+from community.store.people import NewPerson
 from vision.face import FacePipeline
 from vision.gallery import DEFAULT_THRESHOLD
 
@@ -33,20 +33,24 @@ REGISTERED, STRANGER_CAR = "赣G12345", "京A99999"
 async def _register(obs: ObservedServices, face_pipeline: FacePipeline, load_face: Callable[[str], np.ndarray]) -> None:
     """Building 1 with its door, the north gate, and an owner enrolled by 人证合一 who owns a car."""
     store, now = obs.access.store, time.time()
-    await store.add_building("b1", "1栋")
-    await store.add_building("b2", "2栋")
-    await store.add_household("h1", "b1", 1, "101")
-    await store.add_household("h2", "b2", 1, "201")
-    await store.add_device("gate-north", "vehicle_gate", name="北门道闸")
-    await store.add_device("door-b1-u1", "door_lock", name="1栋1单元门禁", building="b1", unit=1)
-    await store.add_person(NewPerson("p-owner", "owner", "h1", face_consent=True), registered_by="p-staff", now=now)
-    await store.add_person(NewPerson("p-b2", "owner", "h2", face_consent=True), registered_by="p-staff", now=now)
+    await store.places.add_building("b1", "1栋")
+    await store.places.add_building("b2", "2栋")
+    await store.places.add_household("h1", "b1", 1, "101")
+    await store.places.add_household("h2", "b2", 1, "201")
+    await store.places.add_device("gate-north", "vehicle_gate", name="北门道闸")
+    await store.places.add_device("door-b1-u1", "door_lock", name="1栋1单元门禁", building="b1", unit=1)
+    await store.people.add_person(
+        NewPerson("p-owner", "owner", "h1", face_consent=True), registered_by="p-staff", now=now
+    )
+    await store.people.add_person(NewPerson("p-b2", "owner", "h2", face_consent=True), registered_by="p-staff", now=now)
     # Templates made offline as `anfang vision enroll` makes them: live photo checked against the ID photo.
     live = enrolment_template(face_pipeline, load_face("obama.jpg"))
     id_photo = enrolment_template(face_pipeline, load_face("obama3.jpg"))
-    await store.enrol_face("p-owner", id_photo, live, operator="p-staff", now=now)
-    await store.add_face_template("p-b2", enrolment_template(face_pipeline, load_face("Tom_Hanks_54745.png")), now=now)
-    await store.add_vehicle(REGISTERED, "p-owner", now=now)
+    await store.credentials.enrol_face("p-owner", id_photo, live, operator="p-staff", now=now)
+    await store.credentials.add_face_template(
+        "p-b2", enrolment_template(face_pipeline, load_face("Tom_Hanks_54745.png")), now=now
+    )
+    await store.vehicles.add_vehicle(REGISTERED, "p-owner", now=now)
 
 
 @pytest.mark.parametrize("broker", ["mosquitto", "amqtt"])
@@ -114,8 +118,8 @@ async def test_burst_of_face_images_at_a_door_is_decided_and_platform_keeps_runn
 ) -> None:
     obs = ObservedServices()
     async with running_platform(tmp_path, "mosquitto", services_factory=obs.factory) as stack:
-        await obs.access.store.add_building("b1")
-        await obs.access.store.add_device("door-b1-u1", "door_lock", building="b1", unit=1)
+        await obs.access.store.places.add_building("b1")
+        await obs.access.store.places.add_device("door-b1-u1", "door_lock", building="b1", unit=1)
         door = await stack.device("door-b1-u1", await stack.add_device("door-b1-u1", "door_lock"))
         photo = camera_jpeg_b64(load_face("biden.jpg"))
         sent = [
