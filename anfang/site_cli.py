@@ -116,10 +116,10 @@ async def load_site(settings: Settings, doc: dict[str, Any], source: str, *, ros
 
 
 async def _register(store: Any, model: Any, doc: dict[str, Any], rep: LoadReport, *, roster: bool) -> None:
-    """Places, and with ``roster`` people, vehicles and watchlist, in the access-control registry."""
-    from community.importer import StorePeopleRegistrar, import_places
+    """Households, and with ``roster`` people, vehicles and watchlist, in the access-control registry."""
+    from community.importer import StorePeopleRegistrar, import_households
 
-    await import_places(model.plan_document(), store)
+    await import_households(model.plan_document(), store)  # buildings and devices: the stored site model
     if roster:
         people = StorePeopleRegistrar(store, time.time, operator="site-load")
         for p in doc.get("people") or []:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 from tortoise import Tortoise
 
-from registry.migrate import MIGRATIONS_DIR
+from registry.migrate import MIGRATIONS_DIR, apply_migrations
 
 __all__ = ["MIGRATIONS_DIR", "apply_community_migrations", "init_db"]
 
@@ -29,25 +28,14 @@ async def apply_community_migrations(db_url: str, migrations_dir: Path = MIGRATI
         await conn.execute_script(path.read_text(encoding="utf-8"))
 
 
-async def init_db(db_url: str, *, with_registry: bool = False, global_fallback: bool = False) -> None:
-    """Initialise Tortoise for the community models and make sure the schema exists.
+async def init_db(db_url: str, *, global_fallback: bool = False) -> None:
+    """Initialise Tortoise for the community models and the registry's (access control reads the site
+    model, ``site_models``, for its buildings and device placements) and migrate the schema.
 
-    Uses the platform runner ``registry.migrate.apply_migrations`` when it is installed, else the
-    community migration files alone. ``global_fallback`` makes the connection visible to all tasks
-    (needed when it is opened in an ASGI lifespan task).
+    ``global_fallback`` makes the connection visible to all tasks (needed when it is opened in an ASGI
+    lifespan task).
     """
-    runner = None
-    try:
-        runner = importlib.import_module("registry.migrate")
-    except ImportError:
-        runner = None
-    modules = ["community.models"]
-    if with_registry:
-        modules.insert(0, "registry.models")
-    if runner is not None and hasattr(runner, "apply_migrations"):
-        # The runner opens its own connection and does not understand Tortoise's URL options.
-        await runner.apply_migrations(db_url.split("?", 1)[0], MIGRATIONS_DIR)
-        await Tortoise.init(db_url=db_url, modules={"models": modules}, _enable_global_fallback=global_fallback)
-        return
+    # The runner opens its own connection and does not understand Tortoise's URL options.
+    await apply_migrations(db_url.split("?", 1)[0], MIGRATIONS_DIR)
+    modules = ["registry.models", "community.models"]
     await Tortoise.init(db_url=db_url, modules={"models": modules}, _enable_global_fallback=global_fallback)
-    await apply_community_migrations(db_url)

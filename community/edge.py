@@ -49,7 +49,7 @@ def _hkdf(key: bytes, info: bytes, salt: bytes | None = None) -> bytes:
 
 def door_key(edge_root: bytes, site: str, device_id: str, epoch: int = 0) -> bytes:
     """The 32-byte key of one door, from the site's edge root key (a sub-key of the master key) and the
-    key's generation ``epoch`` (``community_devices.edge_key_epoch``; rotating it replaces the key)."""
+    key's generation ``epoch`` (``community_edge_keys``; rotating it replaces the key)."""
     info = f"anfang-edge/v1/door|{site}|{device_id}" + (f"|{epoch}" if epoch else "")
     return _hkdf(edge_root, info.encode(), salt=b"anfang-edge-doors")
 

@@ -1,4 +1,4 @@
-"""The generation of each door's edge key, kept in ``community_devices.edge_key_epoch`` (IO).
+"""The generation of each door's edge key, kept in ``community_edge_keys`` (IO).
 
 A door's key is derived, never stored (:func:`community.edge.door_key`); only its generation is. Rotating
 it raises the number (the access registry's change feed then republishes the door's list, sealed to the
@@ -14,7 +14,8 @@ from tortoise.expressions import F
 from community.crypto import FieldCipher
 from community.edge import issue_door_key
 from community.errors import NotFound
-from community.models import DeviceRow
+from community.models import EdgeKeyRow
+from registry.sites import load_site_model
 
 __all__ = ["edge_key_epochs", "rotate_edge_key"]
 
@@ -22,8 +23,8 @@ _DOORS = ("door_lock", "vehicle_gate")
 
 
 async def edge_key_epochs(site: str, devices: Collection[str]) -> dict[str, int]:
-    """The key generation of each of ``devices`` that the access registry knows (others are at 0)."""
-    rows = await DeviceRow.filter(site=site, id__in=list(devices)).values_list("id", "edge_key_epoch")
+    """The key generation of each of ``devices`` ever rotated (others are at 0)."""
+    rows = await EdgeKeyRow.filter(site=site, device_id__in=list(devices)).values_list("device_id", "epoch")
     return {str(device): int(epoch) for device, epoch in rows}
 
 
@@ -31,12 +32,12 @@ async def rotate_edge_key(cipher: FieldCipher, site: str, device_id: str) -> str
     """Replace a door's edge key; returns the new key (base64), to be shown this once.
 
     Raises:
-        NotFound: ``device_id`` is not a door or gate of ``site`` in the access registry.
+        NotFound: ``device_id`` is not a door or gate that the site model of ``site`` places.
     """
-    updated = await DeviceRow.filter(site=site, id=device_id, kind__in=_DOORS).update(
-        edge_key_epoch=F("edge_key_epoch") + 1
-    )
-    if not updated:
+    stored = await load_site_model(site)
+    if stored is None or not any(d.id == device_id and d.kind in _DOORS for d in stored.model.devices):
         raise NotFound("device_not_found", f"{device_id} is not a door or gate of {site}")
+    if not await EdgeKeyRow.filter(device_id=device_id).update(epoch=F("epoch") + 1):
+        await EdgeKeyRow.create(device_id=device_id, site=site, epoch=1)
     epoch = (await edge_key_epochs(site, [device_id]))[device_id]
     return issue_door_key(cipher.edge_root, site, device_id, epoch)

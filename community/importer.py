@@ -1,4 +1,5 @@
-"""Load the ``buildings``/``households``/``devices``/``people``/``vehicles`` sections of a community file."""
+"""Load a community file: its plan (``buildings``, ``devices``) as the site model, its ``households``,
+``people`` and ``vehicles`` into the access registry."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from community.models import CredentialRow, HouseholdRow, PersonRow
 from community.snapshot import lease_window
 from community.store import CommunityStore
 from community.store.people import NewPerson
+from community.store.places import ACCESS_KINDS
 
-__all__ = ["ImportReport", "StorePeopleRegistrar", "import_community", "import_places"]
+__all__ = ["ImportReport", "StorePeopleRegistrar", "import_community", "import_households", "import_places"]
 
 _HOUSEHOLD_ID = re.compile(r"^h-(?P<building>[a-z0-9]+)-u(?P<unit>\d+)-(?P<room>[A-Za-z0-9]+)$")
 
@@ -36,32 +38,29 @@ def _date(value: Any) -> dt.date:
     return value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value))
 
 
-async def import_places(data: dict[str, Any], store: CommunityStore, rep: ImportReport | None = None) -> ImportReport:
-    """Register the ``buildings``, ``households`` and access ``devices`` of a community file (idempotent)."""
+async def import_households(
+    data: dict[str, Any], store: CommunityStore, rep: ImportReport | None = None
+) -> ImportReport:
+    """Register the ``households`` of a community file (idempotent); buildings and devices are the site model's."""
     rep = rep or ImportReport()
-    for b in data.get("buildings", []):
-        await store.places.add_building(b["id"], b.get("name"), int(b.get("units", 1)), int(b.get("floors", 1)))
-        rep.buildings += 1
     for h in data.get("households", []):
         unit = h.get("unit")
         await store.places.add_household(h["id"], h["building"], None if unit is None else int(unit), h.get("room"))
         rep.households += 1
-    for d in data.get("devices", []):
-        if d.get("kind") in ("door_lock", "vehicle_gate", "camera"):
-            unit = d.get("unit")
-            await store.places.add_device(
-                d["id"],
-                d["kind"],
-                name=d.get("name"),
-                building=d.get("building"),
-                unit=None if unit is None else int(unit),
-                gate=d.get("gate"),
-            )
-            rep.devices += 1
-            for cam in d.get("cameras", []) or []:
-                if not any(x.get("id") == cam for x in data.get("devices", [])):
-                    await store.places.add_device(cam, "camera", gate=d["id"])
     return rep
+
+
+async def import_places(
+    data: dict[str, Any], store: CommunityStore, rep: ImportReport | None = None, *, source: str = "community import"
+) -> ImportReport:
+    """A community file's places: its plan (``buildings``, ``devices``) kept as the site's site model when it
+    has one, and its households registered (idempotent)."""
+    rep = rep or ImportReport()
+    if data.get("buildings") or data.get("devices"):
+        model = await store.places.store_plan(data, source)
+        rep.buildings += len(model.buildings)
+        rep.devices += len([d for d in model.devices if d.kind in ACCESS_KINDS])
+    return await import_households(data, store, rep)
 
 
 def _new_person(p: dict[str, Any]) -> NewPerson:
@@ -127,8 +126,9 @@ async def import_community(
 class StorePeopleRegistrar:
     """The simulator's ``PeopleRegistrar`` (``firmware_sim.provision``) over a :class:`CommunityStore`.
 
-    ``places`` (the community file as a dict) registers buildings, households and devices on first
-    use; without it a missing household ``h-{building}-u{unit}-{room}`` is created from its id.
+    ``places`` (the community file as a dict) registers its households on first use (buildings and
+    devices are the site model's, stored by ``anfang site load``); without it a missing household
+    ``h-{building}-u{unit}-{room}`` is created from its id.
     """
 
     def __init__(
@@ -146,7 +146,7 @@ class StorePeopleRegistrar:
 
     async def _ensure_household(self, household_id: str | None) -> None:
         if self._places is not None:
-            await import_places(self._places, self.store, self.report)
+            await import_households(self._places, self.store, self.report)
             self._places = None
         if household_id is None or await HouseholdRow.exists(id=household_id):
             return

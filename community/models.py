@@ -13,11 +13,10 @@ __all__ = [
     "AccessDecisionRow",
     "ApiTokenRow",
     "AuditRow",
-    "BuildingRow",
     "CaptureRow",
     "ChangeRow",
     "CredentialRow",
-    "DeviceRow",
+    "EdgeKeyRow",
     "EnrolmentRow",
     "HouseholdRow",
     "PassRow",
@@ -25,19 +24,6 @@ __all__ = [
     "VehicleRow",
     "WatchRow",
 ]
-
-
-class BuildingRow(Model):
-    """A residential building."""
-
-    id = fields.CharField(pk=True, max_length=64)
-    site = fields.TextField()
-    name = fields.TextField(null=True)
-    units = fields.IntField(default=1)
-    floors = fields.IntField(default=1)
-
-    class Meta:
-        table = "community_buildings"
 
 
 class HouseholdRow(Model):
@@ -53,20 +39,15 @@ class HouseholdRow(Model):
         table = "community_households"
 
 
-class DeviceRow(Model):
-    """Where an access device sits: building/unit of a door, gate of a capture camera."""
+class EdgeKeyRow(Model):
+    """The generation of a door's edge key (community.edge); a door never rotated has no row (0)."""
 
-    id = fields.CharField(pk=True, max_length=64)
+    device_id = fields.CharField(pk=True, max_length=64)
     site = fields.TextField()
-    kind = fields.TextField()
-    name = fields.TextField(null=True)
-    building_id = fields.TextField(null=True)
-    unit = fields.IntField(null=True)
-    gate_id = fields.TextField(null=True)
-    edge_key_epoch = fields.IntField(default=0)  # generation of the door's edge key (community.edge)
+    epoch = fields.IntField(default=0)
 
     class Meta:
-        table = "community_devices"
+        table = "community_edge_keys"
 
 
 class PersonRow(Model):

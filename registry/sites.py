@@ -26,11 +26,15 @@ class StoredSite:
         self.model, self.version, self.source, self.loaded_at = model, version, source, loaded_at
 
 
-async def save_site_model(registry: Registry, model: SiteModel, source: str, now: float | None = None) -> StoredSite:
-    """Store ``model`` as its site's plan (replacing an earlier one, version + 1) and name the site."""
+async def save_site_model(
+    registry: Registry | None, model: SiteModel, source: str, now: float | None = None
+) -> StoredSite:
+    """Store ``model`` as its site's plan (replacing an earlier one, version + 1) and name the site
+    (through ``registry``; the access registry's import stores the plan only)."""
     now = time.time() if now is None else now
-    origin = (model.origin.lat, model.origin.lon) if model.origin else None
-    await registry.ensure_site(model.site, model.name or None, origin)
+    if registry is not None:
+        origin = (model.origin.lat, model.origin.lon) if model.origin else None
+        await registry.ensure_site(model.site, model.name or None, origin)
     document = json.dumps(model.plan_document(), ensure_ascii=False, sort_keys=True)
     row = await SiteModelRow.get_or_none(site=model.site)
     if row is None:

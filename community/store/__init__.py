@@ -3,7 +3,7 @@
 Thin IO adapters over the Tortoise models (``community/models.py``). Personal data goes through
 :class:`~community.crypto.FieldCipher`; the clock is passed in (``now``) by the caller.
 
-* :mod:`community.store.places` — buildings, households, device placements
+* :mod:`community.store.places` — households; the access devices the site model places
 * :mod:`community.store.people` — people and tenants (``NewPerson``, ``normalize_phone``), face consent
 * :mod:`community.store.credentials` — face templates and 人证合一 enrolment, cards, PINs, fingerprints
 * :mod:`community.store.vehicles` — residents' vehicles
@@ -44,7 +44,7 @@ class CommunityStore:
         self.people = People(self._ctx)
         self.credentials = Credentials(self._ctx, self.people)
         self.vehicles = Vehicles(self._ctx, self.people)
-        self.passes = VisitorPasses(self._ctx, self.people)
+        self.passes = VisitorPasses(self._ctx, self.people, self.places)
         self.watch = Watchlist(self._ctx)
 
     @property

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from community.edge import decode_template
-from community.models import CredentialRow, DeviceRow, HouseholdRow, PassRow, PersonRow, VehicleRow, WatchRow
-from community.snapshot import DeviceInfo, PassState, PersonInfo, RegistrySnapshot, WatchEntry
+from community.models import CredentialRow, HouseholdRow, PassRow, PersonRow, VehicleRow, WatchRow
+from community.snapshot import PassState, PersonInfo, RegistrySnapshot, WatchEntry
 from community.store.context import StoreContext
+from community.store.places import Places
 from community.store.visitors import claims_of
 from vision.gallery import DEFAULT_THRESHOLD, FaceGallery
 
@@ -34,8 +35,7 @@ async def load_snapshot(
             p.face_consent,
             p.active,
         )
-    for d in await DeviceRow.filter(site=ctx.site):
-        snap.devices[d.id] = DeviceInfo(d.id, d.kind, d.building_id, d.unit, d.gate_id, d.name)
+    snap.devices.update(await Places(ctx).devices())
     for v in await VehicleRow.filter(site=ctx.site):
         snap.plates[v.plate] = v.owner_id
     for c in await CredentialRow.filter(revoked=False, person_id__in=list(snap.people)):

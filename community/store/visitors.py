@@ -9,11 +9,12 @@ from tortoise.expressions import F
 
 from community.decisions import entitlement_refusal
 from community.errors import Forbidden, NotFound, RegistryInvalid
-from community.models import DeviceRow, PassRow, PersonRow
+from community.models import PassRow, PersonRow
 from community.passes import PassClaims, sign_pass
-from community.snapshot import RESIDENT_ROLES, DeviceInfo, PersonInfo
+from community.snapshot import RESIDENT_ROLES, PersonInfo
 from community.store.context import StoreContext, new_id
 from community.store.people import People, normalize_phone
+from community.store.places import Places
 from vision.plate_text import PlateFormatError, normalize_plate
 
 #: Who issues and revokes visitor passes: residents (their own) and property staff, never police.
@@ -36,9 +37,10 @@ def claims_of(row: PassRow) -> PassClaims:
 class VisitorPasses:
     """Visitor passes of one site."""
 
-    def __init__(self, ctx: StoreContext, people: People) -> None:
+    def __init__(self, ctx: StoreContext, people: People, places: Places) -> None:
         self._ctx = ctx
         self._people = people
+        self._places = places
 
     #: the signed claims of a stored pass
     claims_of = staticmethod(claims_of)
@@ -60,8 +62,9 @@ class VisitorPasses:
             person.active,
         )
         out = []
-        for d in await DeviceRow.filter(site=self._ctx.site, kind__in=["door_lock", "vehicle_gate"]).order_by("id"):
-            if entitlement_refusal(info, DeviceInfo(d.id, d.kind, d.building_id, d.unit), now) is None:
+        devices = await self._places.devices()
+        for d in sorted(devices.values(), key=lambda d: d.id):
+            if d.kind in ("door_lock", "vehicle_gate") and entitlement_refusal(info, d, now) is None:
                 out.append(d.id)
         return out
 

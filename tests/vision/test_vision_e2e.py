@@ -33,12 +33,16 @@ REGISTERED, STRANGER_CAR = "赣G12345", "京A99999"
 async def _register(obs: ObservedServices, face_pipeline: FacePipeline, load_face: Callable[[str], np.ndarray]) -> None:
     """Building 1 with its door, the north gate, and an owner enrolled by 人证合一 who owns a car."""
     store, now = obs.access.store, time.time()
-    await store.places.add_building("b1", "1栋")
-    await store.places.add_building("b2", "2栋")
+    plan = {
+        "buildings": [{"id": "b1", "name": "1栋"}, {"id": "b2", "name": "2栋"}],
+        "devices": [
+            {"id": "gate-north", "kind": "vehicle_gate", "name": "北门道闸"},
+            {"id": "door-b1-u1", "kind": "door_lock", "name": "1栋1单元门禁", "building": "b1", "unit": 1},
+        ],
+    }
+    await store.places.store_plan(plan, "test")  # the site model places the devices
     await store.places.add_household("h1", "b1", 1, "101")
     await store.places.add_household("h2", "b2", 1, "201")
-    await store.places.add_device("gate-north", "vehicle_gate", name="北门道闸")
-    await store.places.add_device("door-b1-u1", "door_lock", name="1栋1单元门禁", building="b1", unit=1)
     await store.people.add_person(
         NewPerson("p-owner", "owner", "h1", face_consent=True), registered_by="p-staff", now=now
     )
@@ -118,8 +122,11 @@ async def test_burst_of_face_images_at_a_door_is_decided_and_platform_keeps_runn
 ) -> None:
     obs = ObservedServices()
     async with running_platform(tmp_path, "mosquitto", services_factory=obs.factory) as stack:
-        await obs.access.store.places.add_building("b1")
-        await obs.access.store.places.add_device("door-b1-u1", "door_lock", building="b1", unit=1)
+        plan = {
+            "buildings": [{"id": "b1"}],
+            "devices": [{"id": "door-b1-u1", "kind": "door_lock", "building": "b1", "unit": 1}],
+        }
+        await obs.access.store.places.store_plan(plan, "test")
         door = await stack.device("door-b1-u1", await stack.add_device("door-b1-u1", "door_lock"))
         photo = camera_jpeg_b64(load_face("biden.jpg"))
         sent = [
