@@ -22,6 +22,7 @@ from community.records import AccessRecords, Retention
 from community.store import CommunityStore
 from community.store.people import NewPerson
 from privacy.audit import plate_ref
+from twins.site import SiteError
 
 __all__ = ["app"]
 
@@ -100,6 +101,9 @@ def _run(ctx: typer.Context, body: Callable[[Ctx], Awaitable[T]]) -> T:
     except CommunityError as exc:
         typer.echo(f"error: {exc.code}: {exc.message}", err=True)
         raise typer.Exit(2) from exc
+    except SiteError as exc:  # a community file's plan sections are the site model
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
 
 
 def _echo(obj: Any) -> None:
@@ -108,7 +112,8 @@ def _echo(obj: Any) -> None:
 
 @app.command("import")
 def import_cmd(ctx: typer.Context, path: Path) -> None:
-    """Load buildings, households, devices, people and vehicles from a community YAML file."""
+    """Load a community YAML file: its buildings and devices become the site model (as `anfang site load`),
+    its households, people and vehicles go into the access registry."""
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
 
     async def body(c: Ctx) -> None:

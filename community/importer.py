@@ -126,9 +126,9 @@ async def import_community(
 class StorePeopleRegistrar:
     """The simulator's ``PeopleRegistrar`` (``firmware_sim.provision``) over a :class:`CommunityStore`.
 
-    ``places`` (the community file as a dict) registers its households on first use (buildings and
-    devices are the site model's, stored by ``anfang site load``); without it a missing household
-    ``h-{building}-u{unit}-{room}`` is created from its id.
+    ``places`` (the community file as a dict) keeps its plan as the site model and registers its
+    households on first use (``anfang site load`` stores the model itself and passes none); without it a
+    missing household ``h-{building}-u{unit}-{room}`` is created from its id.
     """
 
     def __init__(
@@ -146,7 +146,7 @@ class StorePeopleRegistrar:
 
     async def _ensure_household(self, household_id: str | None) -> None:
         if self._places is not None:
-            await import_households(self._places, self.store, self.report)
+            await import_places(self._places, self.store, self.report, source="provision")
             self._places = None
         if household_id is None or await HouseholdRow.exists(id=household_id):
             return
