@@ -1,7 +1,8 @@
 """The device-kind catalogue as the rule checker needs it: reported fields and event types.
 
 Mirrors the protocol (docs/protocol.md); ``twins.kinds`` is the authority at run time, this copy
-only lets ``anfang rules check`` say "did you mean ..." without importing the platform.
+only lets ``anfang rules check`` say "did you mean ..." without importing the platform. A test
+(``tests/rules/test_rules_check.py``) keeps the copy equal to ``twins.kinds``.
 """
 
 from __future__ import annotations
@@ -20,8 +21,19 @@ REPORTED_FIELDS: dict[str, frozenset[str]] = {
 }
 
 EVENT_TYPES: dict[str, frozenset[str]] = {
-    "vehicle_gate": frozenset({"plate_captured", "face_captured", "qr_scanned", "barrier_opened", "barrier_closed"}),
-    "camera": frozenset({"face_captured", "plate_captured", "motion"}),
+    "vehicle_gate": frozenset(
+        {
+            "plate_captured",
+            "face_captured",
+            "qr_scanned",
+            "card_presented",
+            "barrier_opened",
+            "barrier_closed",
+            "access_decided",
+            "access_lockout",
+        }
+    ),
+    "camera": frozenset({"face_captured", "plate_captured", "person_captured", "motion"}),
     "ptz_tracker": frozenset({"target_tracked"}),
     "door_lock": frozenset(
         {
@@ -30,9 +42,11 @@ EVENT_TYPES: dict[str, frozenset[str]] = {
             "card_presented",
             "pin_entered",
             "door_opened",
+            "door_closed",
             "door_forced",
             "door_held_open",
             "access_decided",
+            "access_lockout",
         }
     ),
     "mac_sniffer": frozenset({"mac_seen"}),

@@ -9,8 +9,10 @@ import pytest
 from typer.testing import CliRunner
 
 from rules.cli import app
+from rules.kinds import EVENT_TYPES, REPORTED_FIELDS
 from rules.loader import load_rules
 from rules.site import load_site_plan
+from twins.kinds import SCHEMAS
 
 BROKEN = Path(__file__).parent / "broken"
 SITE = Path(__file__).parents[2] / "rules" / "builtin" / "tests" / "site.yaml"
@@ -102,3 +104,24 @@ def test_check_without_site_uses_the_configured_community_not_the_current_folder
     (tmp_path / "anfang.yaml").unlink()  # now the configured site is the default pilot
     code, out = _check(str(rule))
     assert code == 0 and "against site youzheng" in out, out
+
+
+def test_the_checkers_kind_catalogue_is_the_platforms() -> None:
+    """``rules.kinds`` is a copy of ``twins.kinds`` (the authority): every event a device kind may send and
+    every reported field is known to ``anfang rules check``, and nothing else."""
+    for kind, schema in SCHEMAS.items():
+        assert EVENT_TYPES[kind] == frozenset(schema.events), kind
+        assert REPORTED_FIELDS[kind] == frozenset(schema.reported.model_fields), kind
+
+
+def test_a_door_closed_rule_passes_the_check(tmp_path: Path) -> None:
+    (tmp_path / "closed.yaml").write_text(
+        "rules:\n"
+        "  - id: door-closed\n"
+        "    description: a door closed\n"
+        "    when: [{event: {type: door_closed, kind: door_lock}}]\n"
+        "    then: [{raise_alarm: {kind: closed, severity: low, message: closed}}]\n",
+        encoding="utf-8",
+    )
+    code, out = _check(str(tmp_path), "--site", str(SITE))
+    assert code == 0, out
