@@ -1,8 +1,9 @@
-"""Plate pipeline: find and read Chinese plates in a gate-camera frame with PP-OCR (RapidOCR).
+"""Plate pipeline: find and read Chinese plates in a gate-camera frame with PP-OCR.
 
-The PP-OCRv6 small text detector and recogniser ship inside the ``rapidocr==3.10.0`` wheel; their
-paths are given explicitly so RapidOCR never selects a model it would have to download. A RapidOCR
-engine keeps per-call options as state, so every worker thread gets its own engine.
+The PP-OCRv6 small text detector and recogniser ship inside the ``rapidocr==3.10.0`` wheel; they are
+run by :mod:`vision.ocr` (the detector in OpenCV's DNN when it agrees with onnxruntime, the
+recogniser in onnxruntime), with RapidOCR's own pre/post-processing, so no model is ever selected
+that would have to be downloaded.
 
 A frame is read in two passes. The text detector (most of the cost) first looks at a copy shrunk to
 :data:`FAST_DET_SIDE` pixels; each box it finds is cut from the full-resolution frame and read by the
@@ -12,18 +13,17 @@ recogniser alone. Only when that gives no valid plate does the detector look aga
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
 
 from vision.images import BgrImage
 from vision.models import find_ocr_models
+from vision.ocr import TextDetector, TextRecognizer, detector_agrees
 from vision.plate_text import PlateFormatError, candidate_tails, fold_plate_reading, normalize_plate
 
 __all__ = ["PlateReader", "PlateReading", "choose_plate"]
@@ -35,6 +35,8 @@ FAST_DET_SIDE = 384
 #: A box cut for the recogniser gets this much margin (share of its height) left/right and top/bottom:
 #: boxes found on the shrunk copy are loose, and the province character at the left edge is the first lost.
 BOX_MARGIN = (0.3, 0.15)
+#: The full pass drops recognised lines below this confidence (RapidOCR's ``text_score``), as it always did.
+FULL_MIN_LINE_SCORE = 0.5
 #: A tight plate crop (what smart cameras send) is read without the detector.
 CROP_MAX_HEIGHT = 240
 CROP_ASPECT = (2.0, 6.0)
@@ -103,40 +105,53 @@ def choose_plate(
 
 
 class PlateReader:
-    """Reads the plate in a frame (or a tight plate crop). Thread-safe; models load lazily."""
+    """Reads the plate in a frame (or a tight plate crop). Thread-safe; models load lazily.
+
+    The text recogniser (an onnxruntime session) is shared by all threads; each thread gets its own
+    text detector (an OpenCV net is stateful). Whether the detector runs in OpenCV is decided once,
+    by :func:`vision.ocr.detector_agrees`.
+    """
 
     def __init__(self, det_path: Path | None = None, rec_path: Path | None = None) -> None:
         self._det_path = det_path
         self._rec_path = rec_path
         self._local = threading.local()
+        self._lock = threading.Lock()
+        self._recognizer: TextRecognizer | None = None
+        self._det_opencv: bool | None = None
 
-    def _engine(self) -> Any:
-        eng = getattr(self._local, "engine", None)
-        if eng is None:
-            from rapidocr import RapidOCR  # heavy import, only when plates are read
+    def _paths(self) -> tuple[Path, Path]:
+        if self._det_path is None or self._rec_path is None:
+            det, rec = find_ocr_models()
+            self._det_path = self._det_path or det
+            self._rec_path = self._rec_path or rec
+        return self._det_path, self._rec_path
 
-            if self._det_path is None or self._rec_path is None:
-                det, rec = find_ocr_models()
-                self._det_path = self._det_path or det
-                self._rec_path = self._rec_path or rec
-            eng = RapidOCR(
-                params={
-                    "Global.log_level": "error",
-                    "Global.use_cls": False,
-                    "Det.model_path": str(self._det_path),
-                    "Det.limit_type": "max",
-                    "Det.limit_side_len": DET_MAX_SIDE,
-                    "Rec.model_path": str(self._rec_path),
-                    "EngineConfig.onnxruntime.intra_op_num_threads": 1,
-                    "EngineConfig.onnxruntime.inter_op_num_threads": 1,
-                }
-            )
-            logging.getLogger("RapidOCR").setLevel(logging.ERROR)
-            self._local.engine = eng
-        return eng
+    def _rec(self) -> TextRecognizer:
+        if self._recognizer is None:
+            with self._lock:
+                if self._recognizer is None:
+                    self._recognizer = TextRecognizer(self._paths()[1])
+        return self._recognizer
+
+    def _det(self) -> TextDetector:
+        det: TextDetector | None = getattr(self._local, "detector", None)
+        if det is None:
+            with self._lock:
+                if self._det_opencv is None:
+                    self._det_opencv = detector_agrees(self._paths()[0])
+            det = TextDetector(self._paths()[0], use_opencv=self._det_opencv)
+            self._local.detector = det
+        return det
+
+    @property
+    def detector_backend(self) -> str:
+        """Which runtime runs the text detector (``"opencv"`` or ``"onnxruntime"``)."""
+        return self._det().backend
 
     def warm_up(self) -> None:
         """Load the OCR models in the calling thread."""
+        self._det()
         self.read(np.zeros((64, 256, 3), np.uint8))
 
     @staticmethod
@@ -146,12 +161,8 @@ class PlateReader:
 
     def read_crop(self, image: BgrImage) -> PlateReading | None:
         """Read a tight plate crop without the text detector."""
-        # Every flag every call: RapidOCR remembers the previous call's options.
-        out = self._engine()(image, use_det=False, use_cls=False, use_rec=True, return_word_box=True)
-        txts = out.txts or ()
-        scores = out.scores or ()
-        chars = [_char_scores(out, i, t) for i, t in enumerate(txts)]
-        return choose_plate([(t, float(s), None) for t, s in zip(txts, scores, strict=False)], chars)
+        (line,) = self._rec().read([image])
+        return choose_plate([(line.text, line.score, None)], [line.char_scores])
 
     def read(self, image: BgrImage) -> PlateReading | None:
         """The most plausible plate in ``image``, or ``None`` when none is readable."""
@@ -165,79 +176,42 @@ class PlateReader:
         return self.read_full(image)
 
     def read_fast(self, image: BgrImage) -> PlateReading | None:
-        """Detect text on a copy shrunk to :data:`FAST_DET_SIDE`, read each box cut from ``image``."""
-        h, w = image.shape[:2]
-        scale = min(1.0, FAST_DET_SIDE / max(h, w))
-        small = image
-        if scale < 1.0:
-            small = np.asarray(
-                cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA), np.uint8
-            )
-        det = self._engine()(small, use_det=True, use_cls=False, use_rec=False, return_word_box=False)
-        lines: list[tuple[str, float, Box | None]] = []
-        chars: list[Sequence[float] | None] = []
-        for quad in det.boxes if det.boxes is not None else []:
-            box = np.asarray(quad, dtype=np.float32) / scale
-            crop = _cut(image, box)
-            if crop is None:
-                continue
-            out = self._engine()(crop, use_det=False, use_cls=False, use_rec=True, return_word_box=True)
-            corners = tuple((float(x), float(y)) for x, y in box)
-            lines += [(t, float(s), corners) for t, s in zip(out.txts or (), out.scores or (), strict=False)]
-            chars += [_char_scores(out, i, t) for i, t in enumerate(out.txts or ())]
-        return choose_plate(lines, chars)
+        """Detect text at up to :data:`FAST_DET_SIDE` pixels, read each box cut from ``image`` with a margin."""
+        return self._read_boxes(image, FAST_DET_SIDE, BOX_MARGIN, cv2.INTER_LINEAR, 0.0)
 
     def read_full(self, image: BgrImage) -> PlateReading | None:
-        """One detection + recognition pass at up to :data:`DET_MAX_SIDE` pixels."""
-        out = self._engine()(
-            image, use_det=True, use_cls=False, use_rec=True, return_word_box=True, return_single_char_box=True
-        )
-        txts = out.txts or ()
-        scores = out.scores or ()
-        boxes = out.boxes if out.boxes is not None else [None] * len(txts)
-        lines: list[tuple[str, float, Box | None]] = []
-        for t, s, b in zip(txts, scores, boxes, strict=False):
-            box = None if b is None else tuple((float(p[0]), float(p[1])) for p in np.asarray(b))
-            lines.append((t, float(s), box))
-        return choose_plate(lines, [_char_scores(out, i, t) for i, t in enumerate(txts)])
+        """Detect text at up to :data:`DET_MAX_SIDE` pixels, read each box as found (PP-OCR's own crop)."""
+        return self._read_boxes(image, DET_MAX_SIDE, (0.0, 0.0), cv2.INTER_CUBIC, FULL_MIN_LINE_SCORE)
+
+    def _read_boxes(
+        self, image: BgrImage, det_side: int, margin: tuple[float, float], interpolation: int, min_score: float
+    ) -> PlateReading | None:
+        cuts: list[tuple[BgrImage, Box]] = []
+        for quad in self._det().detect(image, det_side):
+            crop = _cut(image, quad, margin, interpolation)
+            if crop is not None:
+                cuts.append((crop, tuple((float(x), float(y)) for x, y in quad)))
+        lines = self._rec().read([c for c, _ in cuts])
+        kept = [
+            (ln, box) for ln, (_, box) in zip(lines, cuts, strict=True) if ln.text.strip() and ln.score >= min_score
+        ]
+        return choose_plate([(ln.text, ln.score, box) for ln, box in kept], [ln.char_scores for ln, _ in kept])
 
 
-def _char_scores(out: Any, i: int, text: str) -> list[float] | None:
-    """The recogniser's per-character scores of line ``i`` (RapidOCR's ``word_results``), if they fit ``text``.
-
-    A recognition-only call gives a ``WordInfo`` with ``confs``; a full call with single-character boxes
-    gives ``(char, score, box)`` triples. Blanks carry no score.
-    """
-    words = getattr(out, "word_results", None)
-    if not words or i >= len(words):
-        return None
-    item = words[i]
-    confs = getattr(item, "confs", None)
-    if confs is None and isinstance(item, tuple | list):
-        confs = [c[1] for c in item if isinstance(c, tuple | list) and len(c) >= 2]
-    if confs is None:
-        return None
-    scores = [float(c) for c in confs]
-    bare = [c for c in text if not c.isspace()]
-    if len(scores) == len(text):
-        return scores
-    if len(scores) != len(bare):
-        return None
-    it = iter(scores)
-    return [1.0 if c.isspace() else next(it) for c in text]
-
-
-def _cut(image: BgrImage, quad: np.ndarray) -> BgrImage | None:
-    """The text box ``quad`` (4 corners, clockwise from top-left) rectified, with a margin."""
+def _cut(
+    image: BgrImage, quad: np.ndarray, margin: tuple[float, float] = BOX_MARGIN, interpolation: int = cv2.INTER_LINEAR
+) -> BgrImage | None:
+    """The text box ``quad`` (4 corners, clockwise from top-left) rectified, with ``margin`` (shares of
+    its height, left/right and top/bottom)."""
     tl, tr, br, bl = quad
     width = float(max(np.linalg.norm(tr - tl), np.linalg.norm(br - bl)))
     height = float(max(np.linalg.norm(bl - tl), np.linalg.norm(br - tr)))
     if width < 8 or height < 4:
         return None
-    px, py = BOX_MARGIN[0] * height, BOX_MARGIN[1] * height
+    px, py = margin[0] * height, margin[1] * height
     out_w, out_h = round(width + 2 * px), round(height + 2 * py)
     dst = np.array([[px, py], [px + width, py], [px + width, py + height], [px, py + height]], np.float32)
     matrix = cv2.getPerspectiveTransform(quad.astype(np.float32), dst)
-    crop = cv2.warpPerspective(image, matrix, (out_w, out_h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    crop = cv2.warpPerspective(image, matrix, (out_w, out_h), flags=interpolation, borderMode=cv2.BORDER_REPLICATE)
     out: BgrImage = np.asarray(crop, dtype=np.uint8)
     return out
