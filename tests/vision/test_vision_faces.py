@@ -14,8 +14,9 @@ from vision_fixtures import (  # noqa: F401  (pytest fixtures, registered by nam
     fixture_load_face,
 )
 
-from vision.face import FacePipeline, NoFaceError, align_face
+from vision.face import FAST_DETECT_SIDE, FAST_MIN_FACE, FacePipeline, NoFaceError, YuNetDetector, align_face
 from vision.gallery import DEFAULT_THRESHOLD, FaceGallery, cosine_similarity
+from vision.models import find_face_models
 
 Loader = Callable[[str], np.ndarray]
 
@@ -97,6 +98,25 @@ def test_landmarks_land_on_the_template(face_pipeline: FacePipeline, load_face: 
     border = cv2.copyMakeBorder(aligned, 56, 56, 56, 56, cv2.BORDER_CONSTANT, value=(0, 0, 0))
     padded = np.asarray(border, np.uint8)
     assert face_pipeline.detect(padded)
+
+
+def test_small_face_is_looked_for_again_only_around_itself(face_pipeline: FacePipeline, load_face: Loader) -> None:
+    # obama3's face is ~39 px wide at 320 px: below FAST_MIN_FACE, so it is detected again at full
+    # detail, but only in the region around it; that finds the full-frame detection's face.
+    image = load_face("obama3.jpg")
+    s = 640 / max(image.shape[:2])
+    frame = np.asarray(cv2.resize(image, None, fx=s, fy=s, interpolation=cv2.INTER_AREA), np.uint8)
+    detector = YuNetDetector(find_face_models()[0])
+    coarse = detector.detect(frame, FAST_DETECT_SIDE)[0]
+    assert coarse.box[2] * FAST_DETECT_SIDE / 640 < FAST_MIN_FACE
+    full = detector.detect(frame)[0]
+    near = detector.detect_near(frame, coarse.box)[0]
+    assert np.allclose(near.box, full.box, atol=0.1 * full.box[2]), (near.box, full.box)
+    assert np.abs(near.landmarks - full.landmarks).max() < 0.05 * full.box[2]
+    door = face_pipeline.largest_face(frame).embedding
+    assert cosine_similarity(door, face_pipeline.embed_detection(frame, full)) > 0.95
+    # A box at the frame's edge only searches what is inside the frame; an empty region finds nothing.
+    assert detector.detect_near(frame, (-50.0, -50.0, 10.0, 10.0)) == []
 
 
 def test_no_face_is_an_error(face_pipeline: FacePipeline) -> None:
