@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import itertools
 import json
 import os
 import platform
@@ -51,7 +52,7 @@ from anfang.services import AccessFeed, open_services
 from bench.vision_before import RapidOcrPlateReader
 from registry.store import Registry
 from twins.hooks import DeviceEvent
-from vision.face import FacePipeline
+from vision.face import FAST_DETECT_SIDE, FAST_MIN_FACE, FacePipeline, FloatArray
 from vision.gallery import FaceGallery
 from vision.images import BgrImage, encode_jpeg
 from vision.plate_synth import SceneParams, random_plate, render_plate, render_scene
@@ -60,6 +61,16 @@ from vision.service import VisionService, default_workers
 
 FACE_DIR = Path(".cache/testdata/faces")
 FACE_FILES = ["obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg", "t1.jpg", "obama_partial_face.jpg"]
+#: The photos of the face accuracy test (tests/vision/test_vision_faces.py), for :func:`face_pairs`.
+PAIR_FILES = [
+    "obama.jpg",
+    "obama2.jpg",
+    "obama3.jpg",
+    "obama_partial_face.jpg",
+    "obama_partial_face2.jpg",
+    "biden.jpg",
+    "Tom_Hanks_54745.png",
+]
 
 
 def pct(values: list[float], q: float) -> float:
@@ -172,12 +183,47 @@ def _interleaved(variants: dict[str, Callable[[Any], Any]], inputs: list[Any], r
     }
 
 
+def dec02_largest_face(pipe: FacePipeline, frame: BgrImage) -> FloatArray:
+    """The door path of 2026-12-02: a face too small at 320 px sent the whole frame through at 640."""
+    dets = pipe.detect(frame, FAST_DETECT_SIDE)
+    scale = min(1.0, FAST_DETECT_SIDE / max(frame.shape[:2]))
+    if not dets or dets[0].box[2] * scale < FAST_MIN_FACE:
+        dets = pipe.detect(frame)
+    return pipe.embed_detection(frame, dets[0])
+
+
+def face_pairs(pipe: FacePipeline, door: Callable[[BgrImage], FloatArray]) -> dict[str, float]:
+    """Accuracy of a door path on the test photos (as tests/vision/test_vision_faces.py): every pair of
+    door templates of the same person (genuine) and of different people (impostor); cosine figures."""
+    people = {"biden.jpg": "biden", "Tom_Hanks_54745.png": "hanks"}
+    templates = [(people.get(name, "obama"), door(_photo(name))) for name in PAIR_FILES]
+    templates += [(f"t1-{i}", f.embedding) for i, f in enumerate(pipe.faces(_photo("t1.jpg")))]
+    genuine: list[float] = []
+    impostor: list[float] = []
+    for (pa, ta), (pb, tb) in itertools.combinations(templates, 2):
+        (genuine if pa == pb else impostor).append(float(ta @ tb))
+    return {
+        "genuine_min": round(min(genuine), 4),
+        "genuine_mean": round(statistics.fmean(genuine), 4),
+        "impostor_max": round(max(impostor), 4),
+        "pairs": len(genuine) + len(impostor),
+    }
+
+
+def _photo(name: str) -> BgrImage:
+    img = cv2.imread(str(FACE_DIR / name), cv2.IMREAD_COLOR)
+    if img is None:
+        sys.exit(f"missing {FACE_DIR / name}: run `bash scripts/fetch-vision-testdata.sh` first")
+    return np.asarray(img, np.uint8)
+
+
 def bench_speedups(frames: list[BgrImage], rounds: int, plate_rounds: int) -> dict[str, Any]:
     """Each throughput change of issue 21.5 against the pipeline before it, in one run, one thread.
 
     face: ``before`` = detect at 640 px + SFace in onnxruntime (the pipeline until 2026-12-02);
-    ``detect_320`` = only the two-size detection; ``sface_opencv`` = only SFace in OpenCV's DNN;
-    ``after`` = both, as :meth:`FacePipeline.largest_face` now runs. plate: ``before`` = one PP-OCR
+    ``dec02`` = detect at 320 px, the whole frame again at 640 px when the face is small there, SFace
+    in OpenCV (until 2026-12-03); ``after`` = :meth:`FacePipeline.largest_face` (a small face is
+    looked for again only in its region). plate: ``before`` = one PP-OCR
     pass at up to 960 px (until 2026-12-02); ``rapidocr`` = the shrunk detection first, through
     RapidOCR's engine (:mod:`bench.vision_before`, until 2026-12-03); ``after`` =
     :meth:`PlateReader.read` (the same passes, detector in OpenCV, recogniser lines 224 wide).
@@ -195,17 +241,21 @@ def bench_speedups(frames: list[BgrImage], rounds: int, plate_rounds: int) -> di
 
         return run
 
+    def whole_frame_again(frame: BgrImage) -> Any:
+        return dec02_largest_face(new_pipe, frame)
+
     faces = _interleaved(
         {
             "before": full_detect(ort_pipe),
-            "detect_320": ort_pipe.largest_face,
-            "sface_opencv": full_detect(new_pipe),
+            "dec02": whole_frame_again,
             "after": new_pipe.largest_face,
         },
         frames,
         rounds,
     )
     faces["backend_after"] = new_pipe.backend
+    faces["pairs_dec02"] = face_pairs(new_pipe, lambda f: dec02_largest_face(new_pipe, f))
+    faces["pairs_after"] = face_pairs(new_pipe, lambda f: new_pipe.largest_face(f).embedding)
     agree = [float(ort_pipe.largest_face(f).embedding @ new_pipe.largest_face(f).embedding) for f in frames]
     faces["template_cosine_before_vs_after_min"] = round(min(agree), 4)
 
@@ -493,13 +543,19 @@ def print_speedups(sp: dict[str, Any]) -> None:
     """The before/after table."""
     print(
         f"speed-ups, one thread, interleaved (load {sp['load_average_1m']}, OpenCV threads {sp['opencv_threads']}); "
-        f"SFace after: {sp['face']['backend_after']}, templates before vs after cos >= "
+        f"SFace after: {sp['face']['backend_after']}, its templates vs onnxruntime's cos >= "
         f"{sp['face']['template_cosine_before_vs_after_min']}; plate detector after: {sp['plate']['detector_after']}"
     )
+    for name in ("dec02", "after"):
+        x = sp["face"][f"pairs_{name}"]
+        print(
+            f"face {name} on the test photos ({x['pairs']} pairs): genuine cos min {x['genuine_min']}, "
+            f"mean {x['genuine_mean']}; impostor max {x['impostor_max']}"
+        )
     print(f"{'variant':22} {'wall p50':>9} {'cpu p50':>9} {'wall p90':>9} {'wall p99':>9}  note")
     for kind in ("face", "plate"):
         for name, x in sp[kind].items():
-            if not isinstance(x, dict):
+            if not isinstance(x, dict) or name.startswith("pairs_"):
                 continue
             note = f"{x['exact']}/{x['total']} exact" if "exact" in x else ""
             label = f"{kind} {name}"
@@ -556,8 +612,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-platform", action="store_true", help="skip the run through the real platform")
     ap.add_argument("--speedups-only", action="store_true", help="only the before/after table of the speed-ups")
     ap.add_argument("--runs", type=int, default=1, help="with --speedups-only: repeat the table this many times")
+    ap.add_argument("--opencv-threads", type=int, default=None, help="cv2.setNumThreads (default: OpenCV's own)")
     args = ap.parse_args(argv)
     rounds, plate_rounds, seconds = (20, 10, 4.0) if args.quick else (100, 40, 10.0)
+    if args.opencv_threads is not None:
+        cv2.setNumThreads(args.opencv_threads)
 
     frames = load_faces()
     res: dict[str, Any] = {

@@ -345,9 +345,9 @@ class FacePipeline:
         self._detector()
         self._get_embedder()
 
-    def detect(self, image: BgrImage) -> list[FaceDetection]:
-        """All faces, largest first."""
-        return self._detector().detect(image)
+    def detect(self, image: BgrImage, max_side: int = MAX_DETECT_SIDE) -> list[FaceDetection]:
+        """All faces (looked for at most ``max_side`` pixels wide or high), largest first."""
+        return self._detector().detect(image, max_side)
 
     def embed_detection(self, image: BgrImage, detection: FaceDetection) -> FloatArray:
         """Template of one detected face."""
