@@ -13,6 +13,7 @@ fields), :mod:`anfang.recent_events` (event de-duplication) and the pure :mod:`a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -94,6 +95,7 @@ class Platform:
         self._arrivals: deque[tuple[Inbound, Callable[[], None]]] = deque()
         self._arrived = asyncio.Event()
         self._inbox_warn, self._warned_at, self._reading_paused = inbox_size, 0.0, False
+        self._draining = False  # handing off: read nothing more from the broker
         self._write_lock = asyncio.Lock()
         self._devices: dict[str, DeviceInfo] = {}
         self._twins: dict[str, TwinDocument] = {}
@@ -176,7 +178,7 @@ class Platform:
                 self._arrived.clear()
                 await self._arrived.wait()
             batch = [self._arrivals.popleft() for _ in range(min(len(self._arrivals), self._batch_max))]
-            if self._reading_paused and len(self._arrivals) < self._inbox_warn // 2:
+            if self._reading_paused and not self._draining and len(self._arrivals) < self._inbox_warn // 2:
                 self._reading_paused = False
                 self.link.pause_reading(False)
             outcome = await self._apply_batch([msg for msg, _ in batch])
@@ -333,6 +335,18 @@ class Platform:
         """Wait until ``predicate(self)`` holds after some commit (for tests and tools)."""
         async with asyncio.timeout(timeout), self._committed:
             await self._committed.wait_for(lambda: predicate(self))
+
+    async def drain(self, timeout: float) -> int:
+        """Stop reading from the broker and wait until what was read has committed and been acknowledged
+        (a partition handed off to another worker); returns how many messages that was. What is still
+        unread after ``timeout`` stays unacknowledged, so the broker redelivers it to the next owner."""
+        self._draining = self._reading_paused = True
+        self.link.pause_reading(True)
+        pending = len(self._arrivals)
+        with contextlib.suppress(TimeoutError):
+            await self.wait_until(lambda p: not p._arrivals, timeout)
+        # the ingest loop acknowledges a batch right after the commit that notified us, before it yields
+        return pending - len(self._arrivals)
 
     def forget(self, device_id: str) -> None:
         """Drop a deleted device from this worker's caches (the registry no longer has it)."""

@@ -46,6 +46,8 @@ from registry.store import Registry, TwinStore
 
 log = logging.getLogger(__name__)
 
+DRAIN_S = 5.0  # a hand-off waits this long for what the partition has read to commit; the rest is redelivered
+
 
 def check_partitioned(settings: Settings) -> None:
     """Several active workers need what they share: an external MQTT 5 broker."""
@@ -136,11 +138,19 @@ class Crew:
     async def _hand_off(self, part: int) -> None:
         """Stop serving ``part`` so that its new owner can take it: stop consuming, disconnect (what was not
         acknowledged stays in the partition's session for the new owner), release the lease, mark it."""
-        _, task = self.serving.pop(part)
+        worker, task = self.serving.pop(part)
+        drained = 0
+        if worker.platform is not None and not task.done():
+            drained = await worker.platform.drain(DRAIN_S)
         task.cancel()
         await asyncio.wait([task])
         await self.members.mark_holder(part, False)
-        log.info("handed partition %d of site %s off", part, self.settings.site)
+        log.info(
+            "handed partition %d of site %s off (%d messages committed while draining)",
+            part,
+            self.settings.site,
+            drained,
+        )
 
 
 class PartitionWorker:
@@ -161,6 +171,7 @@ class PartitionWorker:
         self.part, self.services_factory, self.readiness = part, services_factory, readiness
         self.partitions, self.members = settings.workers.partitions, members
         self.new_devices = asyncio.Event()  # set when a device of the site was announced
+        self.platform: Platform | None = None  # while serving
 
     def owns(self, device: DeviceInfo) -> bool:
         return partition_of(device, self.partitions) == self.part
@@ -245,8 +256,10 @@ class PartitionWorker:
                 len(owned),
                 " (leader: rules, access, telemetry)" if leader else "",
             )
+            self.platform = platform
             try:
                 with self.readiness.serving(platform) if self.readiness else contextlib.nullcontext():
                     await platform.run()
             finally:
+                self.platform = None
                 await link.stop()
