@@ -228,10 +228,10 @@ def devices_add(
     secret = _with_registry(settings, lambda r: r.add_device(site or settings.site, device_id, kind, name, position))
     typer.echo(f"added {device_id} ({kind}) at site {site or settings.site}")
     if secret and settings.workers.partitions > 1:
-        from anfang.workers import announce_new_device
+        from anfang.workers import announce_new_devices
 
         # the secret only once the device's partition owner listens to it: its first message is served
-        part = _run(announce_new_device(settings, site or settings.site, device_id))
+        part = (_run(announce_new_devices(settings, site or settings.site, [device_id])) or {}).get(device_id)
         if part is None:
             typer.echo(f"warning: no worker serves {device_id} yet; its messages before one does are lost", err=True)
         else:

@@ -16,6 +16,7 @@ and, after the broker's SUBACK, records it in ``served_devices``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 from collections.abc import Callable, Sequence
@@ -144,20 +145,24 @@ async def announce_device(conn: asyncpg.Connection, site: str) -> None:
     await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, site)
 
 
-async def wait_served(conn: asyncpg.Connection, site: str, device_id: str, timeout: float) -> int | None:
-    """The partition serving ``device_id`` once its owner has subscribed to it; ``None`` after ``timeout``,
-    or at once when no worker of the site is alive (the first to start subscribes to every device)."""
+async def wait_served(conn: asyncpg.Connection, site: str, device_ids: Sequence[str], timeout: float) -> dict[str, int]:
+    """The partition serving each of ``device_ids`` whose owner has subscribed to it, once all are or
+    ``timeout`` has passed; at once when no worker of the site is alive (the first to start subscribes
+    to every device)."""
     alive = await conn.fetchval(f"SELECT COUNT(*) FROM site_workers WHERE site = $1 AND expires_at > {_NOW}", site)
+    served: dict[str, int] = {}
     if not alive:
-        return None
-    try:
+        return served
+    with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(timeout):
             while True:
-                part = await conn.fetchval(
-                    "SELECT part FROM served_devices WHERE site = $1 AND device_id = $2", site, device_id
+                rows = await conn.fetch(
+                    "SELECT device_id, part FROM served_devices WHERE site = $1 AND device_id = ANY($2::text[])",
+                    site,
+                    list(device_ids),
                 )
-                if part is not None:
-                    return int(part)
+                served = {str(r["device_id"]): int(r["part"]) for r in rows}
+                if len(served) == len(set(device_ids)):
+                    return served
                 await asyncio.sleep(0.1)  # polling another process's progress through the database
-    except TimeoutError:
-        return None
+    return served

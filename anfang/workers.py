@@ -19,7 +19,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 
 from anfang.app import Services, ServicesFactory, make_platform, open_registry, prepare_site
@@ -91,17 +91,17 @@ async def run_partitioned_worker(
             await crew.run()
 
 
-async def announce_new_device(settings: Settings, site: str, device_id: str) -> int | None:
-    """After registering a device of a partitioned site: tell the workers and wait until the owner of its
-    partition has subscribed to its topics, so that its first message is served. Returns the partition,
-    or ``None`` when no worker confirmed within ``workers.provision_wait_s`` (or the site is not
-    partitioned: one worker subscribes to every device by wildcard)."""
-    if settings.workers.partitions <= 1 or not is_postgres(settings.db_url):
+async def announce_new_devices(settings: Settings, site: str, device_ids: Sequence[str]) -> dict[str, int] | None:
+    """After registering devices of a partitioned site: tell the workers and wait until the owners of their
+    partitions have subscribed to their topics, so that their first messages are served. Returns the
+    partition of each device confirmed within ``workers.provision_wait_s``, or ``None`` when the site is
+    not partitioned (one worker subscribes to every device by wildcard)."""
+    if settings.workers.partitions <= 1 or not is_postgres(settings.db_url) or not device_ids:
         return None
     conn = await connect(settings.db_url)
     try:
         await announce_device(conn, site)
-        return await wait_served(conn, site, device_id, settings.workers.provision_wait_s)
+        return await wait_served(conn, site, device_ids, settings.workers.provision_wait_s)
     finally:
         await conn.close()
 
