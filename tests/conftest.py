@@ -6,7 +6,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 from platform_kit import Stack, running_platform
+
+# Property tests judge behaviour, never speed: on a busy CI machine a slow example or slow input
+# generation is the scheduler's doing, not a failure.
+settings.register_profile("ci", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("ci")
 
 
 @pytest.fixture(params=["amqtt", "mosquitto"])
