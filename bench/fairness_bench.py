@@ -84,8 +84,8 @@ def _flood(port: int, secret: str, rate: int) -> Iterator[None]:
         yield
     finally:
         stop.set()
+        proc.kill()  # first: a feeder blocked on a full pipe (the broker pushing back) then gets EPIPE
         feeder.join()
-        proc.kill()
         proc.wait()
 
 

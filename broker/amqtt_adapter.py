@@ -33,6 +33,16 @@ protocol handler. What this module changes, and why:
 * **Retained messages** (:func:`_retained_for_own_subscriptions`): a connecting client gets the
   retained messages of its own subscriptions only, not of every client's, at the right QoS.
 * **Subscription table** (:class:`SnapshotDict`): may change while amqtt iterates it across awaits.
+* **Fair intake** (:class:`_FramedClass`, :class:`EdgeHandler`): a connection has at most
+  ``intake_bound`` PUBLISH packets read but not yet handed on (ingested and in its session's
+  delivery queue, itself bounded to as many); beyond that its socket is not read until one is, so
+  TCP pushes back on a flooding client, and another client's message never queues behind more than
+  that many of the flooder's (amqtt read every packet at once, a task each, into unbounded queues).
+* **Bounded outgoing queues** (:func:`_run_broadcast`, :meth:`EdgeHandler.deliver`): a client that
+  reads slowly has at most ``qos0_queue`` QoS 0 and ``max_queued`` QoS 1/2 deliveries pending, and an
+  offline persistent session at most ``max_queued`` queued messages (Mosquitto's
+  ``max_queued_messages``); a message beyond is dropped, counted and logged (amqtt kept a task per
+  message without limit).
 """
 
 from __future__ import annotations
@@ -53,12 +63,12 @@ from amqtt.contexts import Action
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
 from amqtt.mqtt import packet_class
 from amqtt.mqtt.connack import NOT_AUTHORIZED, UNACCEPTABLE_PROTOCOL_VERSION, ConnackPacket
-from amqtt.mqtt.packet import CONNECT, MQTTFixedHeader
+from amqtt.mqtt.packet import CONNECT, PUBLISH, MQTTFixedHeader
 from amqtt.mqtt.protocol import handler as amqtt_handler
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.mqtt.publish import PublishPacket
 from amqtt.mqtt.pubrel import PubrelPacket
-from amqtt.session import OUTGOING, Session
+from amqtt.session import INCOMING, OUTGOING, Session
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +78,10 @@ KEEPALIVE_FACTOR = 1.5  # [MQTT-3.1.2-24]: disconnect after one and a half keepa
 CONNECT_DEADLINE_S = 30.0  # a connection that sends no complete CONNECT within this is closed
 # a packet is its payload plus the topic (at most 64 KiB) and a few header bytes
 PACKET_OVERHEAD = 65_536 + 16
+# fair delivery (issue 20 item 5): per connection, what may wait before the broker pushes back or drops
+INTAKE_BOUND = 8  # PUBLISH packets read and not yet handed on; then the socket is not read
+QOS0_QUEUE = 100  # QoS 0 deliveries to a slow reader; newer ones are dropped
+MAX_QUEUED = 1000  # QoS 1/2 deliveries pending or queued offline, as Mosquitto's max_queued_messages default
 
 DirectIngest = Callable[[str, str, bytes], Awaitable[None]]  # (client id, topic, payload)
 
@@ -99,6 +113,24 @@ class EdgePolicy:
     closed_violations: int = 0
     closed_keepalive: int = 0
     refused_protocol: int = 0
+    intake_bound: int = INTAKE_BOUND
+    qos0_queue: int = QOS0_QUEUE
+    max_queued: int = MAX_QUEUED
+    intake_paused: int = 0  # times a connection's reading waited for its earlier messages
+    dropped_qos0: int = 0
+    dropped_queued: int = 0
+
+    def dropped(self, kind: str, client_id: str) -> None:
+        """Count a message dropped for a full queue; logged at the first and then every thousandth."""
+        total = self.dropped_qos0 + self.dropped_queued
+        if kind == "qos0":
+            self.dropped_qos0 += 1
+        else:
+            self.dropped_queued += 1
+        if total % 1000 == 0:
+            log.warning(
+                "dropped a message for %s: its %s queue is full (%d dropped in all)", client_id, kind, total + 1
+            )
 
 
 _POLICY_ATTR = "anfang_edge_policy"
@@ -215,7 +247,7 @@ class _FramedClass:
         policy: EdgePolicy | None = getattr(reader, "policy", None)
         try:
             body = await read_frame_body(reader, fixed_header, policy.max_packet if policy else None)
-            return await parse_frame(self._cls, fixed_header, body)
+            packet = await parse_frame(self._cls, fixed_header, body)
         except PacketTooLarge:
             if policy is not None:
                 policy.closed_oversized += 1
@@ -224,6 +256,13 @@ class _FramedClass:
             if policy is not None:
                 policy.closed_violations += 1
             raise
+        intake: asyncio.Semaphore | None = getattr(reader, "intake", None)
+        if intake is not None and fixed_header.packet_type == PUBLISH:
+            # released by EdgeHandler.handle_publish; until then this connection's socket is not read
+            if intake.locked() and policy is not None:
+                policy.intake_paused += 1
+            await intake.acquire()
+        return packet
 
 
 def _framed_packet_class(fixed_header: MQTTFixedHeader) -> Any:
@@ -236,6 +275,7 @@ class _LimitedReader(ReaderAdapter):  # type: ignore[misc]  # amqtt ships no typ
 
     def __init__(self, inner: ReaderAdapter, policy: EdgePolicy) -> None:
         self._inner, self.policy = inner, policy
+        self.intake = asyncio.Semaphore(policy.intake_bound)
 
     async def read(self, n: int = -1) -> bytes:
         return await self._inner.read(n)  # type: ignore[no-any-return]  # amqtt ships no type information
@@ -348,11 +388,43 @@ class EdgeHandler(BrokerProtocolHandler):  # type: ignore[misc]  # amqtt ships n
     """amqtt's broker-side connection handler with keepalive expiry, packet limits, publish checks
     and durable outgoing QoS 1/2 flows."""
 
+    _intake: asyncio.Semaphore | None = None
+    _pending_qos0 = 0
+    _pending_queued = 0
+
     def attach(self, session: Session, reader: ReaderAdapter, writer: WriterAdapter) -> None:
         policy = _policy(self.plugins_manager)
         if policy is not None and not isinstance(reader, _LimitedReader):
             reader = _LimitedReader(reader, policy)
+        if isinstance(reader, _LimitedReader):
+            self._intake = reader.intake
+            queue = session.delivered_message_queue
+            if queue.maxsize == 0 and queue.empty():  # amqtt's is unbounded; handle_publish waits for room
+                session.delivered_message_queue = asyncio.Queue(reader.policy.intake_bound)
         super().attach(session, reader, writer)
+
+    def deliver(self, topic: str, data: Any, qos: int, retain: bool) -> asyncio.Future[Any] | None:
+        """Send a message to this client as a task, or drop it (counted) when its queue is full."""
+        policy = _policy(self.plugins_manager)
+        if policy is not None and self.session is not None:
+            full = self._pending_qos0 >= policy.qos0_queue if qos == 0 else self._pending_queued >= policy.max_queued
+            if full:
+                policy.dropped("qos0" if qos == 0 else "queued", self.session.client_id)
+                return None
+        return asyncio.ensure_future(self._tracked(self.mqtt_publish(topic, data, qos, retain), qos))
+
+    async def _tracked(self, publish: Awaitable[Any], qos: int) -> None:
+        if qos == 0:
+            self._pending_qos0 += 1
+        else:
+            self._pending_queued += 1
+        try:
+            await publish
+        finally:
+            if qos == 0:
+                self._pending_qos0 -= 1
+            else:
+                self._pending_queued -= 1
 
     def _close_from_reader(self) -> None:
         """End the reader loop as if the connection dropped: amqtt then publishes the will."""
@@ -368,15 +440,34 @@ class EdgeHandler(BrokerProtocolHandler):  # type: ignore[misc]  # amqtt ships n
         self._close_from_reader()
 
     async def handle_publish(self, packet: PublishPacket) -> None:
-        session, topic = self.session, packet.topic_name
-        if session is None or topic is None or packet.data is None:
+        intake, self_release = self._intake, True
+        try:
+            session, topic = self.session, packet.topic_name
+            if session is None or topic is None or packet.data is None:
+                return
+            policy = _policy(self.plugins_manager)
+            if policy is not None and policy.ingest is not None:
+                # amqtt acknowledges a PUBLISH once queued in memory; a crash right after would lose it, so
+                # the platform's messages are committed first, then amqtt acknowledges and routes them
+                await policy.ingest(session.client_id, topic, bytes(packet.data))
+            if packet.qos == 2 and intake is not None:
+                # its flow waits for the client's PUBREL, which the reader must be free to read
+                self_release = False
+                intake.release()
+            await super().handle_publish(packet)  # QoS 0/1: waits for room in the bounded delivery queue
+        finally:
+            if intake is not None and self_release:
+                intake.release()
+
+    async def _handle_qos0_message_flow(self, app_message: Any) -> None:
+        session = self.session
+        if app_message.direction != INCOMING or session is None or app_message.publish_packet is None:
+            await super()._handle_qos0_message_flow(app_message)
             return
-        policy = _policy(self.plugins_manager)
-        if policy is not None and policy.ingest is not None:
-            # amqtt acknowledges a PUBLISH once queued in memory; a crash right after would lose it, so
-            # the platform's messages are committed first, then amqtt acknowledges and routes them
-            await policy.ingest(session.client_id, topic, bytes(packet.data))
-        await super().handle_publish(packet)
+        if app_message.publish_packet.dup_flag:  # [MQTT-3.3.1-2], ignored as amqtt does
+            return
+        # amqtt dropped it when the queue was full (put_nowait); waiting keeps the intake bound lossless
+        await session.delivered_message_queue.put(app_message)
 
     async def _handle_qos1_message_flow(self, app_message: Any) -> None:
         if app_message.direction != OUTGOING or self.session is None:
@@ -464,11 +555,28 @@ async def _run_broadcast(self: Broker, running_tasks: Any) -> None:
                 continue
             connected = target.transitions.state == "connected"
             if not connected and not target.clean_session and qos in (1, 2) and not target.is_anonymous:
-                await self._retain_broadcast_message(broadcast, qos, target)  # queued for the offline session
+                await _queue_offline(self, broadcast, qos, target)
                 continue
             handler = self._get_handler(target) if connected else None
-            if handler is not None:
-                running_tasks.append(asyncio.ensure_future(handler.mqtt_publish(topic, broadcast["data"], qos, False)))
+            task = _deliver(handler, topic, broadcast["data"], qos) if handler is not None else None
+            if task is not None:
+                running_tasks.append(task)
+
+
+def _deliver(handler: Any, topic: str, data: Any, qos: int) -> asyncio.Future[Any] | None:
+    if isinstance(handler, EdgeHandler):
+        bounded: asyncio.Future[Any] | None = handler.deliver(topic, data, qos, False)
+        return bounded
+    return asyncio.ensure_future(handler.mqtt_publish(topic, data, qos, False))  # type: ignore[no-any-return]  # amqtt untyped
+
+
+async def _queue_offline(self: Broker, broadcast: dict[str, Any], qos: int, target: Session) -> None:
+    """A message for an offline persistent session, unless its queue holds ``max_queued`` already."""
+    policy = _policy(self.plugins_manager)
+    if policy is not None and target.retained_messages.qsize() >= policy.max_queued:
+        policy.dropped("queued", target.client_id)
+        return
+    await self._retain_broadcast_message(broadcast, qos, target)
 
 
 async def _publish_session_queue(self: Broker, session: Session) -> None:
@@ -535,6 +643,8 @@ def _install() -> None:
         (BrokerProtocolHandler, "handle_read_timeout"),
         (BrokerProtocolHandler, "_handle_qos1_message_flow"),
         (BrokerProtocolHandler, "_handle_qos2_message_flow"),
+        (BrokerProtocolHandler, "_handle_qos0_message_flow"),
+        (Broker, "_retain_broadcast_message"),
         (Broker, "_publish_retained_messages_for_subscription"),
         (Broker, "_handle_message_delivery"),
         (Broker, "_broadcast_message"),

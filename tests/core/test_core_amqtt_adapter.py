@@ -3,14 +3,17 @@ embedded broker and raw MQTT packets where no client library would send them."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import socket
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
 
-from mqtt_raw import Raw, connect, packet, publish, string, varint
+from mqtt_raw import PUBACK, SUBACK, Raw, connect, packet, publish, string, subscribe, varint
 from testkit import Device, free_port
 
 from broker.acl import Identity, Role
-from broker.amqtt_adapter import SnapshotDict, connect_protocol
+from broker.amqtt_adapter import SnapshotDict, broker_sessions, connect_protocol
 from broker.embedded import EmbeddedBroker
 
 
@@ -147,3 +150,104 @@ async def test_a_device_publish_waits_for_the_platform_instead_of_being_lost() -
         assert (puback.kind, puback.packet_id) == (4, 7)
         assert taken == [("anfang/s/door-1/twin/reported", b'{"seq": 1}')]
         raw.close()
+
+
+async def _until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Wait for ``condition`` on the broker's state (checked as the broker's tasks run)."""
+    async with asyncio.timeout(timeout):
+        while not condition():  # noqa: ASYNC110 - the broker's counters and sessions offer nothing to wait on
+            await asyncio.sleep(0.01)
+
+
+async def _connected(broker: EmbeddedBroker, client_id: str, *, clean: bool = True) -> Raw:
+    raw = await _open(broker)
+    await raw.send(connect(client_id, clean=clean))
+    assert (await raw.connack())[1] == 0
+    return raw
+
+
+async def test_a_flooding_connection_is_read_no_further_than_its_intake_bound_while_others_are_served() -> None:
+    async with _broker() as broker:
+        held, started = asyncio.Event(), Counter[str]()
+        reached: dict[int, asyncio.Event] = {broker.edge.intake_bound: asyncio.Event(), 500: asyncio.Event()}
+
+        async def ingest(client_id: str, topic: str, payload: bytes) -> None:
+            started[client_id] += 1
+            if client_id == "flood":
+                if started["flood"] in reached:
+                    reached[started["flood"]].set()
+                await held.wait()  # the platform is slow with this client's messages
+
+        broker.edge.ingest = ingest
+        flood = await _connected(broker, "flood")
+        flood.writer.write(b"".join(publish("anfang/f/x", b"%d" % i) for i in range(500)))  # QoS 0, not drained
+        bound = broker.edge.intake_bound
+        await asyncio.wait_for(reached[bound].wait(), 20)
+        # stock amqtt read all 500 at once, a task each; here the socket rests and TCP pushes back
+        calm = await _connected(broker, "calm")
+        await calm.send(publish("anfang/c/x", b"hi", qos=1, packet_id=7))
+        ack = await calm.next()
+        assert (ack.kind, ack.packet_id, started["calm"]) == (PUBACK, 7, 1)
+        assert started["flood"] == bound and broker.edge.intake_paused > 0
+        held.set()
+        await asyncio.wait_for(reached[500].wait(), 20)  # and not one of the flooder's QoS 0 messages is lost
+        for raw in (flood, calm):
+            raw.close()
+
+
+async def _slow_reader(broker: EmbeddedBroker, client_id: str, topic_filter: str, qos: int) -> Raw:
+    """A client that subscribes and then reads nothing, with a small receive buffer."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (broker.host, broker.port))
+    raw = Raw(*await asyncio.open_connection(sock=sock))
+    await raw.send(connect(client_id))
+    assert (await raw.connack())[1] == 0
+    await raw.send(subscribe(1, (topic_filter, qos)))
+    assert (await raw.next()).kind == SUBACK
+    return raw
+
+
+async def test_a_slow_reader_gets_a_bounded_queue_and_the_qos0_messages_beyond_are_dropped() -> None:
+    async with _broker(max_payload=64 * 1024) as broker:
+        broker.edge.qos0_queue = 10
+        slow = await _slow_reader(broker, "slow", "anfang/load/#", 0)
+        fast = Device(broker.host, broker.port, "fast", "pw", client_id="fast", will=False)
+        assert await fast.connect() == 0
+        await fast.subscribe("anfang/load/last")
+        publisher = await _connected(broker, "pub")
+        chunk = b"x" * 32 * 1024
+        for i in range(400):  # ~13 MB, beyond what the socket buffers and amqtt's writer take
+            await publisher.send(publish(f"anfang/load/{i}", chunk))
+        await _until(lambda: broker.edge.dropped_qos0 > 0)
+        _, handler = broker_sessions(broker._broker)["slow"]
+        assert handler._pending_qos0 <= broker.edge.qos0_queue
+        # a client reading at its own pace is not held up by the slow one
+        await publisher.send(publish("anfang/load/last", b"done"))
+        assert await fast.expect(r"^anfang/load/last$") == ("anfang/load/last", "done")
+        fast.close()
+        for raw in (slow, publisher):
+            raw.close()
+
+
+async def test_an_offline_persistent_session_queues_at_most_max_queued_messages() -> None:
+    async with _broker() as broker:
+        broker.edge.max_queued = 5
+        keeper = await _connected(broker, "keeper", clean=False)
+        await keeper.send(subscribe(1, ("anfang/q/#", 1)))
+        assert (await keeper.next()).kind == SUBACK
+        await keeper.send(packet(0xE0, b""))  # DISCONNECT: its session and subscription stay
+        keeper.close()
+        session, _ = broker_sessions(broker._broker)["keeper"]
+        await _until(lambda: not session.transitions.is_connected())
+        publisher = await _connected(broker, "pub")
+        for i in range(8):
+            await publisher.send(publish("anfang/q/x", b"%d" % i, qos=1, packet_id=i + 1))
+            assert (await publisher.next()).kind == PUBACK
+        await _until(lambda: broker.edge.dropped_queued == 3)
+        keeper = await _connected(broker, "keeper", clean=False)
+        received = [(await keeper.next()).payload for _ in range(5)]
+        assert received == [b"0", b"1", b"2", b"3", b"4"]  # the oldest kept, in order; the newest dropped
+        for raw in (keeper, publisher):
+            raw.close()
