@@ -403,6 +403,20 @@ class EdgeHandler(BrokerProtocolHandler):  # type: ignore[misc]  # amqtt ships n
                 session.delivered_message_queue = asyncio.Queue(reader.policy.intake_bound)
         super().attach(session, reader, writer)
 
+    async def stop(self) -> None:
+        # Python 3.11's wait_for (amqtt's read of each packet header) can swallow a cancellation that
+        # races with a completed read; the reader then read on, and parked at its intake bound it
+        # would never end (its handler's stop waited for it for ever): cancel until it stops
+        reader = self._reader_task
+        while reader is not None and reader is not asyncio.current_task() and not reader.done():
+            if self._reader_stopped.is_set():
+                break
+            reader.cancel()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.1):
+                    await self._reader_stopped.wait()
+        await super().stop()
+
     def deliver(self, topic: str, data: Any, qos: int, retain: bool) -> asyncio.Future[Any] | None:
         """Send a message to this client as a task, or drop it (counted) when its queue is full."""
         policy = _policy(self.plugins_manager)
@@ -644,6 +658,7 @@ def _install() -> None:
         (BrokerProtocolHandler, "_handle_qos1_message_flow"),
         (BrokerProtocolHandler, "_handle_qos2_message_flow"),
         (BrokerProtocolHandler, "_handle_qos0_message_flow"),
+        (BrokerProtocolHandler, "stop"),
         (Broker, "_retain_broadcast_message"),
         (Broker, "_publish_retained_messages_for_subscription"),
         (Broker, "_handle_message_delivery"),

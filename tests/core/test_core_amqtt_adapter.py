@@ -13,7 +13,7 @@ from mqtt_raw import PUBACK, SUBACK, Raw, connect, packet, publish, string, subs
 from testkit import Device, free_port
 
 from broker.acl import Identity, Role
-from broker.amqtt_adapter import SnapshotDict, broker_sessions, connect_protocol
+from broker.amqtt_adapter import SnapshotDict, broker_sessions, close_connection, connect_protocol
 from broker.embedded import EmbeddedBroker
 
 
@@ -250,4 +250,25 @@ async def test_an_offline_persistent_session_queues_at_most_max_queued_messages(
         received = [(await keeper.next()).payload for _ in range(5)]
         assert received == [b"0", b"1", b"2", b"3", b"4"]  # the oldest kept, in order; the newest dropped
         for raw in (keeper, publisher):
+            raw.close()
+
+
+async def test_a_connection_parked_at_its_intake_bound_can_still_be_taken_over_and_closed() -> None:
+    async with _broker() as broker:
+        held, parked = asyncio.Event(), asyncio.Event()
+
+        async def ingest(client_id: str, topic: str, payload: bytes) -> None:
+            parked.set()
+            await held.wait()  # the platform never gets to these (as when it stops under a flood)
+
+        broker.edge.ingest = ingest
+        flood = await _connected(broker, "flood")
+        flood.writer.write(b"".join(publish("anfang/f/x", b"x") for _ in range(100)))
+        await asyncio.wait_for(parked.wait(), 20)
+        # the same client id connects again: the parked connection is closed, the new one accepted
+        again = await asyncio.wait_for(_connected(broker, "flood"), 20)
+        assert await flood.closed_by_peer() is not None
+        await asyncio.wait_for(close_connection(broker._broker, "flood"), 20)
+        assert await again.closed_by_peer() is not None
+        for raw in (flood, again):
             raw.close()

@@ -10,12 +10,20 @@ of one broker only, a ``pytest.mark.skipif`` on ``secure.broker``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import shutil
+import signal
+import statistics
 import subprocess
-from collections.abc import AsyncIterator
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
 from platform_kit import Stack, running_platform
 from testkit import Device
@@ -24,6 +32,7 @@ from anfang.lifecycle import DeviceLifecycle, lifecycle_for
 
 NOT_AUTHORISED = (5, 135)  # CONNACK "not authorised" as MQTT 3.1.1 and as paho's MQTT 5 reason code
 MOSQUITTO_SUB = shutil.which("mosquitto_sub") or "/usr/bin/mosquitto_sub"
+MOSQUITTO_PUB = shutil.which("mosquitto_pub") or "/usr/bin/mosquitto_pub"
 
 
 @pytest.fixture(params=["amqtt", "mosquitto"])
@@ -167,3 +176,156 @@ async def test_a_flooding_device_gets_throttled_error_answers(secure: Stack) -> 
     assert sum(1 for topic in flood.seen if topic.endswith("/errors")) < sent
     other, _ = await connected_door(secure, "door-g")  # and other devices are served as before
     await gets_desired(secure, other, 6)
+
+
+# --- fair delivery (issue 20 item 5) ---
+
+FLOOD_PER_S = 1000  # malformed reports a second from the flooding device, as in the issue
+# alone and flooded phases alternate, so that what else loads the machine meanwhile falls on both;
+# each p99 is over every command of its kind (ROUNDS * COMMANDS of them)
+COMMANDS, ROUNDS = 60, 5
+# a round trip below this is instantaneous to whoever sent the command: a baseline under it counts as
+# it, so that the ratio measures the flood and not how idle the machine happened to be
+NOTICEABLE_MS = 50.0
+
+
+@contextlib.contextmanager
+def flooding(stack: Stack, device_id: str, secret: str) -> Iterator[subprocess.Popen[bytes]]:
+    """``device_id`` publishing malformed reports at ``FLOOD_PER_S`` from its own process
+    (``mosquitto_pub -l``, QoS 0, fed in 10 ms slices) until the block ends."""
+    argv = [MOSQUITTO_PUB, "-h", stack.host, "-p", str(stack.port), "-u", device_id, "-P", secret, "-i", device_id]
+    argv += ["-q", "0", "-l", "-t", f"anfang/{stack.site}/{device_id}/twin/reported"]
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stop, chunk = threading.Event(), b"{not json\n" * (FLOOD_PER_S // 100)
+
+    def feed() -> None:
+        assert proc.stdin is not None
+        with contextlib.suppress(OSError):  # the flooder killed, or the broker pushing back and then killed
+            while not stop.wait(0.01):
+                proc.stdin.write(chunk)
+                proc.stdin.flush()
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    try:
+        yield proc
+    finally:
+        stop.set()
+        proc.kill()  # before joining: a feeder blocked on a full pipe gets EPIPE
+        feeder.join()
+        proc.wait()
+
+
+async def answering_door(stack: Stack, device_id: str) -> Device:
+    """A device that answers every command at once (from its MQTT thread)."""
+    door = await stack.device(device_id, await stack.add_device(device_id, "door_lock"))
+
+    def answer(client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        body = json.loads(msg.payload)
+        client.publish(f"{msg.topic}/result", json.dumps({"id": body["id"], "ok": True, "result": {}}), qos=1)
+
+    door.client.on_message = answer
+    await door.subscribe(door.topic("cmd/+"))
+    return door
+
+
+async def round_trips_ms(stack: Stack, device_id: str) -> tuple[list[float], int]:
+    """Round trips of ``COMMANDS`` commands in a row, and how many device messages the platform
+    rejected between the first command's answer and the last's."""
+    rtts, rejected = [], []
+    for _ in range(COMMANDS):
+        started = time.perf_counter()
+        result = await stack.platform.send_command(device_id, "ping", {}, timeout=30)
+        assert result.ok, result
+        rtts.append((time.perf_counter() - started) * 1000)
+        rejected.append(sum(stack.platform.counters.rejected.values()))
+    return rtts, rejected[-1] - rejected[0]
+
+
+def p99(values: list[float]) -> float:
+    return sorted(values)[int(0.99 * (len(values) - 1))]
+
+
+async def test_a_flooding_device_raises_another_devices_command_p99_at_most_twofold(secure: Stack) -> None:
+    door = await answering_door(secure, "door-fair")
+    flooder_secret = await secure.add_device("door-flood", "door_lock")
+    await round_trips_ms(secure, "door-fair")  # warm-up
+    alone: list[float] = []
+    flooded: list[float] = []
+    for _ in range(ROUNDS):
+        alone += (await round_trips_ms(secure, "door-fair"))[0]
+        with flooding(secure, "door-flood", flooder_secret) as flooder:
+            before = sum(secure.platform.counters.rejected.values())
+            await secure.platform.wait_until(lambda p, b=before: sum(p.counters.rejected.values()) > b + 100, 30)
+            rtts, rejected_meanwhile = await round_trips_ms(secure, "door-fair")
+            # served while the flood went on, not after it: the flooder's messages kept being rejected
+            assert flooder.poll() is None and rejected_meanwhile > 0
+        flooded += rtts
+    ratio = p99(flooded) / max(p99(alone), NOTICEABLE_MS)
+    print(f"{secure.broker}: p99 alone {p99(alone):.1f} ms, flooded {p99(flooded):.1f} ms, ratio {ratio:.2f}")
+    print(
+        f"{secure.broker}: medians alone {statistics.median(alone):.1f} ms, flooded {statistics.median(flooded):.1f} ms"
+    )
+    assert ratio <= 2.0
+    if secure.embedded is not None:  # what the flooder may have waiting in the platform is bounded
+        assert secure.platform.counters.inbox_peak <= 3 * secure.embedded.edge.intake_bound
+    assert door.client.is_connected()
+
+
+# --- a half-open device (issue 20) ---
+
+KEEPALIVE = 2
+# Mosquitto 2.0 (src/keepalive.c) looks at keepalives only once every six whole seconds
+# (``last_keepalive_check + 5 < now``), and then drops a client whose last packet is more than
+# ``keepalive*3/2`` whole seconds old: measured from a silent connection's last packet, 3.1-9.1 s
+# for a keepalive of 2 (40 connections). So it reports a half-open device up to 6 s after the
+# issue's bound, 1.5x keepalive + 1 s, which the embedded broker keeps (its own timer per connection).
+MOSQUITTO_CHECK_EVERY_S = 6
+
+# a device as its own process: connects with a will, says it is online, then only keeps alive
+HALF_OPEN_DEVICE = """
+import sys, paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+host, port, user, secret, site, keepalive = sys.argv[1:]
+status = f"anfang/{site}/{user}/status"
+c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=user)
+c.username_pw_set(user, secret)
+c.will_set(status, "offline", qos=1, retain=True)
+def on_connect(client, userdata, flags, rc, props):
+    client.publish(status, "online", qos=1, retain=True)
+c.on_connect = on_connect
+c.on_publish = lambda *args: print("ready", flush=True)
+c.connect(host, int(port), keepalive=int(keepalive))
+c.loop_forever()
+"""
+
+
+async def _status(stack: Stack, device_id: str, status: str, timeout: float) -> None:
+    await stack.platform.wait_until(
+        lambda p: (doc := p.cached_twin(device_id)) is not None and doc.status == status, timeout
+    )
+
+
+async def test_a_half_open_device_is_offline_within_one_and_a_half_keepalives_and_a_second(secure: Stack) -> None:
+    secret = await secure.add_device("door-ka", "door_lock")
+    args = [secure.host, str(secure.port), "door-ka", secret, secure.site, str(KEEPALIVE)]
+    proc = subprocess.Popen(  # noqa: ASYNC220  # starting it does not block; its output is read in a thread
+        [sys.executable, "-c", HALF_OPEN_DEVICE, *args], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        assert await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 10) == "ready\n"
+        await _status(secure, "door-ka", "online", 10)
+        proc.send_signal(signal.SIGSTOP)  # the TCP connection stays open: half-open, as on a power cut upstream
+        stopped = time.monotonic()
+        bound = 1.5 * KEEPALIVE + 1 + (MOSQUITTO_CHECK_EVERY_S if secure.broker == "mosquitto" else 0)
+        await _status(secure, "door-ka", "offline", bound + 10)
+        offline_after = time.monotonic() - stopped
+        print(f"{secure.broker}: offline {offline_after:.2f} s after the device froze")
+        assert offline_after <= bound
+    finally:
+        proc.send_signal(signal.SIGCONT)
+        proc.kill()
+        proc.wait(5)
+        if proc.stdout:
+            proc.stdout.close()
