@@ -12,8 +12,9 @@ their ratio (target ≤ 2).
 
     python -m bench.fairness_bench [--broker amqtt|mosquitto|both] [--runs 3] [--commands 200] [--rate 1000]
 
-Kept out of the test suite: on a loaded 2-core CI machine the ratio depends on what else runs, and
-the suite asserts no timing. JSON to ``bench/results/fairness.json``.
+The suite's version of this (``tests/core/test_core_broker_security.py``) alternates shorter phases
+and takes each p99 over all of them, against a floor of what a user could notice. JSON to
+``bench/results/fairness.json``.
 """
 
 from __future__ import annotations

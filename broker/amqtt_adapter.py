@@ -404,9 +404,10 @@ class EdgeHandler(BrokerProtocolHandler):  # type: ignore[misc]  # amqtt ships n
         super().attach(session, reader, writer)
 
     async def stop(self) -> None:
-        # Python 3.11's wait_for (amqtt's read of each packet header) can swallow a cancellation that
-        # races with a completed read; the reader then read on, and parked at its intake bound it
-        # would never end (its handler's stop waited for it for ever): cancel until it stops
+        # a cancellation of the reader can be lost (Python 3.11's wait_for, around amqtt's read of each
+        # packet header, swallows one that races with a completed read: CPython gh-86296); the reader
+        # then read on, and parked at its intake bound it never ended while its handler's stop waited
+        # for it (seen under a flood: a take-over and a shutdown hung): cancel until it stops
         reader = self._reader_task
         while reader is not None and reader is not asyncio.current_task() and not reader.done():
             if self._reader_stopped.is_set():
@@ -425,20 +426,20 @@ class EdgeHandler(BrokerProtocolHandler):  # type: ignore[misc]  # amqtt ships n
             if full:
                 policy.dropped("qos0" if qos == 0 else "queued", self.session.client_id)
                 return None
-        return asyncio.ensure_future(self._tracked(self.mqtt_publish(topic, data, qos, retain), qos))
-
-    async def _tracked(self, publish: Awaitable[Any], qos: int) -> None:
+        # counted now (a burst of broadcasts runs before any of its tasks starts), settled when done
         if qos == 0:
             self._pending_qos0 += 1
         else:
             self._pending_queued += 1
-        try:
-            await publish
-        finally:
-            if qos == 0:
-                self._pending_qos0 -= 1
-            else:
-                self._pending_queued -= 1
+        task: asyncio.Future[Any] = asyncio.ensure_future(self.mqtt_publish(topic, data, qos, retain))
+        task.add_done_callback(lambda _: self._settled(qos))
+        return task
+
+    def _settled(self, qos: int) -> None:
+        if qos == 0:
+            self._pending_qos0 -= 1
+        else:
+            self._pending_queued -= 1
 
     def _close_from_reader(self) -> None:
         """End the reader loop as if the connection dropped: amqtt then publishes the will."""

@@ -184,8 +184,8 @@ FLOOD_PER_S = 1000  # malformed reports a second from the flooding device, as in
 # alone and flooded phases alternate, so that what else loads the machine meanwhile falls on both;
 # each p99 is over every command of its kind (ROUNDS * COMMANDS of them)
 COMMANDS, ROUNDS = 60, 5
-# a round trip below this is instantaneous to whoever sent the command: a baseline under it counts as
-# it, so that the ratio measures the flood and not how idle the machine happened to be
+# under 100 ms a round trip reads as instantaneous (the usual limit of perceived immediacy): a baseline
+# under half of that counts as half, so that the ratio measures the flood, not how idle the machine was
 NOTICEABLE_MS = 50.0
 
 
