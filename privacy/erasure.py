@@ -15,9 +15,10 @@ access decision and the edge doors' allow-lists see it at once.
   the visitor passes they issued (with their visitors' names and phones), their captures and images,
   console account, sign-in links and tokens; their access decisions stay as anonymised statistics
   (time, device, allowed, reason, credential kind, role) without person, credential or capture; open
-  commands lose the subject. On SQLite the deleted content is overwritten (``secure_delete``) and the
-  WAL truncated, so nothing lingers in the file. What remains is the bare pseudonymous id with a role,
-  which no longer links to anyone.
+  commands lose the subject; the location track of every tag the site model says they wear (its
+  sightings in device events and the tag twin's version history) is deleted. On SQLite the deleted
+  content is overwritten (``secure_delete``) and the WAL truncated, so nothing lingers in the file.
+  What remains is the bare pseudonymous id with a role, which no longer links to anyone.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from tortoise.transactions import in_transaction
 
 from community.models import CredentialRow, PersonRow
 from community.store import CommunityStore
-from privacy.purge import evidence_refs, shrink_sqlite
+from privacy.purge import LOCATION_EVENTS, evidence_refs, shrink_sqlite
+from registry.sites import load_site_model
 from registry.sql import with_placeholders
 
 __all__ = ["RequestReport", "deactivate_person", "erase_person", "withdraw_face_consent"]
@@ -176,13 +178,18 @@ async def erase_person(store: CommunityStore, person_id: str, *, now: float) -> 
     deactivated = await deactivate_person(store, person_id, now=now)
     for name, n in deactivated.removed.items():
         report.count(name, n)
+    stored = await load_site_model(store.site)
+    tags = sorted(t.id for t in stored.model.tags if t.person == person_id) if stored is not None else []
     conn = _conn()
     sqlite = conn.capabilities.dialect == "sqlite"
     if sqlite:
         await conn.execute_script("PRAGMA secure_delete = ON")  # deleted cells are zeroed, not left as slack
     try:
         async with in_transaction(_conn().connection_name) as tx:
-            await _erase_in(_Sql(tx), store, person_id, report)
+            sql = _Sql(tx)
+            await _erase_in(sql, store, person_id, report)
+            if tags:
+                await _drop_tag_tracks(sql, store.site, tags, report)
     finally:
         if sqlite:
             await conn.execute_script("PRAGMA secure_delete = OFF")
@@ -293,6 +300,29 @@ async def _scrub_events(sql: _Sql, site: str, plates: set[str], card_hashes: set
                 [json.dumps(data, separators=(",", ":")), r["device_id"], r["event_id"]],
             )
     return changed
+
+
+async def _drop_tag_tracks(sql: _Sql, site: str, tags: list[str], report: RequestReport) -> None:
+    """Where the person's tags were seen (sightings by readers and trackers) and their tag twins' history."""
+    worn = set(tags)
+    rows = await sql.rows(
+        f"SELECT device_id, event_id, data FROM device_events WHERE type IN ({_marks(list(LOCATION_EVENTS))}) "
+        "AND device_id IN (SELECT id FROM devices WHERE site_id = ?)",
+        [*LOCATION_EVENTS, site],
+    )
+    for r in rows:
+        try:
+            data = json.loads(str(r["data"]))
+        except ValueError:
+            continue
+        if isinstance(data, dict) and data.get("tag") in worn:
+            report.count(
+                "location_events",
+                await sql.run(
+                    "DELETE FROM device_events WHERE device_id = ? AND event_id = ?", [r["device_id"], r["event_id"]]
+                ),
+            )
+    report.count("twin_history", await sql.run(f"DELETE FROM twin_history WHERE device_id IN ({_marks(tags)})", tags))
 
 
 async def _scrub_commands(sql: _Sql, site: str, pid: str) -> int:

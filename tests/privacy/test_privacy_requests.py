@@ -176,3 +176,37 @@ async def test_requests_on_postgres() -> None:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
         EXECUTOR_CACHE.clear()
+
+
+async def test_erasing_a_person_deletes_the_track_of_the_tag_they_wear(api: Api, community: Community) -> None:
+    from registry.sites import load_site_model, save_site_model
+    from twins.site import Tag
+
+    stored = await load_site_model(SITE)
+    assert stored is not None
+    tags = [Tag(id="tag-t1", person="p-tenant", group="elderly"), Tag(id="tag-o1", person="p-owner", group="elderly")]
+    await save_site_model(None, stored.model.model_copy(update={"tags": tags}), "test")
+    conn = PersonRow._meta.db  # the registry's connection too
+    await conn.execute_query("INSERT INTO sites(id, name, created_at) VALUES (?, ?, 0) ON CONFLICT DO NOTHING",
+                             [SITE, SITE])  # fmt: skip
+    await conn.execute_query("INSERT INTO devices(id, site_id, kind, name, created_at, updated_at) "
+                             "VALUES ('rfid-1', ?, 'rfid_reader', 'rfid-1', 0, 0)", [SITE])  # fmt: skip
+    for i, tag in enumerate(["tag-t1", "tag-t1", "tag-o1"]):
+        await conn.execute_query(
+            "INSERT INTO device_events(device_id, event_id, type, ts, received_at, data) VALUES ('rfid-1', ?, "
+            "'tag_seen', ?, ?, ?)",
+            [f"e{i}", NOW + i, NOW + i, f'{{"tag":"{tag}","rssi":-60}}'],
+        )
+    for version, tag in enumerate(["tag-t1", "tag-t1", "tag-o1"], start=1):
+        await conn.execute_query(
+            "INSERT INTO twin_history(device_id, version, ts, source, actor, changed) VALUES (?, ?, ?, 'reported', "
+            "'device', '{\"pos\":[1,2]}')",
+            [tag, version, NOW],
+        )
+    r = await api.client.delete("/people/p-tenant", headers=api.h("p-staff"))
+    assert r.status_code == 200, r.text
+    assert r.json()["removed"]["location_events"] == 2 and r.json()["removed"]["twin_history"] == 2
+    left = await conn.execute_query_dict("SELECT data FROM device_events WHERE type = 'tag_seen'")
+    assert [row["data"] for row in left] == ['{"tag":"tag-o1","rssi":-60}'], "another resident's track stays"
+    history = await conn.execute_query_dict("SELECT device_id FROM twin_history")
+    assert [row["device_id"] for row in history] == ["tag-o1"]
