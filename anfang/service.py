@@ -273,15 +273,13 @@ class Platform:
         log.info("momentary desired field(s) of %s expired: %s", device_id, sorted(applied.changed))
 
     async def _preload(self, batch: list[Inbound]) -> None:
+        # one query each for the batch's devices and twins not held yet (a round trip per device would
+        # cost a PostgreSQL worker its first seconds after a start, when every device is new)
         wanted = {m.topic.device_id for m in batch if m.topic is not None}
-        for device_id in wanted - self._devices.keys():
-            info = await self.registry.get_device(device_id)
-            if info is not None:
-                self._devices[device_id] = info
-        for device_id in (wanted & self._devices.keys()) - self._twins.keys():
-            doc = await self.store.load(device_id)
-            if doc is not None:
-                self._twins[device_id] = doc
+        for info in await self.registry.get_devices(wanted - self._devices.keys()):
+            self._devices[info.id] = info
+        for doc in await self.store.load_many((wanted & self._devices.keys()) - self._twins.keys()):
+            self._twins[doc.device_id] = doc
 
     async def deliver(self, items: list[DeviceEvent | TwinChange]) -> None:
         """Hand changes committed by another worker of the site (the feed) to this worker's handlers."""

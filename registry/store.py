@@ -10,7 +10,7 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
@@ -166,6 +166,12 @@ class Registry:
         device = await Device.get_or_none(id=device_id)
         return _info(device) if device else None
 
+    async def get_devices(self, device_ids: Collection[str]) -> list[DeviceInfo]:
+        """The registered devices among ``device_ids``, in one query (a batch's new devices)."""
+        if not device_ids:
+            return []
+        return [_info(d) for d in await Device.filter(id__in=list(device_ids))]
+
     async def list_devices(self, site: str | None = None) -> list[DeviceInfo]:
         query = Device.filter(site_id=site) if site else Device.all()
         return [_info(d) for d in await query.order_by("id")]
@@ -255,6 +261,21 @@ class TwinStore:
     async def load(self, device_id: str) -> TwinDocument | None:
         rows = await self._conn.execute_query_dict(self._q("SELECT doc FROM twins WHERE device_id = ?"), [device_id])
         return TwinDocument.from_json(jsoncodec.loads(rows[0]["doc"])) if rows else None
+
+    async def load_many(self, device_ids: Collection[str]) -> list[TwinDocument]:
+        """The stored twins among ``device_ids``, in one query (a batch's devices not cached yet)."""
+        if not device_ids:
+            return []
+        if self._pg:
+            rows = await self._conn.execute_query_dict(
+                "SELECT doc FROM twins WHERE device_id = ANY($1::text[])", [list(device_ids)]
+            )
+        else:
+            ids = list(device_ids)
+            rows = await self._conn.execute_query_dict(
+                f"SELECT doc FROM twins WHERE device_id IN ({', '.join('?' * len(ids))})", ids
+            )
+        return [TwinDocument.from_json(jsoncodec.loads(r["doc"])) for r in rows]
 
     async def load_all(self) -> list[TwinDocument]:
         rows = await self._conn.execute_query_dict("SELECT doc FROM twins")
