@@ -333,7 +333,10 @@ async def _stream_phases(
             accepted_rate = watch.accepted.rate(watch.accepted.growth_start(), done_at)
             watch.health.clear()
             fleet_lat = await _run_fleet(port, args, args.latency_rate, tmp / "f3.json", args.latency_duration, variant)
-            latency = await watch.wait_health(lambda h: h["accepted"] >= sent + fleet_lat["acked"], 60)
+            # as the drain above: a platform slowed by a busy machine takes longer than a minute to catch up
+            latency = await watch.wait_health(
+                lambda h: h["accepted"] >= sent + fleet_lat["acked"], max(120.0, fleet_lat["acked"] / 500)
+            )
     finally:
         sampler.cancel()
         await _stop(platform)
