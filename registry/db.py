@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
+import asyncpg
 from tortoise import Tortoise, connections
 from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.backends.base.config_generator import expand_db_url
 
 from registry.migrate import apply_migrations, is_postgres
 
@@ -24,6 +27,13 @@ def open_connection(db_url: str) -> BaseDBAsyncClient:
     return conn
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Returning a connection to the pool costs no round trip: asyncpg has already rolled back an open
+    transaction, and the platform leaves no session state on pooled connections (its advisory locks,
+    the leases and the migration lock, hold connections of their own). asyncpg's default reset
+    (``RESET ALL``, ``UNLISTEN *``, ... ) would be one more round trip after every statement."""
+
+
 @asynccontextmanager
 async def open_database(
     db_url: str, models: Sequence[str] = CORE_MODELS, *, migrate: bool = True
@@ -39,9 +49,13 @@ async def open_database(
         # committed" needs) without an fsync per commit; power-loss durability needs PostgreSQL
         url += ("&" if "?" in url else "?") + "synchronous=NORMAL"
     name = connection_name(db_url)
+    connection: str | dict[str, Any] = url
+    if is_postgres(db_url):
+        connection = expand_db_url(url)
+        connection["credentials"]["reset"] = _keep_session
     await Tortoise.init(
         config={
-            "connections": {name: url},
+            "connections": {name: connection},
             "apps": {"models": {"models": list(models), "default_connection": name}},
         }
     )
