@@ -13,7 +13,8 @@ Each run measures, on the same machine and broker, with the same simulator fleet
   ``anfang run`` on PostgreSQL, ``workers2`` is ``anfang run --workers 2`` (two active workers
   splitting the devices; PostgreSQL, so ``pg`` is the one-worker figure to compare it with),
   ``events`` is ``anfang run`` with half of the fleet's messages events (``motion``, each a new id,
-  checked against the stored events and stored) instead of reports;
+  checked against the stored events and stored) instead of reports, ``bare_events`` the same on the
+  platform with no services (the twin core and the store alone);
 * **latency** — the fleet at a fixed rate; the platform's own p50/p99 of device timestamp -> commit;
 * **backlog** — the platform stopped, the fleet sends for ``--backlog-duration`` into its persistent
   session(s), then the platform starts and drains that backlog with no fleet running: its rate and
@@ -50,8 +51,12 @@ COMMANDS = {
     "pg": [ANFANG, "run"],
     "workers2": [ANFANG, "run", "--workers", "2"],
     "events": [ANFANG, "run"],
+    "bare_events": BARE,
 }
-EVENT_SHARE = {"events": 0.5}  # the share of the fleet's messages that are events (new ids), per variant
+EVENT_SHARE = {
+    "events": 0.5,
+    "bare_events": 0.5,
+}  # the share of the fleet's messages that are events (new ids), per variant
 NEEDS_POSTGRES = {"pg", "workers2"}
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -447,7 +452,7 @@ def main() -> None:
         "--variants",
         default="full,bare",
         help="comma list of full (anfang run), bare, pg (anfang run on PostgreSQL), workers2 "
-        "(anfang run --workers 2, PostgreSQL) and events (anfang run, half the messages events)",
+        "(anfang run --workers 2, PostgreSQL), events (anfang run, half the messages events) and bare_events",
     )
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument(

@@ -14,6 +14,10 @@ Each run, against a private Mosquitto:
   is what each further cached twin adds); the total for all ``--twins`` is extrapolated from it
   (labelled as extrapolated when ``--loaded`` < ``--twins``).
 
+The **cached objects** alone: a fresh interpreter builds ``--objects`` camera twins from one report
+each through the ingest path (``process_batch``) and holds them as a worker does (twin and device
+record per device); its RSS growth per twin, with no burst, broker or services around it.
+
 ``--platform bare`` runs the platform without services (``bench/bare_platform.py``) instead, to
 tell the twin core's memory from the services'. Figures are medians over ``--runs``.
 ``python -m bench.memory_bench --help``; JSON to ``bench/results/memory.json``.
@@ -27,6 +31,7 @@ import functools
 import json
 import socket
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -227,6 +232,49 @@ def summarise(runs: list[dict[str, Any]], twins: int, loaded: int) -> dict[str, 
     return out
 
 
+def objects_per_twin(count: int) -> float:
+    """RSS bytes per cached twin as the ingest path builds and a worker holds them (twin document and
+    device record); run in a fresh interpreter (:func:`_objects_in_child`)."""
+    import gc
+    import sys as _sys
+
+    from anfang.ingest import Inbound, process_batch
+    from twins import topics
+    from twins.document import Limits
+    from twins.site import DeviceInfo
+
+    def build(prefix: str, n: int) -> tuple[dict[str, DeviceInfo], dict[str, TwinDocument]]:
+        devices: dict[str, DeviceInfo] = {}
+        twins: dict[str, TwinDocument] = {}
+        kind, site = _sys.intern("camera"), _sys.intern(SITE)
+        for i in range(n):
+            device = _sys.intern(f"{prefix}-{i:06d}")
+            devices[device] = DeviceInfo(device, kind, name=device, site=site)
+        for start in range(0, n, 500):
+            batch = []
+            for i in range(start, min(start + 500, n)):
+                topic = f"anfang/{SITE}/{prefix}-{i:06d}/twin/reported"
+                payload = b'{"seq":1,"ts":%.3f,"state":{"recording":true,"fps":25}}' % time.time()
+                batch.append(Inbound(topic, topics.parse(topic), payload))
+            process_batch(batch, devices, twins, set(), now=time.time(), limits=Limits())
+        return devices, twins
+
+    build("warm", 1000)  # caches and interned names of the path itself
+    gc.collect()
+    rss0 = psutil.Process().memory_info().rss
+    held = build("fleet", count)
+    gc.collect()
+    per: float = (psutil.Process().memory_info().rss - rss0) / count
+    assert len(held[1]) == count
+    return per
+
+
+def _objects_in_child(count: int) -> float:
+    code = f"from bench.memory_bench import objects_per_twin; print(objects_per_twin({count}))"
+    done = subprocess.run([sys.executable, "-c", code], cwd=str(ROOT), capture_output=True, text=True, check=True)
+    return float(done.stdout.strip())
+
+
 def main(argv: list[str] | None = None) -> None:
     """CLI entry point."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -234,6 +282,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--loaded", type=int, default=10_000, help="devices that report once (0: skip)")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--platform", choices=list(COMMANDS), default="full", help="anfang run, or no services")
+    ap.add_argument("--objects", type=int, default=50_000, help="twins for the cached-objects figure (0: skip)")
     ap.add_argument("--out", type=Path, default=RESULTS / "memory.json")
     args = ap.parse_args(argv)
     raise_fd_limit(args.loaded * 2 + 4096)
@@ -247,6 +296,15 @@ def main(argv: list[str] | None = None) -> None:
             runs.append(asyncio.run(one_run(tmp / "empty", tmp / "full", args.loaded, i, COMMANDS[args.platform])))
             print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
     summary = {"platform": args.platform, **summarise(runs, args.twins, args.loaded)}
+    if args.loaded:
+        half = args.loaded - args.loaded // 2
+        per_run = [(r["registered"]["rss_wave2_mib"] - r["registered"]["rss_wave1_mib"]) * 2**20 / half for r in runs]
+        summary["marginal_bytes_per_twin_per_run"] = [round(v) for v in per_run]
+        summary["marginal_bytes_per_twin_median_of_runs"] = round(statistics.median(per_run), 1)
+    if args.objects:
+        objects = [_objects_in_child(args.objects) for _ in range(args.runs)]
+        summary["cached_objects_bytes_per_twin"] = round(statistics.median(objects), 1)
+        summary["cached_objects_bytes_per_twin_runs"] = [round(v) for v in objects]
     for key, value in summary.items():
         print(f"{key:32} {value!s:>12}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
