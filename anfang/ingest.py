@@ -239,7 +239,7 @@ def _process_one(
                 seen_events.add(key)
                 out.events.append(StoredEvent(info.id, event.id, topic.name, event.ts, now, event.data))
                 out.dispatch.append(
-                    DeviceEvent(info.site, info.id, info.kind, topic.name, event.id, event.ts or now, event.data)
+                    DeviceEvent(info.site, info.id, info.kind, topic.name, event.id, event.ts or now, event.data, now)
                 )
         case Channel.TELEMETRY:
             sample = messages.parse_telemetry(msg.payload, TELEMETRY_METRICS)

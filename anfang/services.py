@@ -31,7 +31,9 @@ from registry.alarm_store import DatabaseAlarmStore
 from registry.alarms import AlarmManager
 from registry.db import open_connection
 from registry.migrate import is_postgres
+from registry.sql import DB_ERRORS
 from registry.store import Registry, TwinStore
+from rules.db_events import events_after
 from rules.db_timers import DatabaseTimerStore
 from rules.db_traces import DatabaseTraceStore
 from rules.derive import StoredTwin
@@ -88,6 +90,9 @@ class RulesFeed:
     def __init__(self, engine: RulesEngine) -> None:
         self.engine = engine
         self.inputs = 0  # events, twin changes, status and telemetry handed to the engine
+        #: Set once the engine has caught up on the stored events it had not processed (rules.catch_up):
+        #: live inputs wait until then, so they come after those.
+        self.caught_up = asyncio.Event()
 
     def metrics(self) -> Iterable[Metric]:
         """The rules engine on ``/metrics``."""
@@ -109,6 +114,7 @@ class RulesFeed:
                       "(judged at the platform's time).", self.engine.clock.rejected)  # fmt: skip
 
     async def on_event(self, event: DeviceEvent, actions: PlatformActions) -> None:
+        await self.caught_up.wait()
         self.inputs += 1
         if event.type == "status":
             await self.engine.on_status(event.device_id, event.kind, str(event.data.get("state")), actions)
@@ -118,6 +124,7 @@ class RulesFeed:
             await self.engine.on_event(event, actions)
 
     async def on_twin_change(self, change: TwinChange, actions: PlatformActions) -> None:
+        await self.caught_up.wait()
         self.inputs += 1
         await self.engine.on_twin_change(change, actions)
 
@@ -264,8 +271,11 @@ async def open_services(
 
         taps: list[Callable[[DeviceEvent], None]] = []
 
+        rules_feed = RulesFeed(engine)
+
         async def platform_event(event: DeviceEvent) -> None:
             """Access control's own events (decisions, watchlist matches) go to rules and telemetry."""
+            await rules_feed.caught_up.wait()
             if engine.actions is not None:
                 await engine.on_event(event, engine.actions)
             telemetry.handle_event(event)
@@ -283,7 +293,20 @@ async def open_services(
         )
 
         async def run_rules(actions: PlatformActions) -> None:
-            engine.actions = actions
+            # the stored events the engine had not fully processed when the site's last engine stopped
+            # (its state is written once a tick), before any live input: nothing acknowledged is lost
+            engine.start(actions.now())
+            try:
+                missed = await events_after(db, site, engine.input_mark, actions.now())
+                fed = await engine.catch_up(missed, actions)
+                if fed:
+                    log.info("rules: caught up on %d stored event(s) after the input mark", fed)
+            except DB_ERRORS as exc:  # the rules run on; what the lost state held is lost, as before
+                log.error("rules: stored events after the input mark not read: %s", exc)
+            # a site without a mark starts it here; written (with what the catch-up changed) before live inputs
+            engine.input_mark.begin(actions.now())
+            await engine.tick(actions.now(), actions)
+            rules_feed.caught_up.set()
             await engine.run(actions)
 
         async def watch_registered_devices(actions: PlatformActions) -> None:
@@ -305,7 +328,6 @@ async def open_services(
         async def warm_up_vision(actions: PlatformActions) -> None:
             await vision.warm_up()  # load the models now, not on the first capture
 
-        rules_feed = RulesFeed(engine)
         if readiness is not None:
             stack.enter_context(readiness.extra_check("telemetry", telemetry.writer.readiness))
         watch = TelemetryWatch(telemetry, alarms)

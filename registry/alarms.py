@@ -49,6 +49,10 @@ EVENTS = ("raised", "repeated", "acknowledged", "cleared", "escalated")
 _LEGACY_STATES = {"active": "raised"}  # documents stored before alarms were unified
 
 
+#: How many of an alarm's newest causes it keeps (a catch-up replays about a second of inputs).
+KEEP_CAUSES = 8
+
+
 def default_dedupe_key(rule_id: str, subject: str) -> str:
     """One open alarm per source (a rule, ``access``, ``platform``) and subject."""
     return f"{rule_id}|{subject}"
@@ -86,6 +90,9 @@ class Alarm:
     escalated_at: float | None = None
     evidence: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
+    #: The inputs that raised or bumped it, newest last (at most :data:`KEEP_CAUSES`; a rule's stored
+    #: event as ``event:<device>/<id>``): the same input again is a replay, not a repeat.
+    causes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.dedupe_key:
@@ -253,16 +260,25 @@ class AlarmManager:
         evidence: dict[str, Any] | None = None,
         audience: str = "all",
         dedupe_key: str | None = None,
+        cause: str | None = None,
     ) -> tuple[Alarm, bool]:
-        """Open an alarm; returns ``(alarm, created)``; an open one with the same dedupe key is bumped."""
+        """Open an alarm; returns ``(alarm, created)``; an open one with the same dedupe key is bumped.
+
+        ``cause`` names the input that raised it (:func:`rules.catch_up.event_cause`): an open alarm
+        raised or bumped by that same input is returned as it is — the input was replayed after a
+        restart (:mod:`rules.catch_up`), it does not happen twice."""
         if severity not in SEVERITIES:
             raise ValueError(f"alarm severity {severity!r} is not one of {', '.join(SEVERITIES)}")
         if audience not in AUDIENCES:
             raise ValueError(f"alarm audience {audience!r} is not one of {', '.join(AUDIENCES)}")
         key = dedupe_key or default_dedupe_key(rule_id, subject)
         existing = await self.store.find_open(key)
+        causes = [cause] if cause else []
         if existing is not None:
-            bumped = replace(existing, count=existing.count + 1, updated_at=now)
+            if cause and cause in existing.causes:
+                return existing, False
+            causes = (existing.causes + causes)[-KEEP_CAUSES:]
+            bumped = replace(existing, count=existing.count + 1, updated_at=now, causes=causes)
             await self._store(actions, bumped, "repeated", publish_now=False)  # only the count changed
             return bumped, False
         alarm = Alarm(
@@ -280,9 +296,15 @@ class AlarmManager:
             audience=audience,
             evidence=dict(evidence or {}),
             data=dict(data or {}),
+            causes=causes,
         )
         await self._store(actions, alarm, "raised")
         return alarm, True
+
+    async def raised_by(self, dedupe_key: str, cause: str) -> Alarm | None:
+        """The open alarm of ``dedupe_key`` if ``cause`` raised or bumped it (a replayed input)."""
+        existing = await self.store.find_open(dedupe_key)
+        return existing if existing is not None and cause in existing.causes else None
 
     async def acknowledge(
         self, actions: PlatformActions | None, alarm_id: str, *, by: str, now: float, note: str = ""

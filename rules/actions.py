@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from registry.alarms import AlarmManager
+from registry.alarms import AlarmManager, default_dedupe_key
 from rules.expr import render_value
 from rules.loader import CompiledAction, Rule
 from rules.sinks import AuditLog, WebhookError, WebhookSender
@@ -34,16 +34,26 @@ class ActionRunner:
         fns: dict[str, Callable[..., Any]],
         now: float,
         acts: PlatformActions,
+        cause: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Run every action whose ``if`` holds; return what was done (rendered)."""
+        """Run every action whose ``if`` holds; return what was done (rendered).
+
+        ``cause``: the input that fired the rule. If a ``raise_alarm`` finds its open alarm raised by
+        that same input, the input is a replay after a restart (:mod:`rules.catch_up`): that firing
+        ran before, so the alarm is left as it is and the actions after it are not run again."""
         done: list[dict[str, Any]] = []
         for action in rule.actions:
             if action.condition is not None and not action.condition.evaluate(ctx, fns):
                 continue
             values = render_value(action.values, ctx, fns)
             record = {"type": action.type, **values}
+            if action.type == "raise_alarm" and cause:
+                subject = str(values.get("subject") or ctx["subject"]["id"])
+                if (seen := await self.alarms.raised_by(default_dedupe_key(rule.id, subject), cause)) is not None:
+                    done.append({**record, "alarm_id": seen.id, "replayed": cause})
+                    break
             try:
-                record.update(await self._execute(rule, action, values, ctx, now, acts))
+                record.update(await self._execute(rule, action, values, ctx, now, acts, cause))
             except (WebhookError, OSError, TimeoutError) as exc:
                 record["failed"] = f"{type(exc).__name__}: {exc}"
                 log.warning("rule %s action %s failed: %s", rule.id, action.type, exc)
@@ -58,6 +68,7 @@ class ActionRunner:
         ctx: dict[str, Any],
         now: float,
         acts: PlatformActions,
+        cause: str | None = None,
     ) -> dict[str, Any]:
         spec = action.spec
         subject = str(v.get("subject") or ctx["subject"]["id"])
@@ -71,6 +82,7 @@ class ActionRunner:
                 message=str(v.get("message", "")),
                 now=now,
                 data=dict(v.get("data") or {}),
+                cause=cause,
             )
             return {"subject": subject, "alarm_id": alarm.id, "created": created}
         if action.type == "clear_alarm":

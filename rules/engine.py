@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from registry.alarms import Alarm, AlarmManager, AlarmStore, InMemoryAlarmStore
 from rules.actions import ActionRunner
+from rules.catch_up import AtTime, InputMark, event_cause
 from rules.context import FunctionSet, build_names
 from rules.derive import StoredTwin, derive_for_timers
 from rules.event_time import DEFAULT_MAX_SKEW_S, EventClock, elapsed_event_time
@@ -103,6 +104,10 @@ class RulesEngine:
         self._kinds: dict[str, str] = {d.id: d.kind for d in site.devices.values()}
         self._last_fired: dict[tuple[str, str], float] = {}
         self._memo = StateMirror(self.timers)
+        # one input at a time against the state snapshot of a tick: the state written is that of whole
+        # inputs, the ones up to the input mark (rules.catch_up)
+        self._inputs = asyncio.Lock()
+        self._replayed: set[tuple[str, str]] = set()  # stored events fed by catch_up, skipped if live
         self.stamps: dict[str, dict[str, float]] = {}  # device → reported path → time (restored twins)
         self._started = False
         self._mtimes: dict[Path, float] = {}
@@ -236,6 +241,19 @@ class RulesEngine:
         acts = self._acts(actions)
         now = acts.now() if now is None else now
         self.start(now)
+        await self._fire_due(now, acts)
+        await self.health.sync_alarms(acts, now)
+        await self._save_traces()
+        async with self._inputs:
+            expire(self.state, self._last_fired, self._rules, now, self.clock.max_skew)
+            self._memo.save(self.state, self._last_fired, self._rules, now)
+            try:
+                await self.timers.flush()
+            except TimerStoreError as exc:
+                # the store keeps the unwritten changes: the next tick writes them (the database may be back)
+                log.error("rule timers not saved, retrying at the next tick: %s", exc)
+
+    async def _fire_due(self, now: float, acts: PlatformActions) -> None:
         while (timer := self.timers.pop_due(now)) is not None:
             rule = self._rules.get(timer.rule_id)
             if rule is None:
@@ -247,15 +265,26 @@ class RulesEngine:
                 if timer.kind == "for":
                     self.timers.drop(timer.key)
                 self.fault(rule, now, f"{timer.kind} timer for {timer.subject}", exc)
-        await self.health.sync_alarms(acts, now)
-        await self._save_traces()
-        expire(self.state, self._last_fired, self._rules, now, self.clock.max_skew)
-        self._memo.save(self.state, self._last_fired, self._rules, now)
-        try:
-            await self.timers.flush()
-        except TimerStoreError as exc:
-            # the store keeps the unwritten changes: the next tick writes them (the database may be back)
-            log.error("rule timers not saved, retrying at the next tick: %s", exc)
+
+    @property
+    def input_mark(self) -> InputMark:
+        """How far the stored events are processed (restored at :meth:`start`, written by :meth:`tick`)."""
+        return self._memo.mark
+
+    async def catch_up(self, events: Sequence[DeviceEvent], actions: PlatformActions) -> int:
+        """Feed the stored events after the input mark (:func:`rules.db_events.events_after`) before live
+        inputs, each at the time it was received, firing the timers that fell due in between; the same
+        events arriving live afterwards are skipped. Returns how many were fed."""
+        now = actions.now()
+        self.start(now)
+        for event in events:
+            at = min(now, float(event.received_at if event.received_at is not None else now))
+            past = AtTime(actions, at)
+            async with self._inputs:
+                await self._fire_due(at, past)
+                await self._on_event(event, past)
+            self._replayed.add((event.device_id, event.id))
+        return len(events)
 
     async def _save_traces(self) -> None:
         if self.trace_store is None or not self.trace.changed:
@@ -300,6 +329,13 @@ class RulesEngine:
 
     async def on_event(self, event: DeviceEvent, actions: PlatformActions) -> None:
         """An accepted device or platform event."""
+        if event.received_at is not None and (event.device_id, event.id) in self._replayed:
+            self._replayed.discard((event.device_id, event.id))  # fed by catch_up already
+            return
+        async with self._inputs:
+            await self._on_event(event, actions)
+
+    async def _on_event(self, event: DeviceEvent, actions: PlatformActions) -> None:
         now = actions.now()
         self.start(now)
         at = self.clock.time_of(event.ts, now)
@@ -314,9 +350,14 @@ class RulesEngine:
             await observe_tag(self, event, at, now, actions)
         await self.dispatch(self.bus.for_event(event.type, event.device_id, event.kind), inp, now, actions)
         await self._recheck_pending({event.device_id, subject}, now, at)
+        self._memo.mark.advance(event)
 
     async def on_twin_change(self, change: TwinChange, actions: PlatformActions) -> None:
         """An accepted reported-state change."""
+        async with self._inputs:
+            await self._on_twin_change(change, actions)
+
+    async def _on_twin_change(self, change: TwinChange, actions: PlatformActions) -> None:
         now = actions.now()
         self.start(now)
         self._kinds.setdefault(change.device_id, change.kind)
@@ -333,6 +374,10 @@ class RulesEngine:
 
     async def on_telemetry(self, device_id: str, kind: str, metrics: dict[str, Any], actions: PlatformActions) -> None:
         """A telemetry sample (the platform forwards these; threshold rules on ``metric``)."""
+        async with self._inputs:
+            await self._on_telemetry(device_id, kind, metrics, actions)
+
+    async def _on_telemetry(self, device_id: str, kind: str, metrics: dict[str, Any], actions: PlatformActions) -> None:
         now = actions.now()
         self.start(now)
         self._kinds.setdefault(device_id, kind)
@@ -344,6 +389,10 @@ class RulesEngine:
 
     async def on_status(self, device_id: str, kind: str, status: str, actions: PlatformActions) -> None:
         """The retained ``status`` topic changed; delivered to rules as event type ``status``."""
+        async with self._inputs:
+            await self._on_status(device_id, kind, status, actions)
+
+    async def _on_status(self, device_id: str, kind: str, status: str, actions: PlatformActions) -> None:
         now = actions.now()
         data = {"status": status}
         old = self.connections.get(device_id)
@@ -353,7 +402,7 @@ class RulesEngine:
             )
         event = DeviceEvent(self.site.site, device_id, kind, STATUS_EVENT, f"status-{device_id}-{now}", now, data)
         if status == "online":
-            await self.on_event(event, actions)
+            await self._on_event(event, actions)
             return
         # "offline" is the absence of the device, not activity: it must not re-arm its silence timer
         self.start(now)
@@ -502,7 +551,11 @@ class RulesEngine:
             self.trace.add(now, rule.id, label, "cooldown", detail)
             return
         self._last_fired[(rule.id, dedupe)] = now
-        done = await self._runner.run(rule, ctx, fns, now, acts)
+        event = ctx.get("event")
+        cause = None
+        if isinstance(event, dict) and event.get("device") and event.get("id"):
+            cause = event_cause(str(event["device"]), str(event["id"]))
+        done = await self._runner.run(rule, ctx, fns, now, acts, cause)
         detail = ", ".join(a["type"] for a in done) or "no action applied"
         if self.verdicts and rule.conditions:
             detail += f" ({self._last_verdicts.pop(rule.id, 'conditions held at the start')})"

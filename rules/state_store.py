@@ -22,6 +22,7 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
+from rules.catch_up import MARK_KEY, InputMark
 from rules.loader import Rule
 from rules.model import EventTrigger
 from rules.patterns import DistinctWindow, SeqState
@@ -121,6 +122,8 @@ class StateMirror:
     def __init__(self, timers: TimerQueue) -> None:
         self.timers = timers
         self._saved: dict[str, Entry] = {}
+        #: How far the engine has processed the stored events, written with the state it produced.
+        self.mark = InputMark()
 
     def restore(self, state: TriggerState, last_fired: dict[tuple[str, str], float], rules: Mapping[str, Rule]) -> int:
         """Load the memo entries the timer queue holds into ``state`` and ``last_fired``; returns how many.
@@ -133,6 +136,11 @@ class StateMirror:
                 continue
             value: Any = timer.context.get("value")
             try:
+                if timer.key == MARK_KEY:
+                    self.mark = InputMark.decode(value)
+                    self._saved[timer.key] = ("", "", value)
+                    n += 1
+                    continue
                 known = _restore_one(state, last_fired, rules, timer, value)
             except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
                 log.warning("rule state %s not restored (%s): started afresh", timer.key, exc)
@@ -154,6 +162,8 @@ class StateMirror:
             rule = rules.get(rule_id)
             current[key] = (rule_id, rule.hash if rule is not None else "", value)
 
+        if self.mark.at is not None:
+            current[MARK_KEY] = ("", "", self.mark.encode())
         for (tag, zone), inside in state.membership.items():
             current[f"memo|zone|{tag}|{zone}"] = ("", "", inside)
         for (tag, zone), since in state.zones.pending.items():

@@ -22,6 +22,9 @@ class DeviceEvent:
     id: str
     ts: float
     data: dict[str, Any]
+    #: When the platform stored it (``device_events.received_at``, one value per ingest batch); ``None``
+    #: for what is not stored there (status, platform events): the rules engine's input mark.
+    received_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

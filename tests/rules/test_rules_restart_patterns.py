@@ -5,6 +5,10 @@ broker, SQLite) — issue 17 items 3 and 5:
 - a ``distinct`` count keeps the sniffer that saw the phone before the kill: a second one after it fires;
 - an ``expect`` armed before the kill fires its else-actions at its deadline after the restart, once,
   and an expected input after the restart cancels it: nothing fires.
+
+Each kill comes as soon as the input before it is acknowledged (stored): the state it changed reaches
+the registry only at the next tick, and the catch-up at start feeds the stored events after the
+engine's input mark again (rules/catch_up.py).
 """
 
 from __future__ import annotations
@@ -70,7 +74,6 @@ def alarms(site: Site, rule_id: str) -> int:
 async def test_a_sequence_begun_before_a_sigkill_completes_after_it_once(site: Site) -> None:
     op, door, *_ = await site.start()
     await door.published(door.publish("events/door_forced", event({})))
-    await site.until("SELECT body FROM rule_timers WHERE key = 'memo|seq|forced-then-held|0|door-1'", bool)
     site.kill()
     op, door, *_ = await site.start()
     await door.published(door.publish("events/door_held_open", event({"seconds": 5.0})))
@@ -89,7 +92,6 @@ async def test_a_sequence_begun_before_a_sigkill_completes_after_it_once(site: S
 async def test_a_distinct_count_keeps_the_sniffer_seen_before_a_sigkill(site: Site) -> None:
     op, _door, sniffer1, sniffer2, _cam = await site.start()
     await sniffer1.published(sniffer1.publish("events/mac_seen", event({"mac": MAC, "rssi": -60.0})))
-    await site.until("SELECT body FROM rule_timers WHERE key LIKE 'memo|distinct|phone-moving|0|%'", bool)
     site.kill()
     op, _door, sniffer1, sniffer2, _cam = await site.start()
     await sniffer2.published(sniffer2.publish("events/mac_seen", event({"mac": MAC, "rssi": -70.0})))
@@ -105,7 +107,6 @@ async def test_a_distinct_count_keeps_the_sniffer_seen_before_a_sigkill(site: Si
 async def test_an_expectation_armed_before_a_sigkill_fires_at_its_deadline_after_it_once(site: Site) -> None:
     op, *_, cam = await site.start()
     await cam.published(cam.publish("events/plate_captured", event({"plate": "沪A12345", "direction": "in"})))
-    await site.until("SELECT key FROM rule_timers WHERE key LIKE 'expect|plate-not-out|%'", bool)
     site.kill()
     op, *_, cam = await site.start()
     found = await alarm(op, "plate-not-out", EXPECT_S + 20)
@@ -122,7 +123,6 @@ async def test_an_expectation_armed_before_a_sigkill_is_cancelled_by_the_event_a
     op, *_, cam = await site.start()
     armed = time.time()
     await cam.published(cam.publish("events/plate_captured", event({"plate": "沪B54321", "direction": "in"})))
-    await site.until("SELECT key FROM rule_timers WHERE key LIKE 'expect|plate-not-out|%'", bool)
     site.kill()
     op, *_, cam = await site.start()
     await cam.published(cam.publish("events/plate_captured", event({"plate": "沪B54321", "direction": "out"})))

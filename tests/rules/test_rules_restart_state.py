@@ -2,7 +2,9 @@
 
 - a ``for:`` timer armed by a twin change just before the kill (the twin was stored, the timer maybe not
   yet: timers reach the registry once a second) still raises its alarm after the restart, once;
-- a ``count``/``within`` window keeps the events counted before the kill;
+- a ``count``/``within`` window keeps the events counted before the kill, killed as soon as the second
+  event is acknowledged (its count reaches the registry at the next tick: the catch-up at start feeds
+  the stored events after the engine's input mark again);
 - a ``cooldown`` running at the kill still holds after the restart (no second firing).
 """
 
@@ -72,11 +74,7 @@ async def test_a_count_window_keeps_its_events_across_a_sigkill(site: Site) -> N
     op, door = await site.start()
     for _ in range(2):
         await door.published(door.publish("events/door_opened", event({"by": "exit_button"})))
-    await site.until(
-        "SELECT body FROM rule_timers WHERE key LIKE 'memo|count|three-exits|%'",
-        lambda r: bool(r) and r[0][0].count(",") >= 1,  # two times in the window
-    )
-    site.kill()
+    site.kill()  # at once: the window may not have reached the registry; the stored events are fed again
     op, door = await site.start()
     await door.published(door.publish("events/door_opened", event({"by": "exit_button"})))
     found = await alarm(op, "three-exits", 15)
