@@ -101,7 +101,7 @@ class HistorySettings(_Section):
     """The twins' version history (docs/console.md, docs/rules.md "Replay"): the newest ``keep_versions``
     changes per device (0: no count bound) and none older than ``keep_days``, pruned every ``prune_interval_s``."""
 
-    keep_versions: int = Field(default=50, ge=0)
+    keep_versions: int = Field(default=2000, ge=0)  # a busy door: about two weeks
     keep_days: float = Field(default=30.0, gt=0)  # tag positions are location data: as privacy.location_days
     prune_interval_s: float = Field(default=600.0, gt=0)
 

@@ -33,7 +33,7 @@ class HistoryPolicy:
     """How much history is kept: the newest ``keep_versions`` per device (0: no count bound), and
     nothing older than ``keep_days``."""
 
-    keep_versions: int = 50
+    keep_versions: int = 2000
     keep_days: float = 30.0
 
 
@@ -93,16 +93,23 @@ class HistoryStore:
             )
             removed += int(count)
             if policy.keep_versions > 0:
-                # the versions past each device's newest keep_versions (window functions: SQLite >= 3.25)
-                count, _ = await tx.execute_query(
+                # only the devices past the bound (counted on the primary key's index), then each one's
+                # versions older than its newest keep_versions: index seeks, no sort of the whole table
+                over = await tx.execute_query_dict(
                     self._sql.q(
-                        "DELETE FROM twin_history WHERE (device_id, version) IN (SELECT device_id, version FROM "
-                        "(SELECT device_id, version, ROW_NUMBER() OVER (PARTITION BY device_id ORDER BY version DESC) "
-                        f"AS newer FROM twin_history WHERE {devices}) AS ranked WHERE newer > ?)"
+                        f"SELECT device_id FROM twin_history WHERE {devices} GROUP BY device_id HAVING COUNT(*) > ?"
                     ),
                     [self.site, policy.keep_versions],
                 )
-                removed += int(count)
+                for row in over:
+                    count, _ = await tx.execute_query(
+                        self._sql.q(
+                            "DELETE FROM twin_history WHERE device_id = ? AND version <= (SELECT version FROM "
+                            "twin_history WHERE device_id = ? ORDER BY version DESC LIMIT 1 OFFSET ?)"
+                        ),
+                        [row["device_id"], row["device_id"], policy.keep_versions],
+                    )
+                    removed += int(count)
         return removed
 
 
