@@ -266,6 +266,8 @@ async def open_services(
             ]
         )
         log.info("rules: %d loaded from %s, %d problems", len(loaded.rules), rules_path, len(loaded.diagnostics))
+        for rule_id, why in loaded.not_applicable:
+            log.info("rules: %s is not applicable to site %s: %s", rule_id, site, why)
         dispatcher = AlarmDispatcher(alarm_store, alarms, settings.alarms, http)
         dispatcher.watch(alarms, engine.alarms)
 

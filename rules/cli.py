@@ -77,6 +77,8 @@ def check(
     result = load_rules(path, plan)
     for d in result.diagnostics:
         typer.echo(d.format())
+    for rule_id, why in result.not_applicable:
+        typer.echo(f"not applicable here: [{rule_id}] {why} (an optional rule: left out, not an error)")
     files = len(rule_files(path))
     if result.diagnostics:
         typer.echo(f"{len(result.diagnostics)} problem(s); {len(result.rules)} rule(s) OK in {files} file(s)")

@@ -108,6 +108,8 @@ class LoadResult:
 
     rules: list[Rule] = field(default_factory=list)
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    #: ``optional`` rules left out because the site lacks what they name: (rule id, why)
+    not_applicable: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _pydantic_diags(
@@ -222,7 +224,9 @@ def _semantic_trigger(spec: Any, site: SitePlan | None) -> list[tuple[str, str]]
     return problems
 
 
-def _compile_rule(raw: LineDict, file: str, site: SitePlan | None) -> tuple[Rule | None, list[Diagnostic]]:
+def _compile_rule(
+    raw: LineDict, file: str, site: SitePlan | None, not_applicable: list[tuple[str, str]] | None = None
+) -> tuple[Rule | None, list[Diagnostic]]:
     rid = str(raw.get("id")) if isinstance(raw, dict) and raw.get("id") is not None else None
     line0 = getattr(raw, "line", 0)
     if not isinstance(raw, dict):
@@ -232,6 +236,7 @@ def _compile_rule(raw: LineDict, file: str, site: SitePlan | None) -> tuple[Rule
     except ValidationError as exc:
         return None, _pydantic_diags(exc, raw, RuleEnvelope, file, rid, "")
     diags: list[Diagnostic] = []
+    missing: list[str] = []  # what an optional rule names and the site lacks
 
     def expr(src: str, line: int) -> Expression | None:
         try:
@@ -256,6 +261,9 @@ def _compile_rule(raw: LineDict, file: str, site: SitePlan | None) -> tuple[Rule
             diags.extend(_pydantic_diags(exc, body, model, file, env.id, f"{tkey} trigger: "))
             continue
         for fld, msg in _semantic_trigger(spec, site):
+            if env.optional and fld == "zone" and isinstance(spec, ZoneTrigger):
+                missing.append(f"the site has no zone {spec.zone!r}")
+                continue
             diags.append(Diagnostic(file, line_of(body, (fld,)) or tline, env.id, f"{tkey} trigger: {msg}"))
         where = group_by = None
         if isinstance(spec, EventTrigger):
@@ -306,6 +314,10 @@ def _compile_rule(raw: LineDict, file: str, site: SitePlan | None) -> tuple[Rule
             dedupe = compile_template(env.dedupe)
         except ExpressionError as exc:
             diags.append(Diagnostic(file, line_of(raw, ("dedupe",)), env.id, f"bad dedupe template: {exc.message}"))
+    if missing:  # the rest is moot where the rule does not apply (a device it names may be missing too)
+        if not_applicable is not None:
+            not_applicable.append((env.id, "; ".join(missing)))
+        return None, []
     if diags:
         return None, diags
     canonical = json.dumps(plain(raw), sort_keys=True, ensure_ascii=False, default=str)
@@ -355,7 +367,7 @@ def load_rule_docs(doc: Any, file: str, site: SitePlan | None = None) -> LoadRes
         result.diagnostics.append(Diagnostic(file, getattr(items, "line", 1), None, "'rules' must be a list"))
         return result
     for item in items:
-        rule, diags = _compile_rule(item, file, site)
+        rule, diags = _compile_rule(item, file, site, result.not_applicable)
         result.diagnostics.extend(diags)
         if rule is not None:
             result.rules.append(rule)
@@ -385,6 +397,7 @@ def load_rules(paths: Path | list[Path], site: SitePlan | None = None) -> LoadRe
             continue
         part = load_rule_docs(doc, str(f), site)
         result.diagnostics.extend(part.diagnostics)
+        result.not_applicable.extend(part.not_applicable)
         for rule in part.rules:
             if rule.id in seen:
                 first = seen[rule.id]

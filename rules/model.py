@@ -354,3 +354,6 @@ class RuleEnvelope(_Strict):
     cooldown: Duration | None = None
     dedupe: str | None = None
     tags: list[str] = Field(default_factory=list)
+    #: a rule for something not every site has (a kindergarten, a fence): on a site without a zone it
+    #: names it is left out, as not applicable, instead of being an error
+    optional: bool = False

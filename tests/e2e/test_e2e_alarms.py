@@ -118,7 +118,8 @@ async def test_a_watchlist_plate_raises_one_alarm_acknowledged_in_the_api_and_de
             )
         )
         _topic, raised = await police.expect(r"/alarms/", timeout=30)
-        assert raised["kind"] == "watchlist_match" and raised["state"] == "raised" and raised["subject"] == PLATE
+        assert raised["kind"] == "watchlist_match", raised["message"]
+        assert raised["state"] == "raised" and raised["subject"] == PLATE
         assert raised["audience"] == "police" and raised["evidence"]["device"] == "gate-north"
 
         everything = (await api.get("/alarms", params={"state": ["raised", "acknowledged", "cleared"]})).json()

@@ -125,3 +125,27 @@ def test_a_door_closed_rule_passes_the_check(tmp_path: Path) -> None:
     )
     code, out = _check(str(tmp_path), "--site", str(SITE))
     assert code == 0, out
+
+
+def test_shipped_zone_rules_are_left_out_on_a_site_without_the_zone_and_a_typo_still_fails(tmp_path: Path) -> None:
+    # a community without a kindergarten or fence: the shipped rules for them do not apply, which is no error
+    site = tmp_path / "site.yaml"
+    site.write_text("site: plain\nbuildings: [{id: b1, name: 1栋}]\n", encoding="utf-8")
+    code, out = _check(str(BUILTIN), "--site", str(site))
+    assert code == 0, out
+    assert "not applicable here: [child-left-kindergarten] the site has no zone 'kindergarten'" in out
+    assert "not applicable here: [elderly-left-fence]" in out
+    loaded = load_rules(BUILTIN, load_site_plan(site))
+    assert {r.id for r in loaded.rules} >= {"door-forced", "device-offline"}
+    assert not {"child-left-kindergarten", "elderly-left-fence"} & {r.id for r in loaded.rules}
+    # where the site has the zones they load; and a rule that is not optional names a missing zone: an error
+    assert {"child-left-kindergarten", "elderly-left-fence"} <= {
+        r.id for r in load_rules(BUILTIN, load_site_plan(SITE)).rules
+    }
+    typo = tmp_path / "mine.yaml"
+    typo.write_text(
+        "rules:\n  - id: mine\n    when: {zone: {zone: kindergarden, on: leave}}\n    then: [{audit: {message: x}}]\n",
+        encoding="utf-8",
+    )
+    code, out = _check(str(typo), "--site", str(SITE))
+    assert code == 1 and "did you mean 'kindergarten'?" in out
