@@ -48,7 +48,7 @@ async def events_after(conn: BaseDBAsyncClient, site: str, mark: InputMark, unti
         if mark.covers(received, str(r["device_id"]), str(r["event_id"])):
             continue
         ts = float(r["ts"]) if r["ts"] is not None else received
-        data = _json(r["data"])
+        data = json_object(r["data"])
         out.append(
             DeviceEvent(
                 site, str(r["device_id"]), str(r["kind"]), str(r["type"]), str(r["event_id"]), ts, data, received
@@ -57,7 +57,8 @@ async def events_after(conn: BaseDBAsyncClient, site: str, mark: InputMark, unti
     return out
 
 
-def _json(text: Any) -> dict[str, Any]:
+def json_object(text: Any) -> dict[str, Any]:
+    """A stored JSON column as a mapping (``{}`` when it is not one)."""
     try:
         doc = json.loads(text) if isinstance(text, str) else text
     except ValueError:

@@ -12,7 +12,6 @@ trace. The twins start from their state at ``since``, folded from the history ke
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +21,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from registry.alarms import InMemoryAlarmStore
 from registry.history import HistoryStore, SiteHistoryEntry
 from registry.sql import Sql
+from rules.db_events import json_object
 from rules.derive import StoredTwin
 from rules.engine import RulesEngine
 from rules.loader import Rule
@@ -151,7 +151,7 @@ async def load_recorded(conn: BaseDBAsyncClient, site: str, since: float, until:
         [site, since, until],
     )
     for r in rows:
-        data = _json(r["data"])
+        data = json_object(r["data"])
         ts = float(r["t"])
         out.append(Recorded(ts, DeviceEvent(site, r["device_id"], r["kind"], r["type"], r["event_id"], ts, data)))
     rows = await sql.rows(
@@ -173,11 +173,3 @@ async def load_recorded(conn: BaseDBAsyncClient, site: str, since: float, until:
         event = DeviceEvent(site, str(r["device_id"]), "platform", "access_decided", f"decision-{r['id']}", ts, data)
         out.append(Recorded(ts, event))
     return out
-
-
-def _json(text: Any) -> dict[str, Any]:
-    try:
-        doc = json.loads(text) if isinstance(text, str) else text
-    except ValueError:
-        return {}
-    return doc if isinstance(doc, dict) else {}

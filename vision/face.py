@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
-from vision.images import BgrImage
+from vision.images import BgrImage, quiet_opencv
 from vision.models import find_face_models
 
 __all__ = [
@@ -59,7 +59,6 @@ FAST_MIN_FACE = 48
 REGION_MARGIN = 0.75
 
 FloatArray = npt.NDArray[np.float32]
-_CV_LOG_LOCK = threading.Lock()
 
 
 class FaceError(ValueError):
@@ -111,18 +110,9 @@ class YuNetDetector:
     """YuNet face detector via ``cv2.FaceDetectorYN`` (one instance per thread — it is stateful)."""
 
     def __init__(self, model: Path, score_threshold: float = 0.7, nms_threshold: float = 0.3) -> None:
-        # OpenCV 5 warns once per detector that its new graph engine ignores the target; that
-        # warning is noise on every CLI run, so it is silenced while the detector is built.
-        with _CV_LOG_LOCK:
-            old = cv2.utils.logging.getLogLevel()
-            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
-            try:
-                self._detector = cv2.FaceDetectorYN.create(
-                    str(model), "", (320, 320), score_threshold, nms_threshold, 5000
-                )
-                self._detector.detect(np.zeros((320, 320, 3), np.uint8))
-            finally:
-                cv2.utils.logging.setLogLevel(old)
+        with quiet_opencv():
+            self._detector = cv2.FaceDetectorYN.create(str(model), "", (320, 320), score_threshold, nms_threshold, 5000)
+            self._detector.detect(np.zeros((320, 320, 3), np.uint8))
 
     def detect(self, image: BgrImage, max_side: int = MAX_DETECT_SIDE) -> list[FaceDetection]:
         """All faces in ``image`` (looked for at most ``max_side`` pixels wide or high), largest first."""
@@ -237,13 +227,8 @@ class OpenCvFaceEmbedder:
     backend = "opencv"
 
     def __init__(self, model: Path) -> None:
-        with _CV_LOG_LOCK:
-            old = cv2.utils.logging.getLogLevel()
-            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
-            try:
-                self._net = cv2.dnn.readNetFromONNX(str(model))
-            finally:
-                cv2.utils.logging.setLogLevel(old)
+        with quiet_opencv():
+            self._net = cv2.dnn.readNetFromONNX(str(model))
 
     def embed_aligned(self, aligned_bgr: BgrImage) -> FloatArray:
         """L2-normalised template of an aligned 112x112 BGR face."""

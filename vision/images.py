@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+import threading
+from collections.abc import Iterator
 
 import cv2
 import numpy as np
@@ -106,3 +109,19 @@ def encode_jpeg(image: BgrImage, quality: int = 90) -> bytes:
     if not ok:
         raise ImageDecodeError("JPEG encoding failed")
     return bytes(buf.tobytes())
+
+
+_CV_LOG_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def quiet_opencv() -> Iterator[None]:
+    """OpenCV logs only errors inside the block (OpenCV 5 warns once per model that its new graph engine
+    ignores the target: noise on every CLI run). The log level is process-wide, so one lock for all."""
+    with _CV_LOG_LOCK:
+        old = cv2.utils.logging.getLogLevel()
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+        try:
+            yield
+        finally:
+            cv2.utils.logging.setLogLevel(old)

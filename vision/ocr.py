@@ -18,7 +18,6 @@ onnxruntime session and is thread-safe.
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ import onnxruntime as ort
 from rapidocr.ch_ppocr_det.utils import DBPostProcess
 from rapidocr.ch_ppocr_rec.utils import CTCLabelDecode
 
-from vision.images import BgrImage
+from vision.images import BgrImage, quiet_opencv
 
 __all__ = ["RecognizedLine", "TextDetector", "TextRecognizer", "detector_agrees"]
 
@@ -45,7 +44,6 @@ REC_MIN_WIDTH = 224
 #: Largest absolute difference of the detector's probability map allowed between OpenCV and
 #: onnxruntime for OpenCV to be used.
 SAME_MAP_TOLERANCE = 1e-3
-_CV_LOG_LOCK = threading.Lock()
 
 
 def _session(model: Path) -> ort.InferenceSession:
@@ -82,13 +80,8 @@ class TextDetector:
         self._net: cv2.dnn.Net | None = None
         self._session: ort.InferenceSession | None = None
         if use_opencv:
-            with _CV_LOG_LOCK:
-                old = cv2.utils.logging.getLogLevel()
-                cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
-                try:
-                    self._net = cv2.dnn.readNetFromONNX(str(model))
-                finally:
-                    cv2.utils.logging.setLogLevel(old)
+            with quiet_opencv():
+                self._net = cv2.dnn.readNetFromONNX(str(model))
         else:
             self._session = _session(model)
 

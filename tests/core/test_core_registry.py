@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
-from process_kit import fresh_postgres_database
 
 from broker.acl import Role
 from registry.db import open_database
@@ -18,15 +15,6 @@ from twins.document import TwinDocument, apply_reported
 from twins.errors import BadRequest, NotFound
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite://{tmp_path / 'registry.db'}"
-        return
-    async with fresh_postgres_database("anfang_test") as url:
-        yield url
 
 
 async def test_migrations_apply_once(db_url: str) -> None:

@@ -3,14 +3,9 @@ and made by a running platform through a real broker."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from platform_kit import Stack
-from process_kit import fresh_postgres_database
 
 from anfang.ingest import Inbound, process_batch
 from registry.db import open_database
@@ -67,15 +62,6 @@ def test_the_actor_is_the_innermost_caller() -> None:
             assert current_actor() == "rule:r1"
         assert current_actor() == "staff:p-1"
     assert current_actor() == "platform"
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite://{tmp_path / 'registry.db'}"
-        return
-    async with fresh_postgres_database("anfang_test") as url:
-        yield url
 
 
 async def test_history_commits_with_the_twins_and_is_bounded_by_the_prune(db_url: str) -> None:
