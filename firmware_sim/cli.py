@@ -258,6 +258,9 @@ def fleet_cmd(
     json_out: Annotated[Path | None, typer.Option("--json", help="write the result as JSON")] = None,
     events: Annotated[float, typer.Option(min=0, max=1, help="share of messages that are motion events")] = 0.0,
     prefix: Annotated[str, typer.Option(help="device ids are PREFIX-NNNNN")] = "fleet",
+    changing: Annotated[
+        bool, typer.Option(help="every report changes the twin (fps cycles 15..25), so rules evaluate each one")
+    ] = False,
 ) -> None:
     """Run N devices from this one process and report the sustained rate and peak memory."""
     from firmware_sim.fleet import FleetConfig, FleetError, run_fleet
@@ -275,6 +278,7 @@ def fleet_cmd(
         secrets=load_secrets(secrets) if secrets else {},
         events=events,
         prefix=prefix,
+        changing=changing,
     )
     tty = sys.stderr.isatty()
 

@@ -75,6 +75,7 @@ class FleetConfig:
     keepalive: int = 120
     secrets: dict[str, str] = field(default_factory=dict)
     events: float = 0.0  # share of messages that are events (``motion``, each a new id) instead of reports
+    changing: bool = False  # reports change the twin every time (``fps`` cycles 15..25) instead of repeating it
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,9 +319,10 @@ async def _send_loop(cfg: FleetConfig, stats: FleetStats, devices: list[_Device]
                     "events/motion", b'{"id":"m-%d","ts":%.3f,"data":{"zone":"gate"}}' % (d.seq, time.time()), cfg.qos
                 )
             else:
+                fps = 15 + d.seq % 11 if cfg.changing else 25
                 d.publish(
                     "twin/reported",
-                    b'{"seq":%d,"ts":%.3f,"state":{"recording":true,"fps":25}}' % (d.seq, time.time()),
+                    b'{"seq":%d,"ts":%.3f,"state":{"recording":true,"fps":%d}}' % (d.seq, time.time(), fps),
                     cfg.qos,
                 )
             sent += 1

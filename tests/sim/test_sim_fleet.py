@@ -120,3 +120,42 @@ async def test_fleet_sends_the_asked_share_of_events_with_ids_of_their_own() -> 
 def test_fleet_cli_refuses_an_events_share_outside_0_to_1() -> None:
     r = CliRunner().invoke(app, ["fleet", "--events", "1.5"])
     assert r.exit_code == 2 and "--events" in r.output
+
+
+async def test_a_changing_fleet_changes_each_twin_at_every_report() -> None:
+    """``--changing``: consecutive reports of a device differ, so a rules benchmark evaluates every one."""
+    fps: dict[str, list[int]] = {}
+    done, subscribed = threading.Event(), threading.Event()
+    expected = [0]
+
+    seen = [0]
+
+    def on_message(client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        seen[0] += 1  # acked counts every QoS 1 message of the fleet, status included
+        if msg.topic.endswith("/twin/reported"):
+            fps.setdefault(msg.topic, []).append(int(json.loads(msg.payload)["state"]["fps"]))
+        if expected[0] and seen[0] >= expected[0]:
+            done.set()
+
+    with Mosquitto(fleet=True) as b:
+        watcher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="watcher")
+        watcher.on_message = on_message
+        watcher.on_subscribe = lambda *args: subscribed.set()
+        watcher.connect(b.host, b.port)
+        watcher.subscribe("anfang/#", qos=1)
+        watcher.loop_start()
+        try:
+            assert await asyncio.to_thread(subscribed.wait, 10)
+            cfg = FleetConfig(host=b.host, port=b.port, devices=5, rate=500, duration=1, changing=True)
+            r = await run_fleet(cfg)
+            expected[0] = r.acked
+            if seen[0] >= r.acked:
+                done.set()
+            assert await asyncio.to_thread(done.wait, 10), fps
+        finally:
+            watcher.loop_stop()
+            watcher.disconnect()
+    assert len(fps) == 5
+    for values in fps.values():
+        assert all(15 <= v <= 25 for v in values)
+        assert all(a != b for a, b in zip(values, values[1:], strict=False)), values
