@@ -10,10 +10,10 @@ twin changes to the leader through the database feed (:mod:`anfang.feed`).
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Iterable
 
 from registry.records import DeviceInfo
+from rules.routing import owner_of
 from twins.topics import ROOT, platform_topic
 
 LEADER = 0
@@ -28,7 +28,7 @@ def partition_of(device: DeviceInfo, partitions: int) -> int:
     """The partition serving ``device``. Virtual devices belong to the leader, which derives them."""
     if partitions <= 1 or device.virtual:
         return LEADER
-    return zlib.crc32(device.id.encode()) % partitions
+    return owner_of(device.id, partitions)
 
 
 def twin_filters(site: str, device_ids: Iterable[str]) -> list[str]:

@@ -10,7 +10,7 @@ its state ends, so a restart never fires it twice.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,8 +38,10 @@ def derive_for_timers(
     timers: TimerQueue,
     now: float,
     kinds: Mapping[str, str] | None = None,
+    owns: Callable[[Rule, int, str], bool] | None = None,
 ) -> list[str]:
-    """Arm the ``for`` timers the stored twins call for; returns their keys."""
+    """Arm the ``for`` timers the stored twins call for; returns their keys. ``owns(rule, idx, device)``:
+    is the state of this trigger for this device this engine's (several workers per site)?"""
     armed: list[str] = []
     for rule in rules:
         if not rule.enabled or not rule.for_:
@@ -53,6 +55,8 @@ def derive_for_timers(
                 if spec.kind and kind is not None and kind not in spec.kind:
                     continue
                 if not device_allowed(spec.device, device_id) or get_path(reported, spec.field) != spec.to:
+                    continue
+                if owns is not None and not owns(rule, idx, device_id):
                     continue
                 key = f"for|{rule.id}|{device_id}"
                 if key in timers:

@@ -28,6 +28,7 @@ from rules.loader import Diagnostic, Rule, load_rules, rule_files
 from rules.model import SilenceTrigger
 from rules.patterns import Connection, connection_names
 from rules.reload import ReloadReport, diff, merge_reload
+from rules.routing import Ownership, RuleRoute, Scope, entity_of, route_rule
 from rules.sinks import AuditLog, InMemoryAuditLog, WebhookSender
 from rules.site import DeviceInfo, SitePlan
 from rules.state_store import StateMirror, expire
@@ -76,8 +77,13 @@ class RulesEngine:
         trace_store: TraceWriter | None = None,
         verdicts: bool = False,
         max_event_skew: float = DEFAULT_MAX_SKEW_S,
+        ownership: Ownership | None = None,
     ) -> None:
         self.site = site
+        #: The partition this engine serves when several workers serve the site (:mod:`rules.routing`):
+        #: it evaluates a rule for an input only if it owns the entity the rule keys that input on.
+        self.ownership = ownership or Ownership()
+        self._routes: dict[str, RuleRoute] = {}
         self.actions = actions
         self.alarms = AlarmManager(site.site, alarm_store or InMemoryAlarmStore(), new_alarm_id)
         self.timers = TimerQueue(timer_store or InMemoryTimerStore())
@@ -130,6 +136,7 @@ class RulesEngine:
         for detach in self._detach.values():
             detach()
         self._rules = {r.id: r for r in rules}
+        self._routes = {r.id: route_rule([t.spec for t in r.triggers], r.raw, r.dedupe is not None) for r in rules}
         self._detach = {r.id: attach_rule(self, r) for r in rules}
 
     def reload(self, rules: list[Rule], now: float | None = None) -> ReloadReport:
@@ -192,7 +199,8 @@ class RulesEngine:
         self.timers.load({r.id: r.hash for r in self._rules.values()})
         self._memo.restore(self.state, self._last_fired, self._rules)
         self._rearm_silences(now)
-        derive_for_timers(self.rules, self.twins, self.stamps, self.timers, now, self._kinds)
+        owns = None if self.ownership.single else lambda rule, idx, dev: self.owns(rule, idx, dev, dev)
+        derive_for_timers(self.rules, self.twins, self.stamps, self.timers, now, self._kinds, owns)
         for rule in self._rules.values():
             self._arm_rule(rule, now)
 
@@ -234,7 +242,71 @@ class RulesEngine:
 
     def _arm_rule(self, rule: Rule, now: float) -> None:
         for i in range(len(rule.triggers)):
-            self.bus.arm(rule.id, i, now)
+            # a rule-wide trigger's timers (schedules, edges) are armed by the rule's owner only; the others
+            # arm per device or subject, each checking its owner (rules.triggers.silence)
+            if self._scope(rule, i) is not Scope.RULE or self.owns(rule, i, "", ""):
+                self.bus.arm(rule.id, i, now)
+
+    # --- ownership (several workers per site: rules.routing) ---------------------------------
+
+    def _scope(self, rule: Rule, idx: int) -> Scope:
+        route = self._routes.get(rule.id)
+        return route.scopes[idx] if route is not None and idx < len(route.scopes) else Scope.RULE
+
+    def owns(self, rule: Rule, idx: int, device_id: str, subject: str) -> bool:
+        """Is the state of ``rule``'s ``idx``-th trigger for this input (device, subject) this engine's?"""
+        if self.ownership.single:
+            return True
+        return self.ownership.owns(entity_of(self._scope(rule, idx), rule.id, device_id, subject))
+
+    def owns_entity(self, entity: str) -> bool:
+        """Does this engine hold ``entity`` (a device, a subject, ``rule:<id>``)?"""
+        return self.ownership.owns(entity)
+
+    def forward_targets(self, item: DeviceEvent | TwinChange) -> set[int]:
+        """The other partitions whose owners must see this input of one of our devices: the owners of the
+        entities some loaded rule keys it on, of a tag's virtual twin (partition 0 derives it) and of the
+        wide rules. Decided from the trigger index alone (no ``where``): a target that then finds
+        nothing to do costs a feed row, a missing one would lose an evaluation."""
+        own = self.ownership
+        if own.single:
+            return set()
+        targets: set[int] = set()
+        for rid, route in self._routes.items():
+            if route.wide:
+                targets.add(own.owner(f"rule:{rid}"))
+        if isinstance(item, TwinChange):
+            subs = self.bus.for_fields(self.bus.twin, item.changed)
+            subs = subs + self.bus.for_fields(self.bus.threshold_field, item.changed)
+            for sub in subs:
+                targets.add(
+                    own.owner(entity_of(self._scope(sub.rule, sub.idx), sub.rule.id, item.device_id, item.device_id))
+                )
+        else:
+            self._event_targets(item, targets)
+        targets.discard(own.part)
+        return targets
+
+    def _event_targets(self, event: DeviceEvent, targets: set[int]) -> None:
+        own = self.ownership
+        dev = event.device_id
+        if event.type == "telemetry":
+            metrics = event.data if isinstance(event.data, dict) else {}
+            for sub in self.bus.for_fields(self.bus.threshold_metric, metrics):
+                targets.add(own.owner(entity_of(self._scope(sub.rule, sub.idx), sub.rule.id, dev, dev)))
+            return
+        etype = STATUS_EVENT if event.type == "status" else event.type
+        subject = dev if event.type == "status" else self._event_subject(event)
+        for sub in self.bus.for_event(etype, dev, event.kind):
+            targets.add(own.owner(entity_of(self._scope(sub.rule, sub.idx), sub.rule.id, dev, subject)))
+        if subject != dev:
+            for asub in self.bus.activity_subject.get("*", ()):
+                targets.add(own.owner(entity_of(self._scope(asub.rule, asub.idx), asub.rule.id, dev, subject)))
+        if etype == "tag_seen" and isinstance(event.data.get("tag"), str):
+            targets.add(own.owner(str(event.data["tag"])))  # its virtual twin
+            for subs in self.bus.zones.values():
+                for sub in subs:
+                    targets.add(own.owner(entity_of(self._scope(sub.rule, sub.idx), sub.rule.id, dev, subject)))
 
     async def tick(self, now: float | None = None, actions: PlatformActions | None = None) -> None:
         """Fire due timers (``for``, silence, schedules) and flush the timer store (once per tick)."""
@@ -350,7 +422,9 @@ class RulesEngine:
             await observe_tag(self, event, at, now, actions)
         await self.dispatch(self.bus.for_event(event.type, event.device_id, event.kind), inp, now, actions)
         await self._recheck_pending({event.device_id, subject}, now, at)
-        self._memo.mark.advance(event)
+        if self.ownership.single or self.ownership.owns(event.device_id):
+            # the mark is of this partition's stored events; forwarded ones are replayed by their targets
+            self._memo.mark.advance(event)
 
     async def on_twin_change(self, change: TwinChange, actions: PlatformActions) -> None:
         """An accepted reported-state change."""
@@ -443,7 +517,10 @@ class RulesEngine:
     # --- evaluation -------------------------------------------------------------------------
 
     async def dispatch(self, subs: list[Sub], inp: Input, now: float, acts: PlatformActions) -> None:
-        """Match an input against subscribed triggers and run what follows each match."""
+        """Match an input against subscribed triggers and run what follows each match (those whose
+        state for this input this engine owns)."""
+        if not self.ownership.single:
+            subs = [s for s in subs if self.owns(s.rule, s.idx, inp.device_id, inp.subject)]
         for sub in subs:
             try:
                 await self._consider(sub, inp, now, acts)

@@ -101,6 +101,14 @@ class TriggerHost(Protocol):
         """A rule failed on one input: counted, logged, traced, alarmed."""
         ...
 
+    def owns(self, rule: Rule, idx: int, device_id: str, subject: str) -> bool:
+        """Is the state of the rule's trigger for this device/subject this engine's (:mod:`rules.routing`)?"""
+        ...
+
+    def owns_entity(self, entity: str) -> bool:
+        """Does this engine hold the entity (a device, a subject)?"""
+        ...
+
 
 def chain(detaches: list[Detach]) -> Detach:
     """One detach callback for several."""

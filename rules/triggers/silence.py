@@ -53,7 +53,7 @@ def attach(host: TriggerHost, rule: Rule, idx: int) -> Detach:
     def arm(now: float) -> None:
         for subject in subjects(host.site, spec):
             key = timer_key(rule.id, idx, subject)
-            if key not in host.timers:
+            if key not in host.timers and host.owns(rule, idx, subject, subject):
                 ctx = {"idx": idx, "since": now}
                 host.timers.put(Timer(key, rule.id, rule.hash, "silence", now + spec.for_, subject, context=ctx))
 
@@ -79,9 +79,9 @@ def attach(host: TriggerHost, rule: Rule, idx: int) -> Detach:
         if spec.events and etype not in spec.events:
             return
         if spec.per == "device":
-            if device_allowed(spec.device, device_id):
+            if device_allowed(spec.device, device_id) and host.owns(rule, idx, device_id, device_id):
                 await rearm(device_id, now, acts)
-        elif person_in_groups(host.site, subject, spec.group):
+        elif person_in_groups(host.site, subject, spec.group) and host.owns(rule, idx, device_id, subject):
             await rearm(subject, now, acts)
 
     async def due(timer: Timer, now: float, acts: PlatformActions) -> None:

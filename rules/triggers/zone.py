@@ -61,7 +61,8 @@ async def observe_tag(host: TriggerHost, event: DeviceEvent, at: float, now: flo
     position = {"x": round(est.x, 2), "y": round(est.y, 2)}
     state = {"last_seen": event.ts, "reader": event.device_id, "rssi": float(rssi), "position": position}
     try:
-        await acts.report_virtual(tag, state)
+        if host.owns_entity(tag):  # the owner of the tag's virtual twin (partition 0) derives it
+            await acts.report_virtual(tag, state)
     except TwinError as exc:
         # an unregistered tag has no twin to update; its position still counts for the zones
         host.trace.add(now, "-", f"tag_seen {event.id}", "no twin", exc.message)
