@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.transactions import in_transaction
 
-from registry.alarms import Alarm, AlarmStoreError, OutboxEntry, default_dedupe_key
+from registry.alarms import Alarm, AlarmStoreError, OutboxEntry, StoredAlarm, default_dedupe_key
 from registry.sql import DB_ERRORS, Sql
 
 __all__ = ["DatabaseAlarmStore", "Delivery"]
@@ -28,6 +29,35 @@ _UPSERT = (
     "rule_id = excluded.rule_id, subject = excluded.subject, dedupe_key = excluded.dedupe_key, "
     "kind = excluded.kind, severity = excluded.severity, state = excluded.state, audience = excluded.audience, "
     "raised_at = excluded.raised_at, updated_at = excluded.updated_at, doc = excluded.doc"
+)
+_SET = (
+    "rule_id = ?, subject = ?, dedupe_key = ?, kind = ?, severity = ?, state = ?, audience = ?, raised_at = ?, "
+    "updated_at = ?, doc = ?"
+)
+_NO_OPEN = "NOT EXISTS (SELECT 1 FROM alarms WHERE site = ? AND dedupe_key = ? AND state <> 'cleared')"
+# Conditional writes (AlarmStore.write): a new alarm only if no alarm of its key is open, a transition
+# only if the stored document is still the one the decision was made on. On PostgreSQL one statement
+# with its outbox entry (one round trip, atomic); on SQLite the write then the entry, in a transaction.
+_INSERT_IF_NONE_OPEN = (
+    "INSERT INTO alarms(site, id, rule_id, subject, dedupe_key, kind, severity, state, audience, raised_at, "
+    f"updated_at, doc) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE {_NO_OPEN} RETURNING id"
+)
+_UPDATE_IF_UNCHANGED = f"UPDATE alarms SET {_SET} WHERE site = ? AND id = ? AND doc = ? RETURNING id"
+_PG_INSERT_IF_NONE_OPEN = (
+    "WITH w AS (INSERT INTO alarms(site, id, rule_id, subject, dedupe_key, kind, severity, state, audience, "
+    "raised_at, updated_at, doc) SELECT $1::text, $2::text, $3::text, $4::text, $5::text, $6::text, $7::text, "
+    "$8::text, $9::text, $10::float8, $11::float8, $12::text WHERE NOT EXISTS (SELECT 1 FROM alarms "
+    "WHERE site = $1 AND dedupe_key = $5 AND state <> 'cleared') RETURNING id), "
+    "o AS (INSERT INTO alarm_outbox(id, site, alarm_id, event, publish, created_at) "
+    "SELECT $13::text, $1, id, $14::text, $15::integer, $11 FROM w) SELECT count(*) AS n FROM w"
+)
+_PG_UPDATE_IF_UNCHANGED = (
+    "WITH w AS (UPDATE alarms SET rule_id = $3::text, subject = $4::text, dedupe_key = $5::text, kind = $6::text, "
+    "severity = $7::text, state = $8::text, audience = $9::text, raised_at = $10::float8, "
+    "updated_at = $11::float8, doc = $12::text WHERE site = $1::text AND id = $2::text AND doc = $16::text "
+    "RETURNING id), "
+    "o AS (INSERT INTO alarm_outbox(id, site, alarm_id, event, publish, created_at) "
+    "SELECT $13::text, $1, id, $14::text, $15::integer, $11 FROM w) SELECT count(*) AS n FROM w"
 )
 _OUTBOX = "INSERT INTO alarm_outbox(id, site, alarm_id, event, publish, created_at) VALUES (?, ?, ?, ?, ?, ?)"
 _DELIVERY = (
@@ -48,6 +78,10 @@ class Delivery:
     created_at: float
 
 
+def _doc(alarm: Alarm) -> str:
+    return json.dumps(alarm.to_json(), ensure_ascii=False, default=str)
+
+
 class DatabaseAlarmStore:
     """A site's alarms, their outbox and webhook deliveries."""
 
@@ -60,9 +94,44 @@ class DatabaseAlarmStore:
 
     # --- alarms ------------------------------------------------------------------------------------
     async def put(self, alarm: Alarm, event: str = "raised", *, publish: bool = False) -> None:
-        doc = json.dumps(alarm.to_json(), ensure_ascii=False, default=str)
-        a = alarm
-        row = [
+        row = self._row(alarm, _doc(alarm))
+        entry = [uuid.uuid4().hex, self.site, alarm.id, event, 1 if publish else 0, alarm.updated_at]
+        try:
+            await self._sql.batch([(_UPSERT, [row]), (_OUTBOX, [entry])])
+        except DB_ERRORS as exc:
+            raise self._error(f"store alarm {alarm.id}", exc) from exc
+
+    async def write(
+        self, alarm: Alarm, event: str, *, publish: bool, previous: StoredAlarm | None
+    ) -> StoredAlarm | None:
+        """Store ``alarm`` and its outbox entry only if the decision still holds: with ``previous`` None,
+        if no alarm of its dedupe key is open; else if the stored alarm is still ``previous`` (same
+        document). Returns what was stored, or ``None`` when another process got there first."""
+        doc = _doc(alarm)
+        row = self._row(alarm, doc)
+        entry = [uuid.uuid4().hex, event, 1 if publish else 0]
+        try:
+            if self._sql.postgres:
+                params = [*row, *entry] + ([] if previous is None else [previous.doc])
+                sql = _PG_INSERT_IF_NONE_OPEN if previous is None else _PG_UPDATE_IF_UNCHANGED
+                rows = await self._sql.conn.execute_query_dict(sql, params)
+                written = int(rows[0]["n"]) == 1
+            else:
+                if previous is None:
+                    sql, params = _INSERT_IF_NONE_OPEN, [*row, self.site, alarm.dedupe_key]
+                else:
+                    sql, params = _UPDATE_IF_UNCHANGED, [*row[2:], self.site, alarm.id, previous.doc]
+                async with in_transaction(self._sql.conn.connection_name) as tx:
+                    written = bool(await tx.execute_query_dict(sql, params))
+                    if written:
+                        outbox = [entry[0], self.site, alarm.id, event, entry[2], alarm.updated_at]
+                        await tx.execute_query(_OUTBOX, outbox)
+        except DB_ERRORS as exc:
+            raise self._error(f"store alarm {alarm.id}", exc) from exc
+        return StoredAlarm(alarm, doc) if written else None
+
+    def _row(self, a: Alarm, doc: str) -> list[Any]:
+        return [
             self.site,
             a.id,
             a.rule_id,
@@ -76,19 +145,17 @@ class DatabaseAlarmStore:
             a.updated_at,
             doc,
         ]
-        entry = [uuid.uuid4().hex, self.site, a.id, event, 1 if publish else 0, a.updated_at]
-        try:
-            await self._sql.batch([(_UPSERT, [row]), (_OUTBOX, [entry])])
-        except DB_ERRORS as exc:
-            raise self._error(f"store alarm {alarm.id}", exc) from exc
 
     async def _alarms(self, doing: str, sql: str, params: list[Any]) -> list[Alarm]:
+        return [s.alarm for s in await self._stored(doing, sql, params)]
+
+    async def _stored(self, doing: str, sql: str, params: list[Any]) -> list[StoredAlarm]:
         try:
             rows = await self._sql.rows(sql, params)
         except DB_ERRORS as exc:
             raise self._error(doing, exc) from exc
         try:
-            return [Alarm.from_json(json.loads(r["doc"])) for r in rows]
+            return [StoredAlarm(Alarm.from_json(json.loads(r["doc"])), str(r["doc"])) for r in rows]
         except (ValueError, TypeError, KeyError) as exc:
             raise self._error(f"{doing} (unreadable row)", exc) from exc
 
@@ -98,14 +165,34 @@ class DatabaseAlarmStore:
         )
         return found[0] if found else None
 
+    async def get_stored(self, alarm_id: str) -> StoredAlarm | None:
+        found = await self._stored(
+            f"read alarm {alarm_id}", "SELECT doc FROM alarms WHERE site = ? AND id = ?", [self.site, alarm_id]
+        )
+        return found[0] if found else None
+
     async def find_open(self, dedupe_key: str) -> Alarm | None:
-        found = await self._alarms(
+        found = await self.find_open_stored(dedupe_key)
+        return found.alarm if found else None
+
+    async def find_open_stored(self, dedupe_key: str) -> StoredAlarm | None:
+        found = await self._stored(
             f"look up the open alarm {dedupe_key}",
             "SELECT doc FROM alarms WHERE site = ? AND dedupe_key = ? AND state <> 'cleared' "
             "ORDER BY raised_at DESC LIMIT 1",
             [self.site, dedupe_key],
         )
         return found[0] if found else None
+
+    async def open_keys(self) -> set[str]:
+        """The dedupe keys of the site's open alarms (an index-only scan of ``ix_alarms_open``)."""
+        try:
+            rows = await self._sql.rows(
+                "SELECT DISTINCT dedupe_key FROM alarms WHERE site = ? AND state <> 'cleared'", [self.site]
+            )
+        except DB_ERRORS as exc:
+            raise self._error("list the open alarm keys", exc) from exc
+        return {str(r["dedupe_key"]) for r in rows}
 
     async def find_active(self, rule_id: str, subject: str) -> Alarm | None:
         """The open alarm of a rule for a subject."""
