@@ -5,10 +5,14 @@ run by :mod:`vision.ocr` (the detector in OpenCV's DNN when it agrees with onnxr
 recogniser in onnxruntime), with RapidOCR's own pre/post-processing, so no model is ever selected
 that would have to be downloaded.
 
-A frame is read in two passes. The text detector (most of the cost) first looks at a copy shrunk to
+A frame is read in up to three passes, each only when the one before gives no valid plate. First,
+without the text detector: :func:`vision.plate_locate.locate_plates` proposes blue/green plate
+regions from colour and edges (~2 ms) and the recogniser reads each region cut from the frame; a
+reading counts only when it is a valid plate with as many characters as the region's colour implies
+(blue 7, green 8). Then the text detector (most of the cost, ~60 ms) looks at a copy shrunk to
 :data:`FAST_DET_SIDE` pixels; each box it finds is cut from the full-resolution frame and read by the
-recogniser alone. Only when that gives no valid plate does the detector look again at up to
-:data:`DET_MAX_SIDE` pixels (small or distant plates), as a single pass always did.
+recogniser alone. Last, the detector looks again at up to :data:`DET_MAX_SIDE` pixels (small or
+distant plates), as a single pass always did.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import numpy as np
 from vision.images import BgrImage
 from vision.models import find_ocr_models
 from vision.ocr import TextDetector, TextRecognizer, detector_agrees
+from vision.plate_locate import locate_plates
 from vision.plate_text import PlateFormatError, candidate_tails, fold_plate_reading, normalize_plate
 
 __all__ = ["PlateReader", "PlateReading", "choose_plate"]
@@ -170,10 +175,31 @@ class PlateReader:
             reading = self.read_crop(image)
             if reading is not None and reading.plate is not None:
                 return reading
+        located = self.read_located(image)
+        if located is not None:
+            return located
         fast = self.read_fast(image)
         if fast is not None and fast.plate is not None:
             return fast
         return self.read_full(image)
+
+    def read_located(self, image: BgrImage) -> PlateReading | None:
+        """Read the regions :func:`vision.plate_locate.locate_plates` proposes with the recogniser alone.
+
+        Returns a reading only when it is a valid plate of the region's colour's length, else ``None``.
+        """
+        for region in locate_plates(image):
+            x, y, w, h = region.box
+            quad = np.array([[x, y], [x + w, y], [x + w, y + h], [x, y + h]], dtype=np.float32)
+            crop = _cut(image, quad, BOX_MARGIN)
+            if crop is None:
+                continue
+            (line,) = self._rec().read([crop])
+            box = tuple((float(px), float(py)) for px, py in quad)
+            reading = choose_plate([(line.text, line.score, box)], [line.char_scores])
+            if reading is not None and reading.plate is not None and len(reading.plate) == region.plate_length:
+                return reading
+        return None
 
     def read_fast(self, image: BgrImage) -> PlateReading | None:
         """Detect text at up to :data:`FAST_DET_SIDE` pixels, read each box cut from ``image`` with a margin."""
