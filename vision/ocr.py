@@ -5,8 +5,9 @@ the pre/post-processing steps (``DBPostProcess`` for the detector's probability 
 ``CTCLabelDecode`` for the recogniser). What differs from calling ``RapidOCR`` is cost, measured in
 bench/RESULTS.md ("Vision", 2026-12-03):
 
-* the detector runs in OpenCV's DNN module when it gives onnxruntime's probability map (checked once
-  at load; ~0.6x the CPU of onnxruntime on this model), else in onnxruntime;
+* the detector runs in OpenCV's DNN module when it gives onnxruntime's probability map and is the
+  faster of the two on this machine (both checked once at load: ~0.6x onnxruntime's CPU on an Intel
+  Xeon, ~2x on an AMD EPYC), else in onnxruntime;
 * the recogniser pads a line to :data:`REC_MIN_WIDTH` (224) columns instead of 320 (~0.8x its CPU on a
   plate), in onnxruntime (cheaper there than in OpenCV for this model);
 * no per-call option state, no vertical padding, word boxes or visualiser objects.
@@ -29,9 +30,10 @@ import onnxruntime as ort
 from rapidocr.ch_ppocr_det.utils import DBPostProcess
 from rapidocr.ch_ppocr_rec.utils import CTCLabelDecode
 
+from vision.backends import first_is_faster
 from vision.images import BgrImage, quiet_opencv
 
-__all__ = ["RecognizedLine", "TextDetector", "TextRecognizer", "detector_agrees"]
+__all__ = ["RecognizedLine", "TextDetector", "TextRecognizer", "detector_agrees", "detector_prefers_opencv"]
 
 FloatArray = npt.NDArray[np.float32]
 #: Height of a recogniser input line (PP-OCR rec models are trained at 48 px).
@@ -122,6 +124,18 @@ def detector_agrees(model: Path, probes: int = 2) -> bool:
     except cv2.error:
         return False
     return True
+
+
+def detector_prefers_opencv(model: Path, timed_side: int = 384) -> bool:
+    """True when OpenCV's DNN gives onnxruntime's probability map (:func:`detector_agrees`) and is
+    also the faster of the two here, timed on a ``timed_side`` x 3/4 frame (:mod:`vision.backends`)."""
+    if not detector_agrees(model):
+        return False
+    cv_det = TextDetector(model, use_opencv=True)
+    ort_det = TextDetector(model, use_opencv=False)
+    frame: BgrImage = np.random.default_rng(12).integers(0, 256, (timed_side * 3 // 4, timed_side, 3), dtype=np.uint8)
+    blob, _, _ = _det_input(frame, timed_side)
+    return first_is_faster(lambda: cv_det.probability_map(blob), lambda: ort_det.probability_map(blob))
 
 
 @dataclass(frozen=True, slots=True)
