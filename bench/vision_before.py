@@ -1,8 +1,12 @@
-"""The plate reader before issue 21.5's second round (2026-12-03), kept for the benchmark's
-interleaved before/after comparison only: RapidOCR's engine object per thread, PP-OCRv6 small
-detector and recogniser both in onnxruntime, every line padded to 320 columns.
+"""The plate readers before issue 21.5's later rounds, kept for the benchmark's interleaved
+before/after comparison only:
 
-Not used by the platform; :class:`vision.plates.PlateReader` replaced it.
+* :class:`RapidOcrPlateReader` — before the second round (2026-12-03): RapidOCR's engine object per
+  thread, PP-OCRv6 small detector and recogniser both in onnxruntime, every line padded to 320 columns;
+* :func:`detector_passes_read` — before the third round (2026-12-03): :class:`vision.plates.PlateReader`
+  without the colour/edge located pass (every frame goes through the text detector).
+
+Not used by the platform; :class:`vision.plates.PlateReader` replaced them.
 """
 
 from __future__ import annotations
@@ -24,12 +28,27 @@ from vision.plates import (
     DET_MAX_SIDE,
     FAST_DET_SIDE,
     Box,
+    PlateReader,
     PlateReading,
     _cut,
     choose_plate,
 )
 
-__all__ = ["RapidOcrPlateReader"]
+__all__ = ["RapidOcrPlateReader", "detector_passes_read"]
+
+
+def detector_passes_read(reader: PlateReader, image: BgrImage) -> PlateReading | None:
+    """``reader.read`` as of the second round (2026-12-03): a tight crop read whole, else the text
+    detector at ≤ :data:`FAST_DET_SIDE` px, then at ≤ :data:`DET_MAX_SIDE` px when no valid plate."""
+    h, w = image.shape[:2]
+    if h <= CROP_MAX_HEIGHT and CROP_ASPECT[0] <= w / max(h, 1) <= CROP_ASPECT[1]:
+        reading = reader.read_crop(image)
+        if reading is not None and reading.plate is not None:
+            return reading
+    fast = reader.read_fast(image)
+    if fast is not None and fast.plate is not None:
+        return fast
+    return reader.read_full(image)
 
 
 class RapidOcrPlateReader:

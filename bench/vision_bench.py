@@ -49,7 +49,7 @@ from anfang.app import Services, build_platform
 from anfang.config import Settings
 from anfang.service import Platform
 from anfang.services import AccessFeed, open_services
-from bench.vision_before import RapidOcrPlateReader
+from bench.vision_before import RapidOcrPlateReader, detector_passes_read
 from registry.store import Registry
 from twins.hooks import DeviceEvent
 from vision.face import FAST_DETECT_SIDE, FAST_MIN_FACE, FacePipeline, FloatArray
@@ -225,8 +225,10 @@ def bench_speedups(frames: list[BgrImage], rounds: int, plate_rounds: int) -> di
     in OpenCV (until 2026-12-03); ``after`` = :meth:`FacePipeline.largest_face` (a small face is
     looked for again only in its region). plate: ``before`` = one PP-OCR
     pass at up to 960 px (until 2026-12-02); ``rapidocr`` = the shrunk detection first, through
-    RapidOCR's engine (:mod:`bench.vision_before`, until 2026-12-03); ``after`` =
-    :meth:`PlateReader.read` (the same passes, detector in OpenCV, recogniser lines 224 wide).
+    RapidOCR's engine (:mod:`bench.vision_before`, until the second round of 2026-12-03);
+    ``detector`` = the same passes, detector in OpenCV, recogniser lines 224 wide
+    (:func:`bench.vision_before.detector_passes_read`, until the third round); ``after`` =
+    :meth:`PlateReader.read` (colour/edge-located regions read by the recogniser alone first).
     CPU is the process's CPU time (every thread), so OpenCV's own worker threads count too.
     """
     ort_pipe = FacePipeline(backend="onnxruntime")
@@ -267,7 +269,7 @@ def bench_speedups(frames: list[BgrImage], rounds: int, plate_rounds: int) -> di
     prng = random.Random(6)
     plates = ["赣G12345"] + [random_plate(prng, green=(i % 4 == 3)) for i in range(1, plate_rounds)]
     scenes = [(p, render_scene(p, rng, SceneParams())) for p in plates]
-    exact = {"before": 0, "rapidocr": 0, "after": 0}
+    exact = {"before": 0, "rapidocr": 0, "detector": 0, "after": 0}
 
     def checked(name: str, fn: Callable[[BgrImage], Any]) -> Callable[[tuple[str, BgrImage]], Any]:
         def run(item: tuple[str, BgrImage]) -> Any:
@@ -281,12 +283,15 @@ def bench_speedups(frames: list[BgrImage], rounds: int, plate_rounds: int) -> di
         {
             "before": checked("before", old.read_full),
             "rapidocr": checked("rapidocr", old.read),
+            "detector": checked("detector", lambda image: detector_passes_read(reader, image)),
             "after": checked("after", reader.read),
         },
         scenes,
         len(scenes),
     )
     plate["detector_after"] = reader.detector_backend
+    # how many frames the located pass settles alone (the rest pay for it and then the detector passes)
+    plate["after"]["located"] = sum(reader.read_located(image) is not None for _, image in scenes)
     for name in exact:
         plate[name]["exact"] = exact[name]
         plate[name]["total"] = len(scenes)
@@ -558,11 +563,29 @@ def print_speedups(sp: dict[str, Any]) -> None:
             if not isinstance(x, dict) or name.startswith("pairs_"):
                 continue
             note = f"{x['exact']}/{x['total']} exact" if "exact" in x else ""
+            if "located" in x:
+                note += f", {x['located']} settled by the located pass"
             label = f"{kind} {name}"
             print(
                 f"{label:22} {x['wall_p50_ms']:9.2f} {x['cpu_p50_ms']:9.2f} {x['wall_p90_ms']:9.2f} "
                 f"{x['wall_p99_ms']:9.2f}  {note}"
             )
+
+
+def print_run_medians(runs: list[dict[str, Any]]) -> None:
+    """Median over runs of each variant's per-run figures (the numbers quoted in bench/RESULTS.md)."""
+    loads = ", ".join(str(r["load_average_1m"]) for r in runs)
+    print(f"medians of {len(runs)} runs (load averages {loads})")
+    print(f"{'variant':22} {'wall p50':>9} {'cpu p50':>9} {'wall p99':>9}  cpu p50 per run")
+    for kind in ("face", "plate"):
+        for name, x in runs[0][kind].items():
+            if not isinstance(x, dict) or name.startswith("pairs_"):
+                continue
+            per = [r[kind][name] for r in runs]
+            med = {k: statistics.median(p[k] for p in per) for k in ("wall_p50_ms", "cpu_p50_ms", "wall_p99_ms")}
+            cpus = " / ".join(f"{p['cpu_p50_ms']:.1f}" for p in per)
+            label = f"{kind} {name}"
+            print(f"{label:22} {med['wall_p50_ms']:9.2f} {med['cpu_p50_ms']:9.2f} {med['wall_p99_ms']:9.2f}  {cpus}")
 
 
 def print_table(res: dict[str, Any]) -> None:
@@ -629,10 +652,15 @@ def main(argv: list[str] | None = None) -> int:
         "speedups": bench_speedups(frames, 2 * rounds, plate_rounds),
     }
     if args.speedups_only:
-        print_speedups(res["speedups"])
+        runs = [res["speedups"]]
+        print_speedups(runs[0])
         for _ in range(args.runs - 1):
             print()
-            print_speedups(bench_speedups(frames, 2 * rounds, plate_rounds))
+            runs.append(bench_speedups(frames, 2 * rounds, plate_rounds))
+            print_speedups(runs[-1])
+        if len(runs) > 1:
+            print()
+            print_run_medians(runs)
         return 0
     res["face"] = bench_faces(frames, rounds)
     res["plate"] = bench_plates(plate_rounds)
