@@ -227,7 +227,8 @@ def bench_speedups(frames: list[BgrImage], rounds: int, plate_rounds: int) -> di
     pass at up to 960 px (until 2026-12-02); ``rapidocr`` = the shrunk detection first, through
     RapidOCR's engine (:mod:`bench.vision_before`, until the second round of 2026-12-03);
     ``detector`` = the same passes, detector in OpenCV, recogniser lines 224 wide
-    (:func:`bench.vision_before.detector_passes_read`, until the third round); ``after`` =
+    (:func:`bench.vision_before.detector_passes_read`, until the third round); ``detector_now`` = the
+    same with the detector in the runtime timed fastest at load (:mod:`vision.backends`); ``after`` =
     :meth:`PlateReader.read` (colour/edge-located regions read by the recogniser alone first).
     CPU is the process's CPU time (every thread), so OpenCV's own worker threads count too.
     """
@@ -263,13 +264,16 @@ def bench_speedups(frames: list[BgrImage], rounds: int, plate_rounds: int) -> di
 
     reader = PlateReader()
     reader.warm_up()
+    dec03 = PlateReader()
+    dec03._det_opencv = True  # the second round ran the detector in OpenCV on every machine where it agreed
+    dec03.warm_up()
     old = RapidOcrPlateReader()
     old.warm_up()
     rng = random.Random(2026)
     prng = random.Random(6)
     plates = ["赣G12345"] + [random_plate(prng, green=(i % 4 == 3)) for i in range(1, plate_rounds)]
     scenes = [(p, render_scene(p, rng, SceneParams())) for p in plates]
-    exact = {"before": 0, "rapidocr": 0, "detector": 0, "after": 0}
+    exact = {"before": 0, "rapidocr": 0, "detector": 0, "detector_now": 0, "after": 0}
 
     def checked(name: str, fn: Callable[[BgrImage], Any]) -> Callable[[tuple[str, BgrImage]], Any]:
         def run(item: tuple[str, BgrImage]) -> Any:
@@ -283,13 +287,15 @@ def bench_speedups(frames: list[BgrImage], rounds: int, plate_rounds: int) -> di
         {
             "before": checked("before", old.read_full),
             "rapidocr": checked("rapidocr", old.read),
-            "detector": checked("detector", lambda image: detector_passes_read(reader, image)),
+            "detector": checked("detector", lambda image: detector_passes_read(dec03, image)),
+            "detector_now": checked("detector_now", lambda image: detector_passes_read(reader, image)),
             "after": checked("after", reader.read),
         },
         scenes,
         len(scenes),
     )
     plate["detector_after"] = reader.detector_backend
+    plate["detector_before"] = dec03.detector_backend
     # how many frames the located pass settles alone (the rest pay for it and then the detector passes)
     plate["after"]["located"] = sum(reader.read_located(image) is not None for _, image in scenes)
     for name in exact:
@@ -549,7 +555,8 @@ def print_speedups(sp: dict[str, Any]) -> None:
     print(
         f"speed-ups, one thread, interleaved (load {sp['load_average_1m']}, OpenCV threads {sp['opencv_threads']}); "
         f"SFace after: {sp['face']['backend_after']}, its templates vs onnxruntime's cos >= "
-        f"{sp['face']['template_cosine_before_vs_after_min']}; plate detector after: {sp['plate']['detector_after']}"
+        f"{sp['face']['template_cosine_before_vs_after_min']}; plate detector in the 2nd round / now: "
+        f"{sp['plate']['detector_before']} / {sp['plate']['detector_after']}"
     )
     for name in ("dec02", "after"):
         x = sp["face"][f"pairs_{name}"]
