@@ -343,6 +343,10 @@ class Platform:
         pending = len(self._arrivals)
         with contextlib.suppress(TimeoutError):
             await self.wait_until(lambda p: not p._arrivals, timeout)
+        # No batch may still be committing once the partition is released: its new owner would write the same
+        # rows at the same time. Holding the write lock, for good, waits for the batch in flight and keeps the
+        # ingest loop from starting another; the platform is about to be stopped.
+        await self._write_lock.acquire()
         # the ingest loop acknowledges a batch right after the commit that notified us, before it yields
         return pending - len(self._arrivals)
 

@@ -35,6 +35,24 @@ def with_placeholders(sql: str, postgres: bool) -> str:
     return "".join(p + (f"${i + 1}" if i < len(parts) - 1 else "") for i, p in enumerate(parts))
 
 
+#: SQLSTATEs of failures that abort a statement only because of what ran beside it: the same statement
+#: succeeds when tried again (deadlock detected, serialization failure).
+TRANSIENT_SQLSTATES = frozenset({"40P01", "40001"})
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Did the database abort this statement for a reason that trying again resolves? Tortoise wraps the
+    driver's error, so the causes are looked at too."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # a chain is short; the bound guards against a cycle
+        if seen is None:
+            break
+        if getattr(seen, "sqlstate", None) in TRANSIENT_SQLSTATES:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 class Sql:
     """A Tortoise connection with the dialect's placeholders; every method may raise one of :data:`DB_ERRORS`."""
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -23,7 +24,7 @@ from registry import event_partitions, pg_batch
 from registry.event_partitions import DAY, DEDUP_DAYS
 from registry.models import Device, ServiceAccount, Site
 from registry.records import CommandRecord, DeviceInfo, FeedRow, StoredEvent
-from registry.sql import with_placeholders
+from registry.sql import DB_ERRORS, is_transient, with_placeholders
 from twins import jsoncodec
 from twins.document import TwinDocument
 from twins.errors import BadRequest, NotFound
@@ -32,6 +33,9 @@ from twins.kinds import KINDS, VIRTUAL_KINDS
 from twins.topics import valid_id
 
 RESERVED_PREFIX = "anfang-"  # the platform's own accounts and client ids (anfang-platform, anfang-operator)
+log = logging.getLogger(__name__)
+
+_COMMIT_ATTEMPTS = 4  # a batch aborted by a deadlock or serialization failure is tried again, up to this often
 _KEYS_PER_QUERY = 250  # (device, event id) pairs per lookup: 500 parameters, far below either database's limit
 _PG_SEEN = (
     "SELECT e.device_id, e.event_id FROM device_events e "
@@ -326,6 +330,30 @@ class TwinStore:
         commands: Sequence[CommandRecord] = (),
         feed: Sequence[FeedRow] = (),
         history: Sequence[HistoryEntry] = (),
+    ) -> None:
+        """Write a batch atomically (see :meth:`_commit_once`), rows in key order, so that two writers of
+        overlapping rows wait for each other instead of deadlocking; a deadlock or serialization failure
+        the database reports anyway (it aborts the whole batch) is retried a few times."""
+        ordered = sorted(twins, key=lambda t: t.device_id)
+        events = sorted(events, key=lambda e: (e.device_id, e.event_id))
+        history = sorted(history, key=lambda h: (h.device_id, h.version))
+        for attempt in range(_COMMIT_ATTEMPTS):
+            try:
+                await self._commit_once(ordered, events, commands, feed, history)
+                return
+            except DB_ERRORS as exc:
+                if attempt + 1 == _COMMIT_ATTEMPTS or not is_transient(exc):
+                    raise
+                log.warning("commit of a batch of %d twins, %d events retried: %s", len(ordered), len(events), exc)
+                await asyncio.sleep(0.05 * 2**attempt)
+
+    async def _commit_once(
+        self,
+        twins: Iterable[TwinDocument],
+        events: Sequence[StoredEvent],
+        commands: Sequence[CommandRecord],
+        feed: Sequence[FeedRow],
+        history: Sequence[HistoryEntry],
     ) -> None:
         """Write a batch atomically. A twin row is only replaced by a document of the same or newer version.
 
