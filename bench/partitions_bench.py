@@ -322,7 +322,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--partitions", default="1,2,4", help="comma list of partition counts")
     ap.add_argument("--devices", type=int, default=1000, help="fleet cameras (besides the community's doors)")
     ap.add_argument("--duration", type=float, default=15.0, help="seconds the fleet sends")
-    ap.add_argument("--rate", type=float, default=4000, help="fleet target rate, msg/s (above what the site takes here)")
+    ap.add_argument("--rate", type=float, default=4000, help="fleet msg/s (above what the site takes here)")
     ap.add_argument("--drain-s", type=float, default=240.0, help="how long the site may take to catch up afterwards")
     ap.add_argument("--baseline-rate", type=float, default=100_000)
     ap.add_argument("--events", type=float, default=0.2, help="share of the fleet's messages that are events")
