@@ -185,11 +185,13 @@ class AlarmStore(Protocol):
         ...
 
     async def write(
-        self, alarm: Alarm, event: str, *, publish: bool, previous: StoredAlarm | None
+        self, alarm: Alarm, event: str, *, publish: bool, previous: StoredAlarm | None, durable: bool = True
     ) -> StoredAlarm | None:
         """Store the alarm and an outbox entry for ``event`` if the decision still holds: with
         ``previous`` None, if no alarm of its dedupe key is open; else if the stored alarm is still
-        ``previous``. Returns what was stored, ``None`` if another process changed it first."""
+        ``previous``. Returns what was stored, ``None`` if another process changed it first.
+        ``durable=False``: the commit need not wait for the disk (a worker's own transition, which a
+        later commit makes durable)."""
         ...
 
     async def get(self, alarm_id: str) -> Alarm | None: ...
@@ -246,7 +248,7 @@ class InMemoryAlarmStore:
         self.outbox.append((alarm.id, event))
 
     async def write(
-        self, alarm: Alarm, event: str, *, publish: bool, previous: StoredAlarm | None
+        self, alarm: Alarm, event: str, *, publish: bool, previous: StoredAlarm | None, durable: bool = True
     ) -> StoredAlarm | None:
         if previous is None:
             if await self.find_open(alarm.dedupe_key) is not None:
@@ -531,7 +533,10 @@ class AlarmManager:
         publish_now: bool = True,
     ) -> bool:
         """Store a transition decided on ``previous`` if it still holds; publish it; ``False`` if not."""
-        stored = await self.store.write(alarm, event, publish=actions is None and publish_now, previous=previous)
+        # a worker's transition (actions given) need not wait for the disk: see DatabaseAlarmStore.write
+        stored = await self.store.write(
+            alarm, event, publish=actions is None and publish_now, previous=previous, durable=actions is None
+        )
         if stored is None:
             return False
         self.open.note(alarm.dedupe_key, stored)
