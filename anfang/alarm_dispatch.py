@@ -119,22 +119,22 @@ class AlarmDispatcher:
             await self.manager.publish(actions, alarm)
 
     async def _drain_outbox(self, actions: PlatformActions, now: float) -> None:
-        while entries := await self.store.outbox():
-            for entry in entries:
-                await self._hand_over(actions, entry, now)
-            if len(entries) < 200:
+        # a page of entries with their alarms in one query and handed over in one transaction (was two
+        # round trips and a commit per entry, competing with the ingest's commits in an alarm storm)
+        while page := await self.store.outbox():
+            handed: list[tuple[OutboxEntry, list[str]]] = []
+            for entry, alarm in page:
+                targets: list[str] = []
+                if alarm is not None:
+                    if entry.publish:
+                        await self.manager.publish(actions, alarm)  # its current state, whatever came since
+                    targets = webhook_targets(entry.event, alarm, self.settings)
+                handed.append((entry, targets))
+                if targets:
+                    log.info("alarm %s %s: to %s", entry.alarm_id, entry.event, ", ".join(targets))
+            await self.store.expand(handed, now)
+            if len(page) < 200:
                 return
-
-    async def _hand_over(self, actions: PlatformActions, entry: OutboxEntry, now: float) -> None:
-        alarm = await self.store.get(entry.alarm_id)
-        targets: list[str] = []
-        if alarm is not None:
-            if entry.publish:
-                await self.manager.publish(actions, alarm)  # its current state, whatever came since
-            targets = webhook_targets(entry.event, alarm, self.settings)
-        await self.store.expand(entry, targets, now)
-        if targets:
-            log.info("alarm %s %s: to %s", entry.alarm_id, entry.event, ", ".join(targets))
 
     async def _deliver_due(self, now: float) -> None:
         due = await self.store.due(now)

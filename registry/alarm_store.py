@@ -253,33 +253,46 @@ class DatabaseAlarmStore:
         )
 
     # --- outbox and deliveries ---------------------------------------------------------------------
-    async def outbox(self, limit: int = 200) -> builtins.list[OutboxEntry]:
-        """Transitions not yet handed to the dispatcher, oldest first."""
+    async def outbox(self, limit: int = 200) -> builtins.list[tuple[OutboxEntry, Alarm | None]]:
+        """Transitions not yet handed to the dispatcher, oldest first, each with its alarm as it is now
+        (``None`` if it was removed): one query for a page of them."""
         try:
             rows = await self._sql.rows(
-                "SELECT id, alarm_id, event, publish, created_at FROM alarm_outbox WHERE site = ? "
-                "ORDER BY created_at, id LIMIT ?",
+                "SELECT o.id, o.alarm_id, o.event, o.publish, o.created_at, a.doc FROM alarm_outbox o "
+                "LEFT JOIN alarms a ON a.site = o.site AND a.id = o.alarm_id WHERE o.site = ? "
+                "ORDER BY o.created_at, o.id LIMIT ?",
                 [self.site, limit],
             )
         except DB_ERRORS as exc:
             raise self._error("read the alarm outbox", exc) from exc
-        return [
-            OutboxEntry(r["id"], self.site, r["alarm_id"], r["event"], bool(r["publish"]), r["created_at"])
-            for r in rows
-        ]
+        try:
+            return [
+                (
+                    OutboxEntry(r["id"], self.site, r["alarm_id"], r["event"], bool(r["publish"]), r["created_at"]),
+                    None if r["doc"] is None else Alarm.from_json(json.loads(r["doc"])),
+                )
+                for r in rows
+            ]
+        except (ValueError, TypeError, KeyError) as exc:
+            raise self._error("read the alarm outbox (unreadable row)", exc) from exc
 
-    async def expand(self, entry: OutboxEntry, targets: Sequence[str], now: float) -> None:
-        """Replace an outbox entry with one delivery per webhook target (one transaction)."""
-        rows = [[uuid.uuid4().hex, self.site, entry.alarm_id, entry.event, t, now, entry.created_at] for t in targets]
+    async def expand(self, handed: Sequence[tuple[OutboxEntry, Sequence[str]]], now: float) -> None:
+        """Replace outbox entries with one delivery per webhook target each (one transaction for all:
+        a thousand devices reconnecting at once clear a thousand alarms)."""
+        rows = [
+            [uuid.uuid4().hex, self.site, entry.alarm_id, entry.event, t, now, entry.created_at]
+            for entry, targets in handed
+            for t in targets
+        ]
         try:
             await self._sql.batch(
                 [
                     (_DELIVERY, rows),
-                    ("DELETE FROM alarm_outbox WHERE id = ?", [[entry.id]]),
+                    ("DELETE FROM alarm_outbox WHERE id = ?", [[entry.id] for entry, _ in handed]),
                 ]
             )
         except DB_ERRORS as exc:
-            raise self._error(f"hand over outbox entry {entry.id}", exc) from exc
+            raise self._error(f"hand over {len(handed)} outbox entries", exc) from exc
 
     async def due(self, now: float, limit: int = 100) -> builtins.list[Delivery]:
         """Deliveries whose next attempt is due, oldest first."""
