@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,8 @@ from vision_fixtures import (  # noqa: F401  (pytest fixtures, registered by nam
     fixture_plate_reader,
 )
 
+from vision.images import BgrImage
+from vision.ocr import RecognizedLine, TextRecognizer
 from vision.plate_locate import locate_plates
 from vision.plate_synth import SceneParams, render_scene
 from vision.plates import PlateReader
@@ -52,3 +55,25 @@ def test_gate_frame_read_from_the_located_region(plate_reader: PlateReader, cjk_
 
 def test_located_pass_gives_way_when_nothing_is_located(plate_reader: PlateReader) -> None:
     assert plate_reader.read_located(np.full((480, 640, 3), 90, np.uint8)) is None
+
+
+class _FixedReading(TextRecognizer):
+    """A recogniser that reads every line as ``text`` (no model)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def read(self, lines: Sequence[BgrImage]) -> list[RecognizedLine]:
+        return [RecognizedLine(self.text, 0.99, (0.99,) * len(self.text)) for _ in lines]
+
+
+def test_located_reading_must_fit_the_region_colour(cjk_font: Path) -> None:
+    green = render_scene("粤B·D12345", random.Random(1), SceneParams(brightness=(0.9, 1.0)), cjk_font)
+    assert [r.color for r in locate_plates(green)][:1] == ["green"]
+    reader = PlateReader()
+    # a 7-character (blue) plate read off a green region: the cut lost a character; not taken
+    reader._recognizer = _FixedReading("粤BD1234")
+    assert reader.read_located(green) is None
+    reader._recognizer = _FixedReading("粤BD12345")
+    reading = reader.read_located(green)
+    assert reading is not None and reading.plate == "粤BD12345" and reading.color == "green"
