@@ -208,17 +208,22 @@ class RulesEngine:
         """Silence timers count from the engine's start, not from the last report before it.
 
         While the platform was down nothing could be heard: a device that reported a minute before the
-        stop is not silent for the whole downtime. An armed silence gets a full period from ``now``; one
-        that already alarmed stays so until the subject is heard again.
+        stop is not silent for the whole downtime. Every watched subject gets a full period from ``now``
+        (the silence clocks start empty and are filled at ``now``); one that already alarmed (a stored
+        ``fired`` timer) stays so until the subject is heard again.
         """
         for timer in self.timers:
             rule = self._rules.get(timer.rule_id)
             if timer.kind != "silence" or timer.state != "armed" or rule is None:
                 continue
-            spec = rule.triggers[int(timer.context.get("idx", 0))].spec
-            if isinstance(spec, SilenceTrigger) and timer.due < now + spec.for_:
-                timer.due = now + spec.for_
-                self.timers.put(timer)
+            # stored by a version that kept a timer per waited-on subject: its clock waits on it now
+            idx = int(timer.context.get("idx", 0))
+            spec = rule.triggers[idx].spec
+            if not self.owns(rule, idx, timer.subject, timer.subject):
+                continue  # its owner's engine takes it
+            self.timers.drop(timer.key)
+            if isinstance(spec, SilenceTrigger):
+                self.timers.clock(rule.id, rule.hash, idx, spec.for_).watch(timer.subject, now)
 
     def restore_twins(self, twins: list[StoredTwin]) -> None:
         """The twins stored in the registry, before :meth:`start`: conditions see them at once, and a

@@ -1,7 +1,12 @@
 """``silence`` triggers: something has NOT happened for a duration (a device silent, a person unseen).
 
-Each subject has a timer; activity re-arms it. When it comes due the rule is checked and fired, and
-the timer stays as ``fired`` so that the next activity can fire the ``end`` edge (``recover``).
+The trigger's :class:`~rules.silence_clock.SilenceClock` (in the engine's timer queue) holds when each
+subject was last heard; activity moves the subject to the end. Subjects are watched from the engine's
+start (every registered device or person of the groups, heard or not) and from their first activity.
+When one comes due the rule is checked and fired, and the subject gets a stored timer in state
+``fired``, so that the next activity fires the ``end`` edge (``recover``), also on the worker that
+takes over the site. Nothing else is stored: after a restart or a takeover silence counts from the
+engine's start anyway (:meth:`rules.engine.RulesEngine.start`).
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 from rules.loader import Rule
 from rules.model import SilenceTrigger
 from rules.site import SitePlan
+from rules.timerqueue import silence_key
 from rules.timers import Timer
 from rules.triggers.base import Detach, TriggerHost, chain, device_allowed
 from rules.triggers.bus import ActivitySub, subscribe
@@ -40,29 +46,29 @@ def subjects(site: SitePlan, spec: SilenceTrigger) -> list[str]:
     return [p.id for p in site.people.values() if person_in_groups(site, p.id, spec.group)]
 
 
-def timer_key(rule_id: str, idx: int, subject: str) -> str:
-    """The silence timer's key."""
-    return f"silence|{rule_id}|{idx}|{subject}"
-
-
 def attach(host: TriggerHost, rule: Rule, idx: int) -> Detach:
-    """Watch activity of the trigger's devices or people; arm and handle their timers."""
+    """Watch activity of the trigger's devices or people; wait on them and handle those that fall silent."""
     spec = rule.triggers[idx].spec
     assert isinstance(spec, SilenceTrigger)
+    clock = host.timers.clock(rule.id, rule.hash, idx, spec.for_)
 
     def arm(now: float) -> None:
         for subject in subjects(host.site, spec):
-            key = timer_key(rule.id, idx, subject)
-            if key not in host.timers and host.owns(rule, idx, subject, subject):
-                ctx = {"idx": idx, "since": now}
-                host.timers.put(Timer(key, rule.id, rule.hash, "silence", now + spec.for_, subject, context=ctx))
+            if subject not in clock and host.owns(rule, idx, subject, subject):
+                if silence_key(rule.id, idx, subject) not in host.timers:
+                    clock.watch(subject, now)
 
     async def rearm(subject: str, now: float, acts: PlatformActions) -> None:
-        key = timer_key(rule.id, idx, subject)
+        if subject in clock:  # waited on, so not silent: the common case, nothing stored
+            clock.heard(subject, now)
+            return
+        key = silence_key(rule.id, idx, subject)
         old = host.timers.get(key)
-        ctx0 = {"idx": idx, "since": now}
-        host.timers.put(Timer(key, rule.id, rule.hash, "silence", now + spec.for_, subject, context=ctx0))
-        if old is None or old.state != "fired":
+        clock.heard(subject, now)
+        if old is None:
+            return
+        host.timers.drop(key)
+        if old.state != "fired":
             return
         label = f"activity of {subject} after silence"
         if not spec.recover:
