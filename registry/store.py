@@ -62,6 +62,32 @@ def _info(device: Device) -> DeviceInfo:
     )
 
 
+_INFO_COLUMNS = ("id", "kind", "name", "site_id", "x", "y", "disabled_at", "last_seen")
+
+
+def _info_row(
+    device_id: str,
+    kind: str,
+    name: str,
+    site: str,
+    x: float | None,
+    y: float | None,
+    disabled_at: float | None,
+    last_seen: float | None,
+) -> DeviceInfo:
+    """:func:`_info` of a row of :data:`_INFO_COLUMNS`."""
+    pos = (x, y) if x is not None and y is not None else None
+    return DeviceInfo(
+        sys.intern(device_id),
+        sys.intern(kind),
+        name=sys.intern(name),
+        site=sys.intern(site),
+        position=pos,
+        disabled=disabled_at is not None,
+        last_seen=last_seen,
+    )
+
+
 class Registry:
     """Sites, devices and service accounts."""
 
@@ -178,7 +204,10 @@ class Registry:
 
     async def list_devices(self, site: str | None = None) -> list[DeviceInfo]:
         query = Device.filter(site_id=site) if site else Device.all()
-        return [_info(d) for d in await query.order_by("id")]
+        # rows as tuples, not model instances: 100,000 devices in about a tenth of the time (start-up,
+        # and the rules' look for newly registered devices every minute)
+        rows = await query.order_by("id").values_list(*_INFO_COLUMNS)
+        return [_info_row(*row) for row in rows]
 
     async def ensure_service_account(self, username: str, role: Role, secret: str) -> None:
         """Create or update a service account so that ``secret`` authenticates it."""
