@@ -54,9 +54,9 @@ def attach(host: TriggerHost, rule: Rule, idx: int) -> Detach:
 
     def arm(now: float) -> None:
         for subject in subjects(host.site, spec):
-            if subject not in clock and host.owns(rule, idx, subject, subject):
-                if silence_key(rule.id, idx, subject) not in host.timers:
-                    clock.watch(subject, now)
+            fired = silence_key(rule.id, idx, subject) in host.timers
+            if subject not in clock and not fired and host.owns(rule, idx, subject, subject):
+                clock.watch(subject, now)
 
     async def rearm(subject: str, now: float, acts: PlatformActions) -> None:
         if subject in clock:  # waited on, so not silent: the common case, nothing stored
