@@ -265,6 +265,7 @@ async def open_services(
                 if t.site == site
             ]
         )
+        del stored  # this generator lives as long as the platform: its locals would hold every document
         log.info("rules: %d loaded from %s, %d problems", len(loaded.rules), rules_path, len(loaded.diagnostics))
         for rule_id, why in loaded.not_applicable:
             log.info("rules: %s is not applicable to site %s: %s", rule_id, site, why)
@@ -314,12 +315,10 @@ async def open_services(
         async def watch_registered_devices(actions: PlatformActions) -> None:
             while True:  # devices provisioned while the platform runs join the silence rules
                 await asyncio.sleep(REGISTERED_DEVICES_EVERY_S)
-                try:
-                    devices = await registry.list_devices(site)
+                try:  # no local holds the list: it would keep every device's record until the next round
+                    engine.register_devices(await registry.list_devices(site), actions.now())
                 except Exception as exc:  # the database may be away: the next round retries
-                    log.warning("rules: registered devices not read: %s", exc)
-                    continue
-                engine.register_devices(devices, actions.now())
+                    log.warning("rules: registered devices not read or not registered: %s", exc)
 
         async def run_access(actions: PlatformActions) -> None:
             await access.run()

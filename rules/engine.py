@@ -114,7 +114,8 @@ class RulesEngine:
         # inputs, the ones up to the input mark (rules.catch_up)
         self._inputs = asyncio.Lock()
         self._replayed: set[tuple[str, str]] = set()  # stored events fed by catch_up, skipped if live
-        self.stamps: dict[str, dict[str, float]] = {}  # device → reported path → time (restored twins)
+        #: device → reported path → time (restored twins), until :meth:`start` derives the ``for`` timers
+        self.stamps: dict[str, dict[str, float]] = {}
         self._started = False
         self._mtimes: dict[Path, float] = {}
         self._set_rules(rules)
@@ -201,6 +202,7 @@ class RulesEngine:
         self._rearm_silences(now)
         owns = None if self.ownership.single else lambda rule, idx, dev: self.owns(rule, idx, dev, dev)
         derive_for_timers(self.rules, self.twins, self.stamps, self.timers, now, self._kinds, owns)
+        self.stamps = {}  # needed for that only: a dict per stored twin is not kept for the process's life
         for rule in self._rules.values():
             self._arm_rule(rule, now)
 
@@ -229,9 +231,9 @@ class RulesEngine:
         """The twins stored in the registry, before :meth:`start`: conditions see them at once, and a
         ``for`` timer whose twin change was stored but not the timer (a crash between the two) is
         re-derived from them at start (:func:`rules.derive.derive_for_timers`)."""
-        for twin in twins:
-            self.twins.setdefault(twin.device_id, dict(twin.reported))
-            self.stamps[twin.device_id] = dict(twin.stamps)
+        for twin in twins:  # the caller's dicts, not copies: read only here, as the twin core's are
+            self.twins.setdefault(twin.device_id, twin.reported)
+            self.stamps[twin.device_id] = twin.stamps
             self._kinds.setdefault(twin.device_id, twin.kind)
 
     def register_devices(self, devices: list[DeviceInfo], now: float | None = None) -> None:
@@ -441,7 +443,9 @@ class RulesEngine:
         self.start(now)
         self._kinds.setdefault(change.device_id, change.kind)
         self._seen(change.device_id, now)
-        self.twins[change.device_id] = dict(change.reported)
+        # the changed document's own dict, not a copy: the twin core never changes a document's dicts in
+        # place (twins.document.merge makes new ones), and the engine only reads them
+        self.twins[change.device_id] = change.reported
         at = self.clock.time_of(change.ts, now)
         label = f"twin {change.device_id} v{change.version} {sorted(change.changed)}"
         inp = Input("twin", at, change.device_id, change.kind, label, change.device_id, change=change)
