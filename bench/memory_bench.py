@@ -29,6 +29,7 @@ import argparse
 import asyncio
 import functools
 import json
+import signal
 import socket
 import sqlite3
 import statistics
@@ -102,7 +103,21 @@ async def _health_after(watch: Watcher, t: float, timeout: float = 60) -> dict[s
     return health
 
 
-COMMANDS = {"full": [ANFANG, "run"], "bare": BARE}
+# the full platform is `anfang run`'s serve() with a SIGUSR1 hook for trimmed RSS (bench/memory_platform.py)
+COMMANDS = {"full": [sys.executable, "-m", "bench.memory_platform"], "bare": BARE}
+
+
+async def _mark(proc: asyncio.subprocess.Process, marks: Path, n: int, timeout: float = 300) -> dict[str, Any]:
+    """SIGUSR1 to the platform: it collects garbage, trims the heap (and snapshots); its ``mark-n.json``."""
+    proc.send_signal(signal.SIGUSR1)
+    path = marks / f"mark-{n}.json"
+    deadline = time.monotonic() + timeout
+    while not path.exists():  # written by the platform's signal handler
+        if time.monotonic() > deadline or proc.returncode is not None:
+            raise TimeoutError(f"no {path.name} from the platform")
+        await asyncio.sleep(0.1)
+    doc: dict[str, Any] = json.loads(path.read_text())
+    return doc
 
 
 async def _fleet(port: int, devices: int, prefix: str, fleet_json: Path) -> int:
@@ -149,9 +164,27 @@ def _all_accepted(t: float, n: int, latest: dict[str, tuple[float, Any]]) -> boo
     return HEALTH in latest and latest[HEALTH][0] > t and latest[HEALTH][1]["accepted"] >= n
 
 
-async def measure(data_dir: Path, loaded: int, label: str, command: list[str]) -> dict[str, Any]:
-    """Start the platform on ``data_dir``; time to ready, RSS idle, and (``loaded`` > 0) RSS after reports."""
+def _drained(t: float, latest: dict[str, tuple[float, Any]]) -> bool:
+    """The intake and the services' queue are empty: what is left is what the platform keeps."""
+    if HEALTH not in latest or latest[HEALTH][0] <= t:
+        return False
+    health = latest[HEALTH][1]
+    return bool(health.get("inbox_depth", 0) == 0 and health.get("dispatch_depth", 0) == 0)
+
+
+async def measure(data_dir: Path, loaded: int, label: str, command: list[str], trace: int = 0) -> dict[str, Any]:
+    """Start the platform on ``data_dir``; time to ready, RSS idle, and (``loaded`` > 0) RSS after reports.
+
+    With the full platform each RSS is taken twice: as it is (``rss_*``), and after ``gc.collect()`` and
+    ``malloc_trim(0)`` in the platform (``trimmed_*``), which is what it holds rather than the allocator's
+    high-water mark. ``trace`` > 0: tracemalloc snapshots at each mark (``snapshots``).
+    """
     out: dict[str, Any] = {}
+    marks = data_dir.parent / f"{label}-marks"
+    if command == COMMANDS["full"]:
+        command = [*command, "--marks", str(marks), *(["--trace", str(trace)] if trace else [])]
+    else:
+        marks = Path()
     with Mosquitto(fleet=True, extra_config=["max_queued_messages 10000000"]) as broker:
         config = data_dir.parent / f"{label}.yaml"
         # the API on a free port: a process holding 8080 on a shared machine must not stop the platform
@@ -162,8 +195,17 @@ async def measure(data_dir: Path, loaded: int, label: str, command: list[str]) -
             proc = await asyncio.create_subprocess_exec(
                 *command, env=env, cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
             )
+            snapshots: list[str] = []
+
+            async def trimmed(key: str, n: int) -> None:
+                if marks != Path():
+                    doc = await _mark(proc, marks, n)
+                    out[f"trimmed_{key}_mib"] = round(doc["rss"] / 2**20, 1)
+                    if doc.get("snapshot"):
+                        snapshots.append(doc["snapshot"])
+
             try:
-                await watch.wait(lambda latest: FEATURES in latest, 120)
+                await watch.wait(lambda latest: FEATURES in latest, 600)
                 out["start_s"] = round(watch.latest[FEATURES][0] - t0, 3)
                 ready = watch.latest[FEATURES][0]
                 # two health reports after ready: the services' start-up tasks have run
@@ -171,28 +213,33 @@ async def measure(data_dir: Path, loaded: int, label: str, command: list[str]) -
                 await _health_after(watch, watch.latest[HEALTH][0])
                 ps = psutil.Process(proc.pid)
                 out["rss_idle_mib"] = round(ps.memory_info().rss / 2**20, 1)
+                await trimmed("idle", 0)
                 if loaded:
                     acked = 0
                     for wave, (prefix, devices) in enumerate((("fleet", loaded // 2), (WAVE2, loaded - loaded // 2))):
                         acked += await _fleet(broker.port, devices, prefix, data_dir.parent / f"{label}-{wave}.json")
                         t_sent = time.monotonic()
-                        await watch.wait(functools.partial(_all_accepted, t_sent, acked), 300)
+                        await watch.wait(functools.partial(_all_accepted, t_sent, acked), 600)
                         out[f"rss_wave{wave + 1}_mib"] = round(ps.memory_info().rss / 2**20, 1)
+                        await watch.wait(functools.partial(_drained, time.monotonic()), 600)
+                        await trimmed(f"wave{wave + 1}", wave + 1)
                     out["loaded_reports_accepted"] = watch.latest[HEALTH][1]["accepted"]
                     out["loaded_devices"] = loaded
                     out["rss_loaded_mib"] = out["rss_wave2_mib"]
+                if snapshots:
+                    out["snapshots"] = snapshots
             finally:
                 proc.terminate()
                 await asyncio.wait_for(proc.wait(), 30)
     return out
 
 
-async def one_run(empty: Path, full: Path, loaded: int, run: int, command: list[str]) -> dict[str, Any]:
+async def one_run(empty: Path, full: Path, loaded: int, run: int, command: list[str], trace: int = 0) -> dict[str, Any]:
     """Empty registry, then the full one (with the loaded phase)."""
     return {
         "run": run,
         "empty": await measure(empty, 0, f"empty-{run}", command),
-        "registered": await measure(full, loaded, f"full-{run}", command),
+        "registered": await measure(full, loaded, f"full-{run}", command, trace),
     }
 
 
@@ -227,6 +274,55 @@ def summarise(runs: list[dict[str, Any]], twins: int, loaded: int) -> dict[str, 
                 "marginal_bytes_per_twin": None if marginal is None else round(marginal, 1),
                 "rss_all_loaded_mib": round(loaded_rss + (marginal or per) * (twins - loaded) / 2**20, 1),
                 "rss_all_loaded_is_extrapolated": loaded < twins,
+            }
+        )
+    slopes = [trimmed_slope(r["registered"], loaded) for r in runs]
+    present = [v for v in slopes if v is not None]
+    if present:
+        out["trimmed_idle_mib"] = med(("registered", "trimmed_idle_mib"))
+        out["trimmed_wave1_mib"] = med(("registered", "trimmed_wave1_mib"))
+        out["trimmed_wave2_mib"] = med(("registered", "trimmed_wave2_mib"))
+        out["trimmed_bytes_per_twin_runs"] = [round(v) for v in present]
+        out["trimmed_bytes_per_twin"] = round(statistics.median(present), 1)
+    return out
+
+
+def trimmed_slope(run: dict[str, Any], loaded: int) -> float | None:
+    """Bytes of RSS per cached twin after gc + malloc_trim: wave 2 against wave 1 (the slope between
+    ``loaded // 2`` and ``loaded`` devices that reported)."""
+    w1, w2 = run.get("trimmed_wave1_mib"), run.get("trimmed_wave2_mib")
+    if w1 is None or w2 is None:
+        return None
+    return float((w2 - w1) * 2**20 / (loaded - loaded // 2))
+
+
+def _own(filename: str) -> bool:
+    return filename.startswith(str(ROOT)) and ".venv" not in filename
+
+
+def snapshot_diff(older: str, newer: str, per: int, top: int = 25) -> list[dict[str, Any]]:
+    """What grew between two tracemalloc snapshots, by traceback (the innermost frames of the
+    project's own code first), in bytes per twin for ``per`` twins."""
+    import tracemalloc
+
+    keep = [tracemalloc.Filter(False, tracemalloc.__file__), tracemalloc.Filter(False, "<frozen importlib._bootstrap>")]
+    old = tracemalloc.Snapshot.load(older).filter_traces(keep)
+    new = tracemalloc.Snapshot.load(newer).filter_traces(keep)
+    stats = new.compare_to(old, "traceback")
+    out = []
+    for stat in stats[:top]:
+        frames = [f"{Path(f.filename).name}:{f.lineno}" for f in stat.traceback]
+        own = [
+            f
+            for f, fr in zip(frames, stat.traceback, strict=True)
+            if str(ROOT) in fr.filename and ".venv" not in fr.filename
+        ]
+        out.append(
+            {
+                "bytes_per_twin": round(stat.size_diff / per, 1),
+                "blocks_per_twin": round(stat.count_diff / per, 2),
+                "where": (own or frames)[-4:],
+                "innermost": frames[-1] if frames else "",
             }
         )
     return out
@@ -279,11 +375,20 @@ def main(argv: list[str] | None = None) -> None:
     """CLI entry point."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--twins", type=int, default=100_000, help="registered devices with stored twins")
-    ap.add_argument("--loaded", type=int, default=10_000, help="devices that report once (0: skip)")
+    ap.add_argument(
+        "--loaded", type=int, default=20_000, help="devices that report once, in two waves of half (0: skip)"
+    )
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--platform", choices=list(COMMANDS), default="full", help="anfang run, or no services")
     ap.add_argument("--objects", type=int, default=50_000, help="twins for the cached-objects figure (0: skip)")
     ap.add_argument("--out", type=Path, default=RESULTS / "memory.json")
+    ap.add_argument(
+        "--trace",
+        type=int,
+        default=0,
+        metavar="FRAMES",
+        help="tracemalloc in the platform (this many frames); prints what grew from wave 1 to wave 2 by traceback",
+    )
     args = ap.parse_args(argv)
     raise_fd_limit(args.loaded * 2 + 4096)
     runs = []
@@ -293,7 +398,13 @@ def main(argv: list[str] | None = None) -> None:
         build_s = make_registry(tmp / "full", args.twins, args.loaded - args.loaded // 2)
         print(f"registry with {args.twins} twins built in {build_s:.1f} s", file=sys.stderr, flush=True)
         for i in range(args.runs):
-            runs.append(asyncio.run(one_run(tmp / "empty", tmp / "full", args.loaded, i, COMMANDS[args.platform])))
+            run = asyncio.run(one_run(tmp / "empty", tmp / "full", args.loaded, i, COMMANDS[args.platform], args.trace))
+            snaps = run["registered"].pop("snapshots", [])
+            if len(snaps) == 3:
+                half = args.loaded - args.loaded // 2
+                run["grew_wave1_to_wave2"] = snapshot_diff(snaps[1], snaps[2], half)
+                run["grew_idle_to_wave2"] = snapshot_diff(snaps[0], snaps[2], args.loaded)
+            runs.append(run)
             print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
     summary = {"platform": args.platform, **summarise(runs, args.twins, args.loaded)}
     if args.loaded:
