@@ -300,9 +300,14 @@ class MqttLink:
         gmqtt_adapter.after_puback(self._client, after_puback)
 
     async def stop(self) -> None:
-        if self._connected:
-            self._connected = False
+        """Disconnect for good — also a connection still being set up when ``start`` was cancelled (a partition
+        handed off while its owner connects): gmqtt would otherwise keep reconnecting it, and two clients with
+        the partition's client id take its session from each other every second, so neither is served."""
+        self._connected = False
+        try:
             await self._client.disconnect()
+        except OSError as exc:  # the connection was lost already; nothing will reconnect it now
+            log.debug("MQTT disconnect after the connection was lost: %s", exc)
 
 
 def _reply_to(properties: dict[str, Any]) -> ReplyTo | None:
