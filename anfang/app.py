@@ -36,7 +36,7 @@ from registry.migrate import is_postgres
 from registry.sql import Sql
 from registry.store import Registry, TwinStore
 from twins.document import Limits
-from twins.hooks import DeviceEvent, PlatformActions, PlatformHandler
+from twins.hooks import DeviceEvent, PlatformActions, PlatformHandler, TwinChange
 from twins.site import SiteModel
 from twins.topics import PLATFORM_SUBSCRIPTIONS, STATUS_SUBSCRIPTION
 
@@ -67,9 +67,15 @@ class Services:
     publish_taps: list[Callable[[str, dict[str, Any] | str], None]] = field(default_factory=list)
     # observers of the platform's own events (access decisions, watchlist matches); for tools and tests
     platform_event_taps: list[Callable[[DeviceEvent], None]] = field(default_factory=list)
+    #: Several workers per site: the other partitions an input of this partition's devices goes to
+    #: (the rules engine's :meth:`~rules.engine.RulesEngine.forward_targets`), written to the feed with its batch
+    route: Callable[[DeviceEvent | TwinChange], set[int]] | None = None
+    #: Several workers per site: the handler the inputs other partitions forward to this one go to (rules)
+    forwarded: PlatformHandler | None = None
 
 
-ServicesFactory = Callable[[Settings, Registry], AbstractAsyncContextManager[Services]]
+#: ``factory(settings, registry)``; partition owners add ``part=``, ``partitions=`` and ``shared=``.
+ServicesFactory = Callable[..., AbstractAsyncContextManager[Services]]
 
 
 def tune_gc_for_throughput() -> None:
@@ -102,10 +108,12 @@ def make_platform(
     services: Services,
     subscriptions: list[str],
     extra_tasks: Sequence[Callable[[Platform], Coroutine[Any, Any, None]]] = (),
+    site_duties: bool = True,
     **partition: Any,
 ) -> Platform:
     """A platform worker from the settings; ``partition`` holds what a partition owner adds
-    (feed, remote, owns, health_name — see :mod:`anfang.workers`)."""
+    (feed, remote, owns, health_name — see :mod:`anfang.workers`). ``site_duties``: this worker prunes
+    the site's history (a one-worker site's, or partition 0's owner)."""
     lim = settings.limits
     last_seen = LastSeen(registry.record_last_seen)
 
@@ -120,8 +128,7 @@ def make_platform(
         history = HistoryStore(platform.store.connection, settings.site)
         await prune_periodically(history, HistoryPolicy(keep.keep_versions, keep.keep_days), keep.prune_interval_s)
 
-    # the site's leader (or its only worker) prunes the site's history; the other partitions' owners have a feed
-    maintenance = [prune_history] if partition.get("feed") is None else []
+    maintenance = [prune_history] if site_duties else []
 
     return Platform(
         registry=registry,

@@ -11,9 +11,10 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import Any, TypeVar
 
 import httpx
 from prometheus_client.core import Metric
@@ -22,6 +23,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from anfang.alarm_dispatch import AlarmDispatcher
 from anfang.app import Services, community_services
 from anfang.config import ConfigError, Settings
+from anfang.feed import FeedWriter, platform_stream
 from anfang.readiness import Readiness
 from anfang.site_setup import current_site, rules_plan
 from community.api import CommunityServices
@@ -39,11 +41,12 @@ from rules.db_traces import DatabaseTraceStore
 from rules.derive import StoredTwin
 from rules.engine import RulesEngine
 from rules.loader import load_rules
+from rules.routing import Ownership
 from rules.sinks import HttpxWebhookSender, JsonlAuditLog
 from telemetry.config import settings_from_platform
 from telemetry.factory import build_handler
 from telemetry.handler import TelemetryHandler
-from telemetry.metrics import PlatformMetrics, counter, gauge
+from telemetry.metrics import PlatformMetrics, counter, gauge, labelled_counter
 from telemetry.sinks import SinkMisconfigured
 from telemetry.vocabulary import ALARM_CLEARED, ALARM_RAISED
 from twins.hooks import DeviceEvent, PlatformActions, PlatformHandler, TwinChange
@@ -84,8 +87,78 @@ class TelemetryWatch:
 BUILTIN_RULES = Path(__file__).resolve().parent.parent / "rules" / "builtin"
 
 
+T = TypeVar("T")
+
+
+class ProcessShared:
+    """What one process builds once and lends to every partition it serves (several workers per site):
+    the vision models, the telemetry writer and its spool, the HTTP client, the rules' metrics by
+    partition, and the per-process duties (``/metrics`` sources, warming the models up) claimed once."""
+
+    def __init__(self) -> None:
+        self.stack = AsyncExitStack()
+        self._made: dict[str, Any] = {}
+        self._claimed: set[str] = set()
+        self._lock = asyncio.Lock()
+        #: The rules feed of each partition this process serves now (``/metrics``: one source for all).
+        self.rules_feeds: dict[int, RulesFeed] = {}
+
+    async def __aenter__(self) -> ProcessShared:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stack.aclose()
+
+    async def get(self, name: str, make: Callable[[], AbstractAsyncContextManager[T]]) -> T:
+        """The process's one ``name``, entered (for the process's lifetime) the first time it is asked for."""
+        async with self._lock:
+            if name not in self._made:
+                self._made[name] = await self.stack.enter_async_context(make())
+            return self._made[name]  # type: ignore[no-any-return]  # stored by this method under its name
+
+    def claim(self, duty: str) -> bool:
+        """True the first time a duty is claimed in this process (then it is the caller's)."""
+        if duty in self._claimed:
+            return False
+        self._claimed.add(duty)
+        return True
+
+    def rules_metrics(self) -> Iterable[Metric]:
+        """The rules engines of this process on ``/metrics``; by partition when the site has several."""
+        feeds = sorted(self.rules_feeds.items())
+        if len(feeds) == 1 and feeds[0][1].engine.ownership.single:
+            yield from feeds[0][1].metrics()
+            return
+        yield labelled_counter("rule_inputs", RulesFeed.INPUTS_DOC, ["partition"],
+                               [((str(p), ), float(f.inputs)) for p, f in feeds])  # fmt: skip
+        yield labelled_counter("rule_forwarded", "Inputs forwarded to the owners of the entities rules key them "
+                               "on, by writing partition.", ["partition"],
+                               [((str(p), ), float(f.engine.forwarded)) for p, f in feeds])  # fmt: skip
+        for family in _summed([list(f.metrics()) for _, f in feeds]):
+            if family.name != "anfang_rule_inputs":
+                yield family
+
+
+def _summed(per_feed: list[list[Metric]]) -> Iterable[Metric]:
+    """Families of the same name across partitions: counters added, gauges (the same rule files in every
+    partition's engine) their largest value."""
+    if not per_feed:
+        return
+    for i, family in enumerate(per_feed[0]):
+        values = [feed[i].samples[0].value for feed in per_feed if feed[i].samples]
+        name = family.name.removeprefix("anfang_")
+        if family.type == "counter":
+            yield counter(name, family.documentation, sum(values))
+        else:
+            yield gauge(name, family.documentation, max(values, default=0.0))
+
+
 class RulesFeed:
     """Feeds the rules engine: device events, twin changes, and the platform's status/telemetry."""
+
+    INPUTS_DOC = "Events, twin changes, status and telemetry the rules engine evaluated."
 
     def __init__(self, engine: RulesEngine) -> None:
         self.engine = engine
@@ -96,8 +169,7 @@ class RulesFeed:
 
     def metrics(self) -> Iterable[Metric]:
         """The rules engine on ``/metrics``."""
-        yield counter("rule_inputs", "Events, twin changes, status and telemetry the rules engine evaluated.",
-                      self.inputs)  # fmt: skip
+        yield counter("rule_inputs", self.INPUTS_DOC, self.inputs)
         health = self.engine.health
         yield gauge("rules_loaded", "Rules running (including those kept at their last valid version).",
                     len(self.engine.rules))  # fmt: skip
@@ -193,27 +265,46 @@ async def open_services(
     alarms: AlarmManager | None = None,
     metrics: PlatformMetrics | None = None,
     readiness: Readiness | None = None,
+    *,
+    part: int = 0,
+    partitions: int = 1,
+    shared: ProcessShared | None = None,
 ) -> AsyncIterator[Services]:
     """Rules, access control, vision, telemetry and alarm delivery for the configured site.
     ``access_registry`` and ``alarms``: what the HTTP API uses too (one instance each per process), so a
     change made through the API reaches access decisions, and an alarm acknowledged there is delivered, at once.
     ``metrics``: the process's ``/metrics``, which these services add their counters to; ``readiness``:
-    ``/readyz``, which learns whether telemetry can be delivered."""
+    ``/readyz``, which learns whether telemetry can be delivered.
+
+    With several workers per site (``partitions`` > 1) each partition's owner opens these for partition
+    ``part``: its rules engine evaluates the entities the partition owns (:mod:`rules.routing`), access
+    control and telemetry take its own devices; ``shared`` holds what the process builds once for all the
+    partitions it serves. Site-wide duties (alarm delivery, the telemetry watch, retention purges, the
+    viewlib uploader, the features announcement) run with partition 0 only."""
     running = await current_site(settings, registry)
     model = running.model
     site = settings.site
     data = settings.data_dir
+    singleton = part == 0  # the site-wide duties' partition (the only one of a one-partition site)
     async with AsyncExitStack() as stack:
-        telemetry = build_handler(
-            settings_from_platform(settings.telemetry, data),
-            site=site,
-            tag_groups={t.id: t.group for t in model.tags},
-            origin=(model.origin.lat, model.origin.lon) if model.origin else None,
-        )
-        try:
-            await stack.enter_async_context(telemetry)
-        except SinkMisconfigured as exc:
-            raise ConfigError(f"telemetry: {exc}") from None
+        if shared is None:
+            shared = await stack.enter_async_context(ProcessShared())
+
+        @asynccontextmanager
+        async def open_telemetry() -> AsyncIterator[TelemetryHandler]:
+            handler = build_handler(
+                settings_from_platform(settings.telemetry, data),
+                site=site,
+                tag_groups={t.id: t.group for t in model.tags},
+                origin=(model.origin.lat, model.origin.lon) if model.origin else None,
+            )
+            try:
+                async with handler:
+                    yield handler
+            except SinkMisconfigured as exc:
+                raise ConfigError(f"telemetry: {exc}") from None
+
+        telemetry = await shared.get("telemetry", open_telemetry)
         keep = settings.privacy
         retention = Retention(
             keep.captures_days, keep.decisions_days, keep.audit_days, keep.passes_days,
@@ -221,10 +312,10 @@ async def open_services(
         )  # fmt: skip
         access_config = AccessConfig(
             site=site, face_threshold=settings.vision.face_threshold, retention=retention,
-            purge_interval=keep.purge_interval_s,
+            purge_interval=keep.purge_interval_s, purge=singleton,
         )  # fmt: skip
         # one pending recognition per access worker (and one spare), so a burst never overflows the pool
-        vision = await stack.enter_async_context(VisionService(max_pending=access_config.workers + 1))
+        vision = await shared.get("vision", lambda: VisionService(max_pending=access_config.workers + 1))
 
         async def read_plate_image(image: bytes) -> PlateImageReading | None:
             reading = await vision.read_plate(image)
@@ -239,10 +330,11 @@ async def open_services(
         # timers and alarms live in the registry database, so the worker that takes over the site (the
         # lease is held by now) carries on with them, whichever host and data directory it has
         db = registry_connection(settings)
-        timers = await DatabaseTimerStore.open(db, site)
-        http = await stack.enter_async_context(httpx.AsyncClient())
+        timers = await DatabaseTimerStore.open(db, site, part)  # the partition's own state
+        http = await shared.get("http", httpx.AsyncClient)
         alarm_store = DatabaseAlarmStore(db, site)
         alarms = alarms or AlarmManager(site, alarm_store)
+        virtual = {d.id for d in await registry.list_devices(site) if d.virtual} if partitions > 1 else set()
         engine = RulesEngine(
             loaded.rules,
             plan,
@@ -255,9 +347,11 @@ async def open_services(
             problems=loaded.diagnostics,  # logged by the engine, raised as an alarm per file at its first tick
             trace_store=DatabaseTraceStore(db, site),  # GET /rules/{id}/traces from any process of the site
             max_event_skew=settings.rules_event_skew_s,
+            ownership=Ownership(part, partitions, virtual),
         )
         # the stored twins: conditions see them at once, and a `for` timer lost in a crash is re-derived
-        stored = await TwinStore(db, is_postgres(settings.db_url)).load_all()
+        twin_store = TwinStore(db, is_postgres(settings.db_url))
+        stored = await twin_store.load_all()
         engine.restore_twins(
             [
                 StoredTwin(t.device_id, t.kind, dict(t.reported), dict(t.metadata.reported))
@@ -275,12 +369,23 @@ async def open_services(
         taps: list[Callable[[DeviceEvent], None]] = []
 
         rules_feed = RulesFeed(engine)
+        # access control's own events go to the owners of the entities rules key them on, in order
+        platform_out = (
+            await FeedWriter.open(twin_store, site, platform_stream(part), partitions, engine.forward_targets)
+            if partitions > 1
+            else None
+        )
 
         async def platform_event(event: DeviceEvent) -> None:
             """Access control's own events (decisions, watchlist matches) go to rules and telemetry."""
             await rules_feed.caught_up.wait()
             if engine.actions is not None:
                 await engine.on_event(event, engine.actions)
+            if platform_out is not None:
+                try:
+                    await platform_out.write(twin_store, [event])
+                except DB_ERRORS as exc:  # the decision stands; the other owners' rules miss this one
+                    log.error("access event %s not forwarded to the owners of its rules: %s", event.id, exc)
             telemetry.handle_event(event)
             for tap in taps:
                 tap(event)
@@ -301,7 +406,8 @@ async def open_services(
             engine.start(actions.now())
             try:
                 missed = await events_after(db, site, engine.input_mark, actions.now())
-                fed = await engine.catch_up(missed, actions)
+                # this partition's devices' events, and those forwarded to it
+                fed = await engine.catch_up([e for e in missed if engine.needs(e)], actions)
                 if fed:
                     log.info("rules: caught up on %d stored event(s) after the input mark", fed)
             except DB_ERRORS as exc:  # the rules run on; what the lost state held is lost, as before
@@ -329,8 +435,9 @@ async def open_services(
         async def warm_up_vision(actions: PlatformActions) -> None:
             await vision.warm_up()  # load the models now, not on the first capture
 
-        if readiness is not None:
-            stack.enter_context(readiness.extra_check("telemetry", telemetry.writer.readiness))
+        first_in_process = shared.claim("process-duties")
+        if readiness is not None and first_in_process:
+            shared.stack.enter_context(readiness.extra_check("telemetry", telemetry.writer.readiness))
         watch = TelemetryWatch(telemetry, alarms)
 
         async def watch_telemetry(actions: PlatformActions) -> None:
@@ -339,16 +446,19 @@ async def open_services(
                 await watch.check(actions, actions.now())
 
         tasks: list[Callable[[PlatformActions], Coroutine[Any, Any, None]]] = [
-            watch_telemetry,
             run_rules,
             watch_registered_devices,
             run_access,
-            deliver_alarms,
-            warm_up_vision,
         ]
-        if metrics is not None:
-            stack.enter_context(metrics.source(telemetry.metrics))
-            stack.enter_context(metrics.source(rules_feed.metrics))
+        if singleton:
+            tasks += [watch_telemetry, deliver_alarms]
+        if first_in_process:
+            tasks.append(warm_up_vision)
+        shared.rules_feeds[part] = rules_feed
+        stack.callback(shared.rules_feeds.pop, part, None)
+        if metrics is not None and first_in_process:
+            shared.stack.enter_context(metrics.source(telemetry.metrics))
+            shared.stack.enter_context(metrics.source(shared.rules_metrics))
 
             async def time_database(actions: PlatformActions) -> None:
                 while True:  # a trivial query's round trip, every few seconds, for /metrics
@@ -362,7 +472,8 @@ async def open_services(
         handlers: list[PlatformHandler] = [rules_feed, AccessFeed(access, vision), telemetry_feed]
         features = ["twins", "rules", "access", "vision", "telemetry"]
         if settings.viewlib.enabled:
-            # captures reach it on a dispatch queue of its own: access decisions never wait for an upload
+            # captures reach it on a dispatch queue of its own: access decisions never wait for an upload;
+            # every owner puts its devices' captures in the outbox, partition 0's owner uploads them
             uploader = await stack.enter_async_context(open_uploader(settings.viewlib, db, site, people.store.cipher))
             handlers.append(uploader)
             features.append("viewlib")
@@ -370,14 +481,17 @@ async def open_services(
             async def upload_captures(actions: PlatformActions) -> None:
                 await uploader.run()
 
-            tasks.append(upload_captures)
-            if metrics is not None:
-                stack.enter_context(metrics.source(uploader.metrics))
+            if singleton:
+                tasks.append(upload_captures)
+                if metrics is not None:
+                    stack.enter_context(metrics.source(uploader.metrics))
         yield Services(
             handlers=handlers,
             tasks=tasks,
-            features=features,
+            features=features if singleton else [],  # the retained announcement is partition 0's
             health_sinks=[telemetry.record_health],
             publish_taps=[telemetry_feed.tap_alarm],
             platform_event_taps=taps,
+            route=engine.forward_targets if partitions > 1 else None,
+            forwarded=rules_feed,
         )

@@ -1,14 +1,19 @@
 """Several *active* workers for one site: each serves the partitions assigned to it.
 
 A worker process runs one :class:`~anfang.service.Platform` per partition it holds, each with the
-partition's own MQTT client id (a persistent session that outlives the worker) and subscriptions to
-the twin channels of the partition's devices only. The holder of partition 0 is the site's leader
-and runs the services. Workers join and leave a running site: every ``workers.heartbeat_s`` each one
-heartbeats and follows the assignment in the database (:mod:`anfang.membership`), handing off the
-partitions assigned elsewhere (it stops, disconnects and releases the partition's lease) and taking
-the ones assigned to it (it takes the lease and resumes the partition's session), so nothing
-acknowledged is lost and ``seq``/event ids keep anything redelivered from being applied twice. A
-worker killed outright is dropped from the assignment once its heartbeat is ``takeover_after_s`` old.
+partition's own MQTT client id (a persistent session that outlives the worker), subscriptions to every
+channel of the partition's devices, and its own services: rules for the entities it owns, access
+decisions and telemetry for its devices (:mod:`anfang.services`; what a process builds once — vision
+models, the telemetry writer — is shared by its partitions). Inputs a rule keys on an entity another
+partition owns reach that partition's owner through the feed (:mod:`anfang.feed`). The holder of
+partition 0 also runs the site-wide duties (alarm delivery, retention, history pruning).
+
+Workers join and leave a running site: every ``workers.heartbeat_s`` each one heartbeats and follows
+the assignment in the database (:mod:`anfang.membership`), handing off the partitions assigned
+elsewhere (it stops, disconnects and releases the partition's lease) and taking the ones assigned to
+it (it takes the lease and resumes the partition's session), so nothing acknowledged is lost and
+``seq``/event ids keep anything redelivered from being applied twice. A worker killed outright is
+dropped from the assignment once its heartbeat is ``takeover_after_s`` old.
 """
 
 from __future__ import annotations
@@ -25,24 +30,26 @@ from contextlib import AsyncExitStack
 from anfang.app import Services, ServicesFactory, make_platform, open_registry, prepare_site
 from anfang.assignment import plan
 from anfang.config import ConfigError, Settings
-from anfang.feed import FeedReader, FeedWriter
+from anfang.feed import FeedReader, FeedWriter, platform_stream
 from anfang.lease import LeaseLost, SiteLease
 from anfang.membership import Membership, announce_device, connect, wait_served
 from anfang.mqtt_link import MqttLink
 from anfang.partitions import (
     LEADER,
+    command_results_filter,
+    device_filters,
     partition_client_id,
     partition_of,
     reply_topic,
-    site_wide_filters,
-    twin_filters,
 )
 from anfang.readiness import Readiness
 from anfang.remote_twins import RemoteTwins
 from anfang.service import Platform
+from anfang.services import ProcessShared
 from registry.migrate import is_postgres
 from registry.records import DeviceInfo
 from registry.store import Registry, TwinStore
+from twins.hooks import DeviceEvent, TwinChange
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +91,11 @@ async def run_partitioned_worker(
         members = Membership(settings.db_url, settings.site, name, w.partitions, w.takeover_after_s)
         await stack.enter_async_context(members)
         log.info("worker %s joins site %s (%d partitions)", name, settings.site, w.partitions)
+        # built once per process, lent to each partition it serves (vision models, telemetry writer, ...)
+        shared = await stack.enter_async_context(ProcessShared())
         async with asyncio.TaskGroup() as tg:
             crew = Crew(settings, members, tg, lambda part: PartitionWorker(
-                settings, registry, store, password, part, services_factory, readiness, members
+                settings, registry, store, password, part, services_factory, readiness, members, shared
             ))  # fmt: skip
             await crew.run()
 
@@ -166,8 +175,10 @@ class PartitionWorker:
         services_factory: ServicesFactory | None,
         readiness: Readiness | None,
         members: Membership,
+        shared: ProcessShared | None = None,
     ) -> None:
         self.settings, self.registry, self.store, self.password = settings, registry, store, password
+        self.shared = shared
         self.part, self.services_factory, self.readiness = part, services_factory, readiness
         self.partitions, self.members = settings.workers.partitions, members
         self.new_devices = asyncio.Event()  # set when a device of the site was announced
@@ -200,17 +211,20 @@ class PartitionWorker:
             mqtt5=True,
             keepalive=s.mqtt.keepalive,
         )
-        subscriptions = twin_filters(s.site, sorted(owned))
+        subscriptions = device_filters(s.site, sorted(owned))
         async with AsyncExitStack() as stack:
             leader = part == LEADER
-            # only the leader announces the site's features (a retained message the others must not replace)
+            # only partition 0 announces the site's features (a retained message the others must not replace)
             services = Services() if leader else Services(features=[])
-            if leader and self.services_factory is not None:
-                services = await stack.enter_async_context(self.services_factory(s, self.registry))
-            remote = RemoteTwins(link, reply_topic(s.site, client_id), s.limits.command_timeout_s) if leader else None
-            feed = None if leader else FeedWriter(s.site, part, await self.store.feed_head(s.site, part))
-            if remote is not None:
-                subscriptions += [*site_wide_filters(s.site), remote.reply_topic]
+            if self.services_factory is not None:
+                services = await stack.enter_async_context(
+                    self.services_factory(s, self.registry, part=part, partitions=self.partitions, shared=self.shared)
+                )
+            # rules and access write desired state to twins other partitions own through their owners
+            remote = RemoteTwins(link, reply_topic(s.site, client_id), s.limits.command_timeout_s)
+            subscriptions += [remote.reply_topic, command_results_filter(s.site)]
+            route = services.route
+            feed = await FeedWriter.open(self.store, s.site, part, self.partitions, route) if route else None
 
             async def watch_lease(platform: Platform) -> None:
                 await lease.watch()
@@ -225,15 +239,30 @@ class PartitionWorker:
                     self.new_devices.clear()
                     new = {d.id for d in await self.registry.list_devices(s.site) if self.owns(d)} - owned
                     if new:
-                        link.subscribe(twin_filters(s.site, sorted(new)))
+                        link.subscribe(device_filters(s.site, sorted(new)))
                         await link.wait_subscribed()  # the broker holds their messages for this session from now on
                         await self.members.record_served(part, sorted(new))
                         owned.update(new)
                         log.info("partition %d now also serves %s", part, ", ".join(sorted(new)[:10]))
 
+            forwarded = services.forwarded
+
             async def read_feed(platform: Platform) -> None:
-                others = [p for p in range(self.partitions) if p != LEADER]
-                await FeedReader(self.store, s.site, others, platform.deliver).run()
+                # what the other partitions' batches and platform events forward to this one's rules (only
+                # to them: access control and telemetry take each device's inputs at its own partition)
+                others = [p for p in range(self.partitions) if p != part]
+                streams = [*others, *(platform_stream(p) for p in others)]
+
+                async def to_rules(items: list[DeviceEvent | TwinChange]) -> None:
+                    for item in items:
+                        if forwarded is None:
+                            continue
+                        if isinstance(item, TwinChange):
+                            await forwarded.on_twin_change(item, platform)
+                        else:
+                            await forwarded.on_event(item, platform)
+
+                await FeedReader(self.store, s.site, streams, part, to_rules).run()
 
             platform = make_platform(
                 s,
@@ -242,7 +271,8 @@ class PartitionWorker:
                 link,
                 services,
                 subscriptions,
-                extra_tasks=[watch_lease, pick_up_new_devices, *([read_feed] if leader else [])],
+                extra_tasks=[watch_lease, pick_up_new_devices, *([read_feed] if route else [])],
+                site_duties=leader,
                 feed=feed,
                 remote=remote,
                 owns=self.owns,
@@ -254,7 +284,7 @@ class PartitionWorker:
                 self.partitions,
                 s.site,
                 len(owned),
-                " (leader: rules, access, telemetry)" if leader else "",
+                " (and the site-wide duties)" if leader else "",
             )
             self.platform = platform
             try:

@@ -72,6 +72,8 @@ class AccessConfig:
     limits: EdgeLimits = field(default_factory=EdgeLimits)  # attempt limits, central and at edge doors
     workers: int = 16
     queue_size: int = 1000
+    #: Run the retention purge (a site-wide duty: with several workers per site, partition 0's owner only).
+    purge: bool = True
 
 
 class AccessHandler:
@@ -521,7 +523,7 @@ class AccessHandler:
         next_purge = 0.0
         while True:
             now = self._actions.now() if self._actions is not None else self._clock()
-            if now >= next_purge:
+            if self.config.purge and now >= next_purge:
                 await self.purge(now)
                 next_purge = now + self.config.purge_interval
             await self.snapshot(force=True)

@@ -7,8 +7,9 @@ of PINs (or cards, or QR codes) at one door within ``window_s`` lock that kind a
 so no PIN or card number is kept). While locked, the kind is refused with ``locked_out`` without
 being looked up, and a granted credential never resets a door's count.
 
-State is per process: with several workers each counts the captures it handles (a door's captures
-go to one worker, so door limits hold exactly).
+State is per access handler: with several workers per site each partition's owner counts the captures
+of its doors (a door's captures go to one owner, so door limits hold exactly; a credential's count
+across doors covers the doors of that partition only).
 """
 
 from __future__ import annotations

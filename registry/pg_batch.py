@@ -37,8 +37,8 @@ _EVENTS = (
     "ON CONFLICT DO NOTHING"
 )
 _FEED = (
-    "INSERT INTO twin_feed(site, part, seq, body) "
-    "SELECT * FROM unnest(${0}::text[], ${1}::int[], ${2}::bigint[], ${3}::text[])"
+    "INSERT INTO twin_feed(site, part, target, seq, body) "
+    "SELECT * FROM unnest(${0}::text[], ${1}::int[], ${2}::int[], ${3}::bigint[], ${4}::text[])"
 )
 
 
@@ -82,7 +82,7 @@ def _history_columns(history: Sequence[HistoryEntry]) -> list[list[Any]]:
 
 
 def _feed_columns(feed: Sequence[FeedRow]) -> list[list[Any]]:
-    return [[r[0] for r in feed], [r[1] for r in feed], [r[2] for r in feed], [r[3] for r in feed]]
+    return [[r[i] for r in feed] for i in range(5)]
 
 
 def batch_statement(

@@ -37,4 +37,4 @@ class CommandRecord:
     finished_at: float | None
 
 
-FeedRow = tuple[str, int, int, str]  # site, partition, sequence number, encoded change
+FeedRow = tuple[str, int, int, int, str]  # site, writer stream, target partition, sequence number, encoded input

@@ -476,42 +476,49 @@ class TwinStore:
             )
         if feed:
             await tx.execute_many(
-                "INSERT INTO twin_feed(site, part, seq, body) VALUES (?, ?, ?, ?)", [list(row) for row in feed]
+                "INSERT INTO twin_feed(site, part, target, seq, body) VALUES (?, ?, ?, ?, ?)",
+                [list(row) for row in feed],
             )
 
-    async def feed_head(self, site: str, part: int) -> int:
-        """The last sequence number a partition's feed has used (0 for none)."""
+    async def feed_head(self, site: str, part: int, target: int) -> int:
+        """The last sequence number writer stream ``part`` has used towards ``target`` (0 for none)."""
         rows = await self._conn.execute_query_dict(
-            self._q("SELECT MAX(seq) AS seq FROM twin_feed WHERE site = ? AND part = ?"), [site, part]
+            self._q("SELECT MAX(seq) AS seq FROM twin_feed WHERE site = ? AND part = ? AND target = ?"),
+            [site, part, target],
         )
         written = rows[0]["seq"] if rows and rows[0]["seq"] is not None else 0
-        return max(int(written), await self.feed_cursor(site, part))
+        return max(int(written), await self.feed_cursor(site, part, target))
 
-    async def read_feed(self, site: str, part: int, after: int, limit: int) -> list[tuple[int, str]]:
+    async def read_feed(self, site: str, part: int, target: int, after: int, limit: int) -> list[tuple[int, str]]:
         rows = await self._conn.execute_query_dict(
-            self._q("SELECT seq, body FROM twin_feed WHERE site = ? AND part = ? AND seq > ? ORDER BY seq LIMIT ?"),
-            [site, part, after, limit],
+            self._q(
+                "SELECT seq, body FROM twin_feed WHERE site = ? AND part = ? AND target = ? AND seq > ? "
+                "ORDER BY seq LIMIT ?"
+            ),
+            [site, part, target, after, limit],
         )
         return [(int(r["seq"]), str(r["body"])) for r in rows]
 
-    async def feed_cursor(self, site: str, part: int) -> int:
+    async def feed_cursor(self, site: str, part: int, target: int) -> int:
         rows = await self._conn.execute_query_dict(
-            self._q("SELECT seq FROM twin_feed_cursors WHERE site = ? AND part = ?"), [site, part]
+            self._q("SELECT seq FROM twin_feed_cursors WHERE site = ? AND part = ? AND target = ?"),
+            [site, part, target],
         )
         return int(rows[0]["seq"]) if rows else 0
 
-    async def advance_feed(self, site: str, part: int, seq: int) -> None:
-        """Remember that the leader has taken a partition's feed up to ``seq``; drop what it no longer needs."""
+    async def advance_feed(self, site: str, part: int, target: int, seq: int) -> None:
+        """Remember that ``target`` has taken stream ``part``'s rows up to ``seq``; drop what it no longer needs."""
         async with in_transaction() as tx:
             await tx.execute_query(
                 self._q(
-                    "INSERT INTO twin_feed_cursors(site, part, seq) VALUES (?, ?, ?) "
-                    "ON CONFLICT(site, part) DO UPDATE SET seq = excluded.seq"
+                    "INSERT INTO twin_feed_cursors(site, part, target, seq) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT(site, part, target) DO UPDATE SET seq = excluded.seq"
                 ),
-                [site, part, seq],
+                [site, part, target, seq],
             )
             await tx.execute_query(
-                self._q("DELETE FROM twin_feed WHERE site = ? AND part = ? AND seq <= ?"), [site, part, seq]
+                self._q("DELETE FROM twin_feed WHERE site = ? AND part = ? AND target = ? AND seq <= ?"),
+                [site, part, target, seq],
             )
 
     async def record_command_sent(self, record: CommandRecord) -> None:

@@ -20,18 +20,20 @@ from registry.sql import DB_ERRORS, Sql
 from rules.timers import Timer, TimerStoreError
 
 _UPSERT = (
-    "INSERT INTO rule_timers(site, key, due, body, updated_at) VALUES (?, ?, ?, ?, ?) "
-    "ON CONFLICT(site, key) DO UPDATE SET due = excluded.due, body = excluded.body, updated_at = excluded.updated_at"
+    "INSERT INTO rule_timers(site, part, key, due, body, updated_at) VALUES (?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT(site, part, key) DO UPDATE SET due = excluded.due, body = excluded.body, "
+    "updated_at = excluded.updated_at"
 )
-_DELETE = "DELETE FROM rule_timers WHERE site = ? AND key = ?"
+_DELETE = "DELETE FROM rule_timers WHERE site = ? AND part = ? AND key = ?"
 
 
 class DatabaseTimerStore:
-    """A site's timers in ``rule_timers``; create with :meth:`open` (reads them), flushed by the engine."""
+    """A site's timers in ``rule_timers``; create with :meth:`open` (reads them), flushed by the engine.
+    ``part``: with several workers per site, the partition whose engine's state this is (its own rows only)."""
 
-    def __init__(self, conn: BaseDBAsyncClient, site: str) -> None:
+    def __init__(self, conn: BaseDBAsyncClient, site: str, part: int = 0) -> None:
         self._sql = Sql(conn)
-        self.site = site
+        self.site, self.part = site, part
         self._timers: dict[str, Timer] = {}
         self._dirty: set[str] = set()
         self._lock = asyncio.Lock()
@@ -39,19 +41,21 @@ class DatabaseTimerStore:
 
     @property
     def _where(self) -> str:
-        return f"table rule_timers, site {self.site}"
+        return f"table rule_timers, site {self.site}" + (f", partition {self.part}" if self.part else "")
 
     @classmethod
-    async def open(cls, conn: BaseDBAsyncClient, site: str) -> DatabaseTimerStore:
-        """A store holding the site's stored timers."""
-        store = cls(conn, site)
+    async def open(cls, conn: BaseDBAsyncClient, site: str, part: int = 0) -> DatabaseTimerStore:
+        """A store holding the site's (partition's) stored timers."""
+        store = cls(conn, site, part)
         await store.preload()
         return store
 
     async def preload(self) -> None:
         """Read the site's timers; changes not yet flushed are lost (call before the engine starts)."""
         try:
-            rows = await self._sql.rows("SELECT key, body FROM rule_timers WHERE site = ?", [self.site])
+            rows = await self._sql.rows(
+                "SELECT key, body FROM rule_timers WHERE site = ? AND part = ?", [self.site, self.part]
+            )
         except DB_ERRORS as exc:
             raise TimerStoreError(self._where, f"cannot load timers: {exc}") from exc
         timers: dict[str, Timer] = {}
@@ -88,10 +92,10 @@ class DatabaseTimerStore:
             for key in keys:
                 timer = self._timers.get(key)
                 if timer is None:
-                    deletes.append([self.site, key])
+                    deletes.append([self.site, self.part, key])
                 else:
                     body = json.dumps(timer.to_json(), ensure_ascii=False, default=str)
-                    upserts.append([self.site, key, timer.due, body, now])
+                    upserts.append([self.site, self.part, key, timer.due, body, now])
             try:
                 await self._sql.batch([(_DELETE, deletes), (_UPSERT, upserts)])
             except DB_ERRORS as exc:

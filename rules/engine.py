@@ -84,6 +84,9 @@ class RulesEngine:
         #: it evaluates a rule for an input only if it owns the entity the rule keys that input on.
         self.ownership = ownership or Ownership()
         self._routes: dict[str, RuleRoute] = {}
+        self._wide_owners: set[int] = set()
+        #: Inputs forwarded to other partitions' owners (feed rows), for ``/metrics``.
+        self.forwarded = 0
         self.actions = actions
         self.alarms = AlarmManager(site.site, alarm_store or InMemoryAlarmStore(), new_alarm_id)
         self.timers = TimerQueue(timer_store or InMemoryTimerStore())
@@ -138,6 +141,8 @@ class RulesEngine:
             detach()
         self._rules = {r.id: r for r in rules}
         self._routes = {r.id: route_rule([t.spec for t in r.triggers], r.raw, r.dedupe is not None) for r in rules}
+        #: the owners of the wide rules: every input of the site goes to them
+        self._wide_owners = {self.ownership.owner(f"rule:{rid}") for rid, rt in self._routes.items() if rt.wide}
         self._detach = {r.id: attach_rule(self, r) for r in rules}
 
     def reload(self, rules: list[Rule], now: float | None = None) -> ReloadReport:
@@ -198,6 +203,10 @@ class RulesEngine:
             return
         self._started = True
         self.timers.load({r.id: r.hash for r in self._rules.values()})
+        if not self.ownership.single:
+            for timer in self.timers:  # state of entities another partition owns now (the partitions changed)
+                if not self._owns_timer(timer):
+                    self.timers.drop(timer.key)
         self._memo.restore(self.state, self._last_fired, self._rules)
         self._rearm_silences(now)
         owns = None if self.ownership.single else lambda rule, idx, dev: self.owns(rule, idx, dev, dev)
@@ -243,6 +252,7 @@ class RulesEngine:
         for dev in new:
             self.site.devices[dev.id] = dev
             self._kinds.setdefault(dev.id, dev.kind)
+        self.ownership.virtual.update(d.id for d in devices if d.virtual)
         if self._started and new and now is not None:
             for rule in self._rules.values():
                 self._arm_rule(rule, now)
@@ -266,22 +276,47 @@ class RulesEngine:
             return True
         return self.ownership.owns(entity_of(self._scope(rule, idx), rule.id, device_id, subject))
 
+    def _owns_timer(self, timer: Timer) -> bool:
+        """Is a stored timer or memo of an entity this engine owns? (Site-wide memos and those of rules not
+        loaded are left to the restore.)"""
+        rule = self._rules.get(timer.rule_id)
+        if rule is None:
+            return True
+        if timer.kind != "memo":
+            return self.owns(rule, int(timer.context.get("idx", 0)), timer.subject, timer.subject)
+        part = timer.key.split("|")
+        if part[1] == "cool":  # memo|cool|<rule>|<dedupe>: the match key, unless the rule is routed whole
+            key = "|".join(part[3:])
+            return self.owns(rule, 0, key, key)
+        if part[1] in ("count", "distinct", "seq", "side") and len(part) > 4:
+            key = "|".join(part[4:])
+            return self.owns(rule, int(part[3]), key, key)
+        return True
+
     def owns_entity(self, entity: str) -> bool:
         """Does this engine hold ``entity`` (a device, a subject, ``rule:<id>``)?"""
         return self.ownership.owns(entity)
 
     def forward_targets(self, item: DeviceEvent | TwinChange) -> set[int]:
-        """The other partitions whose owners must see this input of one of our devices: the owners of the
+        """The other partitions an input of one of this engine's devices is forwarded to (:meth:`routes`)."""
+        targets = self.routes(item) - {self.ownership.part}
+        self.forwarded += len(targets)
+        return targets
+
+    def needs(self, event: DeviceEvent) -> bool:
+        """Is this stored event one this engine evaluates (its device's, or forwarded to it)? For the catch-up."""
+        own = self.ownership
+        return own.single or own.owns(event.device_id) or own.part in self.routes(event)
+
+    def routes(self, item: DeviceEvent | TwinChange) -> set[int]:
+        """The partitions whose owners must see this input (its device's owner aside): the owners of the
         entities some loaded rule keys it on, of a tag's virtual twin (partition 0 derives it) and of the
         wide rules. Decided from the trigger index alone (no ``where``): a target that then finds
         nothing to do costs a feed row, a missing one would lose an evaluation."""
         own = self.ownership
         if own.single:
             return set()
-        targets: set[int] = set()
-        for rid, route in self._routes.items():
-            if route.wide:
-                targets.add(own.owner(f"rule:{rid}"))
+        targets = set(self._wide_owners)
         if isinstance(item, TwinChange):
             subs = self.bus.for_fields(self.bus.twin, item.changed)
             subs = subs + self.bus.for_fields(self.bus.threshold_field, item.changed)
@@ -291,7 +326,6 @@ class RulesEngine:
                 )
         else:
             self._event_targets(item, targets)
-        targets.discard(own.part)
         return targets
 
     def _event_targets(self, event: DeviceEvent, targets: set[int]) -> None:
@@ -643,6 +677,10 @@ class RulesEngine:
             cause = event_cause(str(event["device"]), str(event["id"]))
         done = await self._runner.run(rule, ctx, fns, now, acts, cause)
         detail = ", ".join(a["type"] for a in done) or "no action applied"
+        if not self.ownership.single and any(a["type"] == "raise_alarm" for a in done):
+            # which owner raised it, for operators (and the partition tests): alarms are rare
+            subject, part = ctx["subject"]["id"], self.ownership.part
+            log.info("rule %s raised an alarm for %s in partition %d", rule.id, subject, part)
         if self.verdicts and rule.conditions:
             detail += f" ({self._last_verdicts.pop(rule.id, 'conditions held at the start')})"
         self.trace.add(now, rule.id, label, "fired", detail)

@@ -143,14 +143,14 @@ def entity_of(scope: Scope, rule_id: str, device_id: str, subject: str) -> str:
     return rule_entity(rule_id)
 
 
-@dataclass(frozen=True)
+@dataclass
 class Ownership:
     """What one engine owns: its partition of ``partitions``. ``virtual``: the site's virtual devices,
-    which belong to partition 0 (it derives them)."""
+    which belong to partition 0 (it derives them); the engine adds those registered later."""
 
     part: int = 0
     partitions: int = 1
-    virtual: frozenset[str] = field(default_factory=frozenset)
+    virtual: set[str] = field(default_factory=set)
 
     @property
     def single(self) -> bool:

@@ -6,14 +6,18 @@ exactly once, in order, with the rules still seeing every twin change."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
+import httpx
 import pytest
+import yaml
 from process_kit import (
     PlatformProcess,
     add_device,
+    cli,
     document_when,
     fresh_postgres_database,
     operator_credentials,
@@ -22,10 +26,12 @@ from process_kit import (
     start_mosquitto,
     until,
 )
+from prometheus_client.parser import text_string_to_metric_families
 from testkit import Device, free_port
 
 from anfang.partitions import partition_of
 from registry.records import DeviceInfo
+from rules.routing import owner_of
 
 N = 60
 DOORS = ["door-b1-u1", "door-b1-u2", "door-b2-u1", "door-b2-u2", "door-b3-u1", "door-b3-u2"]
@@ -145,3 +151,142 @@ async def test_two_active_workers_split_a_site_and_survive_one_of_them_dying(tmp
         await conn.close()
     assert events == N * len(DOORS)
     assert left_in_feed == 0  # the leader took every change the other partition wrote
+
+
+OWNERS_RULES = """
+rules:
+  - id: door-opened
+    description: A unit door opened.
+    when:
+      - twin: {kind: door_lock, field: door, to: open}
+    then:
+      - raise_alarm: {kind: door_opened, severity: low, subject: "{{ device.id }}", message: "{{ device.id }} open"}
+  - id: denied-person
+    description: One person denied four times within ten minutes, at any doors of the site.
+    when:
+      - event: {type: access_decided, kind: platform, where: "not event.data.allowed", count: 4, within: 10m}
+    cooldown: 1h
+    then:
+      - raise_alarm: {kind: denied_person, severity: high, message: "{{ subject.id }} denied again and again"}
+"""
+# three partitions: a door in each, a resident of building 3 denied at the doors of partitions 1 and 2
+# (the state of the count is the person's, held by partition 0's owner), a resident of building 1
+# let in at partition 1's door
+OWNED_DOORS = {"door-b1-u1": 1, "door-b2-u1": 2, "door-b3-u1": 0}
+WANDERER, RESIDENT = "p-1", "p-3"
+
+
+def _community() -> dict[str, object]:
+    return {
+        "site": "youzheng",
+        "buildings": [{"id": f"b{b}", "units": 1} for b in (1, 2, 3)],
+        "households": [{"id": f"h{b}", "building": f"b{b}", "unit": 1, "room": "101"} for b in (1, 2, 3)],
+        "devices": [
+            {"id": door, "kind": "door_lock", "building": door.split("-")[1], "unit": 1} for door in sorted(OWNED_DOORS)
+        ],
+        "people": [
+            {"id": WANDERER, "name": "甲", "household": "h3", "role": "owner", "phone": "13800000011", "card": "C1"},
+            {"id": RESIDENT, "name": "乙", "household": "h1", "role": "owner", "phone": "13800000013", "card": "C3"},
+        ],
+    }
+
+
+def _owner_of(entity: str) -> int:
+    return owner_of(entity, 3)
+
+
+async def _metric(port: int | None, name: str) -> float:
+    assert port is not None
+    async with httpx.AsyncClient() as client:
+        text = (await client.get(f"http://127.0.0.1:{port}/metrics", timeout=10)).text
+    return sum(s.value for f in text_string_to_metric_families(text) if f.name == name for s in f.samples)
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(300)
+async def test_rules_access_and_telemetry_run_on_the_owner_of_each_partition(tmp_path: Path, pg_url: str) -> None:
+    assert {d: _owner_of(d) for d in OWNED_DOORS} == OWNED_DOORS and _owner_of(WANDERER) == 0  # the premise
+    port = free_port()
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "owners.yaml").write_text(OWNERS_RULES)
+    env = site_env(
+        port,
+        pg_url,
+        {
+            "ANFANG_DATA_DIR": str(tmp_path / "data"),
+            "ANFANG_PARTITIONS": "3",
+            "ANFANG_RULES_DIR": str(tmp_path / "rules"),
+        },
+    )
+    secrets = {door: add_device(env, tmp_path, door, "door_lock") for door in OWNED_DOORS}
+    (tmp_path / "community.yaml").write_text(yaml.safe_dump(_community(), allow_unicode=True), encoding="utf-8")
+    cli(env, tmp_path, "community", "import", str(tmp_path / "community.yaml"))
+    broker = start_mosquitto(env, tmp_path, port)
+    files = [tmp_path / f"points-{i}.lp" for i in range(2)]
+    workers = [
+        PlatformProcess({**env, "ANFANG_WORKER_INDEX": str(i), "ANFANG_TELEMETRY_FILE": str(files[i])}, tmp_path)
+        for i in range(2)
+    ]
+    doors = {d: Device("127.0.0.1", port, d, secrets[d], site="youzheng", client_id=d) for d in OWNED_DOORS}
+    police = Device("127.0.0.1", port, *operator_credentials(env), site="youzheng", client_id="police", will=False)
+    try:
+        for w in workers:
+            w.start()
+        await until(lambda: sorted(len(partitions_served(w)) for w in workers) == [1, 2], 60, "balanced")
+        await served(pg_url, list(OWNED_DOORS))
+        serving = {p: next(w for w in workers if p in partitions_served(w)) for p in range(3)}
+        assert await police.connect() == 0
+        await police.subscribe("anfang/youzheng/alarms/#")
+        for dev in doors.values():
+            assert await dev.connect() == 0
+            await dev.subscribe(dev.topic("cmd/#"))
+            await dev.published(dev.publish("telemetry", {"metrics": {"battery": 80}}))
+        # the resident's card at partition 1's door: its owner decides and opens
+        door = doors["door-b1-u1"]
+        await door.published(door.publish("events/card_presented", {"id": "c-ok", "data": {"card": "C3"}}))
+        _, cmd = await door.expect(r"/cmd/open$", timeout=30)
+        assert cmd["args"]["subject"] == RESIDENT
+        door.publish("cmd/open/result", {"id": cmd["id"], "ok": True, "result": {}, "error": None})
+        # the wanderer denied twice at each of the doors of partitions 1 and 2: one alarm, from partition 0
+        for n in range(3):
+            for name in ("door-b1-u1", "door-b2-u1"):
+                dev = doors[name]
+                await dev.published(dev.publish("events/card_presented", {"id": f"c-{n}", "data": {"card": "C1"}}))
+        _, alarm = await police.expect(r"/alarms/", timeout=30)
+        assert alarm["rule_id"] == "denied-person" and alarm["subject"] == WANDERER
+        # partition 2's door opens: its owner raises the alarm
+        door = doors["door-b2-u1"]
+        await door.published(door.publish("twin/reported", {"seq": 1, "state": {"door": "open"}}))
+        _, alarm = await police.expect(r"/alarms/", timeout=30)
+        assert alarm["rule_id"] == "door-opened" and alarm["subject"] == "door-b2-u1"
+        decisions = [await _metric(w.api_port, "anfang_access_decisions") for w in workers]
+        rule_inputs = [await _metric(w.api_port, "anfang_rule_inputs") for w in workers]
+        conn = await asyncpg.connect("postgresql://" + pg_url.split("://", 1)[1])
+        try:
+            denials = await conn.fetchval("SELECT COUNT(*) FROM alarms WHERE rule_id = 'denied-person'")
+            left_in_feed = await conn.fetchval("SELECT COUNT(*) FROM twin_feed")
+        finally:
+            await conn.close()
+    except BaseException:
+        for i, w in enumerate(workers):
+            print(f"--- worker {i}\n" + "".join(line for line in w.log[-60:] if "GET /" not in line))
+        raise
+    finally:
+        for dev in [*doors.values(), police]:
+            dev.close()
+        for w in workers:
+            w.stop()
+        broker.stop()
+    logs = {p: "".join(serving[p].log) for p in range(3)}
+    assert "rule door-opened raised an alarm for door-b2-u1 in partition 2" in logs[2]
+    assert f"rule denied-person raised an alarm for {WANDERER} in partition 0" in logs[0]
+    assert denials == 1 and left_in_feed == 0
+    assert all(n > 0 for n in rule_inputs), rule_inputs  # every worker evaluates rules (per partition on /metrics)
+    # every access decision was counted by the process serving its door: 1 + 3 at door-b1-u1, 3 at door-b2-u1
+    expected = [sum(4 if p == 1 else 3 if p == 2 else 0 for p in partitions_served(w)) for w in workers]
+    assert decisions == expected, (decisions, expected)
+    # each owner wrote the telemetry points of its own devices, and only those
+    for w, points in zip(workers, files, strict=True):
+        mine = {d for d, p in OWNED_DOORS.items() if p in partitions_served(w)}
+        seen = {m.group(1) for m in re.finditer(r"device=([\w-]+)\S* [^\n]*battery=", points.read_text())}
+        assert seen == mine, (seen, mine)

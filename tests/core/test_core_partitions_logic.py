@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from anfang.feed import FeedWriter, decode, encode
 from anfang.mqtt_link import MqttLink
-from anfang.partitions import partition_client_id, partition_of, twin_filters
+from anfang.partitions import device_filters, partition_client_id, partition_of
 from anfang.remote_twins import RemoteTwins
 from anfang.supervisor import without_workers_option
 from registry.records import DeviceInfo
@@ -35,11 +35,14 @@ def test_devices_spread_over_partitions_and_virtual_ones_stay_with_the_leader() 
     assert virtual.virtual and partition_of(virtual, 4) == 0
 
 
-def test_a_single_partition_keeps_the_plain_client_id_and_twin_filters_name_the_device() -> None:
+def test_a_single_partition_keeps_the_plain_client_id_and_device_filters_name_the_device() -> None:
     assert partition_client_id("anfang-platform", 0, 1) == "anfang-platform"
     assert partition_client_id("anfang-platform", 1, 2) == "anfang-platform-p1"
-    assert "anfang/youzheng/door-1/twin/reported" in twin_filters("youzheng", ["door-1"])
-    assert not any("events" in f for f in twin_filters("youzheng", ["door-1"]))  # events go to the leader
+    filters = device_filters("youzheng", ["door-1"])
+    assert "anfang/youzheng/door-1/twin/reported" in filters
+    # its owner takes its events and telemetry too (no leader takes them site-wide)
+    assert {"anfang/youzheng/door-1/events/#", "anfang/youzheng/door-1/telemetry"} <= set(filters)
+    assert all(f.startswith("anfang/youzheng/door-1/") for f in filters)
 
 
 # integers as twins hold them: every state was read by twins.jsoncodec, which reads integers beyond
@@ -62,12 +65,14 @@ def test_feed_items_survive_the_round_trip(reported: dict, previous: dict, chang
     assert decode(encode(event)) == event
 
 
-def test_feed_rows_are_numbered_on_from_the_head() -> None:
-    writer = FeedWriter("youzheng", 1, head=41)
-    event = DeviceEvent("youzheng", "d", "door_lock", "status", "s", 1.0, {})
-    rows = writer.rows([event, event])
-    assert [(r[1], r[2]) for r in rows] == [(1, 42), (1, 43)]
-    assert writer.rows([event])[0][2] == 44
+def test_feed_rows_are_numbered_per_target_from_its_head_and_only_routed_inputs_are_written() -> None:
+    routed = DeviceEvent("youzheng", "d", "door_lock", "access_decided", "a", 1.0, {"subject": "p1"})
+    local = DeviceEvent("youzheng", "d", "door_lock", "status", "s", 1.0, {})
+    writer = FeedWriter("youzheng", 1, {0: 41, 2: 7}, lambda item: {0, 2} if item is routed else set())
+    rows = writer.rows([routed, local, routed])
+    assert [(r[1], r[2], r[3]) for r in rows] == [(1, 0, 42), (1, 2, 8), (1, 0, 43), (1, 2, 9)]
+    assert writer.rows([local]) == []
+    assert writer.rows([routed])[0][3] == 44
 
 
 def test_children_get_the_parents_arguments_without_workers() -> None:

@@ -17,6 +17,7 @@ from rules.loader import load_rules
 from rules.recording import RecordingActions
 from rules.routing import Ownership, Scope, is_wide, owner_of, route_rule, rule_entity
 from rules.site import load_site_plan
+from rules.timers import InMemoryTimerStore, Timer
 from rules.trace import Firing
 from twins.hooks import DeviceEvent
 
@@ -36,7 +37,7 @@ def test_every_entity_has_exactly_one_owner(entity: str, partitions: int) -> Non
 @given(ids, st.integers(min_value=1, max_value=16), st.booleans())
 def test_a_device_entity_is_owned_by_its_partition(device_id: str, partitions: int, virtual: bool) -> None:
     device = DeviceInfo(device_id, "rfid_tag" if virtual else "door_lock", site="testsite")
-    own = Ownership(0, partitions, frozenset({device_id}) if virtual else frozenset())
+    own = Ownership(0, partitions, {device_id} if virtual else set())
     assert own.owner(device_id) == partition_of(device, partitions)
 
 
@@ -149,3 +150,35 @@ def test_a_persons_denials_at_doors_of_two_partitions_alarm_once(tmp_path: Path)
     steps: list[Step] = [(0, 0, 1, False), (0, 2, 1, False), (0, 0, 1, False), (0, 2, 1, False)]
     fired = asyncio.run(_run(rules, steps, 3))
     assert fired == [("denied-person", "p0100")]
+
+
+def test_an_engine_keeps_only_the_state_of_what_its_partition_owns(tmp_path: Path) -> None:
+    """A store shared by engines of three partitions (as after ``workers.partitions`` changed): each keeps
+    the timers and cooldowns of its own entities at start, and arms silences only for its own devices."""
+    (tmp_path / "device_offline.yaml").write_text((ROOT / "rules" / "builtin" / "device_offline.yaml").read_text())
+    rules = _rules(tmp_path)
+    by_id = {r.id: r for r in rules}
+    store = InMemoryTimerStore()
+    forced, denied = by_id["door-forced"], by_id["denied-person"]
+    for door in DOORS:
+        store.save(Timer(f"memo|cool|door-forced|{door}", "door-forced", forced.hash, "memo", 0.0, state="memo",
+                         context={"value": 1_800_000_000.0}))  # fmt: skip
+    store.save(Timer("memo|count|denied-person|0|p0100", "denied-person", denied.hash, "memo", 0.0, state="memo",
+                     context={"value": [1_800_000_000.0]}))  # fmt: skip
+    for part in range(3):
+        engine = RulesEngine(rules, load_site_plan(SITE_FILE), timer_store=_Copy(store), ownership=Ownership(part, 3))
+        engine.start(1_800_000_010.0)
+        silent = {t.subject for t in engine.timers if t.kind == "silence"}
+        assert silent and all(owner_of(d, 3) == part for d in silent)  # armed for its own devices only
+        kept = {t.key for t in engine.timers if t.kind != "silence"}
+        assert kept == {f"memo|cool|door-forced|{d}" for d in DOORS if owner_of(d, 3) == part} | (
+            {"memo|count|denied-person|0|p0100"} if owner_of("p0100", 3) == part else set()
+        )
+
+
+class _Copy(InMemoryTimerStore):
+    """Each engine's own view of the same stored timers."""
+
+    def __init__(self, source: InMemoryTimerStore) -> None:
+        super().__init__()
+        self.timers = dict(source.timers)
