@@ -28,8 +28,15 @@ log = logging.getLogger(__name__)
 Item = DeviceEvent | TwinChange
 
 
+#: Event data the rules never read and the feed must not carry in the clear (docs/privacy.md).
+_LEFT_OUT = ("image_jpeg_b64",)
+
+
 def encode(item: Item) -> str:
-    body = {"change" if isinstance(item, TwinChange) else "event": asdict(item)}
+    doc = asdict(item)
+    if isinstance(item, DeviceEvent) and any(k in item.data for k in _LEFT_OUT):
+        doc["data"] = {k: v for k, v in item.data.items() if k not in _LEFT_OUT}
+    body = {"change" if isinstance(item, TwinChange) else "event": doc}
     return jsoncodec.dumps(body)
 
 

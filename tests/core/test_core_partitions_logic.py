@@ -65,6 +65,11 @@ def test_feed_items_survive_the_round_trip(reported: dict, previous: dict, chang
     assert decode(encode(event)) == event
 
 
+def test_a_forwarded_capture_leaves_its_image_out() -> None:
+    capture = DeviceEvent("youzheng", "d", "door_lock", "face_captured", "f", 1.0, {"image_jpeg_b64": "AAAA", "x": 1})
+    assert decode(encode(capture)).data == {"x": 1}
+
+
 def test_feed_rows_are_numbered_per_target_from_its_head_and_only_routed_inputs_are_written() -> None:
     routed = DeviceEvent("youzheng", "d", "door_lock", "access_decided", "a", 1.0, {"subject": "p1"})
     local = DeviceEvent("youzheng", "d", "door_lock", "status", "s", 1.0, {})
