@@ -51,6 +51,8 @@ class TraceWriter(Protocol):
 
 __all__ = ["ReloadReport", "RulesEngine"]
 
+#: Routes of inputs remembered (:meth:`RulesEngine.routes`) before the table starts afresh.
+_ROUTE_CACHE = 50_000
 #: A trigger's reason for not matching that names an outcome of its own (else it is ``no_match``).
 _OUTCOMES = frozenset({"counting", "pending", "cancelled"})
 
@@ -84,7 +86,8 @@ class RulesEngine:
         #: it evaluates a rule for an input only if it owns the entity the rule keys that input on.
         self.ownership = ownership or Ownership()
         self._routes: dict[str, RuleRoute] = {}
-        self._wide_owners: set[int] = set()
+        self._wide_owners: dict[str, set[int]] = {}
+        self._route_cache: dict[tuple[Any, ...], frozenset[int]] = {}
         #: Inputs forwarded to other partitions' owners (feed rows), for ``/metrics``.
         self.forwarded = 0
         self.actions = actions
@@ -141,8 +144,12 @@ class RulesEngine:
             detach()
         self._rules = {r.id: r for r in rules}
         self._routes = {r.id: route_rule([t.spec for t in r.triggers], r.raw, r.dedupe is not None) for r in rules}
-        #: the owners of the wide rules: every input of the site goes to them
-        self._wide_owners = {self.ownership.owner(f"rule:{rid}") for rid, rt in self._routes.items() if rt.wide}
+        self._route_cache.clear()
+        #: the owners of the wide rules, by what they must receive of the whole site (rules.routing.wide_needs)
+        self._wide_owners = {
+            need: {self.ownership.owner(f"rule:{rid}") for rid, rt in self._routes.items() if need in rt.needs}
+            for need in ("tags", "twins", "all")
+        }
         self._detach = {r.id: attach_rule(self, r) for r in rules}
 
     def reload(self, rules: list[Rule], now: float | None = None) -> ReloadReport:
@@ -252,7 +259,10 @@ class RulesEngine:
         for dev in new:
             self.site.devices[dev.id] = dev
             self._kinds.setdefault(dev.id, dev.kind)
-        self.ownership.virtual.update(d.id for d in devices if d.virtual)
+        virtual = {d.id for d in devices if d.virtual} - self.ownership.virtual
+        if virtual:
+            self.ownership.virtual.update(virtual)
+            self._route_cache.clear()
         if self._started and new and now is not None:
             for rule in self._rules.values():
                 self._arm_rule(rule, now)
@@ -299,7 +309,11 @@ class RulesEngine:
 
     def forward_targets(self, item: DeviceEvent | TwinChange) -> set[int]:
         """The other partitions an input of one of this engine's devices is forwarded to (:meth:`routes`)."""
-        targets = self.routes(item) - {self.ownership.part}
+        routes = self.routes(item)
+        if not routes:  # the usual case
+            return set()
+        targets = set(routes)
+        targets.discard(self.ownership.part)
         self.forwarded += len(targets)
         return targets
 
@@ -308,16 +322,34 @@ class RulesEngine:
         own = self.ownership
         return own.single or own.owns(event.device_id) or own.part in self.routes(event)
 
-    def routes(self, item: DeviceEvent | TwinChange) -> set[int]:
+    def routes(self, item: DeviceEvent | TwinChange) -> frozenset[int]:
         """The partitions whose owners must see this input (its device's owner aside): the owners of the
         entities some loaded rule keys it on, of a tag's virtual twin (partition 0 derives it) and of the
         wide rules. Decided from the trigger index alone (no ``where``): a target that then finds
-        nothing to do costs a feed row, a missing one would lose an evaluation."""
-        own = self.ownership
-        if own.single:
-            return set()
-        targets = set(self._wide_owners)
+        nothing to do costs a feed row, a missing one would lose an evaluation. On the ingest path:
+        remembered per (input type, device, kind, subject or fields) until the rules or devices change."""
+        if self.ownership.single:
+            return frozenset()
+        key: tuple[Any, ...]
         if isinstance(item, TwinChange):
+            key = ("twin", item.device_id, *item.changed)
+        elif item.type == "telemetry":
+            key = ("telemetry", item.device_id, item.kind, *item.data)
+        else:
+            tag = item.data.get("tag") if item.type == "tag_seen" else None
+            key = (item.type, item.device_id, item.kind, self._event_subject(item), tag)
+        known = self._route_cache.get(key)
+        if known is None:
+            if len(self._route_cache) >= _ROUTE_CACHE:
+                self._route_cache.clear()
+            known = self._route_cache[key] = frozenset(self._routes_of(item))
+        return known
+
+    def _routes_of(self, item: DeviceEvent | TwinChange) -> set[int]:
+        own = self.ownership
+        targets = set(self._wide_owners["all"])
+        if isinstance(item, TwinChange):
+            targets |= self._wide_owners["twins"]
             subs = self.bus.for_fields(self.bus.twin, item.changed)
             subs = subs + self.bus.for_fields(self.bus.threshold_field, item.changed)
             for sub in subs:
@@ -345,6 +377,7 @@ class RulesEngine:
                 targets.add(own.owner(entity_of(self._scope(asub.rule, asub.idx), asub.rule.id, dev, subject)))
         if etype == "tag_seen" and isinstance(event.data.get("tag"), str):
             targets.add(own.owner(str(event.data["tag"])))  # its virtual twin
+            targets |= self._wide_owners["tags"]
             for subs in self.bus.zones.values():
                 for sub in subs:
                     targets.add(own.owner(entity_of(self._scope(sub.rule, sub.idx), sub.rule.id, dev, subject)))

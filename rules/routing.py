@@ -15,9 +15,10 @@ The entity of a trigger (its :class:`Scope`, classified from the loaded rule, ne
 * ``RULE`` — anything else (``group_by``, ``schedule``, ``state`` edges, other ``for_each`` keys,
   a custom ``dedupe``): the rule itself, ``rule:<id>``.
 
-A rule whose expressions look at other entities (:data:`WIDE_CALLS`: another device's twin or
-connection, other tags' positions) is routed by ``rule:<id>`` as a whole and is *wide*: its owner
-receives every input of the site, so that what its conditions read is live there. The owner of a
+A rule whose expressions look at other entities (:data:`WIDE_CALLS`: other tags' positions, another
+device's twin or connection) is routed by ``rule:<id>`` as a whole and is *wide*: its owner receives,
+besides its triggers' inputs, every tag sighting, every twin change or every input of the site, so
+that what its conditions read is live there. The owner of a
 device forwards an input only to the owners of the entities some rule keys it on (see
 :meth:`rules.engine.RulesEngine.forward_targets`).
 """
@@ -45,12 +46,13 @@ from rules.model import (
 
 #: A key expression that means "the input's subject" (``sequence``/``expect`` ``for_each``).
 SUBJECT_KEY = "subject.id"
-#: Function calls whose result depends on entities other than the input's own (see the module doc).
-WIDE_CALLS = re.compile(
-    r"\b(?:guardian_nearby|tags_near|distance|twin_of|online|last_seen|offline_for)\s*\("
-    r"|\bin_zone\s*\([^,()]*,"  # in_zone(zone, who): someone else's position
-    r"|\bin_maintenance\s*\(\s*[^)\s]"  # in_maintenance(device): another device's twin
-)
+#: Function calls whose result depends on entities other than the input's own (see the module doc), by
+#: what their owner must then receive: every tag sighting (positions), every twin change, every input.
+WIDE_CALLS: dict[str, re.Pattern[str]] = {
+    "tags": re.compile(r"\b(?:guardian_nearby|tags_near|distance)\s*\(|\bin_zone\s*\([^,()]*,"),
+    "twins": re.compile(r"\btwin_of\s*\(|\bin_maintenance\s*\(\s*[^)\s]"),
+    "all": re.compile(r"\b(?:online|last_seen|offline_for)\s*\("),
+}
 
 
 class Scope(enum.Enum):
@@ -84,9 +86,16 @@ def _strings(value: Any) -> Iterator[str]:
             yield from _strings(v)
 
 
+def wide_needs(raw: dict[str, Any]) -> frozenset[str]:
+    """What the rule's expressions and templates read of other entities: ``tags`` (positions), ``twins``,
+    ``all`` (connection, known from any input); empty for a rule that reads only its input's own."""
+    texts = list(_strings(raw))
+    return frozenset(need for need, pattern in WIDE_CALLS.items() if any(pattern.search(t) for t in texts))
+
+
 def is_wide(raw: dict[str, Any]) -> bool:
     """Does any expression or template of the rule's definition look at other entities?"""
-    return any(WIDE_CALLS.search(s) for s in _strings(raw))
+    return bool(wide_needs(raw))
 
 
 def _steps_keyed_by_subject(default: str, steps: Iterable[Any]) -> bool:
@@ -120,7 +129,12 @@ class RuleRoute:
     """How a loaded rule is routed: a scope per trigger, and whether it is wide."""
 
     scopes: tuple[Scope, ...]
-    wide: bool = False
+    #: What a wide rule's owner must receive of the whole site (:func:`wide_needs`); empty: not wide.
+    needs: frozenset[str] = frozenset()
+
+    @property
+    def wide(self) -> bool:
+        return bool(self.needs)
 
 
 def route_rule(specs: Iterable[Any], raw: dict[str, Any], custom_dedupe: bool) -> RuleRoute:
@@ -128,9 +142,9 @@ def route_rule(specs: Iterable[Any], raw: dict[str, Any], custom_dedupe: bool) -
     the whole rule by ``rule:<id>``, as does a rule mixing per-device/subject triggers with a rule-wide one
     (they share the rule's cooldown)."""
     scopes = [trigger_scope(s) for s in specs]
-    wide = is_wide(raw)
-    if wide or custom_dedupe or Scope.RULE in scopes:
-        return RuleRoute(tuple(Scope.RULE for _ in scopes), wide)
+    needs = wide_needs(raw)
+    if needs or custom_dedupe or Scope.RULE in scopes:
+        return RuleRoute(tuple(Scope.RULE for _ in scopes), needs)
     return RuleRoute(tuple(scopes))
 
 

@@ -15,7 +15,7 @@ from registry.records import DeviceInfo
 from rules.engine import RulesEngine
 from rules.loader import load_rules
 from rules.recording import RecordingActions
-from rules.routing import Ownership, Scope, is_wide, owner_of, route_rule, rule_entity
+from rules.routing import Ownership, Scope, is_wide, owner_of, route_rule, rule_entity, wide_needs
 from rules.site import load_site_plan
 from rules.timers import InMemoryTimerStore, Timer
 from rules.trace import Firing
@@ -56,7 +56,7 @@ def test_builtin_rules_are_routed_by_what_their_state_is_keyed_on() -> None:
     assert route["elderly-left-fence"].scopes == (Scope.SUBJECT,)
     assert route["repeated-denials"].scopes == (Scope.RULE,)  # group_by (and dedupe) keys on an expression
     kindergarten = route["child-left-kindergarten"]  # guardian_nearby reads other tags' positions
-    assert kindergarten.wide and kindergarten.scopes == (Scope.RULE,)
+    assert kindergarten.needs == {"tags"} and kindergarten.scopes == (Scope.RULE,)  # every tag sighting
     assert not any(r.wide for rid, r in route.items() if rid != "child-left-kindergarten")
 
 
@@ -68,6 +68,7 @@ def test_wide_calls_are_those_reading_other_entities() -> None:
     assert not is_wide({"if": "not in_maintenance()"})
     assert is_wide({"if": "in_maintenance('door-b1-u2')"})
     assert not is_wide({"if": "device.online and twin.door != 'closed'"})
+    assert wide_needs({"if": "twin_of('a').door == 'open' and online('b')"}) == {"twins", "all"}
 
 
 PER_SUBJECT = """
