@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import threading
 from collections import Counter
@@ -158,4 +159,4 @@ async def test_a_changing_fleet_changes_each_twin_at_every_report() -> None:
     assert len(fps) == 5
     for values in fps.values():
         assert all(15 <= v <= 25 for v in values)
-        assert all(a != b for a, b in zip(values, values[1:], strict=False)), values
+        assert all(a != b for a, b in itertools.pairwise(values)), values
