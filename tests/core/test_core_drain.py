@@ -11,9 +11,25 @@ from typing import Any
 from platform_kit import make_settings, running_platform
 from testkit import free_port
 
+from anfang.service import Platform
 from twins.document import TwinDocument
 
 REPORTS = 300
+
+
+def _hold_commits(platform: Platform) -> tuple[asyncio.Event, asyncio.Event]:
+    """Make the platform's commits wait until the first event is set; the second is set once one waits
+    (a batch is in flight and more messages wait behind it)."""
+    database_free, read_some = asyncio.Event(), asyncio.Event()
+    commit = platform.store.commit
+
+    async def held_commit(twins: Iterable[TwinDocument], *args: Any) -> None:
+        read_some.set()
+        await database_free.wait()
+        await commit(twins, *args)
+
+    platform.store.commit = held_commit  # type: ignore[method-assign,assignment]
+    return database_free, read_some
 
 
 async def test_drain_commits_what_was_read_and_reads_nothing_more(tmp_path: Path) -> None:
@@ -23,15 +39,7 @@ async def test_drain_commits_what_was_read_and_reads_nothing_more(tmp_path: Path
         platform = stack.platform
         secret = await stack.add_device("door-b1-u1", "door_lock")
         device = await stack.device("door-b1-u1", secret)
-        database_free, read_some = asyncio.Event(), asyncio.Event()
-        commit = platform.store.commit
-
-        async def held_commit(twins: Iterable[TwinDocument], *args: Any) -> None:
-            read_some.set()  # a batch is in flight and more messages wait behind it
-            await database_free.wait()
-            await commit(twins, *args)
-
-        platform.store.commit = held_commit  # type: ignore[method-assign]
+        database_free, read_some = _hold_commits(platform)
         infos = [
             device.publish("twin/reported", {"seq": i, "state": {"hold_seconds": i}}) for i in range(1, REPORTS + 1)
         ]
@@ -58,15 +66,7 @@ async def test_a_drain_that_times_out_still_waits_for_the_batch_being_committed(
         platform = stack.platform
         secret = await stack.add_device("door-b1-u1", "door_lock")
         device = await stack.device("door-b1-u1", secret)
-        database_free, read_some = asyncio.Event(), asyncio.Event()
-        commit = platform.store.commit
-
-        async def held_commit(twins: Iterable[TwinDocument], *args: Any) -> None:
-            read_some.set()
-            await database_free.wait()
-            await commit(twins, *args)
-
-        platform.store.commit = held_commit  # type: ignore[method-assign]
+        database_free, read_some = _hold_commits(platform)
         for i in range(1, 50):
             device.publish("twin/reported", {"seq": i, "state": {"hold_seconds": i}})
         await asyncio.wait_for(read_some.wait(), 30)

@@ -8,6 +8,7 @@ import json
 import threading
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from hypothesis import given
@@ -83,19 +84,17 @@ def test_fleet_cli_prints_rate_and_memory(tmp_path: Path) -> None:
     assert doc["connected"] == 200 and doc["errors"] == 0
 
 
-async def test_fleet_sends_the_asked_share_of_events_with_ids_of_their_own() -> None:
-    topics: Counter[str] = Counter()
-    ids: set[str] = set()
-    got, subscribed = threading.Event(), threading.Event()
+async def _fleet_messages(**cfg: Any) -> list[tuple[str, bytes]]:
+    """Run a fleet on a private Mosquitto (``cfg``: FleetConfig fields) and return every message it sent, as a
+    subscriber to ``anfang/#`` got them (the fleet's acked count includes its status messages)."""
+    got: list[tuple[str, bytes]] = []
+    done, subscribed = threading.Event(), threading.Event()
     expected = [0]
 
     def on_message(client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
-        kind = msg.topic.split("/", 3)[3]
-        topics[kind] += 1
-        if kind == "events/motion":
-            ids.add(msg.topic + json.loads(msg.payload)["id"])
-        if expected[0] and sum(topics.values()) >= expected[0]:
-            got.set()
+        got.append((msg.topic, bytes(msg.payload)))
+        if expected[0] and len(got) >= expected[0]:
+            done.set()
 
     with Mosquitto(fleet=True) as b:
         watcher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="watcher")
@@ -106,14 +105,21 @@ async def test_fleet_sends_the_asked_share_of_events_with_ids_of_their_own() -> 
         watcher.loop_start()
         try:
             assert await asyncio.to_thread(subscribed.wait, 10)
-            r = await run_fleet(FleetConfig(host=b.host, port=b.port, devices=20, rate=1000, duration=1, events=0.5))
+            r = await run_fleet(FleetConfig(host=b.host, port=b.port, **cfg))
             expected[0] = r.acked
-            if sum(topics.values()) >= r.acked:
-                got.set()
-            assert await asyncio.to_thread(got.wait, 10), topics
+            if len(got) >= r.acked:
+                done.set()
+            assert await asyncio.to_thread(done.wait, 10), len(got)
         finally:
             watcher.loop_stop()
             watcher.disconnect()
+    return list(got)
+
+
+async def test_fleet_sends_the_asked_share_of_events_with_ids_of_their_own() -> None:
+    messages = await _fleet_messages(devices=20, rate=1000, duration=1, events=0.5)
+    topics = Counter(topic.split("/", 3)[3] for topic, _ in messages)
+    ids = {topic + json.loads(body)["id"] for topic, body in messages if topic.endswith("events/motion")}
     assert abs(topics["events/motion"] - topics["twin/reported"]) <= 1, topics
     assert len(ids) == topics["events/motion"]  # every event is new, as a device's next event would be
 
@@ -126,36 +132,9 @@ def test_fleet_cli_refuses_an_events_share_outside_0_to_1() -> None:
 async def test_a_changing_fleet_changes_each_twin_at_every_report() -> None:
     """``--changing``: consecutive reports of a device differ, so a rules benchmark evaluates every one."""
     fps: dict[str, list[int]] = {}
-    done, subscribed = threading.Event(), threading.Event()
-    expected = [0]
-
-    seen = [0]
-
-    def on_message(client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
-        seen[0] += 1  # acked counts every QoS 1 message of the fleet, status included
-        if msg.topic.endswith("/twin/reported"):
-            fps.setdefault(msg.topic, []).append(int(json.loads(msg.payload)["state"]["fps"]))
-        if expected[0] and seen[0] >= expected[0]:
-            done.set()
-
-    with Mosquitto(fleet=True) as b:
-        watcher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="watcher")
-        watcher.on_message = on_message
-        watcher.on_subscribe = lambda *args: subscribed.set()
-        watcher.connect(b.host, b.port)
-        watcher.subscribe("anfang/#", qos=1)
-        watcher.loop_start()
-        try:
-            assert await asyncio.to_thread(subscribed.wait, 10)
-            cfg = FleetConfig(host=b.host, port=b.port, devices=5, rate=500, duration=1, changing=True)
-            r = await run_fleet(cfg)
-            expected[0] = r.acked
-            if seen[0] >= r.acked:
-                done.set()
-            assert await asyncio.to_thread(done.wait, 10), fps
-        finally:
-            watcher.loop_stop()
-            watcher.disconnect()
+    for topic, body in await _fleet_messages(devices=5, rate=500, duration=1, changing=True):
+        if topic.endswith("/twin/reported"):
+            fps.setdefault(topic, []).append(int(json.loads(body)["state"]["fps"]))
     assert len(fps) == 5
     for values in fps.values():
         assert all(15 <= v <= 25 for v in values)
