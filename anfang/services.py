@@ -27,13 +27,14 @@ from anfang.feed import FeedWriter, platform_stream
 from anfang.readiness import Readiness
 from anfang.site_setup import current_site, rules_plan
 from community.api import CommunityServices
+from community.credential_limits import CredentialLimitStore
 from community.handler import AccessConfig, AccessHandler, PlateImageReading
 from community.records import Retention
 from registry.alarm_store import DatabaseAlarmStore
 from registry.alarms import AlarmManager
 from registry.db import open_connection
 from registry.migrate import is_postgres
-from registry.sql import DB_ERRORS
+from registry.sql import DB_ERRORS, Sql
 from registry.store import Registry, TwinStore
 from rules.db_events import events_after
 from rules.db_timers import DatabaseTimerStore
@@ -398,6 +399,8 @@ async def open_services(
             read_plate_image=read_plate_image,
             on_platform_event=platform_event,
             alarms=alarms,
+            # each owner decides for its own doors: one credential's refusals are counted site-wide
+            credential_limits=CredentialLimitStore(Sql(db), site, access_config.limits) if partitions > 1 else None,
         )
 
         async def run_rules(actions: PlatformActions) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from community.allowlist import EdgeLimits, allow_list_digest, build_allow_list, next_boundary
+from community.credential_limits import CredentialLimitStore
 from community.decisions import Capture, CredentialKind, Decision, decide, watchlist_hits
 from community.edge import DoorSealer, door_key
 from community.edge_keys import edge_key_epochs
@@ -31,6 +32,7 @@ from community.records import AccessRecords, Retention
 from community.snapshot import RegistrySnapshot, WatchEntry
 from community.store import CommunityStore
 from registry.alarms import AlarmManager
+from registry.sql import DB_ERRORS
 from twins.history import acting_as
 from twins.hooks import DeviceEvent, PlatformActions, TwinChange
 from vision.gallery import DEFAULT_THRESHOLD
@@ -91,8 +93,11 @@ class AccessHandler:
         read_plate_image: ReadPlateImage | None = None,
         actions: PlatformActions | None = None,
         clock: Callable[[], float] = time.time,
+        credential_limits: CredentialLimitStore | None = None,
     ) -> None:
-        """``alarms``: the site's alarm system (watchlist hits raise their alarms there)."""
+        """``alarms``: the site's alarm system (watchlist hits raise their alarms there);
+        ``credential_limits``: where a partitioned site counts and locks each credential across all its
+        doors (None: in memory, for the doors this handler decides for)."""
         self.store = store
         self.records = records
         self.config = config
@@ -111,7 +116,9 @@ class AccessHandler:
         self._pushed: dict[str, tuple[int, str]] = {}
         self._sealers: dict[tuple[str, int], DoorSealer] = {}
         self._epochs: dict[str, int] = {}  # generation of each edge door's key, read at every refresh
-        self._attempts = AttemptLimits(config.limits)
+        self._attempts = AttemptLimits(config.limits, credential_scope=credential_limits is None)
+        self._shared_limits = credential_limits
+        self.shared_limit_errors = 0  # failed reads/writes of the site-wide credential counts
         self._inbox: asyncio.Queue[tuple[DeviceEvent, PlatformActions]] | None = None
 
     # --- snapshot ---------------------------------------------------------------------------------
@@ -237,7 +244,7 @@ class AccessHandler:
         attempt_key = self._attempt_key(capture)
         door = decision.target
         central = door is not None and door not in self.edge_devices
-        locked = central and door is not None and self._attempts.locked(door, capture.kind, attempt_key, now)
+        locked = central and door is not None and await self._locked(door, capture.kind, attempt_key, now)
         if locked:
             decision = Decision(False, "locked_out", door, capture.kind, credential_ref=decision.credential_ref)
         hits = watchlist_hits(capture, snap)
@@ -262,7 +269,9 @@ class AccessHandler:
             )
             await self._emit(capture.device_id, "access_decided", now, _decision_data(decision))
             if not locked:
-                for lock in self._attempts.record(target, capture.kind, attempt_key, decision.allowed, now):
+                locks = self._attempts.record(target, capture.kind, attempt_key, decision.allowed, now)
+                locks += await self._record_shared(target, capture.kind, attempt_key, decision.allowed, now)
+                for lock in locks:
                     await self._raise_lockout(lock, snap, actions, now)
         if decision.allowed and decision.tolerant_read is not None:
             await self._review_tolerant_plate(decision, capture, snap, actions, now)
@@ -356,6 +365,36 @@ class AccessHandler:
                 "alarm_id": alarm.id,
             },
         )
+
+    async def _locked(self, door: str, kind: str, attempt_key: str | None, now: float) -> bool:
+        """Whether ``kind`` is locked at ``door`` (in memory) or the credential is (in memory, or site-wide)."""
+        if self._attempts.locked(door, kind, attempt_key, now):
+            return True
+        if self._shared_limits is None or attempt_key is None or kind not in LIMITED_KINDS:
+            return False
+        try:
+            return await self._shared_limits.locked(kind, attempt_key, now)
+        except DB_ERRORS as exc:  # the door's own limit still holds; this decision is not held up
+            self.shared_limit_errors += 1
+            log.error("%s: site-wide %s lock not read: %s", door, kind, exc)
+            return False
+
+    async def _record_shared(
+        self, door: str, kind: str, attempt_key: str | None, allowed: bool, now: float
+    ) -> list[LockStarted]:
+        """Count a decision of a credential site-wide (a partitioned site); the lock a refusal starts."""
+        if self._shared_limits is None or attempt_key is None or kind not in LIMITED_KINDS:
+            return []
+        try:
+            if allowed:
+                await self._shared_limits.granted(kind, attempt_key)
+                return []
+            lock = await self._shared_limits.refused(door, kind, attempt_key, now)
+        except DB_ERRORS as exc:
+            self.shared_limit_errors += 1
+            log.error("%s: %s decision not counted site-wide: %s", door, kind, exc)
+            return []
+        return [] if lock is None else [lock]
 
     def _attempt_key(self, capture: Capture) -> str | None:
         """A keyed hash of a typed or presented credential, to count its refusals without keeping it."""
@@ -472,6 +511,8 @@ class AccessHandler:
     async def purge(self, now: float) -> dict[str, int]:
         """Enforce the retention periods (captures, decisions, alarms, expired passes, audit)."""
         counts = await self.records.purge(now, self.config.retention)
+        if self._shared_limits is not None:
+            counts["credential_limits"] = await self._shared_limits.prune(now)
         if counts.get("passes"):
             self.store.changed()
         return counts

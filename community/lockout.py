@@ -8,8 +8,10 @@ so no PIN or card number is kept). While locked, the kind is refused with ``lock
 being looked up, and a granted credential never resets a door's count.
 
 State is per access handler: with several workers per site each partition's owner counts the captures
-of its doors (a door's captures go to one owner, so door limits hold exactly; a credential's count
-across doors covers the doors of that partition only).
+of its doors (a door's captures go to one owner, so door limits hold exactly). A credential's count
+across doors is then kept site-wide in the database instead (:mod:`community.credential_limits`,
+``credential_scope=False`` here, :func:`credential_lock` decides on the shared count), so a stolen card
+or a guessed PIN gets ``max_failures`` refusals in total, whichever partitions its doors belong to.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 
 from community.allowlist import EdgeLimits
 
-__all__ = ["LIMITED_KINDS", "AttemptLimits", "LockStarted"]
+__all__ = ["LIMITED_KINDS", "AttemptLimits", "LockStarted", "credential_lock"]
 
 #: Credentials a person types or presents; plates and faces are read from whoever passes by.
 LIMITED_KINDS = frozenset({"pin", "card", "qr"})
@@ -42,15 +44,16 @@ class LockStarted:
 class AttemptLimits:
     """Sliding-window failure counts and running locks (see the module docstring)."""
 
-    def __init__(self, limits: EdgeLimits) -> None:
+    def __init__(self, limits: EdgeLimits, *, credential_scope: bool = True) -> None:
+        """``credential_scope``: count per credential here too (off when a shared store counts it)."""
         self.limits = limits
+        self.credential_scope = credential_scope
         self._failures: dict[tuple[str, ...], list[float]] = {}
         self._locked_until: dict[tuple[str, ...], float] = {}
 
-    @staticmethod
-    def _keys(door: str, kind: str, credential_key: str | None) -> list[tuple[str, ...]]:
+    def _keys(self, door: str, kind: str, credential_key: str | None) -> list[tuple[str, ...]]:
         keys: list[tuple[str, ...]] = [("door", door, kind)]
-        if credential_key is not None:
+        if credential_key is not None and self.credential_scope:
             keys.append(("credential", kind, credential_key))
         return keys
 
@@ -66,7 +69,7 @@ class AttemptLimits:
             return []
         keys = self._keys(door, kind, credential_key)
         if allowed:
-            if credential_key is not None:
+            if len(keys) > 1:
                 self._failures.pop(keys[1], None)
             return []
         started = []
@@ -97,3 +100,13 @@ class AttemptLimits:
     def active(self, now: float) -> Sequence[tuple[str, ...]]:
         """The keys locked at ``now`` (for tests and status)."""
         return [k for k, t in self._locked_until.items() if t > now]
+
+
+def credential_lock(
+    limits: EdgeLimits, door: str, kind: str, credential_key: str, failures: int, now: float
+) -> LockStarted | None:
+    """The credential lock ``failures`` refusals of one credential within ``limits.window_s`` start (the
+    last at ``door`` at ``now``), or None while they are fewer than ``limits.max_failures``."""
+    if kind not in LIMITED_KINDS or failures < limits.max_failures:
+        return None
+    return LockStarted(door, kind, "credential", now + limits.lockout_s, failures, credential_key)
