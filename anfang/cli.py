@@ -6,6 +6,7 @@ import asyncio
 import importlib
 import json
 import logging
+import signal
 import ssl
 import sys
 from collections.abc import Awaitable, Callable
@@ -18,6 +19,8 @@ from anfang import logs
 from anfang.accounts import OPERATOR_USER, read_or_create_secret
 from anfang.config import ConfigError, Settings, load_settings
 from twins.errors import TwinError
+
+log = logging.getLogger(__name__)
 
 app = typer.Typer(
     help="anfang (安防): smart-security community platform — device twins over MQTT.",
@@ -113,12 +116,18 @@ def run(
     startup_errors = (BrokerError, MqttLinkError, ApiServerError, MigrationError)
 
     async def main() -> None:
+        # SIGTERM (docker stop, systemd, the --workers supervisor) stops the platform as Ctrl-C does: the
+        # services shut down in order and flush what they hold (telemetry points, rule state) instead of the
+        # process dying on the signal with them in memory
+        task = asyncio.current_task()
+        assert task is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
         await serve(settings, open_services)
 
     try:
         asyncio.run(main())
-    except KeyboardInterrupt:
-        pass
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        log.info("stopped")
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -9,6 +9,7 @@ import asyncio
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -202,6 +203,17 @@ async def _metric(port: int | None, name: str) -> float:
     return sum(s.value for f in text_string_to_metric_families(text) if f.name == name for s in f.samples)
 
 
+async def _alarms(police: Device, rule_ids: set[str], timeout: float = 30) -> dict[str, dict[str, Any]]:
+    """The first alarm of each of these rules on the alarm topic, in whatever order they come."""
+    found: dict[str, dict[str, Any]] = {}
+    async with asyncio.timeout(timeout):
+        while set(found) < rule_ids:
+            _, alarm = await police.expect(r"/alarms/", timeout=timeout)
+            if isinstance(alarm, dict) and alarm.get("rule_id") in rule_ids:
+                found.setdefault(str(alarm["rule_id"]), alarm)
+    return found
+
+
 @pytest.mark.postgres
 @pytest.mark.timeout(300)
 async def test_rules_access_and_telemetry_run_on_the_owner_of_each_partition(tmp_path: Path, pg_url: str) -> None:
@@ -209,6 +221,9 @@ async def test_rules_access_and_telemetry_run_on_the_owner_of_each_partition(tmp
     port = free_port()
     (tmp_path / "rules").mkdir()
     (tmp_path / "rules" / "owners.yaml").write_text(OWNERS_RULES)
+    # no worker dies here: a long takeover keeps a heartbeat delayed by a busy machine from moving partitions
+    # while the test counts what each owner did
+    (tmp_path / "anfang.yaml").write_text("workers:\n  takeover_after_s: 60\n")
     env = site_env(
         port,
         pg_url,
@@ -216,6 +231,7 @@ async def test_rules_access_and_telemetry_run_on_the_owner_of_each_partition(tmp
             "ANFANG_DATA_DIR": str(tmp_path / "data"),
             "ANFANG_PARTITIONS": "3",
             "ANFANG_RULES_DIR": str(tmp_path / "rules"),
+            "ANFANG_CONFIG": str(tmp_path / "anfang.yaml"),
         },
     )
     secrets = {door: add_device(env, tmp_path, door, "door_lock") for door in OWNED_DOORS}
@@ -252,15 +268,18 @@ async def test_rules_access_and_telemetry_run_on_the_owner_of_each_partition(tmp
             for name in ("door-b1-u1", "door-b2-u1"):
                 dev = doors[name]
                 await dev.published(dev.publish("events/card_presented", {"id": f"c-{n}", "data": {"card": "C1"}}))
-        _, alarm = await police.expect(r"/alarms/", timeout=30)
-        assert alarm["rule_id"] == "denied-person" and alarm["subject"] == WANDERER
+        # and their card, refused five times across the two partitions' doors, is locked site-wide (one alarm)
+        raised = await _alarms(police, {"denied-person", "access"})
+        assert raised["denied-person"]["subject"] == WANDERER
+        assert raised["access"]["kind"] == "access_lockout" and "C1" not in str(raised["access"])
         # partition 2's door opens: its owner raises the alarm
         door = doors["door-b2-u1"]
         await door.published(door.publish("twin/reported", {"seq": 1, "state": {"door": "open"}}))
-        _, alarm = await police.expect(r"/alarms/", timeout=30)
-        assert alarm["rule_id"] == "door-opened" and alarm["subject"] == "door-b2-u1"
+        assert (await _alarms(police, {"door-opened"}))["door-opened"]["subject"] == "door-b2-u1"
         decisions = [await _metric(w.api_port, "anfang_access_decisions") for w in workers]
         rule_inputs = [await _metric(w.api_port, "anfang_rule_inputs") for w in workers]
+        # what each worker served while the test ran (a worker stopping at the end hands its share over)
+        owned = [partitions_served(w) for w in workers]
         conn = await asyncpg.connect("postgresql://" + pg_url.split("://", 1)[1])
         try:
             denials = await conn.fetchval("SELECT COUNT(*) FROM alarms WHERE rule_id = 'denied-person'")
@@ -285,10 +304,10 @@ async def test_rules_access_and_telemetry_run_on_the_owner_of_each_partition(tmp
     assert denials == 1 and left_in_feed == 0
     assert all(n > 0 for n in rule_inputs), rule_inputs  # every worker evaluates rules (per partition on /metrics)
     # every access decision was counted by the process serving its door: 1 + 3 at door-b1-u1, 3 at door-b2-u1
-    expected = [sum(4 if p == 1 else 3 if p == 2 else 0 for p in partitions_served(w)) for w in workers]
+    expected = [sum(4 if p == 1 else 3 if p == 2 else 0 for p in parts) for parts in owned]
     assert decisions == expected, (decisions, expected)
     # each owner wrote the telemetry points of its own devices, and only those
-    for w, points in zip(workers, files, strict=True):
-        mine = {d for d, p in OWNED_DOORS.items() if p in partitions_served(w)}
+    for parts, points in zip(owned, files, strict=True):
+        mine = {d for d, p in OWNED_DOORS.items() if p in parts}
         seen = {m.group(1) for m in re.finditer(r"device=([\w-]+)\S* [^\n]*battery=", points.read_text())}
         assert seen == mine, (seen, mine)
