@@ -111,10 +111,17 @@ async def test_two_active_workers_split_a_site_and_survive_one_of_them_dying(tmp
         for dev in devices:
             assert await dev.connect() == 0
         infos = []
+        alarmed: set[str] = set()
         for i in range(1, N + 1):
             if i == N // 2:
                 for info in infos[-len(devices) * 2 :]:
                     await devices[0].published(info)
+                # each door's alarm came from its own partition's owner before one of them dies: a twin change
+                # whose rule had not run when its owner was SIGKILLed is not replayed (docs/rules.md)
+                async with asyncio.timeout(60):
+                    while alarmed != set(DOORS):
+                        _, alarm = await police.expect(r"/alarms/")
+                        alarmed.add(alarm["subject"])
                 other.kill()
             for dev in devices:
                 door = "open" if i == 5 else "closed"
@@ -126,11 +133,6 @@ async def test_two_active_workers_split_a_site_and_survive_one_of_them_dying(tmp
             d: await document_when(port, env, d, N, timeout=60, until=lambda doc: doc["desired"] == {"lock": "locked"})
             for d in DOORS
         }
-        alarmed: set[str] = set()
-        async with asyncio.timeout(30):
-            while alarmed != set(DOORS):
-                _, alarm = await police.expect(r"/alarms/")
-                alarmed.add(alarm["subject"])
     finally:
         for dev in [*devices, police]:
             dev.close()
