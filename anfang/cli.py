@@ -6,6 +6,7 @@ import asyncio
 import importlib
 import json
 import logging
+import os
 import signal
 import ssl
 import sys
@@ -21,6 +22,15 @@ from anfang.config import ConfigError, Settings, load_settings
 from twins.errors import TwinError
 
 log = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE_S = 8.0  # after SIGTERM; below docker's default 10 s before its SIGKILL
+
+
+def _exit_now(why: str) -> None:
+    log.error("stopping at once: %s", why)
+    logging.shutdown()
+    os._exit(1)
+
 
 app = typer.Typer(
     help="anfang (安防): smart-security community platform — device twins over MQTT.",
@@ -121,7 +131,16 @@ def run(
         # process dying on the signal with them in memory
         task = asyncio.current_task()
         assert task is not None
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        loop = asyncio.get_running_loop()
+
+        def stop() -> None:
+            task.cancel()
+            # a shutdown step that hangs must not keep the process alive: the supervisor's SIGKILL would
+            # come anyway (docker: after 10 s); exit on our own a little before, and at once on a second SIGTERM
+            loop.add_signal_handler(signal.SIGTERM, _exit_now, "a second SIGTERM")
+            loop.call_later(SHUTDOWN_GRACE_S, _exit_now, f"shutdown took longer than {SHUTDOWN_GRACE_S:.0f} s")
+
+        loop.add_signal_handler(signal.SIGTERM, stop)
         await serve(settings, open_services)
 
     try:
